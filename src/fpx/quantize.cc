@@ -1,0 +1,75 @@
+#include "fpx/quantize.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+
+#include "core/check.h"
+#include "core/thread_pool.h"
+
+namespace fp6serve::fpx {
+
+namespace {
+
+void check_view(const MatrixView& src) {
+  FP6_CHECK(is_float_dtype(src.dtype), kInvalidArgument,
+            "tensor '{}': cannot quantize dtype {} (need f32, f16 or bf16)", src.name,
+            dtype_name(src.dtype));
+  FP6_CHECK(src.rows > 0 && src.cols > 0, kInvalidArgument,
+            "tensor '{}': cannot quantize an empty [{}, {}] matrix", src.name, src.rows, src.cols);
+  FP6_CHECK(src.data != nullptr, kInvalidArgument, "tensor '{}': no data", src.name);
+}
+
+[[noreturn]] void throw_non_finite(const MatrixView& src, int64_t row, const float* values) {
+  for (int64_t c = 0; c < src.cols; ++c) {
+    if (!std::isfinite(values[c])) {
+      FP6_THROW(kBadInput, "tensor '{}' has {} at [{}, {}] (shape [{}, {}]): cannot quantize",
+                src.name, std::isnan(values[c]) ? "NaN" : "Inf", row, c, src.rows, src.cols);
+    }
+  }
+  FP6_ASSERT(false);
+}
+
+}  // namespace
+
+void quantize_rows(const MatrixView& src, const Codec& codec, int64_t row_begin, int64_t row_end,
+                   uint8_t* codes, int64_t codes_stride, float* scales) {
+  check_view(src);
+  const auto max_value = static_cast<float>(codec.format().max_value());
+  std::vector<float> row(static_cast<size_t>(src.cols));
+  const size_t element = dtype_size(src.dtype);
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    convert_to_f32(static_cast<const uint8_t*>(src.data) + static_cast<size_t>(r * src.cols) * element,
+                   src.dtype, row.data(), row.size());
+    float amax = 0.0f;
+    uint32_t non_finite = 0;
+    for (float v : row) {
+      amax = std::max(amax, std::fabs(v));
+      non_finite |= (std::bit_cast<uint32_t>(v) & 0x7F800000u) == 0x7F800000u;
+    }
+    if (non_finite) throw_non_finite(src, r, row.data());
+    float scale = amax / max_value;
+    // A zero row, or one so tiny that its scale underflows, quantizes to zeros with scale 1.
+    if (scale == 0.0f) scale = 1.0f;
+    uint8_t* out = codes + (r - row_begin) * codes_stride;
+    for (int64_t c = 0; c < src.cols; ++c) out[c] = codec.encode(row[c] / scale);
+    scales[r - row_begin] = scale;
+  }
+}
+
+QuantizedMatrix quantize(const MatrixView& src, Format format) {
+  check_view(src);
+  const Codec codec(format);
+  QuantizedMatrix q;
+  q.format = format;
+  q.rows = src.rows;
+  q.cols = src.cols;
+  q.codes.resize(static_cast<size_t>(src.rows * src.cols));
+  q.scales.resize(static_cast<size_t>(src.rows));
+  ThreadPool::global().parallel_for(src.rows, [&](int64_t begin, int64_t end) {
+    quantize_rows(src, codec, begin, end, q.codes.data() + begin * src.cols, src.cols, q.scales.data() + begin);
+  });
+  return q;
+}
+
+}  // namespace fp6serve::fpx

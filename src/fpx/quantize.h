@@ -1,0 +1,47 @@
+// Round-to-nearest weight quantization with one scale per output channel (row):
+//   scale_r = max_c |W[r,c]| / max_value(format),   code[r,c] = encode(W[r,c] / scale_r)
+// computed in float32. An all-zero row gets scale 1 and zero codes (nothing divides by zero);
+// NaN or Inf anywhere is an error naming the tensor and the position.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/dtype.h"
+#include "fpx/format.h"
+
+namespace fp6serve::fpx {
+
+// A row-major [rows, cols] matrix in F32, F16 or BF16 that is not owned.
+struct MatrixView {
+  const void* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  std::string_view name;  // used in error messages, e.g. "model.layers.0.mlp.up_proj.weight"
+};
+
+struct QuantizedMatrix {
+  Format format;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  std::vector<uint8_t> codes;  // [rows, cols], one code per byte
+  std::vector<float> scales;   // [rows]
+};
+
+// Quantizes rows [row_begin, row_end) of src into codes (row stride codes_stride) and
+// scales, both indexed from row_begin. Single-threaded; quantize() and the packers split rows.
+void quantize_rows(const MatrixView& src, const Codec& codec, int64_t row_begin, int64_t row_end,
+                   uint8_t* codes, int64_t codes_stride, float* scales);
+
+// The whole matrix, rows spread over the thread pool.
+QuantizedMatrix quantize(const MatrixView& src, Format format);
+
+// The dequantized value of one element: scale * decode(code).
+inline float dequantize(const QuantizedMatrix& q, const Codec& codec, int64_t r, int64_t c) {
+  return q.scales[r] * codec.decode(q.codes[r * q.cols + c]);
+}
+
+}  // namespace fp6serve::fpx
