@@ -4,6 +4,7 @@
 # logs under $OUT and prints a short table last.
 #
 # Here, first: bash tools/fetch-device-deps.sh   (the GPU machine has no network)
+# and: (git rev-parse --short HEAD; git diff --quiet HEAD || echo +dirty) > .device/commit
 # Then call the device tool with carry [".device"] and a command such as
 #   bash tools/device-run.sh                 # build + cuda tests + benchmarks
 #   bash tools/device-run.sh build test      # any subset of: build test bench
@@ -33,7 +34,9 @@ summary=$OUT/summary.txt
 : >"$summary"
 {
   echo "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
-  echo "commit: $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo '+dirty')"
+  # The tree arrives without .git: the caller writes the commit to .device/commit first
+  # (git rev-parse --short HEAD > .device/commit; git diff --quiet || echo +dirty >> ...).
+  echo "commit: $(cat .device/commit 2>/dev/null | tr -d '\n' || echo unknown)"
   echo "date:   $(date -u +%Y-%m-%dT%H:%MZ)"
 } | tee -a "$summary"
 
@@ -61,7 +64,8 @@ if want test; then
 fi
 
 if want bench; then
-  for b in build-device/bench/fp6serve_bench_gemm; do
+  for b in build-device/bench/fp6serve_bench_*; do
+    [ "$(basename "$b")" = fp6serve_bench_cpu ] && continue
     [ -x "$b" ] || continue
     name=$(basename "$b")
     # shellcheck disable=SC2086
