@@ -124,12 +124,27 @@ PackedWeight pack(const uint8_t* codes, const float* scales, int64_t rows, int64
   return p;
 }
 
-PackedWeight quantize_pack(const MatrixView& src, Format format, DType target) {
-  PackedWeight p = make_packed(src.rows, src.cols, format, target);
+PackedWeight quantize_pack(std::span<const MatrixView> parts, Format format, DType target) {
+  FP6_CHECK(!parts.empty(), kInvalidArgument, "quantize_pack: no matrix given");
+  int64_t rows = 0;
+  for (const MatrixView& part : parts) {
+    FP6_CHECK(part.cols == parts[0].cols, kInvalidArgument,
+              "tensor '{}' has {} columns but '{}' has {}: cannot stack them", part.name, part.cols, parts[0].name,
+              parts[0].cols);
+    rows += part.rows;
+  }
+  PackedWeight p = make_packed(rows, parts[0].cols, format, target);
   const Codec codec(format);
   for_each_row_tile(p, [&](int64_t rt, uint8_t* tile, int64_t cp) {
-    const int64_t r0 = rt * kUnitRows;
-    quantize_rows(src, codec, r0, std::min(src.rows, r0 + kUnitRows), tile, cp, p.scales.data() + r0);
+    // The tile's rows [r0, r1) of the stack may come from several parts.
+    const int64_t r0 = rt * kUnitRows, r1 = std::min(rows, r0 + kUnitRows);
+    int64_t part_begin = 0;
+    for (const MatrixView& part : parts) {
+      const int64_t b = std::max(r0, part_begin), e = std::min(r1, part_begin + part.rows);
+      if (b < e)
+        quantize_rows(part, codec, b - part_begin, e - part_begin, tile + (b - r0) * cp, cp, p.scales.data() + b);
+      part_begin += part.rows;
+    }
   });
   return p;
 }

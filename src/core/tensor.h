@@ -1,0 +1,60 @@
+// A dense, row-major tensor on the host or on a CUDA device: a shared allocation plus dtype,
+// shape and device. Views share the allocation. Deliberately small: no strides, no
+// broadcasting, no autograd; ops take raw pointers from it.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace fp6serve {
+
+enum class Device : uint8_t { kCpu, kCuda };
+const char* device_name(Device device);
+
+class Tensor {
+ public:
+  Tensor() = default;
+  // Uninitialised storage. kCuda needs the CUDA backend (throws kUnsupported otherwise).
+  static Tensor empty(std::vector<int64_t> shape, DType dtype, Device device = Device::kCpu);
+  static Tensor zeros(std::vector<int64_t> shape, DType dtype, Device device = Device::kCpu);
+  // A view of memory owned elsewhere; `keep_alive` (may be null) is held by the tensor.
+  static Tensor wrap(void* data, std::vector<int64_t> shape, DType dtype, Device device,
+                     std::shared_ptr<void> keep_alive = nullptr);
+
+  bool defined() const { return data_ != nullptr || numel() == 0; }
+  DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
+  const std::vector<int64_t>& shape() const { return shape_; }
+  int64_t dim(int i) const { return shape_.at(static_cast<size_t>(i < 0 ? i + static_cast<int>(shape_.size()) : i)); }
+  int rank() const { return static_cast<int>(shape_.size()); }
+  int64_t numel() const;
+  size_t bytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
+  std::string shape_string() const;
+
+  void* data() const { return data_; }
+  template <typename T>
+  T* data_as() const { return static_cast<T*>(data_); }
+
+  // Same storage, new shape with the same element count.
+  Tensor reshape(std::vector<int64_t> shape) const;
+  // Rows [begin, end) of the first dimension.
+  Tensor slice_rows(int64_t begin, int64_t end) const;
+  // Host copy (or the tensor itself when already on the host).
+  Tensor to_host() const;
+  // Copies this tensor's bytes into `dst` (same dtype and element count; any devices).
+  void copy_to(Tensor& dst) const;
+
+ private:
+  std::shared_ptr<void> storage_;
+  void* data_ = nullptr;
+  std::vector<int64_t> shape_;
+  DType dtype_ = DType::kF32;
+  Device device_ = Device::kCpu;
+};
+
+}  // namespace fp6serve

@@ -1,0 +1,58 @@
+// The device side of the model: where weights live and how each transformer op runs. The
+// transformer (model.cc) is written once against this interface; the CPU backend
+// (cpu_backend.cc) and the CUDA backend implement it. Activations are [tokens, width]
+// tensors in act_dtype() on the backend's device.
+#pragma once
+
+#include <memory>
+
+#include "core/tensor.h"
+#include "model/batch.h"
+#include "model/config.h"
+#include "model/kv_cache.h"
+#include "model/weights.h"
+
+namespace fp6serve::model {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual DType act_dtype() const = 0;
+  // The raw placement FPx weights are packed for (fpx/pack_plan.h).
+  virtual DType pack_target(fpx::Format format) const = 0;
+  virtual std::string describe() const = 0;
+
+  // Weights: take a host weight (the host copy may be released).
+  virtual std::unique_ptr<LinearWeight> adopt_linear(HostLinear&& host) = 0;
+  virtual Tensor adopt_tensor(Tensor host) = 0;
+
+  virtual KvCache make_kv_cache(int64_t num_blocks, int64_t block_size) = 0;
+  // Bytes one KV block takes over all layers.
+  virtual size_t kv_block_bytes(int64_t block_size) const = 0;
+
+  // A new activation tensor [rows, cols].
+  virtual Tensor activations(int64_t rows, int64_t cols) = 0;
+
+  // Ops. `batch` is the host plan of the forward pass.
+  virtual void embed(const Tensor& table, const Batch& batch, Tensor& out) = 0;
+  virtual void rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& out) = 0;
+  virtual void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, double eps, Tensor& out) = 0;
+  virtual void linear(const Tensor& x, const LinearWeight& w, Tensor& y) = 0;
+  // qkv [tokens, q + 2 kv]: rotates q and k in place and writes k, v into the layer's cache.
+  virtual void rope_write_kv(Tensor& qkv, const Batch& batch, KvCache& cache, int64_t layer) = 0;
+  // out [tokens, q] = attention of qkv's q over the cached keys and values.
+  virtual void attention(const Tensor& qkv, const Batch& batch, const KvCache& cache, int64_t layer,
+                         Tensor& out) = 0;
+  virtual void silu_mul(const Tensor& gate_up, Tensor& out) = 0;
+  virtual void add(Tensor& acc, const Tensor& x) = 0;
+  // out [rows.size(), cols] = x[rows, :]
+  virtual void gather_rows(const Tensor& x, const std::vector<int64_t>& rows, Tensor& out) = 0;
+  // Logits to a host f32 tensor.
+  virtual Tensor to_host_f32(const Tensor& x) = 0;
+};
+
+// The CPU backend (always available). Activations and KV cache in f32.
+std::unique_ptr<Backend> make_cpu_backend(const ModelConfig& config);
+
+}  // namespace fp6serve::model

@@ -1,0 +1,267 @@
+#include "model/config.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/check.h"
+
+namespace fp6serve::model {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+const char* family_name(Family family) {
+  switch (family) {
+    case Family::kLlama: return "llama";
+    case Family::kMistral: return "mistral";
+    case Family::kQwen2: return "qwen2";
+  }
+  return "?";
+}
+
+namespace {
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  FP6_CHECK(in.good(), kNotFound, "cannot read {}", path.string());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+json parse_json(const std::string& text, const std::string& source) {
+  try {
+    json j = json::parse(text);
+    FP6_CHECK(j.is_object(), kBadInput, "{}: expected a JSON object", source);
+    return j;
+  } catch (const json::exception& e) {
+    FP6_THROW(kBadInput, "{}: malformed JSON: {}", source, e.what());
+  }
+}
+
+// Field readers that name the file and the field in every error.
+struct Fields {
+  const json& j;
+  const std::string& source;
+
+  bool has(const char* key) const { return j.contains(key) && !j[key].is_null(); }
+
+  int64_t positive_int(const char* key) const {
+    FP6_CHECK(has(key), kBadInput, "{}: required field '{}' is missing", source, key);
+    const json& v = j[key];
+    FP6_CHECK(v.is_number_integer() && v.get<int64_t>() > 0, kBadInput,
+              "{}: field '{}' must be a positive integer, got {}", source, key, v.dump());
+    return v.get<int64_t>();
+  }
+  int64_t positive_int_or(const char* key, int64_t fallback) const { return has(key) ? positive_int(key) : fallback; }
+
+  double positive_number(const json& v, const std::string& key) const {
+    FP6_CHECK(v.is_number() && v.get<double>() > 0 && std::isfinite(v.get<double>()), kBadInput,
+              "{}: field '{}' must be a positive number, got {}", source, key, v.dump());
+    return v.get<double>();
+  }
+  double positive_number_or(const char* key, double fallback) const {
+    return has(key) ? positive_number(j[key], key) : fallback;
+  }
+
+  bool boolean_or(const char* key, bool fallback) const {
+    if (!has(key)) return fallback;
+    FP6_CHECK(j[key].is_boolean(), kBadInput, "{}: field '{}' must be true or false, got {}", source, key,
+              j[key].dump());
+    return j[key].get<bool>();
+  }
+
+  std::vector<int32_t> token_ids(const char* key) const {
+    std::vector<int32_t> out;
+    if (!has(key)) return out;
+    const json& v = j[key];
+    auto one = [&](const json& x) {
+      FP6_CHECK(x.is_number_integer() && x.get<int64_t>() >= 0, kBadInput,
+                "{}: field '{}' must hold non-negative token ids, got {}", source, key, x.dump());
+      out.push_back(static_cast<int32_t>(x.get<int64_t>()));
+    };
+    if (v.is_array())
+      for (const json& x : v) one(x);
+    else
+      one(v);
+    return out;
+  }
+};
+
+void parse_rope(const Fields& f, ModelConfig& c) {
+  // transformers 5: rope_parameters {rope_theta, rope_type, ...}; 4.x: rope_theta + rope_scaling.
+  const json* params = nullptr;
+  std::string params_key;
+  if (f.has("rope_parameters")) params = &f.j["rope_parameters"], params_key = "rope_parameters";
+  else if (f.has("rope_scaling")) params = &f.j["rope_scaling"], params_key = "rope_scaling";
+  c.rope.theta = f.positive_number_or("rope_theta", 10000.0);
+  if (!params) return;
+  FP6_CHECK(params->is_object(), kBadInput, "{}: field '{}' must be an object", f.source, params_key);
+  const json& p = *params;
+  if (p.contains("rope_theta")) c.rope.theta = f.positive_number(p["rope_theta"], params_key + ".rope_theta");
+  std::string type = "default";
+  for (const char* key : {"rope_type", "type"}) {
+    if (p.contains(key) && !p[key].is_null()) {
+      FP6_CHECK(p[key].is_string(), kBadInput, "{}: field '{}.{}' must be a string", f.source, params_key, key);
+      type = p[key].get<std::string>();
+      break;
+    }
+  }
+  c.rope.type = type;
+  auto number = [&](const char* key, double fallback) {
+    return p.contains(key) && !p[key].is_null() ? f.positive_number(p[key], params_key + "." + key) : fallback;
+  };
+  if (type == "default") return;
+  if (type == "linear") {
+    c.rope.factor = number("factor", 1.0);
+    return;
+  }
+  if (type == "llama3") {
+    c.rope.factor = number("factor", 8.0);
+    c.rope.low_freq_factor = number("low_freq_factor", 1.0);
+    c.rope.high_freq_factor = number("high_freq_factor", 4.0);
+    c.rope.original_max_position = static_cast<int64_t>(number("original_max_position_embeddings", 8192));
+    FP6_CHECK(c.rope.high_freq_factor > c.rope.low_freq_factor, kBadInput,
+              "{}: {}.high_freq_factor must exceed low_freq_factor", f.source, params_key);
+    return;
+  }
+  FP6_THROW(kUnsupported, "{}: {}.rope_type '{}' is not supported (supported: default, linear, llama3)", f.source,
+            params_key, type);
+}
+
+}  // namespace
+
+ModelConfig ModelConfig::load(const fs::path& dir) {
+  const fs::path path = dir / "config.json";
+  FP6_CHECK(fs::exists(path), kNotFound, "{} has no config.json: not a Hugging Face model directory", dir.string());
+  return parse(read_file(path), path.string());
+}
+
+ModelConfig ModelConfig::parse(const std::string& text, const std::string& source) {
+  const json j = parse_json(text, source);
+  const Fields f{j, source};
+  ModelConfig c;
+  FP6_CHECK(f.has("model_type") && j["model_type"].is_string(), kBadInput, "{}: field 'model_type' is missing",
+            source);
+  c.model_type = j["model_type"].get<std::string>();
+  if (c.model_type == "llama") c.family = Family::kLlama;
+  else if (c.model_type == "mistral") c.family = Family::kMistral;
+  else if (c.model_type == "qwen2") c.family = Family::kQwen2;
+  else
+    FP6_THROW(kUnsupported, "{}: model_type '{}' is not supported (supported: llama, mistral, qwen2)", source,
+              c.model_type);
+
+  c.vocab_size = f.positive_int("vocab_size");
+  c.hidden_size = f.positive_int("hidden_size");
+  c.intermediate_size = f.positive_int("intermediate_size");
+  c.num_layers = f.positive_int("num_hidden_layers");
+  c.num_heads = f.positive_int("num_attention_heads");
+  c.num_kv_heads = f.positive_int_or("num_key_value_heads", c.num_heads);
+  FP6_CHECK(c.num_heads % c.num_kv_heads == 0, kBadInput,
+            "{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})", source, c.num_heads,
+            c.num_kv_heads);
+  if (f.has("head_dim")) {
+    c.head_dim = f.positive_int("head_dim");
+  } else {
+    FP6_CHECK(c.hidden_size % c.num_heads == 0, kBadInput,
+              "{}: hidden_size ({}) is not a multiple of num_attention_heads ({}) and head_dim is absent", source,
+              c.hidden_size, c.num_heads);
+    c.head_dim = c.hidden_size / c.num_heads;
+  }
+  FP6_CHECK(c.head_dim % 2 == 0, kBadInput, "{}: head_dim ({}) must be even for rotary embeddings", source,
+            c.head_dim);
+  c.max_position_embeddings = f.positive_int_or("max_position_embeddings", 4096);
+  c.rms_norm_eps = f.positive_number_or("rms_norm_eps", 1e-6);
+  c.tie_word_embeddings = f.boolean_or("tie_word_embeddings", c.family == Family::kQwen2);
+  if (f.has("hidden_act")) {
+    FP6_CHECK(j["hidden_act"] == "silu", kUnsupported, "{}: hidden_act {} is not supported (only silu)", source,
+              j["hidden_act"].dump());
+  }
+  switch (c.family) {
+    case Family::kLlama: {
+      const bool attention_bias = f.boolean_or("attention_bias", false);
+      c.qkv_bias = c.o_bias = attention_bias;
+      c.mlp_bias = f.boolean_or("mlp_bias", false);
+      break;
+    }
+    case Family::kMistral: break;
+    case Family::kQwen2: c.qkv_bias = true; break;
+  }
+  // Mistral v0.1 ships sliding_window 4096; Qwen2 ships one but disables it.
+  const bool sliding = c.family == Family::kQwen2 ? f.boolean_or("use_sliding_window", false) : true;
+  if (sliding && f.has("sliding_window")) c.sliding_window = f.positive_int("sliding_window");
+  parse_rope(f, c);
+  for (const char* key : {"dtype", "torch_dtype"}) {
+    if (f.has(key)) {
+      FP6_CHECK(j[key].is_string(), kBadInput, "{}: field '{}' must be a string", source, key);
+      const std::string d = j[key].get<std::string>();
+      c.dtype = d == "float16" ? DType::kF16 : d == "bfloat16" ? DType::kBF16 : d == "float32" ? DType::kF32 : c.dtype;
+      break;
+    }
+  }
+  const auto bos = f.token_ids("bos_token_id");
+  if (!bos.empty()) c.bos_token_id = bos.front();
+  c.eos_token_ids = f.token_ids("eos_token_id");
+  return c;
+}
+
+std::vector<float> ModelConfig::rope_inv_freq() const {
+  const int64_t half = head_dim / 2;
+  std::vector<float> inv(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) {
+    // As torch: base ** (arange(0, dim, 2).float() / dim) in float32, then its reciprocal.
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+    inv[i] = 1.0f / std::pow(static_cast<float>(rope.theta), exponent);
+  }
+  if (rope.type == "linear") {
+    for (float& f : inv) f = static_cast<float>(f / rope.factor);
+  } else if (rope.type == "llama3") {
+    const double pi = 3.14159265358979323846;
+    const double low_wavelen = rope.original_max_position / rope.low_freq_factor;
+    const double high_wavelen = rope.original_max_position / rope.high_freq_factor;
+    for (float& f : inv) {
+      const double wavelen = 2 * pi / f;
+      if (wavelen > low_wavelen) {
+        f = static_cast<float>(f / rope.factor);
+      } else if (wavelen >= high_wavelen) {
+        const double smooth = (rope.original_max_position / wavelen - rope.low_freq_factor) /
+                              (rope.high_freq_factor - rope.low_freq_factor);
+        f = static_cast<float>((1 - smooth) * f / rope.factor + smooth * f);
+      }
+    }
+  }
+  return inv;
+}
+
+GenerationDefaults GenerationDefaults::load(const fs::path& dir, const ModelConfig& config) {
+  GenerationDefaults g;
+  const fs::path path = dir / "generation_config.json";
+  if (fs::exists(path)) {
+    const std::string source = path.string();
+    const json j = parse_json(read_file(path), source);
+    const Fields f{j, source};
+    g.eos_token_ids = f.token_ids("eos_token_id");
+    g.do_sample = f.boolean_or("do_sample", false);
+    if (f.has("temperature")) {
+      FP6_CHECK(j["temperature"].is_number() && j["temperature"].get<double>() >= 0, kBadInput,
+                "{}: field 'temperature' must be a non-negative number", source);
+      g.temperature = j["temperature"].get<double>();
+    }
+    g.top_p = f.positive_number_or("top_p", 1.0);
+    if (f.has("top_k")) {
+      FP6_CHECK(j["top_k"].is_number_integer() && j["top_k"].get<int64_t>() >= 0, kBadInput,
+                "{}: field 'top_k' must be a non-negative integer", source);
+      g.top_k = j["top_k"].get<int64_t>();
+    }
+    g.repetition_penalty = f.positive_number_or("repetition_penalty", 1.0);
+  }
+  for (int32_t id : config.eos_token_ids)
+    if (std::find(g.eos_token_ids.begin(), g.eos_token_ids.end(), id) == g.eos_token_ids.end())
+      g.eos_token_ids.push_back(id);
+  return g;
+}
+
+}  // namespace fp6serve::model

@@ -1,0 +1,45 @@
+// A loaded model: config, weights on a backend, and the transformer forward pass over a
+// batch of sequences (prompt chunks and decode tokens mixed, each at its own position, with
+// a paged KV cache). Llama-family: pre-norm RMSNorm, rotary attention with grouped-query
+// heads, SwiGLU MLP.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+
+#include "model/backend.h"
+#include "model/batch.h"
+#include "model/config.h"
+#include "model/kv_cache.h"
+#include "model/weights.h"
+
+namespace fp6serve::model {
+
+class Model {
+ public:
+  // Reads config.json and the safetensors in dir, quantizing on load. Without a backend the
+  // CPU backend is used.
+  static std::unique_ptr<Model> load(const std::filesystem::path& dir, const LoadOptions& options,
+                                     std::unique_ptr<Backend> backend = nullptr);
+  Model(ModelConfig config, std::unique_ptr<Backend> backend, ModelWeights weights);
+
+  const ModelConfig& config() const { return config_; }
+  Backend& backend() { return *backend_; }
+  const ModelWeights& weights() const { return weights_; }
+  KvCache make_kv_cache(int64_t num_blocks, int64_t block_size) { return backend_->make_kv_cache(num_blocks, block_size); }
+
+  // Called with the residual stream [tokens, hidden] after the embeddings (0) and after each
+  // layer (1..L-1), and with the final-norm output (L): Hugging Face's output_hidden_states.
+  using HiddenStateHook = std::function<void(int64_t index, const Tensor& hidden)>;
+
+  // Logits [batch.logit_rows.size(), vocab] as a host f32 tensor.
+  Tensor forward(const Batch& batch, KvCache& cache, const HiddenStateHook& hook = nullptr);
+
+ private:
+  ModelConfig config_;
+  std::unique_ptr<Backend> backend_;
+  ModelWeights weights_;
+};
+
+}  // namespace fp6serve::model
