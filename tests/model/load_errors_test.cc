@@ -1,0 +1,222 @@
+// Malformed checkpoints and configs: each gives a clear error naming what and where.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "fp6serve/error.h"
+#include "model/model.h"
+#include "tests/model/fixture.h"
+
+namespace fp6serve::model {
+namespace {
+
+namespace fs = std::filesystem;
+
+class LoadErrors : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("fp6serve-load-" + std::to_string(::getpid()) + "-" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    for (const auto& f : fs::directory_iterator(testing::fixture_dir("tiny-llama")))
+      if (f.path().filename() != "reference.safetensors" && f.path().filename() != "reference.json")
+        fs::copy_file(f.path(), dir_ / f.path().filename());
+    fs::permissions(dir_, fs::perms::owner_all, fs::perm_options::add);
+    for (const auto& f : fs::directory_iterator(dir_)) fs::permissions(f.path(), fs::perms::owner_write, fs::perm_options::add);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // Loads and returns the error; fails the test when loading succeeds.
+  Error load_error() {
+    LoadOptions o;
+    o.progress = false;
+    try {
+      Model::load(dir_, o);
+    } catch (const Error& e) {
+      return e;
+    }
+    ADD_FAILURE() << "loading succeeded";
+    return Error(ErrorKind::kInternal, "");
+  }
+
+  // Rewrites model.safetensors through `edit`, which may change each tensor or drop it.
+  void rewrite(const std::function<bool(std::string& name, StDType& dtype, std::vector<int64_t>& shape,
+                                        std::vector<uint8_t>& data)>& edit) {
+    std::vector<std::tuple<std::string, StDType, std::vector<int64_t>, std::vector<uint8_t>>> kept;
+    {
+      SafetensorsFile f(dir_ / "model.safetensors");
+      for (const auto& [name, t] : f.tensors()) {
+        std::string n = name;
+        StDType d = t.dtype;
+        std::vector<int64_t> s = t.shape;
+        std::vector<uint8_t> data(t.data, t.data + t.bytes);
+        if (edit(n, d, s, data)) kept.emplace_back(n, d, s, std::move(data));
+      }
+    }
+    SafetensorsWriter w;
+    for (auto& [n, d, s, data] : kept) w.add(n, d, s, data.data(), data.size());
+    w.write(dir_ / "model.safetensors");
+  }
+
+  void write_text(const std::string& file, const std::string& text) { std::ofstream(dir_ / file) << text; }
+  std::string read_text(const std::string& file) {
+    std::ifstream in(dir_ / file);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
+
+  fs::path dir_;
+};
+
+void expect_mentions(const Error& e, ErrorKind kind, std::initializer_list<const char*> parts) {
+  EXPECT_EQ(e.kind(), kind) << e.what();
+  for (const char* p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << "'" << p << "' not in: " << e.what();
+}
+
+TEST_F(LoadErrors, TheUntouchedCopyLoads) {
+  LoadOptions o;
+  o.progress = false;
+  EXPECT_NO_THROW(Model::load(dir_, o));
+}
+
+TEST_F(LoadErrors, TruncatedFile) {
+  const auto path = dir_ / "model.safetensors";
+  fs::resize_file(path, fs::file_size(path) / 2);
+  expect_mentions(load_error(), ErrorKind::kBadInput, {"model.safetensors", "outside"});
+}
+
+TEST_F(LoadErrors, TruncatedHeader) {
+  fs::resize_file(dir_ / "model.safetensors", 5);
+  expect_mentions(load_error(), ErrorKind::kBadInput, {"model.safetensors", "truncated"});
+}
+
+TEST_F(LoadErrors, HeaderLengthBeyondTheFile) {
+  std::fstream f(dir_ / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+  const uint64_t huge = uint64_t{1} << 40;
+  f.write(reinterpret_cast<const char*>(&huge), 8);
+  f.close();
+  expect_mentions(load_error(), ErrorKind::kBadInput, {"model.safetensors", "header length"});
+}
+
+TEST_F(LoadErrors, GarbageHeader) {
+  std::fstream f(dir_ / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(8);
+  f.write("{not json", 9);
+  f.close();
+  expect_mentions(load_error(), ErrorKind::kBadInput, {"model.safetensors", "JSON"});
+}
+
+TEST_F(LoadErrors, WrongDtype) {
+  rewrite([](std::string& n, StDType& d, std::vector<int64_t>& s, std::vector<uint8_t>& data) {
+    if (n == "model.layers.1.self_attn.k_proj.weight") d = StDType::kU8, s = {static_cast<int64_t>(data.size())};
+    return true;
+  });
+  expect_mentions(load_error(), ErrorKind::kBadInput, {"model.layers.1.self_attn.k_proj.weight", "U8"});
+}
+
+TEST_F(LoadErrors, WrongShape) {
+  rewrite([](std::string& n, StDType&, std::vector<int64_t>& s, std::vector<uint8_t>& data) {
+    if (n == "model.layers.2.mlp.down_proj.weight") {
+      s[1] -= 1;
+      data.resize(static_cast<size_t>(s[0] * s[1] * 2));
+    }
+    return true;
+  });
+  expect_mentions(load_error(), ErrorKind::kBadInput, {"model.layers.2.mlp.down_proj.weight", "[128, 351]", "[128, 352]"});
+}
+
+TEST_F(LoadErrors, MissingTensor) {
+  rewrite([](std::string& n, StDType&, std::vector<int64_t>&, std::vector<uint8_t>&) {
+    return n != "model.layers.3.post_attention_layernorm.weight";
+  });
+  expect_mentions(load_error(), ErrorKind::kNotFound, {"model.layers.3.post_attention_layernorm.weight", "missing"});
+}
+
+TEST_F(LoadErrors, MissingCheckpoint) {
+  fs::remove(dir_ / "model.safetensors");
+  expect_mentions(load_error(), ErrorKind::kNotFound, {"model.safetensors"});
+}
+
+TEST_F(LoadErrors, BadJsonConfig) {
+  const std::string text = read_text("config.json");
+  write_text("config.json", text.substr(0, text.size() / 2));
+  expect_mentions(load_error(), ErrorKind::kBadInput, {"config.json", "malformed JSON"});
+}
+
+TEST_F(LoadErrors, UnknownModelType) {
+  std::string text = read_text("config.json");
+  text.replace(text.find("\"llama\""), 7, "\"gpt_neox\"");
+  write_text("config.json", text);
+  expect_mentions(load_error(), ErrorKind::kUnsupported, {"gpt_neox", "llama, mistral, qwen2"});
+}
+
+TEST_F(LoadErrors, BadConfigField) {
+  std::string text = read_text("config.json");
+  text.replace(text.find("\"num_key_value_heads\": 2"), 24, "\"num_key_value_heads\": 3");
+  write_text("config.json", text);
+  expect_mentions(load_error(), ErrorKind::kBadInput, {"config.json", "num_key_value_heads"});
+  text.replace(text.find("\"num_key_value_heads\": 3"), 24, "\"num_key_value_heads\": 2");
+  text.replace(text.find("\"hidden_size\": 128"), 18, "\"hidden_size\": \"x\"");
+  write_text("config.json", text);
+  expect_mentions(load_error(), ErrorKind::kBadInput, {"config.json", "hidden_size", "positive integer"});
+}
+
+TEST_F(LoadErrors, UnsupportedRope) {
+  std::string text = read_text("config.json");
+  text.replace(text.find("\"default\""), 9, "\"yarn\"");
+  write_text("config.json", text);
+  expect_mentions(load_error(), ErrorKind::kUnsupported, {"rope_type", "yarn"});
+}
+
+TEST_F(LoadErrors, BadQuantizationMode) {
+  try {
+    QuantizationMode::parse("int3");
+    FAIL();
+  } catch (const Error& e) {
+    expect_mentions(e, ErrorKind::kInvalidArgument, {"int3", "wf6af16"});
+  }
+}
+
+// A transformers 4.x config (torch_dtype, rope_theta, rope_scaling llama3) parses the same.
+TEST(Config, Transformers4LayoutAndLlama3Rope) {
+  const std::string text = R"({"model_type": "llama", "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336,
+    "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "rms_norm_eps": 1e-05,
+    "max_position_embeddings": 131072, "rope_theta": 500000.0, "torch_dtype": "bfloat16",
+    "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "tie_word_embeddings": false})";
+  const ModelConfig c = ModelConfig::parse(text, "config.json");
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_EQ(c.dtype, DType::kBF16);
+  EXPECT_EQ(c.rope.type, "llama3");
+  EXPECT_EQ(c.rope.theta, 500000.0);
+  EXPECT_EQ(c.eos_token_ids, (std::vector<int32_t>{128001, 128008, 128009}));
+  const auto inv = c.rope_inv_freq();
+  ASSERT_EQ(inv.size(), 64u);
+  // Values computed with transformers' _compute_llama3_parameters formula (in double):
+  // pair 0 keeps 1.0 (high frequency), pairs 40 and 63 (wavelength > 8192) are divided by
+  // the factor 8, pair 32 (wavelength between 2048 and 8192) is smoothed between the two.
+  EXPECT_FLOAT_EQ(inv[0], 1.0f);
+  EXPECT_NEAR(inv[63], std::pow(500000.0, -126.0 / 128.0) / 8.0, 1e-6 * inv[63]);
+  EXPECT_NEAR(inv[40], std::pow(500000.0, -80.0 / 128.0) / 8.0, 1e-6 * inv[40]);
+  const double f32 = std::pow(500000.0, -64.0 / 128.0), wavelen = 2 * M_PI / f32;
+  ASSERT_GT(wavelen, 2048.0);
+  ASSERT_LT(wavelen, 8192.0);
+  const double smooth = (8192.0 / wavelen - 1.0) / 3.0;
+  EXPECT_NEAR(inv[32], (1 - smooth) * f32 / 8 + smooth * f32, 1e-6 * f32);
+}
+
+TEST(Config, RopeInverseFrequenciesMatchTransformers) {
+  for (const char* name : testing::kFixtures) {
+    testing::Reference ref(name);
+    const ModelConfig c = ModelConfig::load(testing::fixture_dir(name));
+    const auto want = ref.floats("rope_inv_freq");
+    const auto got = c.rope_inv_freq();
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_FLOAT_EQ(got[i], want[i]) << name << " " << i;
+  }
+}
+
+}  // namespace
+}  // namespace fp6serve::model
