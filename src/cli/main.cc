@@ -1,31 +1,38 @@
-// The fp6serve command: subcommands for serving, generating, quantizing and benchmarking.
+// The fp6serve command: subcommands for generating, serving, quantizing and benchmarking.
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
 #include <exception>
+#include <vector>
 
+#include "cli/commands.h"
 #include "fp6serve/error.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"fp6serve: serve large language models with FP6 (FPx) weight-only quantization"};
   app.set_version_flag("--version", std::string("fp6serve ") + FP6SERVE_VERSION);
   app.require_subcommand(0, 1);
+  std::vector<std::pair<CLI::App*, fp6serve::cli::Action>> commands;
+  for (auto add : {fp6serve::cli::add_quantize}) {
+    const size_t before = app.get_subcommands({}).size();
+    auto action = add(app);
+    commands.emplace_back(app.get_subcommands({})[before], std::move(action));
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   try {
-    if (app.get_subcommands().empty()) {
-      fmt::print("{}", app.help());
-      return 0;
-    }
+    for (auto& [sub, action] : commands)
+      if (sub->parsed()) return action();
+    fmt::print("{}", app.help());
+    return 0;
   } catch (const fp6serve::Error& e) {
     fmt::print(stderr, "error: {}\n", e.what());
-    return 1;
+    return e.kind() == fp6serve::ErrorKind::kInvalidArgument ? 2 : 1;
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;
   }
-  return 0;
 }

@@ -1,0 +1,15 @@
+// Choosing the backend a model runs on from a user's --device.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "model/backend.h"
+
+namespace fp6serve::model {
+
+// "cpu", "cuda" or "auto" (cuda when built and a GPU is visible, else cpu). Throws
+// kInvalidArgument for other names and kUnsupported when cuda cannot be used.
+std::unique_ptr<Backend> make_backend(const std::string& device, const ModelConfig& config);
+
+}  // namespace fp6serve::model

@@ -1,0 +1,74 @@
+// fp6serve quantize's output loads without quantizing again and computes the same logits.
+#include "model/prequantized.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <numeric>
+
+#include "fp6serve/error.h"
+#include "model/model.h"
+#include "tests/model/fixture.h"
+
+namespace fp6serve::model {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::vector<float> logits_of(Model& m, const std::vector<int32_t>& ids) {
+  KvCache cache = m.make_kv_cache(16, 16);
+  std::vector<int32_t> table(16);
+  std::iota(table.begin(), table.end(), 0);
+  Batch b;
+  b.add(ids.data(), static_cast<int64_t>(ids.size()), 0, table, true, true);
+  const Tensor l = m.forward(b, cache);
+  return {l.data_as<float>(), l.data_as<float>() + l.numel()};
+}
+
+TEST(Prequantized, RoundTripGivesIdenticalLogits) {
+  for (const char* name : testing::kFixtures) {
+    for (bool quantize_head : {false, true}) {
+      const fs::path out = fs::temp_directory_path() / ("fp6serve-preq-" + std::to_string(::getpid()) + name);
+      fs::remove_all(out);
+      LoadOptions o;
+      o.mode = QuantizationMode::parse("wf6af16");
+      o.quantize_lm_head = quantize_head;
+      o.progress = false;
+      write_prequantized(testing::fixture_dir(name), out, o);
+      for (const char* f : {"config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"})
+        EXPECT_TRUE(fs::exists(out / f)) << f;
+      // Smaller than the FP16 original (much smaller once the model is not dominated by the
+      // embedding table).
+      EXPECT_LT(fs::file_size(out / "model.safetensors"), fs::file_size(fs::path(testing::fixture_dir(name)) / "model.safetensors"));
+
+      auto direct = Model::load(testing::fixture_dir(name), o);
+      auto loaded = Model::load(out, o);
+      const auto ids = testing::Reference(name).ids("input_ids_2");
+      EXPECT_EQ(logits_of(*direct, ids), logits_of(*loaded, ids)) << name;
+      EXPECT_EQ(loaded->weights().lm_head->quantized, quantize_head);
+
+      // Asking for another mode than the stored one is an error.
+      LoadOptions other = o;
+      other.mode = QuantizationMode::parse("wf4af16");
+      other.mode_explicit = true;
+      try {
+        Model::load(out, other);
+        ADD_FAILURE() << "loaded a wf6af16 checkpoint as wf4af16";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("prequantized as wf6af16"), std::string::npos) << e.what();
+      }
+      fs::remove_all(out);
+    }
+  }
+}
+
+TEST(Prequantized, RefusesToOverwriteItsInputOrQuantizeUnquantizedModes) {
+  LoadOptions o;
+  o.progress = false;
+  EXPECT_THROW(write_prequantized(testing::fixture_dir("tiny-llama"), testing::fixture_dir("tiny-llama"), o), Error);
+  o.mode = QuantizationMode::parse("fp16");
+  EXPECT_THROW(write_prequantized(testing::fixture_dir("tiny-llama"), "/tmp/x-never", o), Error);
+}
+
+}  // namespace
+}  // namespace fp6serve::model
