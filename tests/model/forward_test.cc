@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
+#include <map>
 #include <cmath>
 #include <numeric>
 
@@ -34,28 +36,41 @@ std::vector<float> prompt_logits(Model& m, const std::vector<int32_t>& ids) {
   return {logits.data_as<float>(), logits.data_as<float>() + logits.numel()};
 }
 
+// Calls fn(prompt index, got, want) for every stored logits row of every reference prompt,
+// with got computed by `m` over the whole prompt.
+void for_each_reference_row(Model& m, const Reference& ref,
+                            const std::function<void(int, const float*, const float*)>& fn) {
+  const int64_t vocab = m.config().vocab_size;
+  for (const auto& p : ref.json["prompts"]) {
+    const int i = p["index"];
+    const auto positions = ref.ids("positions_" + std::to_string(i));
+    const auto want = ref.floats("logits_" + std::to_string(i));
+    const auto got = prompt_logits(m, ref.ids("input_ids_" + std::to_string(i)));
+    for (size_t r = 0; r < positions.size(); ++r) fn(i, got.data() + positions[r] * vocab, want.data() + r * vocab);
+  }
+}
+
+bool same_argmax(const float* a, const float* b, int64_t n) {
+  return std::max_element(a, a + n) - a == std::max_element(b, b + n) - b;
+}
+
 class Fixture : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Fixture, Fp32LogitsMatchTransformers) {
   Reference ref(GetParam());
   auto m = Model::load(fixture_dir(GetParam()), options("fp32"));
   const int64_t vocab = m->config().vocab_size;
-  for (const auto& p : ref.json["prompts"]) {
-    const int i = p["index"];
-    const auto ids = ref.ids("input_ids_" + std::to_string(i));
-    const auto positions = ref.ids("positions_" + std::to_string(i));
-    const auto want = ref.floats("logits_" + std::to_string(i));
-    const auto got = prompt_logits(*m, ids);
-    float max_ref = 0, max_diff = 0;
-    for (size_t r = 0; r < positions.size(); ++r)
-      for (int64_t v = 0; v < vocab; ++v) {
-        const float a = got[positions[r] * vocab + v], b = want[r * vocab + v];
-        max_ref = std::max(max_ref, std::fabs(b));
-        max_diff = std::max(max_diff, std::fabs(a - b));
-      }
-    EXPECT_LE(max_diff, 1e-3f * max_ref) << GetParam() << " prompt " << i << " (" << ids.size() << " tokens)";
-    std::printf("%s prompt %d (%zu tokens): max|dlogit| = %.3g (max|logit| %.3g)\n", GetParam().c_str(), i,
-                ids.size(), max_diff, max_ref);
+  std::map<int, std::pair<float, float>> per_prompt;  // max |diff|, max |logit|
+  for_each_reference_row(*m, ref, [&](int i, const float* got, const float* want) {
+    auto& [max_diff, max_ref] = per_prompt[i];
+    for (int64_t v = 0; v < vocab; ++v) {
+      max_ref = std::max(max_ref, std::fabs(want[v]));
+      max_diff = std::max(max_diff, std::fabs(got[v] - want[v]));
+    }
+  });
+  for (const auto& [i, d] : per_prompt) {
+    EXPECT_LE(d.first, 1e-3f * d.second) << GetParam() << " prompt " << i;
+    std::printf("%s prompt %d: max|dlogit| = %.3g (max|logit| %.3g)\n", GetParam().c_str(), i, d.first, d.second);
   }
 }
 
@@ -154,29 +169,18 @@ TEST_P(Fixture, QuantizedTopOneAgreementAndKl) {
     auto m = Model::load(fixture_dir(GetParam()), options(mode));
     int64_t agree = 0, total = 0;
     double kl_sum = 0;
-    for (const auto& p : ref.json["prompts"]) {
-      const int i = p["index"];
-      const auto ids = ref.ids("input_ids_" + std::to_string(i));
-      const auto positions = ref.ids("positions_" + std::to_string(i));
-      const auto want = ref.floats("logits_" + std::to_string(i));
-      const auto got = prompt_logits(*m, ids);
-      for (size_t r = 0; r < positions.size(); ++r) {
-        const float* q = got.data() + positions[r] * vocab;
-        const float* pr = want.data() + r * vocab;
-        agree += std::max_element(q, q + vocab) - q == std::max_element(pr, pr + vocab) - pr;
-        // KL(P_ref || P_quant) from log-softmax of each.
-        const double mp = *std::max_element(pr, pr + vocab), mq = *std::max_element(q, q + vocab);
-        double zp = 0, zq = 0;
-        for (int64_t v = 0; v < vocab; ++v) zp += std::exp(pr[v] - mp), zq += std::exp(q[v] - mq);
-        double kl = 0;
-        for (int64_t v = 0; v < vocab; ++v) {
-          const double lp = pr[v] - mp - std::log(zp), lq = q[v] - mq - std::log(zq);
-          kl += std::exp(lp) * (lp - lq);
-        }
-        kl_sum += kl;
-        ++total;
+    for_each_reference_row(*m, ref, [&](int, const float* q, const float* pr) {
+      agree += same_argmax(q, pr, vocab);
+      // KL(P_ref || P_quant) from the log-softmax of each.
+      const double mp = *std::max_element(pr, pr + vocab), mq = *std::max_element(q, q + vocab);
+      double zp = 0, zq = 0;
+      for (int64_t v = 0; v < vocab; ++v) zp += std::exp(pr[v] - mp), zq += std::exp(q[v] - mq);
+      for (int64_t v = 0; v < vocab; ++v) {
+        const double lp = pr[v] - mp - std::log(zp), lq = q[v] - mq - std::log(zq);
+        kl_sum += std::exp(lp) * (lp - lq);
       }
-    }
+      ++total;
+    });
     const double top1 = static_cast<double>(agree) / static_cast<double>(total);
     std::printf("%s %s: top-1 agreement %.1f%% over %lld positions, mean KL %.5f nats\n", GetParam().c_str(), mode,
                 100 * top1, static_cast<long long>(total), kl_sum / static_cast<double>(total));
@@ -286,20 +290,11 @@ TEST(QuantizedModel, DISABLED_WhichLinearHurtsMost) {
     const ModelConfig config = ModelConfig::load(fixture_dir(name));
     for (const char* only : {"qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head"}) {
       auto m = Model::load(fixture_dir(name), options("fp32"), std::make_unique<QuantizingBackend>(config, only));
-      const int64_t vocab = config.vocab_size;
       int agree = 0, total = 0;
-      for (int i = 0; i < 4; ++i) {
-        const auto ids = ref.ids("input_ids_" + std::to_string(i));
-        const auto pos = ref.ids("positions_" + std::to_string(i));
-        const auto want = ref.floats("logits_" + std::to_string(i));
-        const auto got = prompt_logits(*m, ids);
-        for (size_t r = 0; r < pos.size(); ++r) {
-          const float* q = got.data() + pos[r] * vocab;
-          const float* p = want.data() + r * vocab;
-          agree += std::max_element(q, q + vocab) - q == std::max_element(p, p + vocab) - p;
-          ++total;
-        }
-      }
+      for_each_reference_row(*m, ref, [&](int, const float* q, const float* p) {
+        agree += same_argmax(q, p, config.vocab_size);
+        ++total;
+      });
       std::printf("%s only %s quantized: top-1 %.1f%%\n", name, only, 100.0 * agree / total);
     }
   }

@@ -276,4 +276,23 @@ inline void dense_rows(const void* w, int64_t cols, int64_t r0, int64_t r1, cons
   }
 }
 
+// The entry points of this instruction set, for linear.cc's dispatch.
+inline void fpx_rows(const fpx::PackedWeight& w, int64_t tile_begin, int64_t tile_end, const float* x_perm, int64_t n,
+                     const float* row_scale, float* out) {
+  const Decoder decoder(w.plan);
+  for (int64_t rt = tile_begin; rt < tile_end; ++rt)
+    fpx_row_tile(w, decoder, rt, rt + 1 < tile_end, x_perm, n, row_scale, out);
+}
+
+inline void dense_rows_any(const void* w, DType w_dtype, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
+                           const float* x, int64_t n, float* out) {
+  switch (w_dtype) {
+    case DType::kF32: return dense_rows<DType::kF32>(w, cols, r0, r1, x, n, out, rows);
+    case DType::kF16: return dense_rows<DType::kF16>(w, cols, r0, r1, x, n, out, rows);
+    default: return dense_rows<DType::kBF16>(w, cols, r0, r1, x, n, out, rows);
+  }
+}
+
+inline constexpr IsaKernels kKernels{fpx_rows, dense_rows_any};
+
 }  // namespace fp6serve::cpu::FP6_SIMD_NS
