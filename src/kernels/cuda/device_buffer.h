@@ -35,11 +35,11 @@ class DeviceBuffer {
   size_t size() const { return bytes_; }
 
   void upload(const void* host, size_t bytes, size_t offset = 0) {
-    FP6_CHECK(offset + bytes <= bytes_, kInternal, "upload of {} bytes at {} overflows a {}-byte buffer", bytes, offset, bytes_);
+    FP6_CUDA_REQUIRE(offset + bytes <= bytes_, kInternal, "upload overflows the device buffer");
     FP6_CUDA_CHECK(cudaMemcpy(static_cast<char*>(data_) + offset, host, bytes, cudaMemcpyHostToDevice));
   }
   void download(void* host, size_t bytes, size_t offset = 0) const {
-    FP6_CHECK(offset + bytes <= bytes_, kInternal, "download of {} bytes at {} overflows a {}-byte buffer", bytes, offset, bytes_);
+    FP6_CUDA_REQUIRE(offset + bytes <= bytes_, kInternal, "download overflows the device buffer");
     FP6_CUDA_CHECK(cudaMemcpy(host, static_cast<const char*>(data_) + offset, bytes, cudaMemcpyDeviceToHost));
   }
 

@@ -1,0 +1,69 @@
+// The CUDA twins of kernels/cpu/ops.h: the transformer ops of the GPU runtime other than the
+// linear layers. Activations and the KV cache are FP16 or BF16 (`dtype`); all arithmetic
+// (norms, rotary angles, softmax, accumulations) is f32. Every launch is asynchronous on the
+// given stream and graph-capturable (no allocation, no host sync). tests/cuda/ compares each
+// op with its CPU twin on random inputs.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace fp6serve::cuda {
+
+// out[i, :] = table[tokens[i], :] (table in `table_dtype`, out in `dtype`). Token ids were
+// checked on the host.
+void embedding(const void* table, DType table_dtype, int64_t dim, const int32_t* tokens, int64_t n, void* out,
+               DType dtype, cudaStream_t stream);
+
+// out = x * rsqrt(mean(x^2) + eps) * w (w f32). With residual: residual += x first, and the
+// norm is taken of the sum (the fused add of the previous sub-layer).
+void rms_norm(const void* x, const float* w, int64_t rows, int64_t dim, double eps, void* out, DType dtype,
+              cudaStream_t stream);
+void add_rms_norm(void* residual, const void* x, const float* w, int64_t rows, int64_t dim, double eps, void* out,
+                  DType dtype, cudaStream_t stream);
+
+// The paged KV cache of one layer: [num_blocks, block_size, kv_heads, head_dim] in `dtype`.
+struct PagedKvView {
+  void* k;
+  void* v;
+  int64_t block_size;
+  int64_t kv_heads;
+  int64_t head_dim;
+};
+
+// Per token of the batch (device arrays): its position and its cache slot
+// (block_id * block_size + position % block_size).
+// Rotates q (heads) and k (kv_heads) in place in qkv [n, (heads + 2 kv_heads) * head_dim] and
+// writes k and v to their slots. inv_freq: [head_dim / 2] f32 on the device.
+void rope_write_kv(void* qkv, int64_t n, int64_t heads, const int32_t* positions, const int32_t* slots,
+                   const float* inv_freq, const PagedKvView& kv, DType dtype, cudaStream_t stream);
+
+// Causal attention of every new token over its sequence's cached keys and values.
+// Per token (device arrays): the sequence's block table (token_tables[i] points into
+// `block_tables`, max_blocks entries per sequence) and its position. window 0: all earlier
+// positions; else the last `window`. out: [n, heads * head_dim]. max_context bounds the
+// longest context in the batch (it sizes the split of long contexts across blocks).
+void paged_attention(const void* qkv, int64_t n, int64_t heads, const int32_t* positions, const int32_t* seq_of_token,
+                     const int32_t* block_tables, int64_t max_blocks, const PagedKvView& kv, int64_t window,
+                     int64_t max_context, void* out, float* workspace, size_t workspace_floats, DType dtype,
+                     cudaStream_t stream);
+// Workspace (in floats) that paged_attention needs for n tokens and the given context.
+size_t paged_attention_workspace(int64_t n, int64_t heads, int64_t head_dim, int64_t max_context);
+
+// gate_up [n, 2 * inter] -> out [n, inter] = silu(gate) * up.
+void silu_mul(const void* gate_up, int64_t n, int64_t inter, void* out, DType dtype, cudaStream_t stream);
+
+// acc += x (n elements).
+void add(void* acc, const void* x, int64_t n, DType dtype, cudaStream_t stream);
+
+// out[i, :] = x[rows[i], :]; rows on the device.
+void gather_rows(const void* x, int64_t cols, const int64_t* rows, int64_t n, void* out, DType dtype,
+                 cudaStream_t stream);
+
+// f32 copy of n 16-bit values.
+void to_f32(const void* x, int64_t n, float* out, DType dtype, cudaStream_t stream);
+
+}  // namespace fp6serve::cuda
