@@ -61,16 +61,14 @@ std::string render_with(const jinja::Program& program, jinja::Value messages, bo
 
 template <typename Json>
 jinja::Value messages_from_json(const Json& messages) {
-  FP6_CHECK(messages.is_array(), kInvalidArgument, "chat messages must be a JSON array, got {}",
-            messages.type_name());
+  FP6_CHECK(messages.is_array(), kInvalidArgument, "chat messages must be a JSON array, got {}", messages.type_name());
   return jinja::Value::from_json(messages);
 }
 
 }  // namespace
 
 ChatTemplate::ChatTemplate(std::string source)
-    : source_(std::move(source)),
-      program_(std::make_shared<const jinja::Program>(jinja::parse_template(source_))) {}
+    : source_(std::move(source)), program_(std::make_shared<const jinja::Program>(jinja::parse_template(source_))) {}
 
 std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
                                  const nlohmann::json& extra) const {

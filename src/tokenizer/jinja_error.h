@@ -4,10 +4,10 @@
 // fp6serve::Error directly, so their messages reach the caller unchanged.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <stdexcept>
 #include <string>
-
-#include <fmt/format.h>
 
 namespace fp6serve::jinja {
 

@@ -54,7 +54,9 @@ std::string describe(const Token& t) {
   FP6_THROW(kBadInput, "chat template syntax error at {}:{}: {}", line, col, what);
 }
 
-bool is_ascii_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool is_ascii_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
 // Python's str.rstrip(): drops trailing Unicode whitespace.
 void rstrip_unicode(std::string& s) {
@@ -276,8 +278,8 @@ class Lexer {
     std::vector<char> balance;
     while (true) {
       while (pos_ < src_.size() && is_ascii_space(src_[pos_])) ++pos_;
-      if (pos_ >= src_.size()) fail(pos_, block ? "unexpected end of template, expected '%}'"
-                                                : "unexpected end of template, expected '}}'");
+      if (pos_ >= src_.size())
+        fail(pos_, block ? "unexpected end of template, expected '%}'" : "unexpected end of template, expected '}}'");
       if (balance.empty()) {
         const char* close = block ? "%}" : "}}";
         if (src_[pos_] == '-' && src_.compare(pos_ + 1, 2, close) == 0) {
@@ -505,7 +507,7 @@ class Lexer {
             const auto cps = decode_utf8(std::string_view(raw).substr(i, 4));
             const char32_t cp = cps[0];
             out += '\\';
-            out += cp < 0x100 ? fmt::format("x{:02x}", static_cast<uint32_t>(cp))
+            out += cp < 0x100     ? fmt::format("x{:02x}", static_cast<uint32_t>(cp))
                    : cp < 0x10000 ? fmt::format("u{:04x}", static_cast<uint32_t>(cp))
                                   : fmt::format("U{:08x}", static_cast<uint32_t>(cp));
             std::string one;
@@ -936,8 +938,10 @@ class Parser {
     while (is_op("*") || is_op("/") || is_op("//") || is_op("%")) {
       const Token at = cur();
       advance();
-      const BinOp op = at.text == "*" ? BinOp::kMul : at.text == "/" ? BinOp::kDiv
-                       : at.text == "//" ? BinOp::kFloorDiv : BinOp::kMod;
+      const BinOp op = at.text == "*"    ? BinOp::kMul
+                       : at.text == "/"  ? BinOp::kDiv
+                       : at.text == "//" ? BinOp::kFloorDiv
+                                         : BinOp::kMod;
       left = arith(at, op, std::move(left), parse_pow());
     }
     return left;
@@ -1175,6 +1179,8 @@ class Parser {
 
 }  // namespace
 
-Program parse_template(const std::string& source) { return Parser(Lexer(source).run()).run(); }
+Program parse_template(const std::string& source) {
+  return Parser(Lexer(source).run()).run();
+}
 
 }  // namespace fp6serve::jinja

@@ -21,8 +21,25 @@ using StmtPtr = std::unique_ptr<Stmt>;
 using Body = std::vector<StmtPtr>;
 
 enum class ExprKind {
-  kConst, kName, kList, kTuple, kDict, kAttr, kItem, kSlice, kCall, kFilter, kTest,
-  kNeg, kPos, kNot, kBinary, kCompare, kAnd, kOr, kCond,
+  kConst,
+  kName,
+  kList,
+  kTuple,
+  kDict,
+  kAttr,
+  kItem,
+  kSlice,
+  kCall,
+  kFilter,
+  kTest,
+  kNeg,
+  kPos,
+  kNot,
+  kBinary,
+  kCompare,
+  kAnd,
+  kOr,
+  kCond,
 };
 enum class BinOp { kAdd, kSub, kMul, kDiv, kFloorDiv, kMod, kPow, kConcat };
 enum class CmpOp { kEq, kNe, kLt, kLe, kGt, kGe, kIn, kNotIn };
@@ -31,12 +48,12 @@ struct Expr {
   ExprKind kind = ExprKind::kConst;
   int line = 0;
   int col = 0;
-  Value value;                  // kConst (a scalar or string: safe to share between threads)
-  std::string name;             // kName; kAttr's attribute; kFilter/kTest's name
+  Value value;       // kConst (a scalar or string: safe to share between threads)
+  std::string name;  // kName; kAttr's attribute; kFilter/kTest's name
   BinOp bin_op = BinOp::kAdd;
-  std::vector<CmpOp> cmp_ops;   // kCompare: args[i] op cmp_ops[i] args[i+1]
-  bool negated = false;         // kTest: `is not`
-  ExprPtr target;               // object of kAttr/kItem/kSlice/kCall/kFilter/kTest, operand, left side
+  std::vector<CmpOp> cmp_ops;  // kCompare: args[i] op cmp_ops[i] args[i+1]
+  bool negated = false;        // kTest: `is not`
+  ExprPtr target;              // object of kAttr/kItem/kSlice/kCall/kFilter/kTest, operand, left side
   // kList/kTuple items; kDict keys and values alternating; call/filter/test arguments;
   // kBinary/kAnd/kOr right side; kCompare operands; kCond {condition, then, else or null};
   // kSlice {start, stop, step}, each possibly null.
@@ -44,7 +61,20 @@ struct Expr {
   std::vector<std::pair<std::string, ExprPtr>> kwargs;
 };
 
-enum class StmtKind { kText, kOutput, kIf, kFor, kSet, kSetBlock, kMacro, kBreak, kContinue, kWith, kFilterBlock, kBlock };
+enum class StmtKind {
+  kText,
+  kOutput,
+  kIf,
+  kFor,
+  kSet,
+  kSetBlock,
+  kMacro,
+  kBreak,
+  kContinue,
+  kWith,
+  kFilterBlock,
+  kBlock
+};
 
 // Left side of set/for: names (a tuple when several), or one namespace attribute (ns.attr).
 struct AssignTarget {
@@ -56,14 +86,14 @@ struct Stmt {
   StmtKind kind = StmtKind::kText;
   int line = 0;
   int col = 0;
-  std::string text;                                 // kText; kMacro's name
-  ExprPtr expr;                                     // output, set value, for iterable
-  AssignTarget target;                              // set, for
-  std::vector<std::pair<ExprPtr, Body>> branches;   // if/elif
+  std::string text;                                // kText; kMacro's name
+  ExprPtr expr;                                    // output, set value, for iterable
+  AssignTarget target;                             // set, for
+  std::vector<std::pair<ExprPtr, Body>> branches;  // if/elif
   Body body;
-  Body else_body;                                   // if's else, for's else
-  ExprPtr condition;                                // for ... if condition
-  std::vector<ExprPtr> filters;                     // set-block and filter-block filters (kFilter, no target)
+  Body else_body;                                       // if's else, for's else
+  ExprPtr condition;                                    // for ... if condition
+  std::vector<ExprPtr> filters;                         // set-block and filter-block filters (kFilter, no target)
   std::vector<std::pair<std::string, ExprPtr>> params;  // macro parameters (default or null); with's assignments
 };
 

@@ -19,7 +19,9 @@ namespace {
 constexpr int64_t kMaxRange = 100000;
 constexpr uint64_t kIterationCost = 16;
 
-[[noreturn]] void fail(const std::string& message) { throw RuntimeError(message); }
+[[noreturn]] void fail(const std::string& message) {
+  throw RuntimeError(message);
+}
 
 struct Args {
   std::vector<Value> pos;
@@ -98,7 +100,9 @@ int64_t length_of(const Value& v) {
   }
 }
 
-bool ascii_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+bool ascii_alpha(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
 
 // Simple case mapping of Latin-1, Latin Extended-A, Greek and Cyrillic, which covers the
 // languages chat content is mostly in; other scripts keep their case (Python would map them).
@@ -133,7 +137,9 @@ char32_t cp_lower(char32_t c) {
   return c;
 }
 
-bool is_cased(char32_t c) { return cp_upper(c) != c || cp_lower(c) != c || c == 0xdf; }
+bool is_cased(char32_t c) {
+  return cp_upper(c) != c || cp_lower(c) != c || c == 0xdf;
+}
 
 template <typename Map>
 std::string map_case(const std::string& s, Map map) {
@@ -150,10 +156,16 @@ void put_upper(std::string& out, char32_t cp) {
     append_utf8(out, cp_upper(cp));
   }
 }
-void put_lower(std::string& out, char32_t cp) { append_utf8(out, cp_lower(cp)); }
+void put_lower(std::string& out, char32_t cp) {
+  append_utf8(out, cp_lower(cp));
+}
 
-std::string to_upper(const std::string& s) { return map_case(s, put_upper); }
-std::string to_lower(const std::string& s) { return map_case(s, put_lower); }
+std::string to_upper(const std::string& s) {
+  return map_case(s, put_upper);
+}
+std::string to_lower(const std::string& s) {
+  return map_case(s, put_lower);
+}
 std::string capitalize(const std::string& s) {
   bool first = true;
   return map_case(s, [&](std::string& out, char32_t cp) {
@@ -537,7 +549,8 @@ class Renderer {
     while (true) {
       const size_t dot = path.find('.', start);
       const std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-      const bool digits = !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
+      const bool digits =
+          !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
       v = get_item(v, digits ? Value::integer(std::stoll(part)) : Value::string(part));
       if (dot == std::string::npos) return v;
       start = dot + 1;
@@ -806,7 +819,8 @@ class Renderer {
       case ExprKind::kNeg:
       case ExprKind::kPos: {
         const Value v = require_defined(eval(*e.target));
-        if (!v.is_number()) fail(fmt::format("bad operand type for unary {}: '{}'", e.kind == ExprKind::kNeg ? '-' : '+', v.type_name()));
+        if (!v.is_number())
+          fail(fmt::format("bad operand type for unary {}: '{}'", e.kind == ExprKind::kNeg ? '-' : '+', v.type_name()));
         if (e.kind == ExprKind::kPos) return v.kind() == Value::Kind::kBool ? Value::integer(v.as_int()) : v;
         if (v.kind() == Value::Kind::kFloat) return Value::floating(-v.as_float());
         return Value::integer(checked(v.as_int() == INT64_MIN, -v.as_int()));
@@ -855,7 +869,8 @@ class Renderer {
     if (obj.is_list()) {
       const auto& items = obj.as_list();
       ValueList out;
-      for (size_t i : slice_indices(static_cast<int64_t>(items.size()), ptr(0), ptr(1), ptr(2))) out.push_back(items[i]);
+      for (size_t i : slice_indices(static_cast<int64_t>(items.size()), ptr(0), ptr(1), ptr(2)))
+        out.push_back(items[i]);
       charge(out.size());
       return Value::list(std::move(out), obj.is_tuple());
     }
@@ -896,7 +911,8 @@ class Renderer {
       case Value::Kind::kUndefined:
         return false;
       case Value::Kind::kString:
-        if (!item.is_string()) fail(fmt::format("'in <string>' requires string as left operand, not {}", item.type_name()));
+        if (!item.is_string())
+          fail(fmt::format("'in <string>' requires string as left operand, not {}", item.type_name()));
         return container.as_string().find(item.as_string()) != std::string::npos;
       case Value::Kind::kList:
         for (const Value& v : container.as_list()) {
@@ -932,7 +948,8 @@ class Renderer {
           return Value::list(std::move(items), a.is_tuple());
         }
         if (a.is_string() || b.is_string()) {
-          fail(fmt::format("can only concatenate str (not \"{}\") to str", a.is_string() ? b.type_name() : a.type_name()));
+          fail(fmt::format("can only concatenate str (not \"{}\") to str",
+                           a.is_string() ? b.type_name() : a.type_name()));
         }
         if (!a.is_number() || !b.is_number()) return type_error("+");
         if (a.is_integral() && b.is_integral()) {
@@ -953,7 +970,8 @@ class Renderer {
         const Value* seq = a.is_string() || a.is_list() ? &a : b.is_string() || b.is_list() ? &b : nullptr;
         if (seq) {
           const Value& count = seq == &a ? b : a;
-          if (!count.is_integral()) fail(fmt::format("can't multiply sequence by non-int of type '{}'", count.type_name()));
+          if (!count.is_integral())
+            fail(fmt::format("can't multiply sequence by non-int of type '{}'", count.type_name()));
           const int64_t n = std::max<int64_t>(count.as_int(), 0);
           if (seq->is_string()) {
             check_size(static_cast<size_t>(std::min<int64_t>(n, INT32_MAX)) * seq->as_string().size());
@@ -1013,10 +1031,10 @@ class Renderer {
   Value bound_method(const Value& obj, const std::string& name) {
     static const std::unordered_map<std::string_view, int> kStringMethods = [] {
       std::unordered_map<std::string_view, int> m;
-      for (std::string_view n : {"strip", "lstrip", "rstrip", "split", "rsplit", "startswith", "endswith", "upper",
-                                 "lower", "title", "capitalize", "replace", "find", "rfind", "count", "join",
-                                 "format", "isdigit", "isalpha", "isalnum", "isspace", "islower", "isupper",
-                                 "splitlines"}) {
+      for (std::string_view n :
+           {"strip",  "lstrip",  "rstrip",     "split",   "rsplit",  "startswith", "endswith", "upper",
+            "lower",  "title",   "capitalize", "replace", "find",    "rfind",      "count",    "join",
+            "format", "isdigit", "isalpha",    "isalnum", "isspace", "islower",    "isupper",  "splitlines"}) {
         m.emplace(n, 0);
       }
       return m;
@@ -1066,9 +1084,12 @@ class Renderer {
       if (name == "items" || name == "keys" || name == "values") {
         ValueList out;
         for (const auto& [k, v] : d.items()) {
-          if (name == "items") out.push_back(Value::list({Value::string(k), v}, true));
-          else if (name == "keys") out.push_back(Value::string(k));
-          else out.push_back(v);
+          if (name == "items")
+            out.push_back(Value::list({Value::string(k), v}, true));
+          else if (name == "keys")
+            out.push_back(Value::string(k));
+          else
+            out.push_back(v);
         }
         return make_list(std::move(out));
       }
@@ -1106,8 +1127,9 @@ class Renderer {
       const Value* sep = args.get(0, "sep");
       const Value* max = args.get(1, "maxsplit");
       const int64_t maxsplit = max ? require_int(*max, "maxsplit") : -1;
-      ValueList parts = !sep || sep->is_none() ? split_whitespace(s, maxsplit, name == "rsplit")
-                                               : split_on(s, require_string(*sep, "separator"), maxsplit, name == "rsplit");
+      ValueList parts = !sep || sep->is_none()
+                            ? split_whitespace(s, maxsplit, name == "rsplit")
+                            : split_on(s, require_string(*sep, "separator"), maxsplit, name == "rsplit");
       return make_list(std::move(parts));
     }
     if (name == "startswith" || name == "endswith") {
@@ -1134,7 +1156,8 @@ class Renderer {
       const Value* repl = args.get(1, "new");
       if (!old || !repl) fail("replace expected at least 2 arguments");
       const Value* count = args.get(2, "count");
-      return make_string(replace_all(s, require_string(*old, "replace argument"), require_string(*repl, "replace argument"),
+      return make_string(replace_all(s, require_string(*old, "replace argument"),
+                                     require_string(*repl, "replace argument"),
                                      count ? require_int(*count, "count") : -1));
     }
     if (name == "find" || name == "rfind" || name == "count") {
@@ -1183,9 +1206,11 @@ class Renderer {
     if (cps.empty()) return Value::boolean(false);
     const auto all = [&](auto pred) { return std::all_of(cps.begin(), cps.end(), pred); };
     if (name == "isdigit") return Value::boolean(all([](char32_t c) { return c >= '0' && c <= '9'; }));
-    if (name == "isalpha") return Value::boolean(all([](char32_t c) { return c < 0x80 && ascii_alpha(static_cast<char>(c)); }));
+    if (name == "isalpha")
+      return Value::boolean(all([](char32_t c) { return c < 0x80 && ascii_alpha(static_cast<char>(c)); }));
     if (name == "isalnum") {
-      return Value::boolean(all([](char32_t c) { return c < 0x80 && (ascii_alpha(static_cast<char>(c)) || (c >= '0' && c <= '9')); }));
+      return Value::boolean(
+          all([](char32_t c) { return c < 0x80 && (ascii_alpha(static_cast<char>(c)) || (c >= '0' && c <= '9')); }));
     }
     if (name == "isspace") return Value::boolean(all([](char32_t c) { return is_space(c); }));
     const bool has_upper = std::any_of(cps.begin(), cps.end(), [](char32_t c) { return c >= 'A' && c <= 'Z'; });
@@ -1248,7 +1273,8 @@ class Renderer {
         if (args.pos.size() == 3) step = require_int(args.pos[2], "range argument");
       }
       if (step == 0) fail("range() arg 3 must not be zero");
-      const double count = std::max(0.0, std::ceil((static_cast<double>(stop) - static_cast<double>(start)) / static_cast<double>(step)));
+      const double count = std::max(
+          0.0, std::ceil((static_cast<double>(stop) - static_cast<double>(start)) / static_cast<double>(step)));
       if (count > static_cast<double>(kMaxRange)) {
         fail(fmt::format("Range too big. The sandbox blocks ranges larger than MAX_RANGE ({}).", kMaxRange));
       }
@@ -1259,7 +1285,8 @@ class Renderer {
     if (name == "dict" || name == "namespace") {
       ValueDict d;
       if (!args.pos.empty()) {
-        if (args.pos.size() > 1 || !args.pos[0].is_dict()) fail(fmt::format("{}() takes a mapping or keyword arguments", name));
+        if (args.pos.size() > 1 || !args.pos[0].is_dict())
+          fail(fmt::format("{}() takes a mapping or keyword arguments", name));
         d = args.pos[0].as_dict();
       }
       for (const auto& [k, v] : args.kw) d.set(k, v);
@@ -1304,7 +1331,8 @@ class Renderer {
         assign(param, given ? *given : def ? eval(*def) : Value::undefined(fmt::format("'{}' is undefined", param)));
       }
       for (const auto& [k, v] : args.kw) {
-        const bool known = std::any_of(macro.params.begin(), macro.params.end(), [&](const auto& p) { return p.first == k; });
+        const bool known =
+            std::any_of(macro.params.begin(), macro.params.end(), [&](const auto& p) { return p.first == k; });
         if (!known) fail(fmt::format("macro '{}' has no argument named '{}'", macro.text, k));
       }
       result = capture(macro.body);
@@ -1332,14 +1360,30 @@ class Renderer {
 Value filter_trim(Renderer& r, const Value& v, const Args& a) {
   return r.make_string(strip_chars(to_str(v), a.get(0, "chars"), true, true));
 }
-Value filter_length(Renderer&, const Value& v, const Args&) { return Value::integer(length_of(v)); }
-Value filter_upper(Renderer& r, const Value& v, const Args&) { return r.make_string(to_upper(to_str(v))); }
-Value filter_lower(Renderer& r, const Value& v, const Args&) { return r.make_string(to_lower(to_str(v))); }
-Value filter_title(Renderer& r, const Value& v, const Args&) { return r.make_string(jinja_title(to_str(v))); }
-Value filter_capitalize(Renderer& r, const Value& v, const Args&) { return r.make_string(capitalize(to_str(v))); }
-Value filter_string(Renderer& r, const Value& v, const Args&) { return v.is_string() ? v : r.make_string(to_str(v)); }
-Value filter_safe(Renderer& r, const Value& v, const Args& a) { return filter_string(r, v, a); }
-Value filter_escape(Renderer& r, const Value& v, const Args&) { return r.make_string(html_escape(to_str(v))); }
+Value filter_length(Renderer&, const Value& v, const Args&) {
+  return Value::integer(length_of(v));
+}
+Value filter_upper(Renderer& r, const Value& v, const Args&) {
+  return r.make_string(to_upper(to_str(v)));
+}
+Value filter_lower(Renderer& r, const Value& v, const Args&) {
+  return r.make_string(to_lower(to_str(v)));
+}
+Value filter_title(Renderer& r, const Value& v, const Args&) {
+  return r.make_string(jinja_title(to_str(v)));
+}
+Value filter_capitalize(Renderer& r, const Value& v, const Args&) {
+  return r.make_string(capitalize(to_str(v)));
+}
+Value filter_string(Renderer& r, const Value& v, const Args&) {
+  return v.is_string() ? v : r.make_string(to_str(v));
+}
+Value filter_safe(Renderer& r, const Value& v, const Args& a) {
+  return filter_string(r, v, a);
+}
+Value filter_escape(Renderer& r, const Value& v, const Args&) {
+  return r.make_string(html_escape(to_str(v)));
+}
 
 Value filter_default(Renderer&, const Value& v, const Args& a) {
   const Value* def = a.get(0, "default_value");
@@ -1400,7 +1444,9 @@ Value filter_last(Renderer&, const Value& v, const Args&) {
   return items.back();
 }
 
-Value filter_list(Renderer& r, const Value& v, const Args&) { return r.make_list(iterate(v)); }
+Value filter_list(Renderer& r, const Value& v, const Args&) {
+  return r.make_list(iterate(v));
+}
 
 Value filter_items(Renderer& r, const Value& v, const Args&) {
   if (v.is_undefined()) return Value::list({});
@@ -1456,7 +1502,8 @@ Value filter_int(Renderer&, const Value& v, const Args& a) {
       if (end == digits.c_str() + digits.size() && errno == 0) return Value::integer(i);
     }
     // "42.23"|int is 42, as jinja2 retries through float.
-    if (auto f = parse_float(v.as_string()); f && std::isfinite(*f)) return Value::integer(static_cast<int64_t>(std::trunc(*f)));
+    if (auto f = parse_float(v.as_string()); f && std::isfinite(*f))
+      return Value::integer(static_cast<int64_t>(std::trunc(*f)));
   }
   return fallback;
 }
@@ -1503,10 +1550,18 @@ Value filter_map(Renderer& r, const Value& v, const Args& a) {
   return r.make_list(std::move(out));
 }
 
-Value filter_select(Renderer& r, const Value& v, const Args& a) { return r.select(v, a, false, true); }
-Value filter_reject(Renderer& r, const Value& v, const Args& a) { return r.select(v, a, false, false); }
-Value filter_selectattr(Renderer& r, const Value& v, const Args& a) { return r.select(v, a, true, true); }
-Value filter_rejectattr(Renderer& r, const Value& v, const Args& a) { return r.select(v, a, true, false); }
+Value filter_select(Renderer& r, const Value& v, const Args& a) {
+  return r.select(v, a, false, true);
+}
+Value filter_reject(Renderer& r, const Value& v, const Args& a) {
+  return r.select(v, a, false, false);
+}
+Value filter_selectattr(Renderer& r, const Value& v, const Args& a) {
+  return r.select(v, a, true, true);
+}
+Value filter_rejectattr(Renderer& r, const Value& v, const Args& a) {
+  return r.select(v, a, true, false);
+}
 
 Value filter_abs(Renderer&, const Value& v, const Args&) {
   require_defined(v);
@@ -1617,8 +1672,12 @@ Value min_max(Renderer& r, const Value& v, const Args& a, bool want_max) {
   }
   return *best;
 }
-Value filter_min(Renderer& r, const Value& v, const Args& a) { return min_max(r, v, a, false); }
-Value filter_max(Renderer& r, const Value& v, const Args& a) { return min_max(r, v, a, true); }
+Value filter_min(Renderer& r, const Value& v, const Args& a) {
+  return min_max(r, v, a, false);
+}
+Value filter_max(Renderer& r, const Value& v, const Args& a) {
+  return min_max(r, v, a, true);
+}
 
 Value filter_unique(Renderer& r, const Value& v, const Args& a) {
   const Value* case_sensitive = a.get(0, "case_sensitive");
@@ -1641,7 +1700,10 @@ Value filter_indent(Renderer& r, const Value& v, const Args& a) {
   const Value* first_v = a.get(1, "first");
   const Value* blank_v = a.get(2, "blank");
   std::string pad = "    ";
-  if (width_v) pad = width_v->is_string() ? width_v->as_string() : std::string(static_cast<size_t>(std::clamp<int64_t>(require_int(*width_v, "width"), 0, 1024)), ' ');
+  if (width_v)
+    pad = width_v->is_string()
+              ? width_v->as_string()
+              : std::string(static_cast<size_t>(std::clamp<int64_t>(require_int(*width_v, "width"), 0, 1024)), ' ');
   const bool first = first_v && first_v->truthy();
   const bool blank = blank_v && blank_v->truthy();
   const std::string s = to_str(v);
@@ -1677,26 +1739,19 @@ Value filter_wordcount(Renderer&, const Value& v, const Args&) {
 
 const FilterFn* find_filter(std::string_view name) {
   static const std::unordered_map<std::string_view, FilterFn> kFilters = {
-      {"abs", filter_abs},         {"attr", filter_attr},
-      {"capitalize", filter_capitalize}, {"count", filter_length},
-      {"d", filter_default},       {"default", filter_default},
-      {"dictsort", filter_dictsort}, {"e", filter_escape},
-      {"escape", filter_escape},   {"first", filter_first},
-      {"float", filter_float},     {"indent", filter_indent},
-      {"int", filter_int},         {"items", filter_items},
-      {"join", filter_join},       {"last", filter_last},
-      {"length", filter_length},   {"list", filter_list},
-      {"lower", filter_lower},     {"map", filter_map},
-      {"max", filter_max},         {"min", filter_min},
-      {"reject", filter_reject},   {"rejectattr", filter_rejectattr},
-      {"replace", filter_replace}, {"reverse", filter_reverse},
-      {"round", filter_round},     {"safe", filter_safe},
-      {"select", filter_select},   {"selectattr", filter_selectattr},
-      {"sort", filter_sort},       {"string", filter_string},
-      {"sum", filter_sum},         {"title", filter_title},
-      {"tojson", filter_tojson},   {"trim", filter_trim},
-      {"unique", filter_unique},   {"upper", filter_upper},
-      {"wordcount", filter_wordcount},
+      {"abs", filter_abs},           {"attr", filter_attr},       {"capitalize", filter_capitalize},
+      {"count", filter_length},      {"d", filter_default},       {"default", filter_default},
+      {"dictsort", filter_dictsort}, {"e", filter_escape},        {"escape", filter_escape},
+      {"first", filter_first},       {"float", filter_float},     {"indent", filter_indent},
+      {"int", filter_int},           {"items", filter_items},     {"join", filter_join},
+      {"last", filter_last},         {"length", filter_length},   {"list", filter_list},
+      {"lower", filter_lower},       {"map", filter_map},         {"max", filter_max},
+      {"min", filter_min},           {"reject", filter_reject},   {"rejectattr", filter_rejectattr},
+      {"replace", filter_replace},   {"reverse", filter_reverse}, {"round", filter_round},
+      {"safe", filter_safe},         {"select", filter_select},   {"selectattr", filter_selectattr},
+      {"sort", filter_sort},         {"string", filter_string},   {"sum", filter_sum},
+      {"title", filter_title},       {"tojson", filter_tojson},   {"trim", filter_trim},
+      {"unique", filter_unique},     {"upper", filter_upper},     {"wordcount", filter_wordcount},
   };
   const auto it = kFilters.find(name);
   return it == kFilters.end() ? nullptr : &it->second;
@@ -1710,23 +1765,49 @@ const Value& test_arg(const Args& a, std::string_view test) {
   return *v;
 }
 
-bool test_defined(Renderer&, const Value& v, const Args&) { return !v.is_undefined(); }
-bool test_undefined(Renderer&, const Value& v, const Args&) { return v.is_undefined(); }
-bool test_none(Renderer&, const Value& v, const Args&) { return v.is_none(); }
-bool test_boolean(Renderer&, const Value& v, const Args&) { return v.kind() == Value::Kind::kBool; }
-bool test_true(Renderer&, const Value& v, const Args&) { return v.kind() == Value::Kind::kBool && v.as_bool(); }
-bool test_false(Renderer&, const Value& v, const Args&) { return v.kind() == Value::Kind::kBool && !v.as_bool(); }
-bool test_integer(Renderer&, const Value& v, const Args&) { return v.kind() == Value::Kind::kInt; }
-bool test_float(Renderer&, const Value& v, const Args&) { return v.kind() == Value::Kind::kFloat; }
-bool test_number(Renderer&, const Value& v, const Args&) { return v.is_number(); }
-bool test_string(Renderer&, const Value& v, const Args&) { return v.is_string(); }
-bool test_mapping(Renderer&, const Value& v, const Args&) { return v.is_dict(); }
+bool test_defined(Renderer&, const Value& v, const Args&) {
+  return !v.is_undefined();
+}
+bool test_undefined(Renderer&, const Value& v, const Args&) {
+  return v.is_undefined();
+}
+bool test_none(Renderer&, const Value& v, const Args&) {
+  return v.is_none();
+}
+bool test_boolean(Renderer&, const Value& v, const Args&) {
+  return v.kind() == Value::Kind::kBool;
+}
+bool test_true(Renderer&, const Value& v, const Args&) {
+  return v.kind() == Value::Kind::kBool && v.as_bool();
+}
+bool test_false(Renderer&, const Value& v, const Args&) {
+  return v.kind() == Value::Kind::kBool && !v.as_bool();
+}
+bool test_integer(Renderer&, const Value& v, const Args&) {
+  return v.kind() == Value::Kind::kInt;
+}
+bool test_float(Renderer&, const Value& v, const Args&) {
+  return v.kind() == Value::Kind::kFloat;
+}
+bool test_number(Renderer&, const Value& v, const Args&) {
+  return v.is_number();
+}
+bool test_string(Renderer&, const Value& v, const Args&) {
+  return v.is_string();
+}
+bool test_mapping(Renderer&, const Value& v, const Args&) {
+  return v.is_dict();
+}
 // Undefined iterates as empty and has a length, so jinja2 calls it iterable and a sequence.
 bool test_iterable(Renderer&, const Value& v, const Args&) {
   return v.is_undefined() || v.is_string() || v.is_list() || v.is_dict();
 }
-bool test_sequence(Renderer& r, const Value& v, const Args& a) { return test_iterable(r, v, a); }
-bool test_callable(Renderer&, const Value& v, const Args&) { return v.kind() == Value::Kind::kCallable; }
+bool test_sequence(Renderer& r, const Value& v, const Args& a) {
+  return test_iterable(r, v, a);
+}
+bool test_callable(Renderer&, const Value& v, const Args&) {
+  return v.kind() == Value::Kind::kCallable;
+}
 bool test_sameas(Renderer&, const Value& v, const Args& a) {
   const Value& o = test_arg(a, "sameas");
   if (v.kind() != o.kind()) return false;
@@ -1740,18 +1821,36 @@ bool test_sameas(Renderer&, const Value& v, const Args& a) {
       return values_equal(v, o);
   }
 }
-bool test_even(Renderer&, const Value& v, const Args&) { return require_int(v, "even test value") % 2 == 0; }
-bool test_odd(Renderer&, const Value& v, const Args&) { return require_int(v, "odd test value") % 2 != 0; }
+bool test_even(Renderer&, const Value& v, const Args&) {
+  return require_int(v, "even test value") % 2 == 0;
+}
+bool test_odd(Renderer&, const Value& v, const Args&) {
+  return require_int(v, "odd test value") % 2 != 0;
+}
 bool test_divisibleby(Renderer&, const Value& v, const Args& a) {
   return floor_mod(require_int(v, "divisibleby value"), require_int(test_arg(a, "divisibleby"), "divisor")) == 0;
 }
-bool test_eq(Renderer&, const Value& v, const Args& a) { return values_equal(v, test_arg(a, "eq")); }
-bool test_ne(Renderer&, const Value& v, const Args& a) { return !values_equal(v, test_arg(a, "ne")); }
-bool test_lt(Renderer&, const Value& v, const Args& a) { return compare_values(require_defined(v), test_arg(a, "lt")) < 0; }
-bool test_le(Renderer&, const Value& v, const Args& a) { return compare_values(require_defined(v), test_arg(a, "le")) <= 0; }
-bool test_gt(Renderer&, const Value& v, const Args& a) { return compare_values(require_defined(v), test_arg(a, "gt")) > 0; }
-bool test_ge(Renderer&, const Value& v, const Args& a) { return compare_values(require_defined(v), test_arg(a, "ge")) >= 0; }
-bool test_in(Renderer& r, const Value& v, const Args& a) { return r.contains(test_arg(a, "in"), v); }
+bool test_eq(Renderer&, const Value& v, const Args& a) {
+  return values_equal(v, test_arg(a, "eq"));
+}
+bool test_ne(Renderer&, const Value& v, const Args& a) {
+  return !values_equal(v, test_arg(a, "ne"));
+}
+bool test_lt(Renderer&, const Value& v, const Args& a) {
+  return compare_values(require_defined(v), test_arg(a, "lt")) < 0;
+}
+bool test_le(Renderer&, const Value& v, const Args& a) {
+  return compare_values(require_defined(v), test_arg(a, "le")) <= 0;
+}
+bool test_gt(Renderer&, const Value& v, const Args& a) {
+  return compare_values(require_defined(v), test_arg(a, "gt")) > 0;
+}
+bool test_ge(Renderer&, const Value& v, const Args& a) {
+  return compare_values(require_defined(v), test_arg(a, "ge")) >= 0;
+}
+bool test_in(Renderer& r, const Value& v, const Args& a) {
+  return r.contains(test_arg(a, "in"), v);
+}
 bool test_lower(Renderer&, const Value& v, const Args&) {
   const std::string s = to_str(v);
   return to_lower(s) == s;
@@ -1760,22 +1859,48 @@ bool test_upper(Renderer&, const Value& v, const Args&) {
   const std::string s = to_str(v);
   return to_upper(s) == s;
 }
-bool test_escaped(Renderer&, const Value&, const Args&) { return false; }
+bool test_escaped(Renderer&, const Value&, const Args&) {
+  return false;
+}
 
 const TestFn* find_test(std::string_view name) {
   static const std::unordered_map<std::string_view, TestFn> kTests = {
-      {"defined", test_defined}, {"undefined", test_undefined}, {"none", test_none},
-      {"boolean", test_boolean}, {"true", test_true},           {"false", test_false},
-      {"integer", test_integer}, {"float", test_float},         {"number", test_number},
-      {"string", test_string},   {"mapping", test_mapping},     {"iterable", test_iterable},
-      {"sequence", test_sequence}, {"callable", test_callable}, {"sameas", test_sameas},
-      {"even", test_even},       {"odd", test_odd},             {"divisibleby", test_divisibleby},
-      {"eq", test_eq},           {"equalto", test_eq},          {"==", test_eq},
-      {"ne", test_ne},           {"!=", test_ne},               {"lt", test_lt},
-      {"lessthan", test_lt},     {"<", test_lt},                {"le", test_le},
-      {"<=", test_le},           {"gt", test_gt},               {"greaterthan", test_gt},
-      {">", test_gt},            {"ge", test_ge},               {">=", test_ge},
-      {"in", test_in},           {"lower", test_lower},         {"upper", test_upper},
+      {"defined", test_defined},
+      {"undefined", test_undefined},
+      {"none", test_none},
+      {"boolean", test_boolean},
+      {"true", test_true},
+      {"false", test_false},
+      {"integer", test_integer},
+      {"float", test_float},
+      {"number", test_number},
+      {"string", test_string},
+      {"mapping", test_mapping},
+      {"iterable", test_iterable},
+      {"sequence", test_sequence},
+      {"callable", test_callable},
+      {"sameas", test_sameas},
+      {"even", test_even},
+      {"odd", test_odd},
+      {"divisibleby", test_divisibleby},
+      {"eq", test_eq},
+      {"equalto", test_eq},
+      {"==", test_eq},
+      {"ne", test_ne},
+      {"!=", test_ne},
+      {"lt", test_lt},
+      {"lessthan", test_lt},
+      {"<", test_lt},
+      {"le", test_le},
+      {"<=", test_le},
+      {"gt", test_gt},
+      {"greaterthan", test_gt},
+      {">", test_gt},
+      {"ge", test_ge},
+      {">=", test_ge},
+      {"in", test_in},
+      {"lower", test_lower},
+      {"upper", test_upper},
       {"escaped", test_escaped},
   };
   const auto it = kTests.find(name);

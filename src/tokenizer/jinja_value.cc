@@ -225,9 +225,12 @@ void append_json(std::string& out, const Value& v, const JsonOptions& o, int dep
       return;
     case Value::Kind::kFloat: {
       const double f = v.as_float();
-      if (std::isnan(f)) out += "NaN";
-      else if (std::isinf(f)) out += f > 0 ? "Infinity" : "-Infinity";
-      else out += float_repr(f);
+      if (std::isnan(f))
+        out += "NaN";
+      else if (std::isinf(f))
+        out += f > 0 ? "Infinity" : "-Infinity";
+      else
+        out += float_repr(f);
       return;
     }
     case Value::Kind::kString:
@@ -272,8 +275,8 @@ void append_json(std::string& out, const Value& v, const JsonOptions& o, int dep
       return;
     }
     default:
-      throw RuntimeError(fmt::format("Object of type {} is not JSON serializable",
-                                     v.is_undefined() ? "Undefined" : v.type_name()));
+      throw RuntimeError(
+          fmt::format("Object of type {} is not JSON serializable", v.is_undefined() ? "Undefined" : v.type_name()));
   }
 }
 
@@ -338,8 +341,7 @@ int compare_at(const Value& a, const Value& b, int depth) {
     }
     return x.size() < y.size() ? -1 : x.size() > y.size() ? 1 : 0;
   }
-  throw RuntimeError(fmt::format("'<' not supported between instances of '{}' and '{}'", a.type_name(),
-                                 b.type_name()));
+  throw RuntimeError(fmt::format("'<' not supported between instances of '{}' and '{}'", a.type_name(), b.type_name()));
 }
 
 }  // namespace
@@ -430,8 +432,12 @@ Value Value::callable(std::shared_ptr<const Callable> fn) {
   return v;
 }
 
-Value Value::from_json(const nlohmann::json& j) { return value_from_json(j, 0); }
-Value Value::from_json(const nlohmann::ordered_json& j) { return value_from_json(j, 0); }
+Value Value::from_json(const nlohmann::json& j) {
+  return value_from_json(j, 0);
+}
+Value Value::from_json(const nlohmann::ordered_json& j) {
+  return value_from_json(j, 0);
+}
 
 bool Value::truthy() const {
   switch (kind_) {
@@ -534,8 +540,12 @@ std::string to_json_text(const Value& v, const JsonOptions& options) {
   return out;
 }
 
-bool values_equal(const Value& a, const Value& b) { return equal_at(a, b, 0); }
-int compare_values(const Value& a, const Value& b) { return compare_at(a, b, 0); }
+bool values_equal(const Value& a, const Value& b) {
+  return equal_at(a, b, 0);
+}
+int compare_values(const Value& a, const Value& b) {
+  return compare_at(a, b, 0);
+}
 
 std::vector<char32_t> decode_utf8(std::string_view s) {
   std::vector<char32_t> out;
@@ -606,8 +616,7 @@ size_t count_code_points(std::string_view s) {
 
 bool is_space(char32_t cp) {
   return (cp >= 0x09 && cp <= 0x0d) || (cp >= 0x1c && cp <= 0x20) || cp == 0x85 || cp == 0xa0 || cp == 0x1680 ||
-         (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f ||
-         cp == 0x3000;
+         (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f || cp == 0x3000;
 }
 
 }  // namespace fp6serve::jinja

@@ -8,12 +8,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace fp6serve::jinja {
 
@@ -99,8 +98,8 @@ class Value {
   std::string hint_;
 };
 
-// Python str() and repr(); nested values print with repr as Python does. `max_depth` stops
-// self-containing namespaces.
+// Python str() and repr(); nested values print with repr as Python does. Nesting deeper than
+// 200 levels (a namespace holding itself) throws.
 std::string to_str(const Value& v);
 std::string to_repr(const Value& v);
 // Python float repr: shortest round trip, ".0" on integral values, exponent outside 1e-4..1e16.

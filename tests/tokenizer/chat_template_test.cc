@@ -76,8 +76,9 @@ TEST(ChatTemplate, FixturesMatchTransformers) {
         << model;
     // The inline copy in tokenizer_config.json is the same template.
     if (config.contains("chat_template")) {
-      EXPECT_EQ(ChatTemplate(config.at("chat_template").get<std::string>()).render(messages, true, nlohmann::json(extra)),
-                reference.at("text").get<std::string>())
+      EXPECT_EQ(
+          ChatTemplate(config.at("chat_template").get<std::string>()).render(messages, true, nlohmann::json(extra)),
+          reference.at("text").get<std::string>())
           << model;
     }
   }
@@ -140,28 +141,33 @@ TEST(ChatTemplate, SyntaxErrorsNameLineAndColumn) {
 
 TEST(ChatTemplate, RaiseExceptionIsInvalidArgumentWithTheMessage) {
   const std::string message = error_of(
-      [] { render_text("{% if true %}{{ raise_exception('Roles must alternate: ' + who) }}{% endif %}", {{"who", "x"}}); },
+      [] {
+        render_text("{% if true %}{{ raise_exception('Roles must alternate: ' + who) }}{% endif %}", {{"who", "x"}});
+      },
       ErrorKind::kInvalidArgument);
   EXPECT_EQ(message, "Roles must alternate: x");
 }
 
 TEST(ChatTemplate, RuntimeErrorsNameTheLine) {
-  const std::string message =
-      error_of([] { render_text("line one\n{{ 'a' + 1 }}"); }, ErrorKind::kInvalidArgument);
+  const std::string message = error_of([] { render_text("line one\n{{ 'a' + 1 }}"); }, ErrorKind::kInvalidArgument);
   EXPECT_NE(message.find("2:"), std::string::npos) << message;
   EXPECT_NE(message.find("concatenate"), std::string::npos) << message;
 }
 
 TEST(ChatTemplate, HostileTemplatesHitLimitsInsteadOfHanging) {
   // Unbounded output.
-  error_of([] { render_text("{% for i in range(100000) %}{% for j in range(100000) %}xxxxxxxx{% endfor %}{% endfor %}"); },
-           ErrorKind::kInvalidArgument);
+  error_of(
+      [] { render_text("{% for i in range(100000) %}{% for j in range(100000) %}xxxxxxxx{% endfor %}{% endfor %}"); },
+      ErrorKind::kInvalidArgument);
   // Work without output.
   error_of([] { render_text("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"); },
            ErrorKind::kInvalidArgument);
   // Exponential string growth.
-  error_of([] { render_text("{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}"); },
-           ErrorKind::kInvalidArgument);
+  error_of(
+      [] {
+        render_text("{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}");
+      },
+      ErrorKind::kInvalidArgument);
   error_of([] { render_text("{{ 'x' * 100000000000 }}"); }, ErrorKind::kInvalidArgument);
   // Unbounded recursion.
   error_of([] { render_text("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"); }, ErrorKind::kInvalidArgument);
@@ -195,7 +201,8 @@ TEST(ChatTemplate, RejectsBadArguments) {
 
 TEST(ChatTemplate, RendersConcurrently) {
   const ChatTemplate t(read_file(kData + "/chat_templates/llama-3.1-8b-instruct.jinja"));
-  const std::vector<ChatMessage> messages = {{"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello"}, {"user", "Bye"}};
+  const std::vector<ChatMessage> messages = {
+      {"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello"}, {"user", "Bye"}};
   const nlohmann::json extra = {{"bos_token", "<|begin_of_text|>"}};
   const std::string expected = t.render(messages, true, extra);
   std::atomic<int> mismatches{0};
