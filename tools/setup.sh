@@ -20,3 +20,8 @@ fi
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release "$@"
 cmake --build build
+
+# The official openai SDK, the client of the server's end-to-end test (from the npm registry).
+if command -v npm >/dev/null 2>&1; then
+  npm ci --silent --no-audit --no-fund --prefix tests/server/js
+fi

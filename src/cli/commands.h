@@ -11,6 +11,7 @@ namespace fp6serve::cli {
 using Action = std::function<int()>;
 
 Action add_generate(CLI::App& app);
+Action add_serve(CLI::App& app);
 Action add_quantize(CLI::App& app);
 
 }  // namespace fp6serve::cli

@@ -1,0 +1,75 @@
+// The OpenAI API surface of the server, without any HTTP: parsing and validating request
+// bodies of /v1/completions and /v1/chat/completions into engine requests, and building the
+// response and stream-chunk JSON. Every invalid request is an ApiError carrying the HTTP
+// status and OpenAI's error shape (message, type, param, code).
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+#include "engine/service.h"
+#include "tokenizer/chat_template.h"
+
+namespace fp6serve::server {
+
+class ApiError : public std::runtime_error {
+ public:
+  ApiError(int status, std::string message, std::string param = "", std::string code = "",
+           std::string type = "invalid_request_error")
+      : std::runtime_error(message), status(status), param(std::move(param)), code(std::move(code)),
+        type(std::move(type)) {}
+  int status;
+  std::string param;
+  std::string code;
+  std::string type;
+};
+
+// {"error": {"message", "type", "param", "code"}}
+nlohmann::json error_body(const std::string& message, const std::string& type, const std::string& param,
+                          const std::string& code);
+
+struct ParsedRequest {
+  bool chat = false;
+  std::vector<std::vector<int32_t>> prompts;  // one per prompt (completions may send several)
+  GenerationParams params;
+  int64_t n = 1;
+  bool stream = false;
+  bool include_usage = false;
+  bool logprobs = false;  // chat: per-token logprobs; completions: logprobs >= 0
+  std::optional<uint64_t> seed;
+};
+
+struct ApiContext {
+  Service& service;
+  const std::string& model_name;
+  const ChatTemplate* chat_template;  // null when the model ships none
+};
+
+ParsedRequest parse_request(const nlohmann::json& body, bool chat, const ApiContext& ctx);
+
+// Accumulates one choice's stream for the final (non-streaming) response.
+struct Choice {
+  std::string text;
+  std::vector<int32_t> tokens;
+  std::vector<Sample> samples;
+  FinishReason finish = FinishReason::kNone;
+  int64_t generated_tokens = 0;
+};
+
+// prompt_tokens: summed over distinct prompts (the n choices of one prompt share it).
+nlohmann::json completion_response(const std::string& id, int64_t created, const std::string& model, bool chat,
+                                   const std::vector<Choice>& choices, int64_t prompt_tokens, bool logprobs,
+                                   const Tokenizer& tokenizer);
+nlohmann::json stream_chunk(const std::string& id, int64_t created, const std::string& model, bool chat, int64_t index,
+                            const StreamChunk& chunk, bool first, bool logprobs, const Tokenizer& tokenizer);
+nlohmann::json usage_chunk(const std::string& id, int64_t created, const std::string& model, bool chat,
+                           int64_t prompt_tokens, int64_t completion_tokens);
+// OpenAI's finish reasons: "stop", "length"; a cancelled request reports "abort".
+const char* openai_finish_reason(FinishReason reason);
+
+}  // namespace fp6serve::server

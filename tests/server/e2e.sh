@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# End-to-end test of `fp6serve serve` on the CPU with a fixture model: the official openai SDK
+# as a client, curl for every error case, 64 concurrent streams with a third disconnecting,
+# then /metrics must show no KV blocks and no requests left, and SIGTERM must end the
+# server cleanly.   Usage: e2e.sh path/to/fp6serve path/to/model_dir
+set -uo pipefail
+bin=$1
+model_dir=$2
+here=$(cd "$(dirname "$0")" && pwd)
+[ -d "$here/js/node_modules/openai" ] || { echo "the openai SDK is missing: run tools/setup.sh (npm ci --prefix tests/server/js)"; exit 1; }
+key=test-key-123
+name=tiny
+log=$(mktemp)
+fail=0
+check() {  # check NAME EXPECTED_STATUS ACTUAL_STATUS BODY PATTERN
+  if [ "$2" = "$3" ] && grep -qE "$5" <<<"$4"; then echo "ok   $1"; else echo "FAIL $1: status $3 (want $2), body: $4"; fail=1; fi
+}
+
+"$bin" serve --model "$model_dir" --port 0 --api-key "$key" --served-model-name "$name" --max-body-mib 1 \
+  --quantization-mode wf6af16 >"$log" 2>&1 &
+pid=$!
+trap 'kill -9 $pid 2>/dev/null; rm -f "$log"' EXIT
+for _ in $(seq 100); do
+  port=$(sed -n 's|.*http://127.0.0.1:\([0-9]*\).*|\1|p' "$log")
+  [ -n "$port" ] && break
+  sleep 0.1
+done
+[ -n "${port:-}" ] || { echo "server did not start:"; cat "$log"; exit 1; }
+base=http://127.0.0.1:$port
+
+req() {  # req METHOD PATH [BODY] [extra curl args...] -> "STATUS BODY"
+  local method=$1 path=$2 body=${3:-}
+  shift 3 2>/dev/null || shift $#
+  curl -s -o /tmp/fp6-e2e-body -w '%{http_code}' -X "$method" "$base$path" -H "Authorization: Bearer $key" \
+    -H 'Content-Type: application/json' ${body:+--data-binary "$body"} "$@"
+}
+status_body() { st=$(req "$@"); body=$(cat /tmp/fp6-e2e-body); }
+
+# The official SDK.
+(cd "$here/js" && node openai_client.mjs "$base/v1" "$key" "$name") || fail=1
+
+# Errors: OpenAI's JSON error shape with the right status.
+status_body GET /health; check "health" 200 "$st" "$body" '"ok"'
+st=$(curl -s -o /tmp/fp6-e2e-body -w '%{http_code}' "$base/v1/models"); body=$(cat /tmp/fp6-e2e-body)
+check "missing API key" 401 "$st" "$body" '"invalid_api_key"'
+st=$(curl -s -o /tmp/fp6-e2e-body -w '%{http_code}' -H 'Authorization: Bearer nope' "$base/v1/models"); body=$(cat /tmp/fp6-e2e-body)
+check "wrong API key" 401 "$st" "$body" '"Incorrect API key'
+status_body POST /v1/completions '{"model": "tiny", "prompt": "hi", max_tokens: 3}'
+check "malformed JSON" 400 "$st" "$body" '"type":"invalid_request_error"'
+status_body POST /v1/completions '{"model": "tiny", "prompt": "hi", "max_tokens": "three"}'
+check "wrong type" 400 "$st" "$body" '"param":"max_tokens"'
+status_body POST /v1/completions '{"model": "gpt-9", "prompt": "hi"}'
+check "unknown model" 404 "$st" "$body" '"code":"model_not_found"'
+long=$(python3 -c 'print(" ".join(["word"] * 3000))')
+status_body POST /v1/completions "{\"model\": \"tiny\", \"prompt\": \"$long\", \"max_tokens\": 5}"
+check "prompt longer than the context" 400 "$st" "$body" '"code":"context_length_exceeded"'
+status_body POST /v1/completions '{"model": "tiny", "prompt": "hi", "max_tokens": 100000}'
+check "max_tokens too large" 400 "$st" "$body" 'maximum context length'
+status_body POST /v1/completions '{"model": "tiny", "prompt": "hi", "temperature": -1}'
+check "bad temperature" 400 "$st" "$body" '"param":"temperature"'
+status_body POST /v1/completions '{"model": "tiny", "prompt": "hi", "top_p": 0}'
+check "bad top_p" 400 "$st" "$body" '"param":"top_p"'
+status_body POST /v1/chat/completions '{"model": "tiny", "messages": []}'
+check "empty messages" 400 "$st" "$body" '"param":"messages"'
+status_body POST /v1/chat/completions '{"model": "tiny", "messages": [{"role": "wizard", "content": "x"}]}'
+check "bad role" 400 "$st" "$body" 'wizard'
+python3 -c 'print("{\"model\": \"tiny\", \"prompt\": \"" + "x" * 1500000 + "\"}")' >/tmp/fp6-e2e-big.json
+status_body POST /v1/completions @/tmp/fp6-e2e-big.json
+check "body over the size limit" 413 "$st" "$body" '"code":"request_too_large"'
+status_body GET /v1/nothing-here
+check "unknown route" 404 "$st" "$body" '"error"'
+# After all that, a normal request still works.
+status_body POST /v1/completions '{"model": "tiny", "prompt": "hi", "max_tokens": 4, "temperature": 0}'
+check "still serving" 200 "$st" "$body" '"text_completion"'
+
+# Load: 64 concurrent streams, a third disconnected mid-stream.
+(cd "$here/js" && node load.mjs "$base/v1" "$key" "$name") || fail=1
+ok=0
+for _ in $(seq 50); do
+  metrics=$(curl -s "$base/metrics")
+  if grep -q '^fp6serve_kv_blocks_in_use 0$' <<<"$metrics" && grep -q '^fp6serve_running_requests 0$' <<<"$metrics" &&
+     grep -q '^fp6serve_queue_length 0$' <<<"$metrics"; then ok=1; break; fi
+  sleep 0.1
+done
+if [ $ok = 1 ]; then echo "ok   metrics show 0 KV blocks and 0 requests after the load"; else
+  echo "FAIL metrics after load:"; grep -E 'kv_blocks|running|queue' <<<"$metrics"; fail=1; fi
+grep -q 'fp6serve_time_to_first_token_seconds_count [1-9]' <<<"$metrics" || { echo "FAIL no TTFT observations"; fail=1; }
+status_body GET /health; check "health after load" 200 "$st" "$body" '"ok"'
+
+# Graceful shutdown.
+kill -TERM $pid
+for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+if kill -0 $pid 2>/dev/null; then echo "FAIL server still running after SIGTERM"; fail=1; else
+  wait $pid; rc=$?; [ $rc = 0 ] && echo "ok   SIGTERM: clean exit" || { echo "FAIL exit code $rc after SIGTERM"; fail=1; }; fi
+[ $fail = 0 ] || { echo "--- server log"; tail -20 "$log"; }
+exit $fail
