@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/check.h"
+#include "core/thread_pool.h"
 
 namespace fp6serve {
 
@@ -279,13 +280,20 @@ bool Engine::step() {
         s->cached += s->scheduled;
         s->scheduled = 0;
       }
+      // Sampling is independent per sequence (each has its own generator): spread it over
+      // the thread pool; streaming and stop checks then run in order.
       const int64_t vocab = logits.dim(1);
+      std::vector<Sample> samples(logit_owner.size());
+      ThreadPool::global().parallel_for(static_cast<int64_t>(logit_owner.size()), [&](int64_t b, int64_t e) {
+        for (int64_t r = b; r < e; ++r) {
+          Sequence& s = *logit_owner[static_cast<size_t>(r)];
+          const std::span<const float> row(logits.data_as<float>() + r * vocab, static_cast<size_t>(vocab));
+          samples[static_cast<size_t>(r)] = s.sampler->sample(row, s.prompt, s.generated);
+        }
+      });
       for (size_t r = 0; r < logit_owner.size(); ++r) {
-        Sequence& s = *logit_owner[r];
-        const std::span<const float> row(logits.data_as<float>() + static_cast<int64_t>(r) * vocab,
-                                         static_cast<size_t>(vocab));
-        emit_token(s, s.sampler->sample(row, s.prompt, s.generated));
-        s.decoding = true;
+        emit_token(*logit_owner[r], samples[r]);
+        logit_owner[r]->decoding = true;
       }
     } catch (const std::exception& e) {
       for (Sequence* s : in_batch) finish(*s, FinishReason::kError, e.what());

@@ -30,6 +30,49 @@ Sampler::Sampler(const SamplingParams& params) : params_(params) {
   rng_.seed(params.seed ? *params.seed : std::random_device{}());
 }
 
+// Temperature, top-k, min-p and top-p over work_, in O(vocab) plus small partial sorts: the
+// nucleus is found by sorting a growing prefix (64, 256, ... candidates), not the vocabulary.
+int32_t Sampler::draw() {
+  const auto vocab = static_cast<int32_t>(work_.size());
+  const auto inv_t = static_cast<float>(1.0 / params_.temperature);
+  cand_.clear();
+  float mx = -INFINITY;
+  for (float l : work_) mx = std::max(mx, l);
+  for (int32_t i = 0; i < vocab; ++i) cand_.push_back({(work_[i] - mx) * inv_t, i});
+  auto by_logit = [](const Candidate& a, const Candidate& b) { return a.weight > b.weight; };
+  if (params_.top_k > 0 && params_.top_k < vocab) {
+    std::nth_element(cand_.begin(), cand_.begin() + params_.top_k - 1, cand_.end(), by_logit);
+    cand_.resize(static_cast<size_t>(params_.top_k));
+  }
+  for (Candidate& c : cand_) c.weight = std::exp(c.weight);  // the best candidate has weight 1
+  if (params_.min_p > 0.0) {
+    const auto floor = static_cast<float>(params_.min_p);
+    std::erase_if(cand_, [&](const Candidate& c) { return c.weight < floor; });
+  }
+  double total = 0;
+  for (const Candidate& c : cand_) total += c.weight;
+  if (params_.top_p < 1.0) {
+    const double target = params_.top_p * total;
+    for (size_t k = std::min<size_t>(64, cand_.size());; k = std::min(cand_.size(), k * 4)) {
+      std::partial_sort(cand_.begin(), cand_.begin() + static_cast<std::ptrdiff_t>(k), cand_.end(), by_logit);
+      double cum = 0;
+      size_t cut = 0;
+      while (cut < k && cum < target) cum += cand_[cut++].weight;
+      if (cum >= target || k == cand_.size()) {
+        cand_.resize(cut);
+        total = cum;
+        break;
+      }
+    }
+  }
+  double r = std::uniform_real_distribution<double>(0.0, total)(rng_);
+  for (const Candidate& c : cand_) {
+    r -= c.weight;
+    if (r < 0) return c.token;
+  }
+  return cand_.back().token;
+}
+
 Sample Sampler::sample(std::span<const float> logits, std::span<const int32_t> prompt,
                        std::span<const int32_t> generated) {
   const auto vocab = static_cast<int32_t>(logits.size());
@@ -73,50 +116,7 @@ Sample Sampler::sample(std::span<const float> logits, std::span<const int32_t> p
   if (params_.temperature == 0.0) {
     out.token = static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
   } else {
-    for (float& l : work_) l = static_cast<float>(l / params_.temperature);
-    // Candidates sorted by logit, trimmed by top-k, then top-p and min-p on the softmax.
-    order_.resize(static_cast<size_t>(vocab));
-    std::iota(order_.begin(), order_.end(), 0);
-    int32_t keep = vocab;
-    if (params_.top_k > 0 && params_.top_k < vocab) {
-      keep = static_cast<int32_t>(params_.top_k);
-      std::partial_sort(order_.begin(), order_.begin() + keep, order_.end(),
-                        [&](int32_t a, int32_t b) { return work_[a] > work_[b]; });
-    } else {
-      std::sort(order_.begin(), order_.end(), [&](int32_t a, int32_t b) { return work_[a] > work_[b]; });
-    }
-    const float mx = work_[order_[0]];
-    std::vector<double> p(static_cast<size_t>(keep));
-    double z = 0;
-    for (int32_t i = 0; i < keep; ++i) z += p[i] = std::exp(static_cast<double>(work_[order_[i]] - mx));
-    int32_t cut = keep;
-    if (params_.top_p < 1.0) {
-      double cum = 0;
-      for (int32_t i = 0; i < keep; ++i) {
-        cum += p[i] / z;
-        if (cum >= params_.top_p) {
-          cut = i + 1;
-          break;
-        }
-      }
-    }
-    if (params_.min_p > 0.0) {
-      const double floor = params_.min_p * p[0];
-      int32_t i = 1;
-      while (i < cut && p[i] >= floor) ++i;
-      cut = i;
-    }
-    double total = 0;
-    for (int32_t i = 0; i < cut; ++i) total += p[i];
-    double r = std::uniform_real_distribution<double>(0.0, total)(rng_);
-    out.token = order_[cut - 1];
-    for (int32_t i = 0; i < cut; ++i) {
-      r -= p[i];
-      if (r < 0) {
-        out.token = order_[i];
-        break;
-      }
-    }
+    out.token = draw();
   }
   if (params_.top_logprobs >= 0) out.logprob = logits[out.token] - lse;
   return out;

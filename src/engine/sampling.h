@@ -45,10 +45,17 @@ class Sampler {
   Sample sample(std::span<const float> logits, std::span<const int32_t> prompt, std::span<const int32_t> generated);
 
  private:
+  int32_t draw();
+
+  struct Candidate {
+    float weight;  // scaled logit, then unnormalized probability
+    int32_t token;
+  };
   SamplingParams params_;
   std::mt19937_64 rng_;
   std::vector<float> work_;
   std::vector<int32_t> order_;
+  std::vector<Candidate> cand_;
 };
 
 }  // namespace fp6serve

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <numeric>
 
 #include "fp6serve/error.h"
@@ -68,6 +70,54 @@ TEST(Prequantized, RefusesToOverwriteItsInputOrQuantizeUnquantizedModes) {
   EXPECT_THROW(write_prequantized(testing::fixture_dir("tiny-llama"), testing::fixture_dir("tiny-llama"), o), Error);
   o.mode = QuantizationMode::parse("fp16");
   EXPECT_THROW(write_prequantized(testing::fixture_dir("tiny-llama"), "/tmp/x-never", o), Error);
+}
+
+}  // namespace
+}  // namespace fp6serve::model
+
+namespace fp6serve::model {
+namespace {
+
+// A checkpoint split over two shards with model.safetensors.index.json loads like the single file.
+TEST(Checkpoint, ShardedFilesLoadLikeOne) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("fp6serve-sharded-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string src = testing::fixture_dir("tiny-qwen2");
+  for (const char* f : {"config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"})
+    fs::copy_file(fs::path(src) / f, dir / f);
+  nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
+  {
+    SafetensorsFile whole(fs::path(src) / "model.safetensors");
+    SafetensorsWriter a, b;
+    int i = 0;
+    for (const auto& [name, t] : whole.tensors()) {
+      const bool first = i++ % 2 == 0;
+      (first ? a : b).add(name, t.dtype, t.shape, t.data, t.bytes);
+      index["weight_map"][name] = first ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+    }
+    a.write(dir / "model-00001-of-00002.safetensors");
+    b.write(dir / "model-00002-of-00002.safetensors");
+  }
+  std::ofstream(dir / "model.safetensors.index.json") << index.dump();
+  LoadOptions o;
+  o.progress = false;
+  const auto ids = testing::Reference("tiny-qwen2").ids("input_ids_2");
+  auto whole = Model::load(src, o);
+  auto sharded = Model::load(dir, o);
+  EXPECT_EQ(logits_of(*whole, ids), logits_of(*sharded, ids));
+  // An index naming a shard that does not hold the tensor is an error naming both.
+  index["weight_map"]["model.norm.weight"] = "model-00001-of-00002.safetensors";
+  index["weight_map"]["model.embed_tokens.weight"] = "model-00002-of-00002.safetensors";
+  std::ofstream(dir / "model.safetensors.index.json") << index.dump();
+  try {
+    Model::load(dir, o);
+    ADD_FAILURE() << "a wrong weight_map was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("does not hold it"), std::string::npos) << e.what();
+  }
+  fs::remove_all(dir);
 }
 
 }  // namespace
