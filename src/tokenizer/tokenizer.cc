@@ -217,8 +217,9 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_to
   std::vector<std::string> tokens;
   tokens.reserve(ids.size());
   for (int32_t id : ids) {
-    FP6_CHECK(id >= 0 && id < vocab_size(), kInvalidArgument, "token id {} is outside the vocabulary [0, {})", id,
-              vocab_size());
+    // Models often pad their embedding table past the tokenizer (Qwen2: 1024 vs 1022 here);
+    // like the tokenizers library, ids without a token decode to nothing.
+    if (id < 0 || id >= vocab_size()) continue;
     if (skip_special_tokens && m.special[id]) continue;
     tokens.push_back(m.id_to_token[id]);
   }

@@ -29,6 +29,7 @@ class Tokenizer {
   ~Tokenizer();
 
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = true) const;
+  // Ids the tokenizer has no token for (padding of the model's vocabulary) decode to "".
   std::string decode(std::span<const int32_t> ids, bool skip_special_tokens = false) const;
 
   int32_t vocab_size() const;  // largest id + 1, added tokens included
