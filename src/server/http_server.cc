@@ -12,7 +12,7 @@
 
 namespace fp6serve::server {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 using Clock = std::chrono::steady_clock;
 
 // The engine requests of one HTTP request (n choices of each prompt) and the chunks they

@@ -4,7 +4,7 @@
 
 namespace fp6serve::server {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 
 json error_body(const std::string& message, const std::string& type, const std::string& param,
                 const std::string& code) {

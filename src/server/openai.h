@@ -30,7 +30,7 @@ class ApiError : public std::runtime_error {
 };
 
 // {"error": {"message", "type", "param", "code"}}
-nlohmann::json error_body(const std::string& message, const std::string& type, const std::string& param,
+nlohmann::ordered_json error_body(const std::string& message, const std::string& type, const std::string& param,
                           const std::string& code);
 
 struct ParsedRequest {
@@ -50,7 +50,7 @@ struct ApiContext {
   const ChatTemplate* chat_template;  // null when the model ships none
 };
 
-ParsedRequest parse_request(const nlohmann::json& body, bool chat, const ApiContext& ctx);
+ParsedRequest parse_request(const nlohmann::ordered_json& body, bool chat, const ApiContext& ctx);
 
 // Accumulates one choice's stream for the final (non-streaming) response.
 struct Choice {
@@ -62,12 +62,12 @@ struct Choice {
 };
 
 // prompt_tokens: summed over distinct prompts (the n choices of one prompt share it).
-nlohmann::json completion_response(const std::string& id, int64_t created, const std::string& model, bool chat,
+nlohmann::ordered_json completion_response(const std::string& id, int64_t created, const std::string& model, bool chat,
                                    const std::vector<Choice>& choices, int64_t prompt_tokens, bool logprobs,
                                    const Tokenizer& tokenizer);
-nlohmann::json stream_chunk(const std::string& id, int64_t created, const std::string& model, bool chat, int64_t index,
+nlohmann::ordered_json stream_chunk(const std::string& id, int64_t created, const std::string& model, bool chat, int64_t index,
                             const StreamChunk& chunk, bool first, bool logprobs, const Tokenizer& tokenizer);
-nlohmann::json usage_chunk(const std::string& id, int64_t created, const std::string& model, bool chat,
+nlohmann::ordered_json usage_chunk(const std::string& id, int64_t created, const std::string& model, bool chat,
                            int64_t prompt_tokens, int64_t completion_tokens);
 // OpenAI's finish reasons: "stop", "length"; a cancelled request reports "abort".
 const char* openai_finish_reason(FinishReason reason);
