@@ -34,6 +34,13 @@ class Backend {
   // A new activation tensor [rows, cols].
   virtual Tensor activations(int64_t rows, int64_t cols) = 0;
 
+  // Called once at the start of each forward pass, before the ops, with its batch (a GPU
+  // backend uploads positions, slots and block tables here, once for all layers).
+  virtual void begin_forward(const Batch& batch, const KvCache& cache) {
+    (void)batch;
+    (void)cache;
+  }
+
   // Ops. `batch` is the host plan of the forward pass.
   virtual void embed(const Tensor& table, const Batch& batch, Tensor& out) = 0;
   virtual void rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& out) = 0;
@@ -54,5 +61,9 @@ class Backend {
 
 // The CPU backend (always available). Activations and KV cache in f32.
 std::unique_ptr<Backend> make_cpu_backend(const ModelConfig& config);
+
+// The CUDA backend (builds with CUDA only): activations and KV cache in the checkpoint's
+// 16-bit dtype (BF16 for f32 checkpoints), FPx weights packed for it.
+std::unique_ptr<Backend> make_cuda_backend(const ModelConfig& config);
 
 }  // namespace fp6serve::model

@@ -35,6 +35,7 @@ Tensor Model::forward(const Batch& batch, KvCache& cache, const HiddenStateHook&
   Tensor gate_up = be.activations(n, 2 * c.intermediate_size);
   Tensor act = be.activations(n, c.intermediate_size);
 
+  be.begin_forward(batch, cache);
   be.embed(weights_.embed, batch, residual);
   if (hook) hook(0, residual);
   be.rms_norm(residual, weights_.layers[0].input_norm, eps, h);
