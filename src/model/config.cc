@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "core/check.h"
+#include "core/file.h"
 
 namespace fp6serve::model {
 
@@ -24,13 +25,6 @@ const char* family_name(Family family) {
 
 namespace {
 
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  FP6_CHECK(in.good(), kNotFound, "cannot read {}", path.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 json parse_json(const std::string& text, const std::string& source) {
   try {

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "tokenizer/jinja_error.h"
+#include "tokenizer/unicode.h"
 
 namespace fp6serve::jinja {
 namespace {
@@ -582,23 +583,7 @@ std::vector<char32_t> decode_utf8(std::string_view s) {
   return out;
 }
 
-void append_utf8(std::string& out, char32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xc0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xe0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else {
-    out += static_cast<char>(0xf0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  }
-}
+void append_utf8(std::string& out, char32_t cp) { out += text::codepoint_to_utf8(static_cast<uint32_t>(cp)); }
 
 std::string encode_utf8(const std::u32string_view cps) {
   std::string out;

@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "core/check.h"
+#include "core/file.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/components.h"
 #include "tokenizer/unicode.h"
@@ -29,13 +30,6 @@ struct AddedToken {
   bool single_word;
 };
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  FP6_CHECK(in.good(), kNotFound, "cannot read {}", p.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // tokenizer_config.json writes special tokens as strings or as {"content": ...} objects.
 std::string token_string(const json& v) {
@@ -106,8 +100,8 @@ Tokenizer Tokenizer::load(const fs::path& dir) {
   FP6_CHECK(fs::exists(tok), kNotFound, "{} has no tokenizer.json (only Hugging Face fast tokenizers are supported)",
             dir.string());
   const fs::path cfg = dir / "tokenizer_config.json";
-  Tokenizer t = parse(read_text(tok), fs::exists(cfg) ? read_text(cfg) : "", tok.string());
-  if (fs::exists(dir / "chat_template.jinja")) t.impl_->chat_template = read_text(dir / "chat_template.jinja");
+  Tokenizer t = parse(read_file(tok), fs::exists(cfg) ? read_file(cfg) : "", tok.string());
+  if (fs::exists(dir / "chat_template.jinja")) t.impl_->chat_template = read_file(dir / "chat_template.jinja");
   return t;
 }
 
