@@ -47,11 +47,13 @@ Format parse_format(std::string_view text) {
 Codec::Codec(Format format) : format_(format) {
   check_format(format);
   const int m = format.man_bits;
-  max_value_ = static_cast<float>(format.max_value());
-  min_normal_ = static_cast<float>(format.min_normal());
-  subnormal_scale_ = std::ldexp(1.0f, format.bias() - 1 + m);
-  shift_ = static_cast<uint32_t>(23 - m);
-  rebias_ = static_cast<uint32_t>(127 - format.bias()) << m;
+  params_.max_value = static_cast<float>(format.max_value());
+  params_.min_normal = static_cast<float>(format.min_normal());
+  params_.subnormal_scale = std::ldexp(1.0f, format.bias() - 1 + m);
+  params_.shift = static_cast<uint32_t>(23 - m);
+  params_.rebias = static_cast<uint32_t>(127 - format.bias()) << m;
+  params_.max_magnitude = format.max_magnitude_code();
+  params_.sign_bit = format.sign_bit();
   for (int code = 0; code < format.num_codes(); ++code) {
     const uint32_t magnitude = static_cast<uint32_t>(code) & format.max_magnitude_code();
     const int e = static_cast<int>(magnitude >> m);

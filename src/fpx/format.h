@@ -8,7 +8,6 @@
 #pragma once
 
 #include <array>
-#include <bit>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -50,43 +49,58 @@ Format parse_format(std::string_view text);
 // Throws kInvalidArgument unless f.valid().
 void check_format(Format f);
 
-// Precomputed constants for fast encoding plus the decode table of one format.
+#if defined(__CUDACC__)
+#define FP6_HOST_DEVICE __host__ __device__
+#else
+#define FP6_HOST_DEVICE
+#endif
+
+// The constants of one format's encoder, shared by host and device code.
+struct EncodeParams {
+  float max_value;
+  float min_normal;
+  float subnormal_scale;  // 2^(bias - 1 + M): |x| * this is the subnormal code
+  uint32_t shift;         // 23 - M
+  uint32_t rebias;        // (127 - bias) << M
+  uint32_t max_magnitude;
+  uint32_t sign_bit;
+};
+
+// Round to nearest even, saturate at +-max. x must not be NaN (quantize() rejects NaN and Inf
+// before encoding; a NaN here would saturate to +-max). Branch-free, so loops over rows
+// vectorize; the same code runs in the GPU quantizer, bit for bit.
+FP6_HOST_DEVICE inline uint8_t encode(const EncodeParams& p, float x) {
+  const uint32_t bits = __builtin_bit_cast(uint32_t, x);
+  const uint32_t sign = (bits >> 31) ? p.sign_bit : 0u;
+  const uint32_t u = bits & 0x7FFFFFFFu;
+  const float a = __builtin_bit_cast(float, u);
+  // Normal: round the dropped mantissa bits to nearest even, then rebias the exponent.
+  const uint32_t rounded = u + (1u << (p.shift - 1)) - 1u + ((u >> p.shift) & 1u);
+  const uint32_t normal = (rounded >> p.shift) - p.rebias;
+  // Subnormal: scaling by a power of two is exact (so a fused multiply-add rounds the same);
+  // adding 2^23 rounds to an integer, ties to even, in the low mantissa bits. 2^M (rounded
+  // up to the smallest normal) is also that normal's code.
+  const float scaled = a * p.subnormal_scale + 0x1p23f;
+  const uint32_t subnormal = __builtin_bit_cast(uint32_t, scaled) - 0x4B000000u;
+  uint32_t magnitude = a < p.min_normal ? subnormal : normal;
+  if (!(a < p.max_value) || magnitude > p.max_magnitude) magnitude = p.max_magnitude;
+  return static_cast<uint8_t>(sign | magnitude);
+}
+
+// The encoder constants plus the decode table of one format.
 class Codec {
  public:
   explicit Codec(Format format);
 
   Format format() const { return format_; }
   float decode(uint8_t code) const { return table_[code]; }
-  // Round to nearest even, saturate at +-max. x must not be NaN (quantize() rejects NaN and
-  // Inf before encoding; a NaN here would saturate to +-max).
-  uint8_t encode(float x) const {
-    // Branch-free so that loops over rows vectorize: both the normal and the subnormal
-    // result are computed, then selected.
-    const uint32_t bits = std::bit_cast<uint32_t>(x);
-    const uint32_t sign = (bits >> 31) ? format_.sign_bit() : 0u;
-    const uint32_t u = bits & 0x7FFFFFFFu;
-    const float a = std::bit_cast<float>(u);
-    // Normal: round the dropped mantissa bits to nearest even, then rebias the exponent.
-    const uint32_t rounded = u + (1u << (shift_ - 1)) - 1u + ((u >> shift_) & 1u);
-    const uint32_t normal = (rounded >> shift_) - rebias_;
-    // Subnormal: scaling by a power of two is exact; adding 2^23 rounds to an integer (ties
-    // to even) in the low mantissa bits. 2^M (rounded up to the smallest normal) is also
-    // that normal's code.
-    const float scaled = a * subnormal_scale_ + 0x1p23f;
-    const uint32_t subnormal = std::bit_cast<uint32_t>(scaled) - 0x4B000000u;
-    uint32_t magnitude = a < min_normal_ ? subnormal : normal;
-    if (!(a < max_value_) || magnitude > format_.max_magnitude_code()) magnitude = format_.max_magnitude_code();
-    return static_cast<uint8_t>(sign | magnitude);
-  }
+  uint8_t encode(float x) const { return fpx::encode(params_, x); }
+  const EncodeParams& params() const { return params_; }
   const std::array<float, 256>& table() const { return table_; }
 
  private:
   Format format_;
-  float max_value_;
-  float min_normal_;
-  float subnormal_scale_;  // 2^(bias - 1 + M): |x| * this is the subnormal code
-  uint32_t shift_;         // 23 - M
-  uint32_t rebias_;        // (127 - bias) << M
+  EncodeParams params_;
   std::array<float, 256> table_{};
 };
 
