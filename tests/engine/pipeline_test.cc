@@ -1,0 +1,49 @@
+// The public C++ API, used the way the README shows.
+#include "fp6serve/pipeline.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/model/fixture.h"
+
+namespace fp6serve {
+namespace {
+
+TEST(Pipeline, GreedyBatchMatchesTheReferenceAndStreamsTheSameText) {
+  testing::Reference ref("tiny-llama");
+  Pipeline pipe(testing::fixture_dir("tiny-llama"), {.quantization_mode = "fp32", .progress = false});
+  const auto& g = ref.json["greedy"][0];
+  const auto prompt = ref.ids("greedy_prompt_0");
+  const auto want = ref.ids("greedy_ids_0");
+  std::string streamed;
+  const Response r = pipe.generate(prompt, {.max_new_tokens = 20, .temperature = 0.0, .ignore_eos = true},
+                                   [&](std::string_view t) { streamed += t; });
+  EXPECT_EQ(r.generated_ids, std::vector<int32_t>(want.begin(), want.begin() + 20)) << g["name"];
+  EXPECT_EQ(r.finish_reason, "length");
+  EXPECT_EQ(r.prompt_tokens, static_cast<int64_t>(prompt.size()));
+  EXPECT_EQ(r.generated_tokens, 20);
+  EXPECT_EQ(streamed, r.generated_text);
+
+  const auto responses = pipe({"DeepSpeed is", "Seattle is"}, {.max_new_tokens = 8, .temperature = 0.0});
+  ASSERT_EQ(responses.size(), 2u);
+  for (const Response& resp : responses) {
+    EXPECT_FALSE(resp.finish_reason.empty());
+    EXPECT_LE(resp.generated_tokens, 8);
+    EXPECT_EQ(resp.prompt_ids.front(), 1019);  // BOS from the tokenizer's post-processor
+  }
+  // Alone, the second prompt gives what it gave in the batch.
+  EXPECT_EQ(pipe({"Seattle is"}, {.max_new_tokens = 8, .temperature = 0.0})[0].generated_ids, responses[1].generated_ids);
+}
+
+TEST(Pipeline, BadOptionsAreErrorsNotCrashes) {
+  EXPECT_THROW(Pipeline(testing::fixture_dir("tiny-llama"), {.quantization_mode = "int3", .progress = false}), Error);
+  EXPECT_THROW(Pipeline(testing::fixture_dir("tiny-llama"), {.device = "tpu", .progress = false}), Error);
+  EXPECT_THROW(Pipeline("/no/such/model", {}), Error);
+  Pipeline pipe(testing::fixture_dir("tiny-qwen2"), {.progress = false});
+  EXPECT_THROW(pipe({"x"}, {.max_new_tokens = 100000}), Error);
+  EXPECT_THROW(pipe({"x"}, {.top_p = 2.0}), Error);
+  // Still usable afterwards.
+  EXPECT_EQ(pipe({"x"}, {.max_new_tokens = 3, .ignore_eos = true})[0].generated_tokens, 3);
+}
+
+}  // namespace
+}  // namespace fp6serve
