@@ -8,7 +8,8 @@
 # Then call the device tool with carry [".device"] and a command such as
 #   bash tools/device-run.sh                 # build + cuda tests + benchmarks
 #   bash tools/device-run.sh build test      # any subset of: build test bench
-# Benchmarks also read FP6SERVE_BENCH_ARGS (extra arguments for `fp6serve bench gemm`).
+# The bench step runs the GPU benchmarks named in FP6SERVE_BENCHES (default: gemm), each with
+# the arguments in FP6SERVE_BENCH_ARGS (e.g. --quick).
 set -uo pipefail
 OUT=${OUT:-/tmp/fp6serve-out}
 mkdir -p "$OUT"
@@ -64,10 +65,9 @@ if want test; then
 fi
 
 if want bench; then
-  for b in build-device/bench/fp6serve_bench_*; do
-    [ "$(basename "$b")" = fp6serve_bench_cpu ] && continue
-    [ -x "$b" ] || continue
-    name=$(basename "$b")
+  for name in ${FP6SERVE_BENCHES:-gemm}; do
+    name=fp6serve_bench_$name
+    b=build-device/bench/$name
     # shellcheck disable=SC2086
     "$b" ${FP6SERVE_BENCH_ARGS:-} >"$OUT/$name.log" 2>&1
     rc=$?

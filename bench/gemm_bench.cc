@@ -1,0 +1,163 @@
+// FPx linear on the GPU against cuBLAS FP16 (issue #3), in one run on one device:
+//   build-device/bench/fp6serve_bench_gemm [--quick]
+// Per shape (out x in) and token count N: cuBLAS FP16 µs, ours µs (the dispatcher's choice),
+// the fused kernel and dequantize+cuBLAS separately where both apply (the crossover), speedup,
+// our GB/s over the FPx bytes and % of the read bandwidth measured in the same run. Weights
+// rotate over more than 3x the L2 (FP16 copies for cuBLAS too), random non-zero data, CUDA
+// events around batches of calls, warm-up, medians of batches.
+#include <cuda_runtime.h>
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "bench/gpu_util.h"
+#include "core/gpu.h"
+#include "fpx/pack.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/fpx_linear.h"
+#include "kernels/cuda/fpx_quantize.h"
+
+using namespace fp6serve;
+
+namespace {
+
+struct Shape {
+  const char* name;
+  int64_t rows, cols;
+};
+const Shape kShapes[] = {{"7B qkv", 12288, 4096},       {"7B o", 4096, 4096},       {"7B gate+up", 22016, 4096},
+                         {"7B down", 4096, 11008},      {"70B qkv", 10240, 8192},   {"70B o", 8192, 8192},
+                         {"70B gate+up", 57344, 8192},  {"70B down", 8192, 28672}};
+
+// Median per-call time in µs of `call(i)` over batches of calls.
+double time_us(const std::function<void(int)>& call, int per_batch = 20, int batches = 9) {
+  cudaEvent_t a, b;
+  FP6_CUDA_CHECK(cudaEventCreate(&a));
+  FP6_CUDA_CHECK(cudaEventCreate(&b));
+  for (int i = 0; i < per_batch; ++i) call(i);  // warm-up
+  std::vector<float> ms;
+  int k = 0;
+  for (int r = 0; r < batches; ++r) {
+    FP6_CUDA_CHECK(cudaEventRecord(a));
+    for (int i = 0; i < per_batch; ++i) call(k++);
+    FP6_CUDA_CHECK(cudaEventRecord(b));
+    FP6_CUDA_CHECK(cudaEventSynchronize(b));
+    float t = 0;
+    FP6_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
+    ms.push_back(t / per_batch);
+  }
+  std::sort(ms.begin(), ms.end());
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return ms[ms.size() / 2] * 1000.0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
+  require_cuda();
+  cudaDeviceProp prop{};
+  FP6_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const size_t l2 = static_cast<size_t>(prop.l2CacheSize);
+  fmt::print("device: {}\n", cuda_device_summary());
+
+  // Bandwidth ceilings of this device, now.
+  const size_t big = size_t{2} << 30;
+  cuda::DeviceBuffer src(big), dst(big), sink(16);
+  FP6_CUDA_CHECK(cudaMemset(src.data(), 1, big));
+  const double copy_us = time_us([&](int) { FP6_CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data(), big, cudaMemcpyDeviceToDevice)); }, 3, 5);
+  const double read_us = time_us([&](int) { bench::read_all(src.data(), big, sink.data(), prop.multiProcessorCount); }, 3, 5);
+  const double copy_gbs = 2.0 * big / copy_us / 1e3, read_gbs = big / read_us / 1e3;
+  fmt::print("D2D copy {:.0f} GB/s (read+write), read {:.0f} GB/s\n", copy_gbs, read_gbs);
+  src = cuda::DeviceBuffer();
+  dst = cuda::DeviceBuffer();
+
+  std::vector<int64_t> ns = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
+  if (quick) ns = {1, 16, 64, 256};
+  std::string table = "| shape | N | cuBLAS FP16 µs | FP6 µs | path | speedup | FP6 GB/s | % of read BW | fused µs | dequant+cuBLAS µs |\n"
+                      "|---|---|---|---|---|---|---|---|---|---|\n";
+  std::vector<std::vector<double>> speedups(ns.size());
+  for (const Shape& s : kShapes) {
+    // Random FP16 weights, quantized to FP6 on the GPU; copies rotate over > 3x L2.
+    const size_t fp16_bytes = static_cast<size_t>(s.rows * s.cols) * 2;
+    const fpx::PackPlan plan = fpx::pack_plan(fpx::kE3M2, DType::kF16);
+    const int64_t rt = (s.rows + 15) / 16, cu = (s.cols + 127) / 128;
+    const size_t packed_bytes = static_cast<size_t>(rt * cu * plan.unit_bytes());
+    const int copies16 = static_cast<int>(std::max<size_t>(2, 3 * l2 / fp16_bytes + 1));
+    const int copies6 = static_cast<int>(std::max<size_t>(2, 3 * l2 / packed_bytes + 1));
+    std::vector<cuda::DeviceDenseWeight> dense(static_cast<size_t>(copies16));
+    std::vector<cuda::DeviceFpxWeight> fp6(static_cast<size_t>(copies6));
+    for (int i = 0; i < std::max(copies16, copies6); ++i) {
+      cuda::DeviceBuffer w(fp16_bytes);
+      bench::fill_normal(w.data(), s.rows * s.cols, 17 + i, 0.02f, false);
+      if (i < copies6) {
+        cuda::DeviceFpxWeight& f = fp6[static_cast<size_t>(i)];
+        f.plan = plan;
+        f.rows = s.rows;
+        f.cols = s.cols;
+        f.data = cuda::DeviceBuffer(packed_bytes);
+        f.scales = cuda::DeviceBuffer(static_cast<size_t>(rt * 16) * 4);
+        FP6_CHECK(cuda::quantize_pack(w.data(), DType::kF16, s.rows, s.cols, plan, fpx::Codec(fpx::kE3M2).params(),
+                                      f.data.as<uint8_t>(), f.scales.as<float>(), nullptr) < 0,
+                  kInternal, "random weights had a NaN");
+      }
+      if (i < copies16) {
+        cuda::DeviceDenseWeight& d = dense[static_cast<size_t>(i)];
+        d.dtype = DType::kF16;
+        d.rows = s.rows;
+        d.cols = s.cols;
+        d.data = std::move(w);
+      }
+    }
+    const int64_t max_n = ns.back();
+    cuda::DeviceBuffer x(static_cast<size_t>(max_n * s.cols) * 2), y(static_cast<size_t>(max_n * s.rows) * 2);
+    bench::fill_normal(x.data(), max_n * s.cols, 5, 1.0f, false);
+    size_t ws_bytes = 0;
+    for (int64_t n : ns) ws_bytes = std::max({ws_bytes, cuda::fpx_linear_workspace_bytes(fp6[0], n),
+                                              cuda::fpx_dequant_workspace_bytes(fp6[0]),
+                                              static_cast<size_t>(std::min<int64_t>(n, 64) * rt * 16) * 4});
+    cuda::DeviceBuffer ws(ws_bytes);
+    for (size_t ni = 0; ni < ns.size(); ++ni) {
+      const int64_t n = ns[ni];
+      const int reps = n >= 1024 ? 5 : 20;
+      const double t16 = time_us([&](int i) {
+        cuda::dense_linear(x.data(), DType::kF16, n, dense[static_cast<size_t>(i % copies16)], nullptr, y.data(), nullptr, 0, nullptr);
+      }, reps);
+      const double t6 = time_us([&](int i) {
+        cuda::fpx_linear(x.data(), DType::kF16, n, fp6[static_cast<size_t>(i % copies6)], nullptr, y.data(), ws.data(), ws_bytes, nullptr);
+      }, reps);
+      std::string fused = "", dq = "";
+      if (n <= 64) {
+        fused = fmt::format("{:.1f}", time_us([&](int i) {
+          cuda::fpx_linear_fused(x.data(), DType::kF16, n, fp6[static_cast<size_t>(i % copies6)], nullptr, y.data(), ws.data(), ws_bytes, 0, nullptr);
+        }, reps));
+      }
+      if (n >= 16) {  // the large-n path too, to locate the crossover
+        dq = fmt::format("{:.1f}", time_us([&](int i) {
+          cuda::fpx_linear_dequant_gemm(x.data(), DType::kF16, n, fp6[static_cast<size_t>(i % copies6)], nullptr, y.data(), ws.data(), ws_bytes, nullptr);
+        }, reps));
+      }
+      const double gbs = packed_bytes / t6 / 1e3;
+      speedups[ni].push_back(t16 / t6);
+      table += fmt::format("| {} {}x{} | {} | {:.1f} | {:.1f} | {} | {:.2f}x | {:.0f} | {:.0f}% | {} | {} |\n", s.name, s.rows,
+                           s.cols, n, t16, t6, cuda::fpx_path(fp6[0], n) == cuda::FpxPath::kFused ? "fused" : "dequant+cuBLAS",
+                           t16 / t6, gbs, 100.0 * gbs / read_gbs, fused, dq);
+    }
+    fmt::print("{} done\n", s.name);
+  }
+  std::string summary = "| N | geomean speedup over cuBLAS FP16 | worst shape |\n|---|---|---|\n";
+  for (size_t ni = 0; ni < ns.size(); ++ni) {
+    double log_sum = 0, worst = 1e9;
+    for (double v : speedups[ni]) log_sum += std::log(v), worst = std::min(worst, v);
+    summary += fmt::format("| {} | {:.2f}x | {:.2f}x |\n", ns[ni], std::exp(log_sum / speedups[ni].size()), worst);
+  }
+  fmt::print("=== table ===\ndevice: {}; D2D copy {:.0f} GB/s, read {:.0f} GB/s\n\n{}\n{}=== end ===\n", cuda_device_summary(),
+             copy_gbs, read_gbs, table, summary);
+  return 0;
+}

@@ -1,0 +1,194 @@
+#include "kernels/cuda/fpx_linear.h"
+
+#include <cublas_v2.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <mutex>
+#include <vector>
+
+#include "core/check.h"
+#include "fpx/pack.h"
+#include "kernels/cuda/fpx_gemm.h"
+
+namespace fp6serve::cuda {
+
+namespace {
+
+// Read once per process: the launch heuristics need the SM count, and calling
+// cudaGetDeviceProperties per launch is what once made FP6-LLM in torchao 20x slower.
+int sm_count() {
+  static const int sms = [] {
+    int device = 0, n = 0;
+    FP6_CUDA_CHECK(cudaGetDevice(&device));
+    FP6_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+    return n;
+  }();
+  return sms;
+}
+
+constexpr int kWarpsPerSm = 16;       // warps of the fused kernel to aim for per SM
+constexpr int64_t kDequantRows = 2048;  // rows dequantized per cuBLAS call on the large-n path
+
+cublasHandle_t cublas() {
+  thread_local struct Handle {
+    cublasHandle_t h = nullptr;
+    Handle() { FP6_CUBLAS_CHECK(cublasCreate(&h)); }
+    ~Handle() { cublasDestroy(h); }
+  } handle;
+  return handle.h;
+}
+
+cudaDataType cuda_type(DType d) {
+  FP6_CHECK(d == DType::kF16 || d == DType::kBF16, kInvalidArgument, "GPU linear layers take f16 or bf16, not {}",
+            dtype_name(d));
+  return d == DType::kF16 ? CUDA_R_16F : CUDA_R_16BF;
+}
+
+// Y[:, r0 : r0 + m] (row-major [n, ld_y]) = X[n, k] . A[m, k]^T with A row-major.
+void gemm_rows(const void* a, const void* x, void* y, int64_t m, int64_t n, int64_t k, int64_t ld_y, DType dtype,
+               cudaStream_t stream) {
+  const float one = 1.0f, zero = 0.0f;
+  const cudaDataType t = cuda_type(dtype);
+  FP6_CUBLAS_CHECK(cublasSetStream(cublas(), stream));
+  FP6_CUBLAS_CHECK(cublasGemmEx(cublas(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(m), static_cast<int>(n),
+                                static_cast<int>(k), &one, a, t, static_cast<int>(k), x, t, static_cast<int>(k), &zero,
+                                y, t, static_cast<int>(ld_y), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+FpxLaunch make_launch(const DeviceFpxWeight& w, const void* x, int64_t n, cudaStream_t stream) {
+  FpxLaunch l{};
+  l.plan = w.plan;
+  l.w = w.data.as<uint8_t>();
+  l.scales = w.scales.as<float>();
+  l.rows = w.rows;
+  l.cols = w.cols;
+  l.row_tiles = w.row_tiles();
+  l.col_units = w.col_units();
+  l.x = x;
+  l.n = n;
+  l.ld_acc = w.row_tiles() * fpx::kUnitRows;
+  l.stream = stream;
+  return l;
+}
+
+void check_call(const DeviceFpxWeight& w, DType act, int64_t n) {
+  FP6_CHECK(act == w.plan.target, kInvalidArgument,
+            "this weight is packed for {} activations, not {} (pack it for the model's dtype)",
+            dtype_name(w.plan.target), dtype_name(act));
+  FP6_CHECK(n >= 0, kInvalidArgument, "fpx_linear: negative token count {}", n);
+}
+
+}  // namespace
+
+DeviceFpxWeight upload(const fpx::PackedWeight& host, cudaStream_t stream) {
+  FP6_CHECK(fpx_gpu_format_supported(host.format()), kUnsupported,
+            "the GPU kernels are built for e3m2, e2m2 and e2m1 (FP6, FP5, FP4), not {}", host.format().name());
+  DeviceFpxWeight w;
+  w.plan = host.plan;
+  w.rows = host.rows;
+  w.cols = host.cols;
+  w.data = DeviceBuffer(host.bytes());
+  // F16 raw halves are value * 2^offset and go into the MMA as they are: fold 2^-offset into
+  // the scale. BF16 raw halves are brought back to the value inside the kernel.
+  std::vector<float> scales(host.scales);
+  if (host.plan.target == DType::kF16)
+    for (float& s : scales) s = std::ldexp(s, -host.plan.raw_exponent_offset());
+  w.scales = DeviceBuffer(scales.size() * sizeof(float));
+  FP6_CUDA_CHECK(cudaMemcpyAsync(w.data.data(), host.data.data(), host.bytes(), cudaMemcpyHostToDevice, stream));
+  FP6_CUDA_CHECK(cudaMemcpyAsync(w.scales.data(), scales.data(), w.scales.size(), cudaMemcpyHostToDevice, stream));
+  FP6_CUDA_CHECK(cudaStreamSynchronize(stream));  // `scales` is a local
+  return w;
+}
+
+DeviceDenseWeight upload_dense(const void* host, DType dtype, int64_t rows, int64_t cols) {
+  cuda_type(dtype);
+  DeviceDenseWeight w;
+  w.dtype = dtype;
+  w.rows = rows;
+  w.cols = cols;
+  w.data = DeviceBuffer(static_cast<size_t>(rows * cols) * dtype_size(dtype));
+  w.data.upload(host, w.data.size());
+  return w;
+}
+
+int64_t fpx_crossover() {
+  static const int64_t crossover = [] {
+    if (const char* env = std::getenv("FP6SERVE_FPX_CROSSOVER")) return static_cast<int64_t>(std::atoll(env));
+    return int64_t{64};  // measured on the H100: bench/results/2026-11-23-gemm-h100.md
+  }();
+  return std::min<int64_t>(crossover, 64);  // the fused kernel covers n <= 64
+}
+
+FpxPath fpx_path(const DeviceFpxWeight&, int64_t n) {
+  return n <= fpx_crossover() ? FpxPath::kFused : FpxPath::kDequantGemm;
+}
+
+int fpx_splits(const DeviceFpxWeight& w, int64_t) {
+  const int64_t target = static_cast<int64_t>(sm_count()) * kWarpsPerSm;
+  const int64_t splits = (target + w.row_tiles() - 1) / w.row_tiles();
+  return static_cast<int>(std::clamp<int64_t>(splits, 1, std::min<int64_t>(w.col_units(), 64)));
+}
+
+size_t fpx_dequant_workspace_bytes(const DeviceFpxWeight& w) {
+  return static_cast<size_t>(std::min(w.row_tiles() * fpx::kUnitRows, kDequantRows) * w.cols) * 2;
+}
+
+size_t fpx_linear_workspace_bytes(const DeviceFpxWeight& w, int64_t n) {
+  if (fpx_path(w, n) == FpxPath::kFused) return static_cast<size_t>(n * w.row_tiles() * fpx::kUnitRows) * sizeof(float);
+  return fpx_dequant_workspace_bytes(w);
+}
+
+void fpx_linear_fused(const void* x, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,
+                      void* workspace, size_t workspace_bytes, int splits, cudaStream_t stream) {
+  check_call(w, act, n);
+  if (n == 0) return;
+  FP6_CHECK(n <= 64, kInvalidArgument, "the fused FPx kernel takes at most 64 tokens, got {}", n);
+  FpxLaunch l = make_launch(w, x, n, stream);
+  const size_t acc_bytes = static_cast<size_t>(n * l.ld_acc) * sizeof(float);
+  FP6_CHECK(workspace_bytes >= acc_bytes, kInvalidArgument, "fpx_linear: workspace of {} bytes, needs {}",
+            workspace_bytes, acc_bytes);
+  l.acc = static_cast<float*>(workspace);
+  l.splits = splits > 0 ? splits : fpx_splits(w, n);
+  FP6_CUDA_CHECK(cudaMemsetAsync(l.acc, 0, acc_bytes, stream));
+  launch_fpx_gemm(l);
+  launch_fpx_finish(l, bias, y);
+}
+
+void fpx_linear(const void* x, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,
+                void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  if (fpx_path(w, n) == FpxPath::kFused)
+    return fpx_linear_fused(x, act, n, w, bias, y, workspace, workspace_bytes, 0, stream);
+  fpx_linear_dequant_gemm(x, act, n, w, bias, y, workspace, workspace_bytes, stream);
+}
+
+void fpx_linear_dequant_gemm(const void* x, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,
+                             void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  check_call(w, act, n);
+  if (n == 0) return;
+  FP6_CHECK(workspace_bytes >= fpx_dequant_workspace_bytes(w), kInvalidArgument,
+            "fpx_linear: workspace of {} bytes, needs {}", workspace_bytes, fpx_dequant_workspace_bytes(w));
+  const FpxLaunch l = make_launch(w, x, n, stream);
+  const int64_t tiles_per_block = kDequantRows / fpx::kUnitRows;
+  for (int64_t rt0 = 0; rt0 < l.row_tiles; rt0 += tiles_per_block) {
+    const int64_t rt1 = std::min(l.row_tiles, rt0 + tiles_per_block);
+    launch_fpx_dequant(l, rt0, rt1, workspace);
+    const int64_t r0 = rt0 * fpx::kUnitRows, r1 = std::min(w.rows, rt1 * fpx::kUnitRows);
+    gemm_rows(workspace, x, static_cast<uint16_t*>(y) + r0, r1 - r0, n, w.cols, w.rows, act, stream);
+  }
+  if (bias) launch_add_bias(y, act, bias, w.rows, n, stream);
+}
+
+size_t dense_linear_workspace_bytes(const DeviceDenseWeight&, int64_t) { return 0; }
+
+void dense_linear(const void* x, DType act, int64_t n, const DeviceDenseWeight& w, const float* bias, void* y, void*,
+                  size_t, cudaStream_t stream) {
+  FP6_CHECK(act == w.dtype, kInvalidArgument, "dense weight in {} with {} activations", dtype_name(w.dtype),
+            dtype_name(act));
+  if (n == 0) return;
+  gemm_rows(w.data.data(), x, y, w.rows, n, w.cols, w.rows, act, stream);
+  if (bias) launch_add_bias(y, act, bias, w.rows, n, stream);
+}
+
+}  // namespace fp6serve::cuda
