@@ -79,8 +79,11 @@ int main(int argc, char** argv) {
   dst = cuda::DeviceBuffer();
 
   std::vector<int64_t> ns = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
+  constexpr int64_t kMaxFusedN = 1024;
+  const std::vector<int> kSweep = {1, 2, 3, 4, 6, 8, 12, 16, 24, 32};
+  std::string sweep = "| shape | N | heuristic split | µs | best split | µs | best/heuristic |\n|---|---|---|---|---|---|---|\n";
   if (quick) ns = {1, 16, 64, 256};
-  std::string table = "| shape | N | cuBLAS FP16 µs | FP6 µs | path | speedup | FP6 GB/s | % of read BW | fused µs | dequant+cuBLAS µs |\n"
+  std::string table = "| shape | N | cuBLAS FP16 µs | FP6 µs | path | speedup | FP6 GB/s | % of read BW | fused µs (split) | dequant+cuBLAS µs |\n"
                       "|---|---|---|---|---|---|---|---|---|---|\n";
   std::vector<std::vector<double>> speedups(ns.size());
   for (const Shape& s : kShapes) {
@@ -118,11 +121,13 @@ int main(int argc, char** argv) {
     const int64_t max_n = ns.back();
     cuda::DeviceBuffer x(static_cast<size_t>(max_n * s.cols) * 2), y(static_cast<size_t>(max_n * s.rows) * 2);
     bench::fill_normal(x.data(), max_n * s.cols, 5, 1.0f, false);
-    size_t ws_bytes = 0;
-    for (int64_t n : ns) ws_bytes = std::max({ws_bytes, cuda::fpx_linear_workspace_bytes(fp6[0], n),
-                                              cuda::fpx_dequant_workspace_bytes(fp6[0]),
-                                              static_cast<size_t>(std::min<int64_t>(n, 64) * rt * 16) * 4});
+    size_t ws_bytes = cuda::fpx_dequant_workspace_bytes(fp6[0]);
+    for (int64_t n : ns)
+      ws_bytes = std::max({ws_bytes, cuda::fpx_linear_workspace_bytes(fp6[0], n),
+                           cuda::fpx_fused_workspace_bytes(fp6[0], n, kSweep.back())});
     cuda::DeviceBuffer ws(ws_bytes);
+    FP6_CUDA_CHECK(cudaMemset(ws.data(), 0, ws_bytes));  // the workspace contract
+    auto fp6_at = [&](int i) -> const cuda::DeviceFpxWeight& { return fp6[static_cast<size_t>(i % copies6)]; };
     for (size_t ni = 0; ni < ns.size(); ++ni) {
       const int64_t n = ns[ni];
       const int reps = n >= 1024 ? 5 : 20;
@@ -130,24 +135,40 @@ int main(int argc, char** argv) {
         cuda::dense_linear(x.data(), DType::kF16, n, dense[static_cast<size_t>(i % copies16)], nullptr, y.data(), nullptr, 0, nullptr);
       }, reps);
       const double t6 = time_us([&](int i) {
-        cuda::fpx_linear(x.data(), DType::kF16, n, fp6[static_cast<size_t>(i % copies6)], nullptr, y.data(), ws.data(), ws_bytes, nullptr);
+        cuda::fpx_linear(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, nullptr);
       }, reps);
-      std::string fused = "", dq = "";
-      if (n <= 64) {
+      std::string fused, dq;
+      if (n <= kMaxFusedN)
         fused = fmt::format("{:.1f}", time_us([&](int i) {
-          cuda::fpx_linear_fused(x.data(), DType::kF16, n, fp6[static_cast<size_t>(i % copies6)], nullptr, y.data(), ws.data(), ws_bytes, 0, nullptr);
+          cuda::fpx_linear_fused(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, 0, nullptr);
         }, reps));
-      }
-      if (n >= 16) {  // the large-n path too, to locate the crossover
+      if (n >= 16)  // the large-n path too, to locate the crossover
         dq = fmt::format("{:.1f}", time_us([&](int i) {
-          cuda::fpx_linear_dequant_gemm(x.data(), DType::kF16, n, fp6[static_cast<size_t>(i % copies6)], nullptr, y.data(), ws.data(), ws_bytes, nullptr);
+          cuda::fpx_linear_dequant_gemm(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, nullptr);
         }, reps));
-      }
       const double gbs = packed_bytes / t6 / 1e3;
       speedups[ni].push_back(t16 / t6);
-      table += fmt::format("| {} {}x{} | {} | {:.1f} | {:.1f} | {} | {:.2f}x | {:.0f} | {:.0f}% | {} | {} |\n", s.name, s.rows,
-                           s.cols, n, t16, t6, cuda::fpx_path(fp6[0], n) == cuda::FpxPath::kFused ? "fused" : "dequant+cuBLAS",
-                           t16 / t6, gbs, 100.0 * gbs / read_gbs, fused, dq);
+      table += fmt::format("| {} {}x{} | {} | {:.1f} | {:.1f} | {} | {:.2f}x | {:.0f} | {:.0f}% | {} (s={}) | {} |\n", s.name,
+                           s.rows, s.cols, n, t16, t6,
+                           cuda::fpx_path(fp6[0], n) == cuda::FpxPath::kFused ? "fused" : "dequant+cuBLAS", t16 / t6,
+                           gbs, 100.0 * gbs / read_gbs, fused, cuda::fpx_splits(fp6[0], n), dq);
+      // Split-K sweep of the fused kernel: the heuristic against the best split found here.
+      if (n == 1 || n == 16 || n == 64) {
+        double best = 1e30;
+        int best_s = 1;
+        for (int sp : kSweep) {
+          if (sp > fp6[0].col_units()) break;
+          const double t = time_us([&](int i) {
+            cuda::fpx_linear_fused(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, sp, nullptr);
+          }, reps);
+          if (t < best) best = t, best_s = sp;
+        }
+        const double heur = time_us([&](int i) {
+          cuda::fpx_linear_fused(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, 0, nullptr);
+        }, reps);
+        sweep += fmt::format("| {} | {} | {} | {:.1f} | {} | {:.1f} | {:.0f}% |\n", s.name, n, cuda::fpx_splits(fp6[0], n),
+                             heur, best_s, best, 100.0 * best / heur);
+      }
     }
     fmt::print("{} done\n", s.name);
   }
@@ -158,6 +179,6 @@ int main(int argc, char** argv) {
     summary += fmt::format("| {} | {:.2f}x | {:.2f}x |\n", ns[ni], std::exp(log_sum / speedups[ni].size()), worst);
   }
   fmt::print("=== table ===\ndevice: {}; D2D copy {:.0f} GB/s, read {:.0f} GB/s\n\n{}\n{}=== end ===\n", cuda_device_summary(),
-             copy_gbs, read_gbs, table, summary);
+             copy_gbs, read_gbs, table, summary + "\n" + sweep);
   return 0;
 }

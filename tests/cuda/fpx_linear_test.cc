@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -16,6 +17,7 @@
 #include "core/half.h"
 #include "fpx/pack.h"
 #include "kernels/cpu/linear_reference.h"
+#include "kernels/cuda/fpx_gemm.h"
 
 namespace fp6serve {
 namespace {
@@ -40,35 +42,55 @@ double rel_l2(const std::vector<uint16_t>& y, const std::vector<double>& ref, co
   return std::sqrt(num / std::max(den, 1e-30));
 }
 
-// Runs fpx_linear (or the fused kernel with `splits`) and returns its relative L2 error.
-double run_fpx(Case& c, fpx::Format f, int64_t rows, int64_t cols, int64_t n, bool with_bias, int splits = -1) {
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> w(rows * cols), bias(rows);
-  for (float& v : w) v = normal(c.rng) * 0.05f;
-  for (float& v : bias) v = normal(c.rng);
-  const fpx::QuantizedMatrix q = fpx::quantize({w.data(), DType::kF32, rows, cols, "w"}, f);
-  const cuda::DeviceFpxWeight dw = cuda::upload(fpx::pack(q, c.act));
-  std::vector<uint16_t> x16(n * cols);
-  std::vector<float> x(n * cols);
-  for (size_t i = 0; i < x.size(); ++i) x16[i] = c.bits(normal(c.rng)), x[i] = c.value(x16[i]);
-  const auto ref = cpu::fpx_linear_reference(x.data(), n, q, with_bias ? bias.data() : nullptr);
+// One product on fresh random inputs, its double-precision reference, and device buffers.
+struct Problem {
+  std::vector<double> ref;
+  cuda::DeviceFpxWeight w;
+  cuda::DeviceBuffer x, y, bias;
+  int64_t n = 0;
+  bool with_bias = false;
 
-  cuda::DeviceBuffer dx(x16.size() * 2), dy(static_cast<size_t>(n * rows) * 2), db(rows * 4);
-  dx.upload(x16.data(), dx.size());
-  db.upload(bias.data(), db.size());
-  FP6_CUDA_CHECK(cudaMemset(dy.data(), 0xFF, dy.size()));
-  const size_t ws = std::max(cuda::fpx_linear_workspace_bytes(dw, n),
-                             static_cast<size_t>(n * dw.row_tiles() * fpx::kUnitRows) * 4);
-  cuda::DeviceBuffer dws(std::max<size_t>(ws, 4));
-  const float* b = with_bias ? db.as<float>() : nullptr;
-  if (splits < 0)
-    cuda::fpx_linear(dx.data(), c.act, n, dw, b, dy.data(), dws.data(), ws, nullptr);
-  else
-    cuda::fpx_linear_fused(dx.data(), c.act, n, dw, b, dy.data(), dws.data(), ws, splits, nullptr);
-  FP6_CUDA_CHECK(cudaDeviceSynchronize());
-  std::vector<uint16_t> y(n * rows);
-  dy.download(y.data(), dy.size());
-  return rel_l2(y, ref, c);
+  Problem(Case& c, fpx::Format f, int64_t rows, int64_t cols, int64_t n_, bool with_bias_) : n(n_), with_bias(with_bias_) {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> wf(rows * cols), b(rows);
+    for (float& v : wf) v = normal(c.rng) * 0.05f;
+    for (float& v : b) v = normal(c.rng);
+    const fpx::QuantizedMatrix q = fpx::quantize({wf.data(), DType::kF32, rows, cols, "w"}, f);
+    w = cuda::upload(fpx::pack(q, c.act));
+    std::vector<uint16_t> x16(n * cols);
+    std::vector<float> xf(n * cols);
+    for (size_t i = 0; i < xf.size(); ++i) x16[i] = c.bits(normal(c.rng)), xf[i] = c.value(x16[i]);
+    ref = cpu::fpx_linear_reference(xf.data(), n, q, with_bias ? b.data() : nullptr);
+    x = cuda::DeviceBuffer(x16.size() * 2);
+    y = cuda::DeviceBuffer(static_cast<size_t>(n * rows) * 2);
+    bias = cuda::DeviceBuffer(rows * 4);
+    x.upload(x16.data(), x.size());
+    bias.upload(b.data(), bias.size());
+  }
+
+  // Runs one path into a NaN-poisoned output and returns it. splits: -1 fpx_linear's own
+  // choice, 0 the fused kernel with its heuristic split, > 0 the fused kernel with that
+  // split, -2 dequantize + cuBLAS. `ws` must be zero-filled (the workspace contract).
+  std::vector<uint16_t> run(DType act, int splits, const cuda::DeviceBuffer& ws) {
+    FP6_CUDA_CHECK(cudaMemset(y.data(), 0xFF, y.size()));
+    const float* b = with_bias ? bias.as<float>() : nullptr;
+    if (splits == -1)
+      cuda::fpx_linear(x.data(), act, n, w, b, y.data(), ws.data(), ws.size(), nullptr);
+    else if (splits == -2)
+      cuda::fpx_linear_dequant_gemm(x.data(), act, n, w, b, y.data(), ws.data(), ws.size(), nullptr);
+    else
+      cuda::fpx_linear_fused(x.data(), act, n, w, b, y.data(), ws.data(), ws.size(), splits, nullptr);
+    FP6_CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<uint16_t> out(static_cast<size_t>(y.size() / 2));
+    y.download(out.data(), y.size());
+    return out;
+  }
+};
+
+cuda::DeviceBuffer zeroed_workspace(size_t bytes) {
+  cuda::DeviceBuffer ws(bytes);
+  FP6_CUDA_CHECK(cudaMemset(ws.data(), 0, bytes));
+  return ws;
 }
 
 class CudaFpxLinear : public ::testing::TestWithParam<DType> {
@@ -86,16 +108,49 @@ TEST_P(CudaFpxLinear, MatchesTheReferenceOnOddShapesAllPathsAndFormats) {
     for (auto [rows, cols] : shapes)
       for (int64_t n : ns) {
         if (rows * cols * n > int64_t{1} << 28) continue;  // keep the double reference quick
-        const double err = run_fpx(c, f, rows, cols, n, n % 2 == 1);
-        ASSERT_LT(err, c.bound()) << f.name() << " " << rows << "x" << cols << " n=" << n << " "
-                                  << dtype_name(GetParam());
+        Problem p(c, f, rows, cols, n, n % 2 == 1);
+        const auto ws = zeroed_workspace(std::max({cuda::fpx_linear_workspace_bytes(p.w, n),
+                                                   cuda::fpx_fused_workspace_bytes(p.w, n, cuda::fpx_splits(p.w, n)),
+                                                   cuda::fpx_dequant_workspace_bytes(p.w)}));
+        for (int path : {-1, 0, -2})
+          ASSERT_LT(rel_l2(p.run(c.act, path, ws), p.ref, c), c.bound())
+              << f.name() << " " << rows << "x" << cols << " n=" << n << " " << dtype_name(c.act) << " path "
+              << (path == -1 ? "dispatch" : path == 0 ? "fused" : "dequant+cuBLAS");
       }
 }
 
 TEST_P(CudaFpxLinear, EverySplitOfKGivesTheSameProduct) {
   Case c{GetParam()};
-  for (int splits : {1, 2, 3, 7, 32, 64})
-    EXPECT_LT(run_fpx(c, fpx::kE3M2, 256, 4096, 5, true, splits), c.bound()) << "splits " << splits;
+  for (int64_t n : {5, 100}) {  // one and two token blocks
+    Problem p(c, fpx::kE3M2, 256, 4096, n, true);
+    for (int splits : {1, 2, 3, 7, 32, 64}) {
+      const auto ws = zeroed_workspace(cuda::fpx_fused_workspace_bytes(p.w, n, splits));
+      EXPECT_LT(rel_l2(p.run(c.act, splits, ws), p.ref, c), c.bound()) << "n " << n << " splits " << splits;
+    }
+  }
+}
+
+TEST_P(CudaFpxLinear, SplitKIsDeterministicAndLeavesTheWorkspaceReusable) {
+  Case c{GetParam()};
+  Problem p(c, fpx::kE3M2, 1000, 3000, 40, true);
+  const auto ws = zeroed_workspace(cuda::fpx_fused_workspace_bytes(p.w, 40, 5));
+  const auto first = p.run(c.act, 5, ws);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(p.run(c.act, 5, ws), first) << "call " << i + 2;
+  std::vector<int> counters(cuda::kFpxCounterBytes / sizeof(int));
+  ws.download(counters.data(), cuda::kFpxCounterBytes);
+  EXPECT_EQ(std::count(counters.begin(), counters.end(), 0), static_cast<long>(counters.size()));
+  EXPECT_LT(rel_l2(first, p.ref, c), c.bound());
+}
+
+TEST_P(CudaFpxLinear, RejectsAWorkspaceTooSmallAndTheWrongActivationType) {
+  Case c{GetParam()};
+  Problem p(c, fpx::kE3M2, 64, 256, 3, false);
+  cuda::DeviceBuffer small(16);
+  EXPECT_THROW(cuda::fpx_linear_fused(p.x.data(), c.act, 3, p.w, nullptr, p.y.data(), small.data(), small.size(), 4, nullptr),
+               Error);
+  const DType other = c.act == DType::kF16 ? DType::kBF16 : DType::kF16;
+  const auto ws = zeroed_workspace(cuda::fpx_linear_workspace_bytes(p.w, 3));
+  EXPECT_THROW(cuda::fpx_linear(p.x.data(), other, 3, p.w, nullptr, p.y.data(), ws.data(), ws.size(), nullptr), Error);
 }
 
 TEST_P(CudaFpxLinear, DenseMatchesTheReference) {

@@ -11,22 +11,32 @@
 
 namespace fp6serve::cuda {
 
+// Row tiles per CTA of the fused kernel (one per warp), and the tokens one CTA covers at most.
+inline constexpr int kFpxGemmWarps = 4;
+inline constexpr int kFpxGemmMaxTokens = 64;
+// The first bytes of every fpx_linear workspace: the split-K arrival counters, one per
+// (row block, token block). Zero when allocated; every launch leaves them zero.
+inline constexpr size_t kFpxCounterBytes = size_t{256} << 10;
+
 struct FpxLaunch {
   fpx::PackPlan plan;
   const uint8_t* w;      // packed units
   const float* scales;   // [rows padded], times 2^-raw_exponent_offset for F16 targets
+  const float* bias;     // [rows] or null
   int64_t rows, cols, row_tiles, col_units;
   const void* x;         // [n, cols] in plan.target
+  void* y;               // [n, rows] in plan.target
   int64_t n;
-  float* acc;            // [n, ld_acc] f32, zeroed before the GEMM
-  int64_t ld_acc;
-  int splits;
+  int splits;            // K ranges per row block; > 1 needs the workspace below
+  void* workspace;       // counters (kFpxCounterBytes), then f32 partials [splits][n][rows padded]
   cudaStream_t stream;
 };
 
 bool fpx_gpu_format_supported(fpx::Format f);
-void launch_fpx_gemm(const FpxLaunch& l);                                // acc += X . dequant(W)^T
-void launch_fpx_finish(const FpxLaunch& l, const float* bias, void* y);  // y = acc * scale + bias
+// CTAs of the fused kernel for n tokens that fit on one SM at once.
+int fpx_gemm_ctas_per_sm(const fpx::PackPlan& plan, int64_t n);
+// y = X . (scale (.) dequant(W))^T + bias, one launch (split-K reduced by the last CTA).
+void launch_fpx_gemm(const FpxLaunch& l);
 // Row tiles [rt0, rt1) dequantized and scaled into out[(rt1 - rt0) * 16, cols] (16-bit).
 void launch_fpx_dequant(const FpxLaunch& l, int64_t rt0, int64_t rt1, void* out);
 void launch_add_bias(void* y, DType dtype, const float* bias, int64_t rows, int64_t n, cudaStream_t stream);

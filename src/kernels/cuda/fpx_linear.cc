@@ -28,7 +28,6 @@ int sm_count() {
   return sms;
 }
 
-constexpr int kWarpsPerSm = 16;       // warps of the fused kernel to aim for per SM
 constexpr int64_t kDequantRows = 2048;  // rows dequantized per cuBLAS call on the large-n path
 
 cublasHandle_t cublas() {
@@ -57,20 +56,30 @@ void gemm_rows(const void* a, const void* x, void* y, int64_t m, int64_t n, int6
                                 y, t, static_cast<int>(ld_y), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-FpxLaunch make_launch(const DeviceFpxWeight& w, const void* x, int64_t n, cudaStream_t stream) {
+FpxLaunch make_launch(const DeviceFpxWeight& w, const void* x, int64_t n, const float* bias, void* y,
+                      void* workspace, cudaStream_t stream) {
   FpxLaunch l{};
   l.plan = w.plan;
   l.w = w.data.as<uint8_t>();
   l.scales = w.scales.as<float>();
+  l.bias = bias;
   l.rows = w.rows;
   l.cols = w.cols;
   l.row_tiles = w.row_tiles();
   l.col_units = w.col_units();
   l.x = x;
+  l.y = y;
   l.n = n;
-  l.ld_acc = w.row_tiles() * fpx::kUnitRows;
+  l.splits = 1;
+  l.workspace = workspace;
   l.stream = stream;
   return l;
+}
+
+int64_t row_blocks(const DeviceFpxWeight& w) { return (w.row_tiles() + kFpxGemmWarps - 1) / kFpxGemmWarps; }
+int64_t token_blocks(int64_t n) { return (n + kFpxGemmMaxTokens - 1) / kFpxGemmMaxTokens; }
+size_t partial_bytes(const DeviceFpxWeight& w, int64_t n, int splits) {
+  return splits > 1 ? static_cast<size_t>(splits * n * w.row_tiles() * fpx::kUnitRows) * sizeof(float) : 0;
 }
 
 void check_call(const DeviceFpxWeight& w, DType act, int64_t n) {
@@ -118,25 +127,43 @@ int64_t fpx_crossover() {
     if (const char* env = std::getenv("FP6SERVE_FPX_CROSSOVER")) return static_cast<int64_t>(std::atoll(env));
     return int64_t{64};  // measured on the H100: bench/results/2026-11-23-gemm-h100.md
   }();
-  return std::min<int64_t>(crossover, 64);  // the fused kernel covers n <= 64
+  return crossover;
 }
 
 FpxPath fpx_path(const DeviceFpxWeight&, int64_t n) {
   return n <= fpx_crossover() ? FpxPath::kFused : FpxPath::kDequantGemm;
 }
 
-int fpx_splits(const DeviceFpxWeight& w, int64_t) {
-  const int64_t target = static_cast<int64_t>(sm_count()) * kWarpsPerSm;
-  const int64_t splits = (target + w.row_tiles() - 1) / w.row_tiles();
-  return static_cast<int>(std::clamp<int64_t>(splits, 1, std::min<int64_t>(w.col_units(), 64)));
+// Split-K: the CTAs of one split are (row blocks x token blocks); pick the split s that
+// minimises the time in waves, ceil(s * ctas / resident) / s, with at least kMinUnits K units
+// per split and at most kMaxPartialBytes of partial sums.
+int fpx_splits(const DeviceFpxWeight& w, int64_t n) {
+  constexpr int kMinUnits = 2, kMaxSplits = 32;
+  constexpr size_t kMaxPartialBytes = size_t{64} << 20;
+  const int64_t ctas = row_blocks(w) * token_blocks(n);
+  if (static_cast<size_t>(ctas) * sizeof(int) > kFpxCounterBytes) return 1;
+  const int64_t resident = static_cast<int64_t>(sm_count()) * std::max(1, fpx_gemm_ctas_per_sm(w.plan, n));
+  const int max_splits = static_cast<int>(std::clamp<int64_t>(w.col_units() / kMinUnits, 1, kMaxSplits));
+  int best = 1;
+  double best_cost = 1e30;
+  for (int s = 1; s <= max_splits; ++s) {
+    if (s > 1 && partial_bytes(w, n, s) > kMaxPartialBytes) break;
+    const double cost = static_cast<double>((s * ctas + resident - 1) / resident) / s;
+    if (cost < best_cost - 1e-9) best = s, best_cost = cost;
+  }
+  return best;
+}
+
+size_t fpx_fused_workspace_bytes(const DeviceFpxWeight& w, int64_t n, int splits) {
+  return kFpxCounterBytes + partial_bytes(w, n, splits);
 }
 
 size_t fpx_dequant_workspace_bytes(const DeviceFpxWeight& w) {
-  return static_cast<size_t>(std::min(w.row_tiles() * fpx::kUnitRows, kDequantRows) * w.cols) * 2;
+  return kFpxCounterBytes + static_cast<size_t>(std::min(w.row_tiles() * fpx::kUnitRows, kDequantRows) * w.cols) * 2;
 }
 
 size_t fpx_linear_workspace_bytes(const DeviceFpxWeight& w, int64_t n) {
-  if (fpx_path(w, n) == FpxPath::kFused) return static_cast<size_t>(n * w.row_tiles() * fpx::kUnitRows) * sizeof(float);
+  if (fpx_path(w, n) == FpxPath::kFused) return fpx_fused_workspace_bytes(w, n, fpx_splits(w, n));
   return fpx_dequant_workspace_bytes(w);
 }
 
@@ -144,16 +171,11 @@ void fpx_linear_fused(const void* x, DType act, int64_t n, const DeviceFpxWeight
                       void* workspace, size_t workspace_bytes, int splits, cudaStream_t stream) {
   check_call(w, act, n);
   if (n == 0) return;
-  FP6_CHECK(n <= 64, kInvalidArgument, "the fused FPx kernel takes at most 64 tokens, got {}", n);
-  FpxLaunch l = make_launch(w, x, n, stream);
-  const size_t acc_bytes = static_cast<size_t>(n * l.ld_acc) * sizeof(float);
-  FP6_CHECK(workspace_bytes >= acc_bytes, kInvalidArgument, "fpx_linear: workspace of {} bytes, needs {}",
-            workspace_bytes, acc_bytes);
-  l.acc = static_cast<float*>(workspace);
-  l.splits = splits > 0 ? splits : fpx_splits(w, n);
-  FP6_CUDA_CHECK(cudaMemsetAsync(l.acc, 0, acc_bytes, stream));
+  FpxLaunch l = make_launch(w, x, n, bias, y, workspace, stream);
+  l.splits = splits > 0 ? std::min<int>(splits, static_cast<int>(w.col_units())) : fpx_splits(w, n);
+  FP6_CHECK(workspace_bytes >= fpx_fused_workspace_bytes(w, n, l.splits), kInvalidArgument,
+            "fpx_linear: workspace of {} bytes, needs {}", workspace_bytes, fpx_fused_workspace_bytes(w, n, l.splits));
   launch_fpx_gemm(l);
-  launch_fpx_finish(l, bias, y);
 }
 
 void fpx_linear(const void* x, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,
@@ -169,13 +191,14 @@ void fpx_linear_dequant_gemm(const void* x, DType act, int64_t n, const DeviceFp
   if (n == 0) return;
   FP6_CHECK(workspace_bytes >= fpx_dequant_workspace_bytes(w), kInvalidArgument,
             "fpx_linear: workspace of {} bytes, needs {}", workspace_bytes, fpx_dequant_workspace_bytes(w));
-  const FpxLaunch l = make_launch(w, x, n, stream);
+  const FpxLaunch l = make_launch(w, x, n, bias, y, workspace, stream);
+  void* dequantized = static_cast<uint8_t*>(workspace) + kFpxCounterBytes;  // the counters stay untouched
   const int64_t tiles_per_block = kDequantRows / fpx::kUnitRows;
   for (int64_t rt0 = 0; rt0 < l.row_tiles; rt0 += tiles_per_block) {
     const int64_t rt1 = std::min(l.row_tiles, rt0 + tiles_per_block);
-    launch_fpx_dequant(l, rt0, rt1, workspace);
+    launch_fpx_dequant(l, rt0, rt1, dequantized);
     const int64_t r0 = rt0 * fpx::kUnitRows, r1 = std::min(w.rows, rt1 * fpx::kUnitRows);
-    gemm_rows(workspace, x, static_cast<uint16_t*>(y) + r0, r1 - r0, n, w.cols, w.rows, act, stream);
+    gemm_rows(dequantized, x, static_cast<uint16_t*>(y) + r0, r1 - r0, n, w.cols, w.rows, act, stream);
   }
   if (bias) launch_add_bias(y, act, bias, w.rows, n, stream);
 }

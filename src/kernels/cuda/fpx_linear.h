@@ -5,10 +5,11 @@
 //
 // X and Y are FP16 or BF16 row-major on the device; accumulation is FP32. Both are
 // asynchronous on the given stream, allocate nothing and are CUDA-graph capturable; the
-// caller provides a workspace of *_workspace_bytes(). fpx_linear picks its path from n: the
-// fused Tensor-Core kernel (fpx_gemm.cu) up to a crossover measured on the H100
-// (bench/results/2026-11-23-gemm-h100.md), above it dequantization of row blocks to 16 bits
-// followed by cuBLAS.
+// caller provides a workspace of *_workspace_bytes(), ZERO-FILLED when allocated (its first
+// bytes are split-K counters that every call leaves at zero; one workspace serves every layer
+// of one stream). fpx_linear picks its path from n: the fused Tensor-Core kernel
+// (fpx_gemm.cu) up to a crossover measured on the H100 (bench/results/), above it
+// dequantization of row blocks to 16 bits followed by cuBLAS.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -57,6 +58,7 @@ void fpx_linear(const void* x, DType act, int64_t n, const DeviceFpxWeight& w, c
 // The fused kernel alone, with an explicit K split (0: the heuristic) — for benchmarks.
 void fpx_linear_fused(const void* x, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,
                       void* workspace, size_t workspace_bytes, int splits, cudaStream_t stream);
+size_t fpx_fused_workspace_bytes(const DeviceFpxWeight& w, int64_t n, int splits);
 // The large-n path alone: row blocks dequantized to 16 bits, then cuBLAS — for benchmarks.
 size_t fpx_dequant_workspace_bytes(const DeviceFpxWeight& w);
 void fpx_linear_dequant_gemm(const void* x, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,
