@@ -1,5 +1,9 @@
 // FPx linear on the GPU against cuBLAS FP16 (issue #3), in one run on one device:
-//   build-device/bench/fp6serve_bench_gemm [--quick]
+//   build-device/bench/fp6serve_bench_gemm [--quick | --profile]
+// --profile: three launches per case on two shapes, nothing timed (for ncu). Built with
+// -DFP6SERVE_FP6_LLM_DIR=<usyd-fsalab/fp6_llm>/fp6_llm/csrc, it also times FP6-LLM's kernel on
+// the same shapes (its best Split-K of a sweep, for N <= 256; its own kernel needs M % 256 == 0
+// and K % 64 == 0, which these shapes meet).
 // Per shape (out x in) and token count N: cuBLAS FP16 µs, ours µs (the dispatcher's choice),
 // the fused kernel and dequantize+cuBLAS separately where both apply (the crossover), speedup,
 // our GB/s over the FPx bytes and % of the read bandwidth measured in the same run. Weights
@@ -21,6 +25,14 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/fpx_linear.h"
 #include "kernels/cuda/fpx_quantize.h"
+
+#ifdef FP6SERVE_HAVE_FP6_LLM
+#include <cuda_fp16.h>
+// FP6-LLM's C++ entry point (fp6_llm/csrc/fp6_linear.cuh), linked from its own source.
+cudaError_t fp6_linear_kernel(cudaStream_t stream, const uint4* Weight, const half* Scales, const half* B, half* C,
+                              size_t M_Global, size_t N_Global, size_t K_Global, float* Reduction_Workspace,
+                              int Split_K);
+#endif
 
 using namespace fp6serve;
 
@@ -60,7 +72,8 @@ double time_us(const std::function<void(int)>& call, int per_batch = 20, int bat
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
+  const std::string mode = argc > 1 ? argv[1] : "";
+  const bool quick = mode == "--quick", profile = mode == "--profile";
   require_cuda();
   cudaDeviceProp prop{};
   FP6_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -83,10 +96,13 @@ int main(int argc, char** argv) {
   const std::vector<int> kSweep = {1, 2, 3, 4, 6, 8, 12, 16, 24, 32};
   std::string sweep = "| shape | N | heuristic split | µs | best split | µs | best/heuristic |\n|---|---|---|---|---|---|---|\n";
   if (quick) ns = {1, 16, 64, 256};
-  std::string table = "| shape | N | cuBLAS FP16 µs | FP6 µs | path | speedup | FP6 GB/s | % of read BW | fused µs (split) | dequant+cuBLAS µs |\n"
-                      "|---|---|---|---|---|---|---|---|---|---|\n";
+  if (profile) ns = {1, 16, 64};
+  std::vector<double> ref_speedups[12];  // FP6-LLM over cuBLAS, per N index
+  std::string table = "| shape | N | cuBLAS FP16 µs | FP6 µs | path | speedup | FP6 GB/s | % of read BW | fused µs (split) | dequant+cuBLAS µs | FP6-LLM µs (split) |\n"
+                      "|---|---|---|---|---|---|---|---|---|---|---|\n";
   std::vector<std::vector<double>> speedups(ns.size());
   for (const Shape& s : kShapes) {
+    if (profile && std::string(s.name) != "7B o" && std::string(s.name) != "70B gate+up") continue;
     // Random FP16 weights, quantized to FP6 on the GPU; copies rotate over > 3x L2.
     const size_t fp16_bytes = static_cast<size_t>(s.rows * s.cols) * 2;
     const fpx::PackPlan plan = fpx::pack_plan(fpx::kE3M2, DType::kF16);
@@ -128,9 +144,44 @@ int main(int argc, char** argv) {
     cuda::DeviceBuffer ws(ws_bytes);
     FP6_CUDA_CHECK(cudaMemset(ws.data(), 0, ws_bytes));  // the workspace contract
     auto fp6_at = [&](int i) -> const cuda::DeviceFpxWeight& { return fp6[static_cast<size_t>(i % copies6)]; };
+#ifdef FP6SERVE_HAVE_FP6_LLM
+    // FP6-LLM's operands: random 6-bit codes (any pattern is a finite value), FP16 scales.
+    std::vector<cuda::DeviceBuffer> ref_w;
+    for (int i = 0; i < copies6; ++i) {
+      ref_w.emplace_back(static_cast<size_t>(s.rows * s.cols) * 6 / 8);
+      bench::fill_normal(ref_w.back().data(), static_cast<int64_t>(ref_w.back().size() / 2), 99 + i, 1.0f, false);
+    }
+    cuda::DeviceBuffer ref_scales(static_cast<size_t>(s.rows) * 2);
+    bench::fill_normal(ref_scales.data(), s.rows, 7, 0.02f, false);
+    cuda::DeviceBuffer ref_ws(static_cast<size_t>(16 * s.rows * 256) * 4);
+#endif
     for (size_t ni = 0; ni < ns.size(); ++ni) {
       const int64_t n = ns[ni];
       const int reps = n >= 1024 ? 5 : 20;
+      if (profile) {
+        for (int i = 0; i < 3; ++i)
+          cuda::fpx_linear(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, nullptr);
+        FP6_CUDA_CHECK(cudaDeviceSynchronize());
+        continue;
+      }
+      std::string ref_cell = "n/a";
+      double ref_us = 0;  // FP6-LLM's best time, when built with it
+#ifdef FP6SERVE_HAVE_FP6_LLM
+      {
+        double best = 1e30;
+        int best_s = 1;
+        for (int sp : n <= 256 ? std::vector<int>{1, 2, 3, 4, 6, 8, 12, 16} : std::vector<int>{1}) {
+          const double t = time_us([&](int i) {
+            FP6_CUDA_CHECK(fp6_linear_kernel(nullptr, ref_w[static_cast<size_t>(i % copies6)].as<uint4>(),
+                                             ref_scales.as<half>(), x.as<half>(), y.as<half>(), s.rows, n, s.cols,
+                                             ref_ws.as<float>(), sp));
+          }, reps);
+          if (t < best) best = t, best_s = sp;
+        }
+        ref_cell = fmt::format("{:.1f} (s={})", best, best_s);
+        ref_us = best;
+      }
+#endif
       const double t16 = time_us([&](int i) {
         cuda::dense_linear(x.data(), DType::kF16, n, dense[static_cast<size_t>(i % copies16)], nullptr, y.data(), nullptr, 0, nullptr);
       }, reps);
@@ -148,10 +199,11 @@ int main(int argc, char** argv) {
         }, reps));
       const double gbs = packed_bytes / t6 / 1e3;
       speedups[ni].push_back(t16 / t6);
-      table += fmt::format("| {} {}x{} | {} | {:.1f} | {:.1f} | {} | {:.2f}x | {:.0f} | {:.0f}% | {} (s={}) | {} |\n", s.name,
-                           s.rows, s.cols, n, t16, t6,
+      if (ref_us > 0) ref_speedups[ni].push_back(t16 / ref_us);
+      table += fmt::format("| {} {}x{} | {} | {:.1f} | {:.1f} | {} | {:.2f}x | {:.0f} | {:.0f}% | {} (s={}) | {} | {} |\n",
+                           s.name, s.rows, s.cols, n, t16, t6,
                            cuda::fpx_path(fp6[0], n) == cuda::FpxPath::kFused ? "fused" : "dequant+cuBLAS", t16 / t6,
-                           gbs, 100.0 * gbs / read_gbs, fused, cuda::fpx_splits(fp6[0], n), dq);
+                           gbs, 100.0 * gbs / read_gbs, fused, cuda::fpx_splits(fp6[0], n), dq, ref_cell);
       // Split-K sweep of the fused kernel: the heuristic against the best split found here.
       if (n == 1 || n == 16 || n == 64) {
         double best = 1e30;
@@ -172,12 +224,17 @@ int main(int argc, char** argv) {
     }
     fmt::print("{} done\n", s.name);
   }
-  std::string summary = "| N | geomean speedup over cuBLAS FP16 | worst shape |\n|---|---|---|\n";
-  for (size_t ni = 0; ni < ns.size(); ++ni) {
-    double log_sum = 0, worst = 1e9;
-    for (double v : speedups[ni]) log_sum += std::log(v), worst = std::min(worst, v);
-    summary += fmt::format("| {} | {:.2f}x | {:.2f}x |\n", ns[ni], std::exp(log_sum / speedups[ni].size()), worst);
-  }
+  if (profile) return 0;
+  auto geomean = [](const std::vector<double>& v) {
+    if (v.empty()) return std::string("n/a");
+    double log_sum = 0;
+    for (double x : v) log_sum += std::log(x);
+    return fmt::format("{:.2f}x", std::exp(log_sum / v.size()));
+  };
+  std::string summary = "| N | geomean speedup over cuBLAS FP16 | worst shape | FP6-LLM geomean |\n|---|---|---|---|\n";
+  for (size_t ni = 0; ni < ns.size(); ++ni)
+    summary += fmt::format("| {} | {} | {:.2f}x | {} |\n", ns[ni], geomean(speedups[ni]),
+                           *std::min_element(speedups[ni].begin(), speedups[ni].end()), geomean(ref_speedups[ni]));
   fmt::print("=== table ===\ndevice: {}; D2D copy {:.0f} GB/s, read {:.0f} GB/s\n\n{}\n{}=== end ===\n", cuda_device_summary(),
              copy_gbs, read_gbs, table, summary + "\n" + sweep);
   return 0;

@@ -7,7 +7,11 @@
 # and: (git rev-parse --short HEAD; git diff --quiet HEAD || echo +dirty) > .device/commit
 # Then call the device tool with carry [".device"] and a command such as
 #   bash tools/device-run.sh                 # build + cuda tests + benchmarks
-#   bash tools/device-run.sh build test      # any subset of: build test bench
+#   bash tools/device-run.sh build test      # any subset of: build test bench sanitize profile
+# If .device/fp6_llm/fp6_llm/csrc holds usyd-fsalab/fp6_llm's kernel sources (git archive of its
+# fp6_llm/csrc; never committed) the GEMM benchmark also measures that kernel side by side.
+# sanitize: compute-sanitizer memcheck on the split-K and rejection tests.
+# profile: Nsight Compute metrics of our GEMM on a few shapes (fp6serve_bench_gemm --profile).
 # The bench step runs the GPU benchmarks named in FP6SERVE_BENCHES (default: gemm), each with
 # the arguments in FP6SERVE_BENCH_ARGS (e.g. --quick).
 set -uo pipefail
@@ -30,6 +34,8 @@ else
   echo "warning: no .device/deps (run tools/fetch-device-deps.sh here and carry .device)"
   prefix=()
 fi
+ref=$PWD/.device/fp6_llm/fp6_llm/csrc
+[ -f "$ref/fp6_linear.cu" ] && prefix+=(-DFP6SERVE_FP6_LLM_DIR="$ref")
 
 summary=$OUT/summary.txt
 : >"$summary"
@@ -74,6 +80,32 @@ if want bench; then
     [ $rc -ne 0 ] && status=$rc
     echo "$name: rc=$rc" | tee -a "$summary"
   done
+fi
+
+if want sanitize; then
+  san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+  if [ -n "$san" ]; then
+    "$san" --tool memcheck --error-exitcode 9 build-device/tests/fp6serve_cuda_tests \
+      --gtest_filter='*EverySplit*:*Rejects*:*Determin*' >"$OUT/sanitize.log" 2>&1
+    rc=$?
+    [ $rc -ne 0 ] && status=$rc
+    echo "memcheck: rc=$rc: $(grep -E 'ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)" | tee -a "$summary"
+  else
+    echo "memcheck: no compute-sanitizer on this machine" | tee -a "$summary"
+  fi
+fi
+
+if want profile; then
+  ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
+  if [ -n "$ncu" ]; then
+    "$ncu" -k regex:fpx_gemm --csv --page details --section SpeedOfLight --section Occupancy \
+      --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
+      build-device/bench/fp6serve_bench_gemm --profile >"$OUT/ncu.csv" 2>"$OUT/ncu.err"
+    rc=$?
+    echo "profile: rc=$rc ($(grep -c fpx_gemm "$OUT/ncu.csv") kernel metrics rows in ncu.csv)" | tee -a "$summary"
+  else
+    echo "profile: no ncu on this machine" | tee -a "$summary"
+  fi
 fi
 
 echo

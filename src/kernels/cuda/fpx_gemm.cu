@@ -22,9 +22,9 @@
 // per half2), then multiplies them with each of the kN/8 token tiles.
 //
 // Dequantization. The codes land in the 16-bit registers as value * 2^raw_exponent_offset;
-// FP16 takes that as it is (2^-offset is folded into the per-row scale); BF16 multiplies by
-// 2^-offset in bf16 (exact) so that tensor-core inputs are normal. The scale is applied once
-// per output, in FP32, with the bias.
+// FP16 takes that as it is (2^-offset is multiplied into the per-row scale in the epilogue);
+// BF16 multiplies by 2^-offset in bf16 (exact) so that tensor-core inputs are normal. The
+// scale is applied once per output, in FP32, with the bias.
 //
 // Split-K in one launch. With one split a warp writes its outputs directly. With more, each
 // CTA stores FP32 partials to the workspace, and the last CTA of a (row block, token block)
@@ -44,10 +44,21 @@ namespace fp6serve::cuda {
 
 namespace {
 
-constexpr int kWarps = kFpxGemmWarps;
-constexpr int kThreads = kWarps * 32;
-constexpr int kStages = 4;
 constexpr int kXStride = fpx::kUnitCols + 8;  // halves per X row in shared memory
+
+// The CTA shape for a token tile of kN: more tokens, more row tiles per warp (each B
+// fragment read from shared memory feeds kRowTilesPerWarp MMAs) and per CTA (the X tile is
+// re-read from L2 once per kRows rows), fewer stages to stay within shared memory.
+template <int kN>
+struct TileConfig {
+  static constexpr int kWarps = kN >= 64 ? 8 : 4;
+  static constexpr int kRowTilesPerWarp = kN <= 8 ? 1 : kN == 32 ? 4 : 2;
+  static constexpr int kStages = kN >= 32 ? 3 : 4;
+  static constexpr int kRows = kWarps * kRowTilesPerWarp * fpx::kUnitRows;
+  static constexpr int stage_bytes(int unit_bytes) {
+    return kWarps * kRowTilesPerWarp * unit_bytes + kN * kXStride * 2;
+  }
+};
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
   const auto s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
@@ -151,43 +162,45 @@ struct GemmArgs {
   bool x_vec;  // X rows 16-byte aligned (K % 8 == 0 and X aligned): cp.async for X too
 };
 
-template <int kUnitBytes, int kN>
-constexpr int stage_bytes() {
-  return kWarps * kUnitBytes + kN * kXStride * 2;
-}
-
 template <int kE, int kM, bool kBf16, int kN>
-__global__ void __launch_bounds__(kThreads) fpx_gemm_kernel(const GemmArgs a) {
+__global__ void __launch_bounds__(TileConfig<kN>::kWarps * 32) fpx_gemm_kernel(const GemmArgs a) {
+  using Cfg = TileConfig<kN>;
+  constexpr int kWarps = Cfg::kWarps, kRT = Cfg::kRowTilesPerWarp, kStages = Cfg::kStages;
+  constexpr int kThreads = kWarps * 32;
   constexpr fpx::PackPlan plan = fpx::make_pack_plan(fpx::Format{kE, kM}, kBf16 ? DType::kBF16 : DType::kF16);
   static_assert(plan.num_segments >= 1 && plan.num_segments <= 3, "plan not supported by this kernel");
   constexpr int kUnitBytes = plan.unit_bytes();
   static_assert(kUnitBytes % 16 == 0, "units must be whole 16-byte chunks");
-  constexpr int kStageBytes = stage_bytes<kUnitBytes, kN>();
+  constexpr int kWeightBytes = kWarps * kRT * kUnitBytes;  // per stage
+  constexpr int kStageBytes = Cfg::stage_bytes(kUnitBytes);
   constexpr int kNTiles = kN / 8;
+  constexpr float kFold = kBf16 ? 1.0f : raw_to_value(plan);  // FP16 MMAs ran on raw values
   extern __shared__ __align__(16) uint8_t smem[];
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
-  const int64_t rt = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
-  const bool active = rt < a.row_tiles;
+  const int64_t rt0 = (static_cast<int64_t>(blockIdx.x) * kWarps + warp) * kRT;  // this warp's first row tile
   const int split = static_cast<int>(blockIdx.y);
   const int64_t n0 = static_cast<int64_t>(blockIdx.z) * kN;
   const int n_here = static_cast<int>(min(static_cast<int64_t>(kN), a.n - n0));
   const int u_begin = static_cast<int>(a.col_units * split / a.splits);
   const int units = static_cast<int>(a.col_units * (split + 1) / a.splits) - u_begin;
-  const uint8_t* tile = a.w + (active ? rt : 0) * a.col_units * kUnitBytes;
   const uint16_t* x = a.x + n0 * a.cols;
+  const int64_t tile_bytes = a.col_units * kUnitBytes;
 
-  // Stage `slot` <- unit u of every warp's row tile and the X tile of columns [128u, 128u+128).
+  // Stage `slot` <- unit u of each of the CTA's row tiles, and the X tile of columns
+  // [128u, 128u + 128).
   auto load_stage = [&](int u, int slot) {
     uint8_t* st = smem + slot * kStageBytes;
-    if (active) {
-      const uint8_t* src = tile + static_cast<int64_t>(u) * kUnitBytes;
-      uint8_t* dst = st + warp * kUnitBytes;
+#pragma unroll
+    for (int j = 0; j < kRT; ++j) {
+      if (rt0 + j >= a.row_tiles) break;
+      const uint8_t* src = a.w + (rt0 + j) * tile_bytes + static_cast<int64_t>(u) * kUnitBytes;
+      uint8_t* dst = st + (warp * kRT + j) * kUnitBytes;
 #pragma unroll
       for (int c = lane; c < kUnitBytes / 16; c += 32) cp_async16(dst + c * 16, src + c * 16, 16);
     }
-    uint16_t* xs = reinterpret_cast<uint16_t*>(st + kWarps * kUnitBytes);
+    uint16_t* xs = reinterpret_cast<uint16_t*>(st + kWeightBytes);
     const int64_t k0 = static_cast<int64_t>(u) * fpx::kUnitCols;
     if (a.x_vec) {
       for (int c = threadIdx.x; c < n_here * 16; c += kThreads) {
@@ -203,7 +216,7 @@ __global__ void __launch_bounds__(kThreads) fpx_gemm_kernel(const GemmArgs a) {
     }
   };
 
-  float c[kNTiles][4] = {};
+  float c[kRT][kNTiles][4] = {};
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < units) load_stage(u_begin + s, s);
@@ -214,49 +227,62 @@ __global__ void __launch_bounds__(kThreads) fpx_gemm_kernel(const GemmArgs a) {
     __syncthreads();  // stage i is visible to all; stage i-1 is free
     if (i + kStages - 1 < units) load_stage(u_begin + i + kStages - 1, (i + kStages - 1) % kStages);
     cp_async_commit();
-    if (!active) continue;
+    if (rt0 >= a.row_tiles) continue;
     const uint8_t* st = smem + (i % kStages) * kStageBytes;
-    UnitWords<plan.num_segments> words;
-    read_unit_words<plan>(st + warp * kUnitBytes, lane, words);
-    const uint16_t* xs = reinterpret_cast<const uint16_t*>(st + kWarps * kUnitBytes) + g * kXStride + 2 * t;
+    UnitWords<plan.num_segments> words[kRT];
+#pragma unroll
+    for (int j = 0; j < kRT; ++j) read_unit_words<plan>(st + (warp * kRT + j) * kUnitBytes, lane, words[j]);
+    const uint16_t* xs = reinterpret_cast<const uint16_t*>(st + kWeightBytes) + g * kXStride + 2 * t;
 #pragma unroll
     for (int f = 0; f < fpx::kUnitFragments; ++f) {
-      uint32_t af[4];
-#pragma unroll
-      for (int r = 0; r < 4; ++r) af[r] = dequant_reg<plan, kBf16>(words, f, r);
+      // B fragments of this k16 slice, read once and used by every row tile of the warp.
+      uint32_t b[kNTiles][2];
 #pragma unroll
       for (int nt = 0; nt < kNTiles; ++nt) {
-        if (nt * 8 >= n_here) break;
         const uint16_t* p = xs + nt * 8 * kXStride + 16 * f;
-        mma<kBf16>(c[nt], af, *reinterpret_cast<const uint32_t*>(p), *reinterpret_cast<const uint32_t*>(p + 8));
+        b[nt][0] = *reinterpret_cast<const uint32_t*>(p);
+        b[nt][1] = *reinterpret_cast<const uint32_t*>(p + 8);
+      }
+#pragma unroll
+      for (int j = 0; j < kRT; ++j) {
+        uint32_t af[4];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) af[r] = dequant_reg<plan, kBf16>(words[j], f, r);
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt) {
+          if (nt * 8 >= n_here) break;
+          mma<kBf16>(c[j][nt], af, b[nt][0], b[nt][1]);
+        }
       }
     }
   }
 
   // C fragment: c0, c1 = row g, tokens 2t, 2t+1; c2, c3 = row g+8.
-  const int64_t row0 = rt * fpx::kUnitRows + g;
   if (a.splits == 1) {
-    if (!active) return;
 #pragma unroll
-    for (int nt = 0; nt < kNTiles; ++nt)
+    for (int j = 0; j < kRT; ++j)
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int tok = nt * 8 + 2 * t + (j & 1);
-        const int64_t row = row0 + 8 * (j >> 1);
-        if (tok >= n_here || row >= a.rows) continue;
-        const float v = c[nt][j] * a.scales[row] + (a.bias ? a.bias[row] : 0.0f);
-        a.y[(n0 + tok) * a.rows + row] = to_bits<kBf16>(v);
-      }
+      for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int tok = nt * 8 + 2 * t + (e & 1);
+          const int64_t row = (rt0 + j) * fpx::kUnitRows + g + 8 * (e >> 1);
+          if (tok >= n_here || row >= a.rows) continue;
+          const float v = c[j][nt][e] * (a.scales[row] * kFold) + (a.bias ? a.bias[row] : 0.0f);
+          a.y[(n0 + tok) * a.rows + row] = to_bits<kBf16>(v);
+        }
     return;
   }
-  if (active) {
-    float* part = a.partials + (static_cast<int64_t>(split) * a.n + n0) * a.ld;
+  float* part = a.partials + (static_cast<int64_t>(split) * a.n + n0) * a.ld;
+#pragma unroll
+  for (int j = 0; j < kRT; ++j) {
+    if (rt0 + j >= a.row_tiles) break;
 #pragma unroll
     for (int nt = 0; nt < kNTiles; ++nt)
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int tok = nt * 8 + 2 * t + (j & 1);
-        if (tok < n_here) part[tok * a.ld + row0 + 8 * (j >> 1)] = c[nt][j];
+      for (int e = 0; e < 4; ++e) {
+        const int tok = nt * 8 + 2 * t + (e & 1);
+        if (tok < n_here) part[tok * a.ld + (rt0 + j) * fpx::kUnitRows + g + 8 * (e >> 1)] = c[j][nt][e];
       }
   }
   // The last CTA of this (row block, token block) to arrive adds the partials, in split order.
@@ -268,7 +294,7 @@ __global__ void __launch_bounds__(kThreads) fpx_gemm_kernel(const GemmArgs a) {
   __syncthreads();
   if (!last) return;
   __threadfence();
-  constexpr int kRows = kWarps * fpx::kUnitRows;
+  constexpr int kRows = Cfg::kRows;
   const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kRows;
   for (int e = threadIdx.x; e < n_here * kRows; e += kThreads) {
     const int tok = e / kRows;
@@ -277,29 +303,32 @@ __global__ void __launch_bounds__(kThreads) fpx_gemm_kernel(const GemmArgs a) {
     const float* p = a.partials + (n0 + tok) * a.ld + row;
     float v = 0;
     for (int s = 0; s < a.splits; ++s) v += __ldcg(p + static_cast<int64_t>(s) * a.n * a.ld);
-    a.y[(n0 + tok) * a.rows + row] = to_bits<kBf16>(v * a.scales[row] + (a.bias ? a.bias[row] : 0.0f));
+    a.y[(n0 + tok) * a.rows + row] = to_bits<kBf16>(v * (a.scales[row] * kFold) + (a.bias ? a.bias[row] : 0.0f));
   }
   if (threadIdx.x == 0) *counter = 0;  // ready for the next launch
 }
 
 // Row tiles [rt0, rt1) dequantized and scaled into out[(rt - rt0) * 16 + r, c]: a warp per
 // unit, staged through shared memory so that the 16-bit rows go out in 16-byte stores.
+constexpr int kDequantWarps = 4;
+
 template <int kE, int kM, bool kBf16>
-__global__ void __launch_bounds__(kThreads) dequant_kernel(const uint8_t* __restrict__ w,
+__global__ void __launch_bounds__(kDequantWarps * 32) dequant_kernel(const uint8_t* __restrict__ w,
                                                             const float* __restrict__ scales, int64_t cols,
                                                             int64_t col_units, int64_t rt0, int64_t units,
                                                             uint16_t* __restrict__ out) {
   constexpr fpx::PackPlan plan = fpx::make_pack_plan(fpx::Format{kE, kM}, kBf16 ? DType::kBF16 : DType::kF16);
-  __shared__ __align__(16) uint16_t tile[kWarps][fpx::kUnitRows][kXStride];
+  __shared__ __align__(16) uint16_t tile[kDequantWarps][fpx::kUnitRows][kXStride];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t unit = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
+  const int64_t unit = static_cast<int64_t>(blockIdx.x) * kDequantWarps + warp;
   if (unit >= units) return;
   const int64_t rt = rt0 + unit / col_units, u = unit % col_units;
   UnitWords<plan.num_segments> words;
   read_unit_words<plan>(w + (rt * col_units + u) * plan.unit_bytes(), lane, words);
   float scale[2];
 #pragma unroll
-  for (int r = 0; r < 2; ++r) scale[r] = scales[rt * fpx::kUnitRows + fpx::unit_row(lane, r)];
+  for (int r = 0; r < 2; ++r)
+    scale[r] = scales[rt * fpx::kUnitRows + fpx::unit_row(lane, r)] * (kBf16 ? 1.0f : raw_to_value(plan));
 #pragma unroll
   for (int f = 0; f < fpx::kUnitFragments; ++f)
 #pragma unroll
@@ -333,7 +362,7 @@ __global__ void __launch_bounds__(kThreads) dequant_kernel(const uint8_t* __rest
 template <int kE, int kM, bool kBf16, int kN>
 auto gemm_kernel_configured() {
   constexpr fpx::PackPlan plan = fpx::make_pack_plan(fpx::Format{kE, kM}, kBf16 ? DType::kBF16 : DType::kF16);
-  constexpr int kSmem = kStages * stage_bytes<plan.unit_bytes(), kN>();
+  constexpr int kSmem = TileConfig<kN>::kStages * TileConfig<kN>::stage_bytes(plan.unit_bytes());
   auto* kernel = fpx_gemm_kernel<kE, kM, kBf16, kN>;
   static const bool once = [&] {
     FP6_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
@@ -372,11 +401,12 @@ void launch_fused(const FpxLaunch& l) {
     a.ld = l.row_tiles * fpx::kUnitRows;
     a.splits = l.splits;
     a.x_vec = l.cols % 8 == 0 && reinterpret_cast<uintptr_t>(l.x) % 16 == 0;
-    const dim3 grid(static_cast<unsigned>((l.row_tiles + kWarps - 1) / kWarps), static_cast<unsigned>(l.splits),
+    constexpr int kRowTiles = TileConfig<kN>::kRows / fpx::kUnitRows;
+    const dim3 grid(static_cast<unsigned>((l.row_tiles + kRowTiles - 1) / kRowTiles), static_cast<unsigned>(l.splits),
                     static_cast<unsigned>((l.n + kN - 1) / kN));
     FP6_CUDA_REQUIRE(l.splits == 1 || static_cast<size_t>(grid.x) * grid.z * sizeof(int) <= kFpxCounterBytes,
                      kInternal, "fpx gemm: too many row blocks for split-K counters");
-    kernel<<<grid, kThreads, smem, l.stream>>>(a);
+    kernel<<<grid, TileConfig<kN>::kWarps * 32, smem, l.stream>>>(a);
     FP6_CUDA_CHECK_LAUNCH();
   });
 }
@@ -386,7 +416,7 @@ int ctas_per_sm(int64_t n) {
   int ctas = 0;
   dispatch_tokens(n, [&]<int kN>() {
     auto [kernel, smem] = gemm_kernel_configured<kE, kM, kBf16, kN>();
-    FP6_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, kThreads, smem));
+    FP6_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, TileConfig<kN>::kWarps * 32, smem));
   });
   return ctas;
 }
@@ -394,7 +424,7 @@ int ctas_per_sm(int64_t n) {
 template <int kE, int kM, bool kBf16>
 void launch_dequant(const FpxLaunch& l, int64_t rt0, int64_t rt1, uint16_t* out) {
   const int64_t units = (rt1 - rt0) * l.col_units;
-  dequant_kernel<kE, kM, kBf16><<<static_cast<unsigned>((units + kWarps - 1) / kWarps), kThreads, 0, l.stream>>>(
+  dequant_kernel<kE, kM, kBf16><<<static_cast<unsigned>((units + kDequantWarps - 1) / kDequantWarps), kDequantWarps * 32, 0, l.stream>>>(
       l.w, l.scales, l.cols, l.col_units, rt0, units, out);
   FP6_CUDA_CHECK_LAUNCH();
 }
@@ -421,6 +451,12 @@ bool fpx_gpu_format_supported(fpx::Format f) { return f == fpx::kE3M2 || f == fp
 
 void launch_fpx_gemm(const FpxLaunch& l) {
   dispatch_format(l, [&]<int kE, int kM, bool kBf16>() { launch_fused<kE, kM, kBf16>(l); });
+}
+
+int fpx_gemm_rows_per_cta(int64_t n) {
+  int rows = 0;
+  dispatch_tokens(n, [&]<int kN>() { rows = TileConfig<kN>::kRows; });
+  return rows;
 }
 
 int fpx_gemm_ctas_per_sm(const fpx::PackPlan& plan, int64_t n) {

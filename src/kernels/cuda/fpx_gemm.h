@@ -11,8 +11,7 @@
 
 namespace fp6serve::cuda {
 
-// Row tiles per CTA of the fused kernel (one per warp), and the tokens one CTA covers at most.
-inline constexpr int kFpxGemmWarps = 4;
+// The tokens one CTA of the fused kernel covers at most.
 inline constexpr int kFpxGemmMaxTokens = 64;
 // The first bytes of every fpx_linear workspace: the split-K arrival counters, one per
 // (row block, token block). Zero when allocated; every launch leaves them zero.
@@ -21,7 +20,7 @@ inline constexpr size_t kFpxCounterBytes = size_t{256} << 10;
 struct FpxLaunch {
   fpx::PackPlan plan;
   const uint8_t* w;      // packed units
-  const float* scales;   // [rows padded], times 2^-raw_exponent_offset for F16 targets
+  const float* scales;   // [rows padded]
   const float* bias;     // [rows] or null
   int64_t rows, cols, row_tiles, col_units;
   const void* x;         // [n, cols] in plan.target
@@ -33,6 +32,8 @@ struct FpxLaunch {
 };
 
 bool fpx_gpu_format_supported(fpx::Format f);
+// Output rows one CTA of the fused kernel covers for n tokens (its row block).
+int fpx_gemm_rows_per_cta(int64_t n);
 // CTAs of the fused kernel for n tokens that fit on one SM at once.
 int fpx_gemm_ctas_per_sm(const fpx::PackPlan& plan, int64_t n);
 // y = X . (scale (.) dequant(W))^T + bias, one launch (split-K reduced by the last CTA).

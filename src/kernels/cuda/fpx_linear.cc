@@ -76,7 +76,10 @@ FpxLaunch make_launch(const DeviceFpxWeight& w, const void* x, int64_t n, const 
   return l;
 }
 
-int64_t row_blocks(const DeviceFpxWeight& w) { return (w.row_tiles() + kFpxGemmWarps - 1) / kFpxGemmWarps; }
+int64_t row_blocks(const DeviceFpxWeight& w, int64_t n) {
+  const int64_t tiles = fpx_gemm_rows_per_cta(n) / fpx::kUnitRows;
+  return (w.row_tiles() + tiles - 1) / tiles;
+}
 int64_t token_blocks(int64_t n) { return (n + kFpxGemmMaxTokens - 1) / kFpxGemmMaxTokens; }
 size_t partial_bytes(const DeviceFpxWeight& w, int64_t n, int splits) {
   return splits > 1 ? static_cast<size_t>(splits * n * w.row_tiles() * fpx::kUnitRows) * sizeof(float) : 0;
@@ -99,15 +102,10 @@ DeviceFpxWeight upload(const fpx::PackedWeight& host, cudaStream_t stream) {
   w.rows = host.rows;
   w.cols = host.cols;
   w.data = DeviceBuffer(host.bytes());
-  // F16 raw halves are value * 2^offset and go into the MMA as they are: fold 2^-offset into
-  // the scale. BF16 raw halves are brought back to the value inside the kernel.
-  std::vector<float> scales(host.scales);
-  if (host.plan.target == DType::kF16)
-    for (float& s : scales) s = std::ldexp(s, -host.plan.raw_exponent_offset());
-  w.scales = DeviceBuffer(scales.size() * sizeof(float));
+  w.scales = DeviceBuffer(host.scales.size() * sizeof(float));
   FP6_CUDA_CHECK(cudaMemcpyAsync(w.data.data(), host.data.data(), host.bytes(), cudaMemcpyHostToDevice, stream));
-  FP6_CUDA_CHECK(cudaMemcpyAsync(w.scales.data(), scales.data(), w.scales.size(), cudaMemcpyHostToDevice, stream));
-  FP6_CUDA_CHECK(cudaStreamSynchronize(stream));  // `scales` is a local
+  FP6_CUDA_CHECK(cudaMemcpyAsync(w.scales.data(), host.scales.data(), w.scales.size(), cudaMemcpyHostToDevice, stream));
+  FP6_CUDA_CHECK(cudaStreamSynchronize(stream));  // the host weight may go away after this
   return w;
 }
 
@@ -134,24 +132,19 @@ FpxPath fpx_path(const DeviceFpxWeight&, int64_t n) {
   return n <= fpx_crossover() ? FpxPath::kFused : FpxPath::kDequantGemm;
 }
 
-// Split-K: the CTAs of one split are (row blocks x token blocks); pick the split s that
-// minimises the time in waves, ceil(s * ctas / resident) / s, with at least kMinUnits K units
-// per split and at most kMaxPartialBytes of partial sums.
+// Split-K, from the sweep in bench/results/ (H100): about 16 K units (2048 columns) per
+// split, raised until there is at least one CTA per SM; at least 4 units per split and at
+// most kMaxPartialBytes of partial sums.
 int fpx_splits(const DeviceFpxWeight& w, int64_t n) {
-  constexpr int kMinUnits = 2, kMaxSplits = 32;
+  constexpr int64_t kUnitsPerSplit = 16, kMinUnits = 4;
   constexpr size_t kMaxPartialBytes = size_t{64} << 20;
-  const int64_t ctas = row_blocks(w) * token_blocks(n);
+  const int64_t ctas = row_blocks(w, n) * token_blocks(n);
   if (static_cast<size_t>(ctas) * sizeof(int) > kFpxCounterBytes) return 1;
-  const int64_t resident = static_cast<int64_t>(sm_count()) * std::max(1, fpx_gemm_ctas_per_sm(w.plan, n));
-  const int max_splits = static_cast<int>(std::clamp<int64_t>(w.col_units() / kMinUnits, 1, kMaxSplits));
-  int best = 1;
-  double best_cost = 1e30;
-  for (int s = 1; s <= max_splits; ++s) {
-    if (s > 1 && partial_bytes(w, n, s) > kMaxPartialBytes) break;
-    const double cost = static_cast<double>((s * ctas + resident - 1) / resident) / s;
-    if (cost < best_cost - 1e-9) best = s, best_cost = cost;
-  }
-  return best;
+  const int64_t max_splits = std::max<int64_t>(1, w.col_units() / kMinUnits);
+  int64_t s = std::clamp<int64_t>((w.col_units() + kUnitsPerSplit / 2) / kUnitsPerSplit, 1, max_splits);
+  while (s < max_splits && s * ctas < sm_count()) ++s;
+  while (s > 1 && partial_bytes(w, n, static_cast<int>(s)) > kMaxPartialBytes) --s;
+  return static_cast<int>(s);
 }
 
 size_t fpx_fused_workspace_bytes(const DeviceFpxWeight& w, int64_t n, int splits) {

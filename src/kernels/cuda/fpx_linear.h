@@ -31,7 +31,7 @@ struct DeviceFpxWeight {
   int64_t rows = 0;  // logical [rows, cols]
   int64_t cols = 0;
   DeviceBuffer data;    // the packed units, as on the host
-  DeviceBuffer scales;  // f32 [rows padded to 16], already multiplied by 2^-raw_exponent_offset
+  DeviceBuffer scales;  // f32 [rows padded to 16], as fpx::PackedWeight has them
   int64_t row_tiles() const { return (rows + fpx::kUnitRows - 1) / fpx::kUnitRows; }
   int64_t col_units() const { return (cols + fpx::kUnitCols - 1) / fpx::kUnitCols; }
 };
