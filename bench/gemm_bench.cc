@@ -1,6 +1,8 @@
 // FPx linear on the GPU against cuBLAS FP16 (issue #3), in one run on one device:
-//   build-device/bench/fp6serve_bench_gemm [--quick | --profile]
-// --profile: three launches per case on two shapes, nothing timed (for ncu). Built with
+//   build-device/bench/fp6serve_bench_gemm [--quick | --profile | --no-tiles]
+// --profile: three launches per case on two shapes, nothing timed (for ncu). The tile sweep
+// (skipped by --quick and --no-tiles) times every CTA shape of fpx_tile_sweep.cu at its best
+// split for N = 1, 16, 32, 64: how fpx_gemm.cu's tiles were chosen. Built with
 // -DFP6SERVE_FP6_LLM_DIR=<usyd-fsalab/fp6_llm>/fp6_llm/csrc, it also times FP6-LLM's kernel on
 // the same shapes (its best Split-K of a sweep, for N <= 256; its own kernel needs M % 256 == 0
 // and K % 64 == 0, which these shapes meet).
@@ -19,10 +21,12 @@
 #include <string>
 #include <vector>
 
+#include "bench/fpx_tile_sweep.h"
 #include "bench/gpu_util.h"
 #include "core/gpu.h"
 #include "fpx/pack.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/fpx_gemm.h"
 #include "kernels/cuda/fpx_linear.h"
 #include "kernels/cuda/fpx_quantize.h"
 
@@ -73,7 +77,7 @@ double time_us(const std::function<void(int)>& call, int per_batch = 20, int bat
 
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
-  const bool quick = mode == "--quick", profile = mode == "--profile";
+  const bool quick = mode == "--quick", profile = mode == "--profile", tiles = !quick && !profile && mode != "--no-tiles";
   require_cuda();
   cudaDeviceProp prop{};
   FP6_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -97,6 +101,12 @@ int main(int argc, char** argv) {
   std::string sweep = "| shape | N | heuristic split | µs | best split | µs | best/heuristic |\n|---|---|---|---|---|---|---|\n";
   if (quick) ns = {1, 16, 64, 256};
   if (profile) ns = {1, 16, 64};
+  const std::vector<bench::TileVariant>& variants = bench::fpx_tile_variants();
+  // Tile sweep: per variant, cuBLAS time / the variant's best time, per shape.
+  std::vector<std::vector<double>> tile_speedups(variants.size());
+  std::string tile_table = "| N | tile (tokens, warps, row tiles per warp, stages) | rows per CTA | per shape: best µs (split) | geomean speedup over cuBLAS FP16 |\n|---|---|---|---|---|\n";
+  std::vector<std::string> tile_cells(variants.size());
+  std::string dequant_table = "| shape | rows dequantized | µs | % of copy roofline (packed read + 16-bit write) |\n|---|---|---|---|\n";
   std::vector<double> ref_speedups[12];  // FP6-LLM over cuBLAS, per N index
   std::string table = "| shape | N | cuBLAS FP16 µs | FP6 µs | path | speedup | FP6 GB/s | % of read BW | fused µs (split) | dequant+cuBLAS µs | FP6-LLM µs (split) |\n"
                       "|---|---|---|---|---|---|---|---|---|---|---|\n";
@@ -193,6 +203,18 @@ int main(int argc, char** argv) {
         fused = fmt::format("{:.1f}", time_us([&](int i) {
           cuda::fpx_linear_fused(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, 0, nullptr);
         }, reps));
+      if (n == ns.front()) {  // the dequantization of the large-n path alone, once per shape
+        const int64_t tiles = std::min<int64_t>(
+            fp6[0].row_tiles(), static_cast<int64_t>((cuda::fpx_dequant_workspace_bytes(fp6[0]) - cuda::kFpxCounterBytes) /
+                                                     (s.cols * 2 * 16)));
+        const double tdq = time_us([&](int i) {
+          const cuda::FpxLaunch l = cuda::fpx_launch_for(fp6_at(i), x.data(), n, nullptr, y.data(), ws.data(), nullptr);
+          cuda::launch_fpx_dequant(l, 0, tiles, ws.as<uint8_t>() + cuda::kFpxCounterBytes);
+        }, reps);
+        const double bytes = tiles * 16 * s.cols * (2.0 + static_cast<double>(packed_bytes) / (s.rows * s.cols));
+        dequant_table += fmt::format("| {} | {} | {:.1f} | {:.0f}% |\n", s.name, tiles * 16, tdq,
+                                     100.0 * bytes / tdq / 1e3 / copy_gbs);
+      }
       if (n >= 16)  // the large-n path too, to locate the crossover
         dq = fmt::format("{:.1f}", time_us([&](int i) {
           cuda::fpx_linear_dequant_gemm(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, nullptr);
@@ -222,6 +244,30 @@ int main(int argc, char** argv) {
                              heur, best_s, best, 100.0 * best / heur);
       }
     }
+    // Tile sweep: each CTA shape at its best split, for N equal to its token tile (1 for 8).
+    for (size_t v = 0; tiles && v < variants.size(); ++v) {
+      const bench::TileVariant& tv = variants[v];
+      const int64_t n = tv.n == 8 ? 1 : tv.n;
+      const double t16 = time_us([&](int i) {
+        cuda::dense_linear(x.data(), DType::kF16, n, dense[static_cast<size_t>(i % copies16)], nullptr, y.data(), nullptr, 0, nullptr);
+      }, 10, 5);
+      double best = 1e30;
+      int best_s = 1;
+      for (int sp : kSweep) {
+        if (sp > fp6[0].col_units() ||
+            cuda::fpx_fused_workspace_bytes(fp6[0], n, sp) > ws_bytes ||
+            static_cast<size_t>((s.rows + tv.rows() - 1) / tv.rows()) * sizeof(int) > cuda::kFpxCounterBytes)
+          break;
+        const double t = time_us([&](int i) {
+          cuda::FpxLaunch l = cuda::fpx_launch_for(fp6_at(i), x.data(), n, nullptr, y.data(), ws.data(), nullptr);
+          l.splits = sp;
+          bench::launch_fpx_tile_variant(l, v);
+        }, 10, 5);
+        if (t < best) best = t, best_s = sp;
+      }
+      tile_speedups[v].push_back(t16 / best);
+      tile_cells[v] += fmt::format("{} {:.1f} ({}); ", s.name, best, best_s);
+    }
     fmt::print("{} done\n", s.name);
   }
   if (profile) return 0;
@@ -235,7 +281,12 @@ int main(int argc, char** argv) {
   for (size_t ni = 0; ni < ns.size(); ++ni)
     summary += fmt::format("| {} | {} | {:.2f}x | {} |\n", ns[ni], geomean(speedups[ni]),
                            *std::min_element(speedups[ni].begin(), speedups[ni].end()), geomean(ref_speedups[ni]));
+  for (size_t v = 0; tiles && v < variants.size(); ++v) {
+    const bench::TileVariant& tv = variants[v];
+    tile_table += fmt::format("| {} | ({}, {}, {}, {}) | {} | {}| {} |\n", tv.n == 8 ? 1 : tv.n, tv.n, tv.warps,
+                              tv.row_tiles_per_warp, tv.stages, tv.rows(), tile_cells[v], geomean(tile_speedups[v]));
+  }
   fmt::print("=== table ===\ndevice: {}; D2D copy {:.0f} GB/s, read {:.0f} GB/s\n\n{}\n{}=== end ===\n", cuda_device_summary(),
-             copy_gbs, read_gbs, table, summary + "\n" + sweep);
+             copy_gbs, read_gbs, table, summary + "\n" + sweep + "\n" + dequant_table + (tiles ? "\n" + tile_table : std::string()));
   return 0;
 }

@@ -142,6 +142,19 @@ TEST_P(CudaFpxLinear, SplitKIsDeterministicAndLeavesTheWorkspaceReusable) {
   EXPECT_LT(rel_l2(first, p.ref, c), c.bound());
 }
 
+TEST_P(CudaFpxLinear, DequantizePathWorksInRowBlocksAsSmallAsTheWorkspaceAllows) {
+  Case c{GetParam()};
+  Problem p(c, fpx::kE3M2, 4095, 257, 33, true);
+  for (int64_t rows : {16, 48, 1000}) {  // 256, 86 and 5 blocks, the last one partial
+    const auto ws = zeroed_workspace(cuda::kFpxCounterBytes + static_cast<size_t>(rows * 257) * 2);
+    EXPECT_LT(rel_l2(p.run(c.act, -2, ws), p.ref, c), c.bound()) << rows << "-row blocks";
+  }
+  cuda::DeviceBuffer small(cuda::kFpxCounterBytes + 15 * 257 * 2);
+  EXPECT_THROW(cuda::fpx_linear_dequant_gemm(p.x.data(), c.act, 33, p.w, nullptr, p.y.data(), small.data(), small.size(),
+                                             nullptr),
+               Error);
+}
+
 TEST_P(CudaFpxLinear, RejectsAWorkspaceTooSmallAndTheWrongActivationType) {
   Case c{GetParam()};
   Problem p(c, fpx::kE3M2, 64, 256, 3, false);

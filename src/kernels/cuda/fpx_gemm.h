@@ -34,8 +34,6 @@ struct FpxLaunch {
 bool fpx_gpu_format_supported(fpx::Format f);
 // Output rows one CTA of the fused kernel covers for n tokens (its row block).
 int fpx_gemm_rows_per_cta(int64_t n);
-// CTAs of the fused kernel for n tokens that fit on one SM at once.
-int fpx_gemm_ctas_per_sm(const fpx::PackPlan& plan, int64_t n);
 // y = X . (scale (.) dequant(W))^T + bias, one launch (split-K reduced by the last CTA).
 void launch_fpx_gemm(const FpxLaunch& l);
 // Row tiles [rt0, rt1) dequantized and scaled into out[(rt1 - rt0) * 16, cols] (16-bit).

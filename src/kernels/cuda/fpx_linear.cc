@@ -28,7 +28,14 @@ int sm_count() {
   return sms;
 }
 
-constexpr int64_t kDequantRows = 2048;  // rows dequantized per cuBLAS call on the large-n path
+// The large-n path dequantizes row blocks of at most this many 16-bit bytes, each followed by
+// one cuBLAS GEMM: big enough that the GEMM fills the GPU (2048-row blocks left most SMs idle
+// at n = 128), small enough to bound the workspace (a 7B layer is one block, 70B's gate+up four).
+constexpr size_t kDequantBlockBytes = size_t{256} << 20;
+int64_t dequant_block_rows(const DeviceFpxWeight& w) {
+  const int64_t tiles = static_cast<int64_t>(kDequantBlockBytes / (w.cols * 2 * fpx::kUnitRows));
+  return std::clamp<int64_t>(tiles, 1, w.row_tiles()) * fpx::kUnitRows;
+}
 
 cublasHandle_t cublas() {
   thread_local struct Handle {
@@ -56,8 +63,10 @@ void gemm_rows(const void* a, const void* x, void* y, int64_t m, int64_t n, int6
                                 y, t, static_cast<int>(ld_y), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-FpxLaunch make_launch(const DeviceFpxWeight& w, const void* x, int64_t n, const float* bias, void* y,
-                      void* workspace, cudaStream_t stream) {
+}  // namespace
+
+FpxLaunch fpx_launch_for(const DeviceFpxWeight& w, const void* x, int64_t n, const float* bias, void* y,
+                         void* workspace, cudaStream_t stream) {
   FpxLaunch l{};
   l.plan = w.plan;
   l.w = w.data.as<uint8_t>();
@@ -75,6 +84,8 @@ FpxLaunch make_launch(const DeviceFpxWeight& w, const void* x, int64_t n, const 
   l.stream = stream;
   return l;
 }
+
+namespace {
 
 int64_t row_blocks(const DeviceFpxWeight& w, int64_t n) {
   const int64_t tiles = fpx_gemm_rows_per_cta(n) / fpx::kUnitRows;
@@ -152,7 +163,7 @@ size_t fpx_fused_workspace_bytes(const DeviceFpxWeight& w, int64_t n, int splits
 }
 
 size_t fpx_dequant_workspace_bytes(const DeviceFpxWeight& w) {
-  return kFpxCounterBytes + static_cast<size_t>(std::min(w.row_tiles() * fpx::kUnitRows, kDequantRows) * w.cols) * 2;
+  return kFpxCounterBytes + static_cast<size_t>(dequant_block_rows(w) * w.cols) * 2;
 }
 
 size_t fpx_linear_workspace_bytes(const DeviceFpxWeight& w, int64_t n) {
@@ -164,7 +175,7 @@ void fpx_linear_fused(const void* x, DType act, int64_t n, const DeviceFpxWeight
                       void* workspace, size_t workspace_bytes, int splits, cudaStream_t stream) {
   check_call(w, act, n);
   if (n == 0) return;
-  FpxLaunch l = make_launch(w, x, n, bias, y, workspace, stream);
+  FpxLaunch l = fpx_launch_for(w, x, n, bias, y, workspace, stream);
   l.splits = splits > 0 ? std::min<int>(splits, static_cast<int>(w.col_units())) : fpx_splits(w, n);
   FP6_CHECK(workspace_bytes >= fpx_fused_workspace_bytes(w, n, l.splits), kInvalidArgument,
             "fpx_linear: workspace of {} bytes, needs {}", workspace_bytes, fpx_fused_workspace_bytes(w, n, l.splits));
@@ -182,11 +193,15 @@ void fpx_linear_dequant_gemm(const void* x, DType act, int64_t n, const DeviceFp
                              void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   check_call(w, act, n);
   if (n == 0) return;
-  FP6_CHECK(workspace_bytes >= fpx_dequant_workspace_bytes(w), kInvalidArgument,
-            "fpx_linear: workspace of {} bytes, needs {}", workspace_bytes, fpx_dequant_workspace_bytes(w));
-  const FpxLaunch l = make_launch(w, x, n, bias, y, workspace, stream);
+  // Row blocks as large as recommended, or as the workspace given allows (one row tile at least).
+  const size_t tile_bytes = static_cast<size_t>(w.cols) * 2 * fpx::kUnitRows;
+  FP6_CHECK(workspace_bytes >= kFpxCounterBytes + tile_bytes, kInvalidArgument,
+            "fpx_linear: workspace of {} bytes, needs {} at least ({} recommended)", workspace_bytes,
+            kFpxCounterBytes + tile_bytes, fpx_dequant_workspace_bytes(w));
+  const FpxLaunch l = fpx_launch_for(w, x, n, bias, y, workspace, stream);
   void* dequantized = static_cast<uint8_t*>(workspace) + kFpxCounterBytes;  // the counters stay untouched
-  const int64_t tiles_per_block = kDequantRows / fpx::kUnitRows;
+  const int64_t tiles_per_block = std::min<int64_t>(dequant_block_rows(w) / fpx::kUnitRows,
+                                                    static_cast<int64_t>((workspace_bytes - kFpxCounterBytes) / tile_bytes));
   for (int64_t rt0 = 0; rt0 < l.row_tiles; rt0 += tiles_per_block) {
     const int64_t rt1 = std::min(l.row_tiles, rt0 + tiles_per_block);
     launch_fpx_dequant(l, rt0, rt1, dequantized);

@@ -19,6 +19,7 @@
 #include "core/dtype.h"
 #include "fpx/pack_plan.h"
 #include "kernels/cuda/device_buffer.h"
+#include "kernels/cuda/fpx_gemm.h"
 
 namespace fp6serve::fpx {
 struct PackedWeight;
@@ -60,11 +61,17 @@ void fpx_linear_fused(const void* x, DType act, int64_t n, const DeviceFpxWeight
                       void* workspace, size_t workspace_bytes, int splits, cudaStream_t stream);
 size_t fpx_fused_workspace_bytes(const DeviceFpxWeight& w, int64_t n, int splits);
 // The large-n path alone: row blocks dequantized to 16 bits, then cuBLAS — for benchmarks.
+// fpx_dequant_workspace_bytes is what it needs for its largest row block; a smaller
+// workspace (at least 16 rows) makes more, smaller blocks.
 size_t fpx_dequant_workspace_bytes(const DeviceFpxWeight& w);
 void fpx_linear_dequant_gemm(const void* x, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,
                              void* workspace, size_t workspace_bytes, cudaStream_t stream);
 // The split the heuristic chooses.
 int fpx_splits(const DeviceFpxWeight& w, int64_t n);
+// The kernel-level launch description of one call (splits = 1), for benchmarks that launch
+// the kernels of fpx_gemm.h directly.
+FpxLaunch fpx_launch_for(const DeviceFpxWeight& w, const void* x, int64_t n, const float* bias, void* y,
+                         void* workspace, cudaStream_t stream);
 
 size_t dense_linear_workspace_bytes(const DeviceDenseWeight& w, int64_t n);
 void dense_linear(const void* x, DType act, int64_t n, const DeviceDenseWeight& w, const float* bias, void* y,
