@@ -62,10 +62,10 @@ __global__ void __launch_bounds__(kDequantWarps * 32) dequant_kernel(const uint8
 // bench/gemm_bench.cc found best for it on the H100 (bench/results/).
 template <typename F>
 void dispatch_tile(int64_t n, F&& f) {
-  if (n <= 8) return f.template operator()<Tile<8, 4, 1, 4>>();
-  if (n <= 16) return f.template operator()<Tile<16, 4, 2, 4>>();
-  if (n <= 32) return f.template operator()<Tile<32, 4, 1, 4>>();
-  return f.template operator()<Tile<64, 8, 2, 3>>();
+  if (n <= 8) return f.template operator()<Tile<8, 4, 2, 4>>();
+  if (n <= 16) return f.template operator()<Tile<16, 8, 1, 4>>();
+  if (n <= 32) return f.template operator()<Tile<32, 8, 1, 4>>();
+  return f.template operator()<Tile<64, 8, 1, 3>>();
 }
 
 template <int kE, int kM, bool kBf16>
