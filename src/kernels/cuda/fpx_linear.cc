@@ -144,15 +144,17 @@ FpxPath fpx_path(const DeviceFpxWeight&, int64_t n) {
 }
 
 // Split-K, from the sweeps in bench/results/ (H100): the best splits put about two CTAs on
-// every SM (the kernel is latency-bound: more CTAs in flight, more loads in flight), with at
-// least 4 K units per split and at most kMaxPartialBytes of partial sums.
+// every SM (the kernel is latency-bound: more CTAs in flight, more loads in flight), and at
+// n <= 16, where the weights' bandwidth is all that matters, at least 4 splits even for the
+// largest layers; at least 4 K units per split, at most kMaxPartialBytes of partial sums.
 int fpx_splits(const DeviceFpxWeight& w, int64_t n) {
   constexpr int64_t kMinUnits = 4, kCtasPerSm = 2;
   constexpr size_t kMaxPartialBytes = size_t{64} << 20;
   const int64_t ctas = row_blocks(w, n) * token_blocks(n);
   if (static_cast<size_t>(ctas) * sizeof(int) > kFpxCounterBytes) return 1;
   const int64_t max_splits = std::max<int64_t>(1, w.col_units() / kMinUnits);
-  int64_t s = std::clamp<int64_t>((kCtasPerSm * sm_count() + ctas / 2) / ctas, 1, max_splits);
+  const int64_t at_least = n <= 16 ? 4 : 1;
+  int64_t s = std::clamp<int64_t>(std::max((kCtasPerSm * sm_count() + ctas / 2) / ctas, at_least), 1, max_splits);
   while (s > 1 && partial_bytes(w, n, static_cast<int>(s)) > kMaxPartialBytes) --s;
   return static_cast<int>(s);
 }
