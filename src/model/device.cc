@@ -9,13 +9,12 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const ModelConf
   FP6_CHECK(device == "cpu" || device == "cuda" || device == "auto", kInvalidArgument,
             "unknown device '{}' (expected auto, cpu or cuda)", device);
   if (device == "cpu") return make_cpu_backend(config);
-  if (device == "cuda") {
-    require_cuda();
-    FP6_THROW(kUnsupported,
-              "the CUDA model runtime is not part of this build yet (the FPx GEMM kernel is; the model runtime on "
-              "the GPU is issue #5): use --device cpu");
-  }
-  return make_cpu_backend(config);  // auto: the CPU until the CUDA runtime lands
+#ifdef FP6SERVE_WITH_CUDA
+  if (device == "cuda" || cuda_device_count() > 0) return make_cuda_backend(config);
+#else
+  FP6_CHECK(device != "cuda", kUnsupported, "this build of fp6serve has no CUDA backend (configure with nvcc found)");
+#endif
+  return make_cpu_backend(config);
 }
 
 }  // namespace fp6serve::model

@@ -9,7 +9,11 @@
 #include <string>
 #include <vector>
 
+#include <functional>
+#include <numeric>
+
 #include "core/half.h"
+#include "model/model.h"
 #include "model/safetensors.h"
 
 namespace fp6serve::testing {
@@ -61,5 +65,31 @@ class Reference {
   }
   model::SafetensorsFile file_;
 };
+
+// Runs one prompt (all logits) through a fresh cache; returns [len, vocab].
+inline std::vector<float> prompt_logits(model::Model& m, const std::vector<int32_t>& ids) {
+  const int64_t block = 16;
+  model::KvCache cache = m.make_kv_cache((static_cast<int64_t>(ids.size()) + block - 1) / block, block);
+  std::vector<int32_t> table(static_cast<size_t>(cache.num_blocks));
+  std::iota(table.begin(), table.end(), 0);
+  model::Batch b;
+  b.add(ids.data(), static_cast<int64_t>(ids.size()), 0, table, true, true);
+  const Tensor logits = m.forward(b, cache);
+  return {logits.data_as<float>(), logits.data_as<float>() + logits.numel()};
+}
+
+// Calls fn(prompt index, got, want) for every stored logits row of every reference prompt,
+// with got computed by `m` over the whole prompt.
+inline void for_each_reference_row(model::Model& m, const Reference& ref,
+                                   const std::function<void(int, const float*, const float*)>& fn) {
+  const int64_t vocab = m.config().vocab_size;
+  for (const auto& p : ref.json["prompts"]) {
+    const int i = p["index"];
+    const auto positions = ref.ids("positions_" + std::to_string(i));
+    const auto want = ref.floats("logits_" + std::to_string(i));
+    const auto got = prompt_logits(m, ref.ids("input_ids_" + std::to_string(i)));
+    for (size_t r = 0; r < positions.size(); ++r) fn(i, got.data() + positions[r] * vocab, want.data() + r * vocab);
+  }
+}
 
 }  // namespace fp6serve::testing

@@ -16,38 +16,14 @@ namespace {
 using testing::fixture_dir;
 using testing::kFixtures;
 using testing::Reference;
+using testing::for_each_reference_row;
+using testing::prompt_logits;
 
 LoadOptions options(const std::string& mode) {
   LoadOptions o;
   o.mode = QuantizationMode::parse(mode);
   o.progress = false;
   return o;
-}
-
-// Runs one prompt (all logits) through a fresh cache; returns [len, vocab].
-std::vector<float> prompt_logits(Model& m, const std::vector<int32_t>& ids) {
-  const int64_t block = 16;
-  KvCache cache = m.make_kv_cache((static_cast<int64_t>(ids.size()) + block - 1) / block, block);
-  std::vector<int32_t> table(static_cast<size_t>(cache.num_blocks));
-  std::iota(table.begin(), table.end(), 0);
-  Batch b;
-  b.add(ids.data(), static_cast<int64_t>(ids.size()), 0, table, true, true);
-  const Tensor logits = m.forward(b, cache);
-  return {logits.data_as<float>(), logits.data_as<float>() + logits.numel()};
-}
-
-// Calls fn(prompt index, got, want) for every stored logits row of every reference prompt,
-// with got computed by `m` over the whole prompt.
-void for_each_reference_row(Model& m, const Reference& ref,
-                            const std::function<void(int, const float*, const float*)>& fn) {
-  const int64_t vocab = m.config().vocab_size;
-  for (const auto& p : ref.json["prompts"]) {
-    const int i = p["index"];
-    const auto positions = ref.ids("positions_" + std::to_string(i));
-    const auto want = ref.floats("logits_" + std::to_string(i));
-    const auto got = prompt_logits(m, ref.ids("input_ids_" + std::to_string(i)));
-    for (size_t r = 0; r < positions.size(); ++r) fn(i, got.data() + positions[r] * vocab, want.data() + r * vocab);
-  }
 }
 
 bool same_argmax(const float* a, const float* b, int64_t n) {

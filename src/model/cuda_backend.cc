@@ -1,0 +1,227 @@
+// The CUDA backend: activations and the paged KV cache in FP16 (BF16 for BF16 checkpoints),
+// FPx weights packed for that dtype and run by cuda::fpx_linear (kernels/cuda/fpx_linear.h),
+// dense weights by cuBLAS, the other ops by kernels/cuda/transformer_ops.h. Everything runs
+// on one stream; the only host syncs are the batch upload in begin_forward and the logits
+// download. Built only with CUDA (src/CMakeLists.txt).
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <optional>
+
+#include "core/check.h"
+#include "core/gpu.h"
+#include "kernels/cuda/device_buffer.h"
+#include "kernels/cuda/fpx_linear.h"
+#include "kernels/cuda/transformer_ops.h"
+#include "model/backend.h"
+
+namespace fp6serve::model {
+
+namespace {
+
+class CudaLinear : public LinearWeight {
+ public:
+  std::optional<cuda::DeviceFpxWeight> fpx;
+  cuda::DeviceDenseWeight dense;
+  cuda::DeviceBuffer bias;  // f32 [rows] or empty
+};
+
+// A device buffer that grows to the largest size asked for (contents not kept).
+struct Scratch {
+  cuda::DeviceBuffer buf;
+  template <typename T>
+  T* upload(const std::vector<T>& host) {
+    reserve(host.size() * sizeof(T));
+    if (!host.empty()) buf.upload(host.data(), host.size() * sizeof(T));
+    return buf.as<T>();
+  }
+  void reserve(size_t bytes) {
+    if (bytes > buf.size()) buf = cuda::DeviceBuffer(std::max(bytes, buf.size() * 2));
+  }
+};
+
+class CudaBackend : public Backend {
+ public:
+  explicit CudaBackend(const ModelConfig& config)
+      : config_(config), act_(config.dtype == DType::kBF16 ? DType::kBF16 : DType::kF16) {
+    require_cuda();
+    inv_freq_ = inv_freq_buf_.upload(config.rope_inv_freq());
+  }
+
+  Device device() const override { return Device::kCuda; }
+  DType act_dtype() const override { return act_; }
+  DType pack_target(fpx::Format) const override { return act_; }
+  std::string describe() const override { return fmt::format("cuda ({}, {})", cuda_device_summary(), dtype_name(act_)); }
+
+  std::unique_ptr<LinearWeight> adopt_linear(HostLinear&& host) override {
+    auto w = std::make_unique<CudaLinear>();
+    w->rows = host.rows;
+    w->cols = host.cols;
+    w->quantized = host.packed != nullptr;
+    if (host.packed) {
+      w->fpx = cuda::upload(*host.packed);
+      w->weight_bytes = w->fpx->data.size() + w->fpx->scales.size();
+    } else {
+      const Tensor dense = in_act_dtype(host.dense);
+      w->dense = cuda::upload_dense(dense.data(), act_, host.rows, host.cols);
+      w->weight_bytes = w->dense.data.size();
+    }
+    if (!host.bias.empty()) {
+      w->bias = cuda::DeviceBuffer(host.bias.size() * sizeof(float));
+      w->bias.upload(host.bias.data(), w->bias.size());
+    }
+    return w;
+  }
+
+  Tensor adopt_tensor(Tensor host) override {
+    Tensor t = Tensor::empty(host.shape(), host.dtype(), Device::kCuda);
+    host.copy_to(t);
+    return t;
+  }
+
+  KvCache make_kv_cache(int64_t num_blocks, int64_t block_size) override {
+    KvCache c;
+    c.num_blocks = num_blocks;
+    c.block_size = block_size;
+    const std::vector<int64_t> shape = {num_blocks, block_size, config_.num_kv_heads, config_.head_dim};
+    for (int64_t l = 0; l < config_.num_layers; ++l) {
+      c.k.push_back(Tensor::empty(shape, act_, Device::kCuda));
+      c.v.push_back(Tensor::empty(shape, act_, Device::kCuda));
+    }
+    return c;
+  }
+  size_t kv_block_bytes(int64_t block_size) const override {
+    return static_cast<size_t>(2 * config_.num_layers * block_size * config_.kv_size()) * dtype_size(act_);
+  }
+
+  Tensor activations(int64_t rows, int64_t cols) override { return Tensor::empty({rows, cols}, act_, Device::kCuda); }
+
+  // Uploads the batch's per-token arrays once for all layers.
+  void begin_forward(const Batch& batch, const KvCache& cache) override {
+    const int64_t vocab = config_.vocab_size;
+    for (int32_t t : batch.tokens)
+      FP6_CHECK(t >= 0 && t < vocab, kInvalidArgument, "token id {} is outside the vocabulary [0, {})", t, vocab);
+    max_blocks_ = 1;
+    max_context_ = 0;
+    for (const BatchSeq& s : batch.seqs) {
+      max_blocks_ = std::max<int64_t>(max_blocks_, static_cast<int64_t>(s.block_table.size()));
+      max_context_ = std::max(max_context_, s.start_pos + s.token_count);
+    }
+    std::vector<int32_t> slots, seq_of_token, tables(batch.seqs.size() * static_cast<size_t>(max_blocks_), 0);
+    for (size_t i = 0; i < batch.seqs.size(); ++i) {
+      const BatchSeq& s = batch.seqs[i];
+      FP6_CHECK(static_cast<int64_t>(s.block_table.size()) * cache.block_size >= s.start_pos + s.token_count,
+                kInvalidArgument, "sequence {} needs {} positions but its {} KV blocks hold {}", i,
+                s.start_pos + s.token_count, s.block_table.size(), s.block_table.size() * cache.block_size);
+      for (int32_t b : s.block_table)
+        FP6_CHECK(b >= 0 && b < cache.num_blocks, kInvalidArgument, "KV block {} outside the cache of {} blocks", b,
+                  cache.num_blocks);
+      std::copy(s.block_table.begin(), s.block_table.end(), tables.begin() + static_cast<int64_t>(i) * max_blocks_);
+      for (int64_t t = 0; t < s.token_count; ++t) {
+        const int64_t p = s.start_pos + t;
+        slots.push_back(static_cast<int32_t>(s.block_table[p / cache.block_size] * cache.block_size +
+                                             p % cache.block_size));
+        seq_of_token.push_back(static_cast<int32_t>(i));
+      }
+    }
+    tokens_ = tokens_buf_.upload(batch.tokens);
+    positions_ = positions_buf_.upload(batch.positions);
+    slots_ = slots_buf_.upload(slots);
+    seq_of_token_ = seq_buf_.upload(seq_of_token);
+    tables_ = tables_buf_.upload(tables);
+    const int64_t n = batch.num_tokens();
+    attn_floats_ = cuda::paged_attention_workspace(n, config_.num_heads, config_.head_dim, max_context_);
+    attn_ws_.reserve(std::max<size_t>(attn_floats_, 1) * sizeof(float));
+  }
+
+  void embed(const Tensor& table, const Batch& batch, Tensor& out) override {
+    cuda::embedding(table.data(), table.dtype(), table.dim(1), tokens_, batch.num_tokens(), out.data(), act_, stream_);
+  }
+
+  void rms_norm(const Tensor& x, const Tensor& w, double eps, Tensor& out) override {
+    cuda::rms_norm(x.data(), w.data_as<float>(), x.dim(0), x.dim(1), eps, out.data(), act_, stream_);
+  }
+
+  void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, double eps, Tensor& out) override {
+    cuda::add_rms_norm(residual.data(), x.data(), w.data_as<float>(), x.dim(0), x.dim(1), eps, out.data(), act_,
+                       stream_);
+  }
+
+  void linear(const Tensor& x, const LinearWeight& lw, Tensor& y) override {
+    const auto& w = static_cast<const CudaLinear&>(lw);
+    const int64_t n = x.dim(0);
+    const float* bias = w.bias.size() ? w.bias.as<float>() : nullptr;
+    if (!w.fpx) return cuda::dense_linear(x.data(), act_, n, w.dense, bias, y.data(), nullptr, 0, stream_);
+    const size_t need = cuda::fpx_linear_workspace_bytes(*w.fpx, n);
+    if (need > linear_ws_.size()) {
+      // The workspace contract: zero-filled when allocated (split-K counters).
+      FP6_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      linear_ws_ = cuda::DeviceBuffer(need);
+      FP6_CUDA_CHECK(cudaMemsetAsync(linear_ws_.data(), 0, need, stream_));
+    }
+    cuda::fpx_linear(x.data(), act_, n, *w.fpx, bias, y.data(), linear_ws_.data(), linear_ws_.size(), stream_);
+  }
+
+  void rope_write_kv(Tensor& qkv, const Batch& batch, KvCache& cache, int64_t layer) override {
+    cuda::rope_write_kv(qkv.data(), batch.num_tokens(), config_.num_heads, positions_, slots_,
+                        inv_freq_, view(cache, layer), act_, stream_);
+  }
+
+  void attention(const Tensor& qkv, const Batch& batch, const KvCache& cache, int64_t layer, Tensor& out) override {
+    cuda::paged_attention(qkv.data(), batch.num_tokens(), config_.num_heads, positions_, seq_of_token_, tables_,
+                          max_blocks_, view(cache, layer), config_.sliding_window, max_context_, out.data(),
+                          attn_ws_.buf.as<float>(), attn_floats_, act_, stream_);
+  }
+
+  void silu_mul(const Tensor& gate_up, Tensor& out) override {
+    cuda::silu_mul(gate_up.data(), gate_up.dim(0), out.dim(1), out.data(), act_, stream_);
+  }
+
+  void add(Tensor& acc, const Tensor& x) override { cuda::add(acc.data(), x.data(), acc.numel(), act_, stream_); }
+
+  void gather_rows(const Tensor& x, const std::vector<int64_t>& rows, Tensor& out) override {
+    cuda::gather_rows(x.data(), x.dim(1), rows_buf_.upload(rows), static_cast<int64_t>(rows.size()), out.data(), act_,
+                      stream_);
+  }
+
+  Tensor to_host_f32(const Tensor& x) override {
+    Tensor f = Tensor::empty(x.shape(), DType::kF32, Device::kCuda);
+    cuda::to_f32(x.data(), x.numel(), f.data_as<float>(), act_, stream_);
+    FP6_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return f.to_host();
+  }
+
+ private:
+  // A dense host weight in the activation dtype (checkpoints may hold f32 or the other 16-bit type).
+  Tensor in_act_dtype(const Tensor& host) const {
+    if (host.dtype() == act_) return host;
+    std::vector<float> f(static_cast<size_t>(host.numel()));
+    convert_to_f32(host.data(), host.dtype(), f.data(), f.size());
+    Tensor out = Tensor::empty(host.shape(), act_);
+    convert_from_f32(f.data(), out.data(), act_, f.size());
+    return out;
+  }
+  cuda::PagedKvView view(const KvCache& cache, int64_t layer) const {
+    return {cache.k[layer].data(), cache.v[layer].data(), cache.block_size, config_.num_kv_heads, config_.head_dim};
+  }
+
+  ModelConfig config_;
+  DType act_;
+  cudaStream_t stream_ = nullptr;
+  cuda::DeviceBuffer linear_ws_;
+  Scratch inv_freq_buf_, tokens_buf_, positions_buf_, slots_buf_, seq_buf_, tables_buf_, rows_buf_, attn_ws_;
+  const float* inv_freq_ = nullptr;
+  const int32_t* tokens_ = nullptr;
+  const int32_t* positions_ = nullptr;
+  const int32_t* slots_ = nullptr;
+  const int32_t* seq_of_token_ = nullptr;
+  const int32_t* tables_ = nullptr;
+  int64_t max_blocks_ = 1, max_context_ = 0;
+  size_t attn_floats_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(const ModelConfig& config) { return std::make_unique<CudaBackend>(config); }
+
+}  // namespace fp6serve::model
