@@ -22,13 +22,12 @@
 #include <vector>
 
 #include "bench/fpx_tile_sweep.h"
-#include "bench/gpu_util.h"
+#include "kernels/cuda/measure.h"
 #include "core/gpu.h"
 #include "fpx/pack.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/fpx_gemm.h"
 #include "kernels/cuda/fpx_linear.h"
-#include "kernels/cuda/fpx_quantize.h"
 
 #ifdef FP6SERVE_HAVE_FP6_LLM
 #include <cuda_fp16.h>
@@ -89,7 +88,7 @@ int main(int argc, char** argv) {
   cuda::DeviceBuffer src(big), dst(big), sink(16);
   FP6_CUDA_CHECK(cudaMemset(src.data(), 1, big));
   const double copy_us = time_us([&](int) { FP6_CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data(), big, cudaMemcpyDeviceToDevice)); }, 3, 5);
-  const double read_us = time_us([&](int) { bench::read_all(src.data(), big, sink.data(), prop.multiProcessorCount); }, 3, 5);
+  const double read_us = time_us([&](int) { cuda::read_all(src.data(), big, sink.data(), prop.multiProcessorCount); }, 3, 5);
   const double copy_gbs = 2.0 * big / copy_us / 1e3, read_gbs = big / read_us / 1e3;
   fmt::print("D2D copy {:.0f} GB/s (read+write), read {:.0f} GB/s\n", copy_gbs, read_gbs);
   src = cuda::DeviceBuffer();
@@ -124,18 +123,10 @@ int main(int argc, char** argv) {
     std::vector<cuda::DeviceFpxWeight> fp6(static_cast<size_t>(copies6));
     for (int i = 0; i < std::max(copies16, copies6); ++i) {
       cuda::DeviceBuffer w(fp16_bytes);
-      bench::fill_normal(w.data(), s.rows * s.cols, 17 + i, 0.02f, false);
-      if (i < copies6) {
-        cuda::DeviceFpxWeight& f = fp6[static_cast<size_t>(i)];
-        f.plan = plan;
-        f.rows = s.rows;
-        f.cols = s.cols;
-        f.data = cuda::DeviceBuffer(packed_bytes);
-        f.scales = cuda::DeviceBuffer(static_cast<size_t>(rt * 16) * 4);
-        FP6_CHECK(cuda::quantize_pack(w.data(), DType::kF16, s.rows, s.cols, plan, fpx::Codec(fpx::kE3M2).params(),
-                                      f.data.as<uint8_t>(), f.scales.as<float>(), nullptr) < 0,
-                  kInternal, "random weights had a NaN");
-      }
+      cuda::fill_normal(w.data(), s.rows * s.cols, 17 + i, 0.02f, false);
+      if (i < copies6)
+        fp6[static_cast<size_t>(i)] = cuda::quantize_on_device(w.data(), DType::kF16, s.rows, s.cols, fpx::kE3M2,
+                                                               DType::kF16, s.name);
       if (i < copies16) {
         cuda::DeviceDenseWeight& d = dense[static_cast<size_t>(i)];
         d.dtype = DType::kF16;
@@ -146,7 +137,7 @@ int main(int argc, char** argv) {
     }
     const int64_t max_n = ns.back();
     cuda::DeviceBuffer x(static_cast<size_t>(max_n * s.cols) * 2), y(static_cast<size_t>(max_n * s.rows) * 2);
-    bench::fill_normal(x.data(), max_n * s.cols, 5, 1.0f, false);
+    cuda::fill_normal(x.data(), max_n * s.cols, 5, 1.0f, false);
     size_t ws_bytes = cuda::fpx_dequant_workspace_bytes(fp6[0]);
     for (int64_t n : ns)
       ws_bytes = std::max({ws_bytes, cuda::fpx_linear_workspace_bytes(fp6[0], n),
@@ -159,10 +150,10 @@ int main(int argc, char** argv) {
     std::vector<cuda::DeviceBuffer> ref_w;
     for (int i = 0; i < copies6; ++i) {
       ref_w.emplace_back(static_cast<size_t>(s.rows * s.cols) * 6 / 8);
-      bench::fill_normal(ref_w.back().data(), static_cast<int64_t>(ref_w.back().size() / 2), 99 + i, 1.0f, false);
+      cuda::fill_normal(ref_w.back().data(), static_cast<int64_t>(ref_w.back().size() / 2), 99 + i, 1.0f, false);
     }
     cuda::DeviceBuffer ref_scales(static_cast<size_t>(s.rows) * 2);
-    bench::fill_normal(ref_scales.data(), s.rows, 7, 0.02f, false);
+    cuda::fill_normal(ref_scales.data(), s.rows, 7, 0.02f, false);
     cuda::DeviceBuffer ref_ws(static_cast<size_t>(16 * s.rows * 256) * 4);
 #endif
     for (size_t ni = 0; ni < ns.size(); ++ni) {

@@ -7,10 +7,12 @@
 # and: (git rev-parse --short HEAD; git diff --quiet HEAD || echo +dirty) > .device/commit
 # Then call the device tool with carry [".device"] and a command such as
 #   bash tools/device-run.sh                 # build + cuda tests + benchmarks
-#   bash tools/device-run.sh build test      # any subset of: build test bench sanitize profile
+#   bash tools/device-run.sh build test      # any subset of: build test bench sanitize profile model
 # If .device/fp6_llm/fp6_llm/csrc holds usyd-fsalab/fp6_llm's kernel sources (git archive of its
 # fp6_llm/csrc; never committed) the GEMM benchmark also measures that kernel side by side.
 # sanitize: compute-sanitizer memcheck on the split-K and rejection tests.
+# model: fp6serve bench decode and prefill on the shapes in FP6SERVE_MODEL_SHAPES (default
+#   "llama2-7b llama2-70b"), FP6 against the FP16 mode, with FP6SERVE_MODEL_ARGS added.
 # profile: Nsight Compute metrics of our GEMM on a few shapes (fp6serve_bench_gemm --profile).
 # The bench step runs the GPU benchmarks named in FP6SERVE_BENCHES (default: gemm), each with
 # the arguments in FP6SERVE_BENCH_ARGS (e.g. --quick).
@@ -79,6 +81,19 @@ if want bench; then
     rc=$?
     [ $rc -ne 0 ] && status=$rc
     echo "$name: rc=$rc" | tee -a "$summary"
+  done
+fi
+
+if want model; then
+  for shape in ${FP6SERVE_MODEL_SHAPES:-llama2-7b llama2-70b}; do
+    for what in decode prefill; do
+      # shellcheck disable=SC2086
+      build-device/fp6serve bench $what --random-weights "$shape" ${FP6SERVE_MODEL_ARGS:-} \
+        >"$OUT/model-$what-$shape.log" 2>&1
+      rc=$?
+      [ $rc -ne 0 ] && status=$rc
+      echo "bench $what $shape: rc=$rc" | tee -a "$summary"
+    done
   done
 fi
 

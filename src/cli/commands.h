@@ -13,5 +13,6 @@ using Action = std::function<int()>;
 Action add_generate(CLI::App& app);
 Action add_serve(CLI::App& app);
 Action add_quantize(CLI::App& app);
+Action add_bench(CLI::App& app);
 
 }  // namespace fp6serve::cli

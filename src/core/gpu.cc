@@ -6,6 +6,10 @@
 
 #ifdef FP6SERVE_WITH_CUDA
 #include <cuda_runtime_api.h>
+
+#include <algorithm>
+
+#include "kernels/cuda/measure.h"
 #endif
 
 namespace fp6serve {
@@ -48,6 +52,51 @@ std::string cuda_device_summary(int device) {
 #else
   (void)device;
   return "CUDA backend not built";
+#endif
+}
+
+size_t cuda_free_bytes() {
+#ifdef FP6SERVE_WITH_CUDA
+  size_t free = 0, total = 0;
+  if (cuda_device_count() == 0 || cudaMemGetInfo(&free, &total) != cudaSuccess) return 0;
+  return free;
+#else
+  return 0;
+#endif
+}
+
+double cuda_read_bandwidth_gbs() {
+  require_cuda();
+#ifdef FP6SERVE_WITH_CUDA
+  const size_t bytes = size_t{2} << 30;
+  int sms = 0;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+  void* buf = nullptr;
+  void* sink = nullptr;
+  FP6_CHECK(cudaMalloc(&buf, bytes) == cudaSuccess && cudaMalloc(&sink, 16) == cudaSuccess, kOutOfMemory,
+            "no 2 GiB free on the GPU to measure its read bandwidth");
+  cudaMemset(buf, 1, bytes);
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  cuda::read_all(buf, bytes, sink, sms);  // warm-up
+  float best = 1e30f;
+  for (int i = 0; i < 5; ++i) {
+    cudaEventRecord(a);
+    cuda::read_all(buf, bytes, sink, sms);
+    cudaEventRecord(b);
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    best = std::min(best, ms);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  cudaFree(buf);
+  cudaFree(sink);
+  return static_cast<double>(bytes) / (best * 1e-3) / 1e9;
+#else
+  return 0;
 #endif
 }
 

@@ -27,6 +27,14 @@ class Backend {
   virtual std::unique_ptr<LinearWeight> adopt_linear(HostLinear&& host) = 0;
   virtual Tensor adopt_tensor(Tensor host) = 0;
 
+  // Random weights made on the device (random-weight models of real shapes, for benchmarks):
+  // a linear layer of N(0, stddev) 16-bit values, quantized as `mode` says, and a 16-bit
+  // tensor. Backends that cannot make them throw kUnsupported.
+  virtual std::unique_ptr<LinearWeight> random_linear(int64_t rows, int64_t cols, const QuantizationMode& mode,
+                                                      float stddev, uint64_t seed);
+  virtual Tensor random_tensor(const std::vector<int64_t>& shape, float stddev, uint64_t seed);
+
+  // Zero-filled.
   virtual KvCache make_kv_cache(int64_t num_blocks, int64_t block_size) = 0;
   // Bytes one KV block takes over all layers.
   virtual size_t kv_block_bytes(int64_t block_size) const = 0;

@@ -134,6 +134,31 @@ ModelConfig ModelConfig::load(const fs::path& dir) {
   return parse(read_file(path), path.string());
 }
 
+ModelConfig ModelConfig::shape(const std::string& name) {
+  struct Preset {
+    const char* name;
+    int64_t vocab, hidden, inter, layers, heads, kv_heads, max_pos;
+    double theta;
+  };
+  static constexpr Preset kPresets[] = {{"llama2-7b", 32000, 4096, 11008, 32, 32, 32, 4096, 10000},
+                                        {"llama2-13b", 32000, 5120, 13824, 40, 40, 40, 4096, 10000},
+                                        {"llama2-70b", 32000, 8192, 28672, 80, 64, 8, 4096, 10000},
+                                        {"llama3-8b", 128256, 4096, 14336, 32, 32, 8, 8192, 500000}};
+  for (const Preset& p : kPresets)
+    if (name == p.name)
+      return parse(json{{"model_type", "llama"}, {"vocab_size", p.vocab}, {"hidden_size", p.hidden},
+                        {"intermediate_size", p.inter}, {"num_hidden_layers", p.layers},
+                        {"num_attention_heads", p.heads}, {"num_key_value_heads", p.kv_heads},
+                        {"max_position_embeddings", p.max_pos}, {"rms_norm_eps", 1e-5}, {"rope_theta", p.theta},
+                        {"torch_dtype", "float16"}}
+                       .dump(),
+                   name);
+  if (fs::is_directory(name)) return load(name);
+  FP6_CHECK(fs::is_regular_file(name), kInvalidArgument,
+            "'{}' is neither a model shape (llama2-7b, llama2-13b, llama2-70b, llama3-8b) nor a config.json", name);
+  return parse(read_file(name), name);
+}
+
 ModelConfig ModelConfig::parse(const std::string& text, const std::string& source) {
   const json j = parse_json(text, source);
   const Fields f{j, source};

@@ -57,6 +57,9 @@ struct ModelConfig {
   // Parses dir/config.json. Throws kNotFound, kBadInput (naming the field) or kUnsupported.
   static ModelConfig load(const std::filesystem::path& dir);
   static ModelConfig parse(const std::string& json_text, const std::string& source);
+  // A model shape by name: llama2-7b, llama2-13b, llama2-70b, llama3-8b (FP16), or the path of
+  // a config.json (or of a directory holding one).
+  static ModelConfig shape(const std::string& name);
 
   // RoPE inverse frequencies [head_dim / 2] after scaling, in float as Hugging Face computes them.
   std::vector<float> rope_inv_freq() const;

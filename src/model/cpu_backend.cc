@@ -46,8 +46,8 @@ class CpuBackend : public Backend {
     c.num_blocks = num_blocks;
     c.block_size = block_size;
     for (int64_t l = 0; l < config_.num_layers; ++l) {
-      c.k.push_back(Tensor::empty({num_blocks, block_size, config_.num_kv_heads, config_.head_dim}, DType::kF32));
-      c.v.push_back(Tensor::empty({num_blocks, block_size, config_.num_kv_heads, config_.head_dim}, DType::kF32));
+      c.k.push_back(Tensor::zeros({num_blocks, block_size, config_.num_kv_heads, config_.head_dim}, DType::kF32));
+      c.v.push_back(Tensor::zeros({num_blocks, block_size, config_.num_kv_heads, config_.head_dim}, DType::kF32));
     }
     return c;
   }

@@ -12,6 +12,7 @@
 #include "core/gpu.h"
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/cuda/fpx_linear.h"
+#include "kernels/cuda/measure.h"
 #include "kernels/cuda/transformer_ops.h"
 #include "model/backend.h"
 
@@ -73,6 +74,30 @@ class CudaBackend : public Backend {
     return w;
   }
 
+  std::unique_ptr<LinearWeight> random_linear(int64_t rows, int64_t cols, const QuantizationMode& mode, float stddev,
+                                              uint64_t seed) override {
+    auto w = std::make_unique<CudaLinear>();
+    w->rows = rows;
+    w->cols = cols;
+    w->quantized = mode.quantized;
+    cuda::DeviceBuffer values(static_cast<size_t>(rows * cols) * dtype_size(act_));
+    cuda::fill_normal(values.data(), rows * cols, seed, stddev, act_ == DType::kBF16);
+    if (mode.quantized) {
+      w->fpx = cuda::quantize_on_device(values.data(), act_, rows, cols, mode.format, act_, "random weight");
+      w->weight_bytes = w->fpx->data.size() + w->fpx->scales.size();
+    } else {
+      w->dense = {act_, rows, cols, std::move(values)};
+      w->weight_bytes = w->dense.data.size();
+    }
+    return w;
+  }
+
+  Tensor random_tensor(const std::vector<int64_t>& shape, float stddev, uint64_t seed) override {
+    Tensor t = Tensor::empty(shape, act_, Device::kCuda);
+    cuda::fill_normal(t.data(), t.numel(), seed, stddev, act_ == DType::kBF16);
+    return t;
+  }
+
   Tensor adopt_tensor(Tensor host) override {
     Tensor t = Tensor::empty(host.shape(), host.dtype(), Device::kCuda);
     host.copy_to(t);
@@ -85,8 +110,8 @@ class CudaBackend : public Backend {
     c.block_size = block_size;
     const std::vector<int64_t> shape = {num_blocks, block_size, config_.num_kv_heads, config_.head_dim};
     for (int64_t l = 0; l < config_.num_layers; ++l) {
-      c.k.push_back(Tensor::empty(shape, act_, Device::kCuda));
-      c.v.push_back(Tensor::empty(shape, act_, Device::kCuda));
+      c.k.push_back(Tensor::zeros(shape, act_, Device::kCuda));
+      c.v.push_back(Tensor::zeros(shape, act_, Device::kCuda));
     }
     return c;
   }

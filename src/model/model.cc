@@ -1,5 +1,7 @@
 #include "model/model.h"
 
+#include <algorithm>
+
 #include "core/check.h"
 
 namespace fp6serve::model {
@@ -11,6 +13,38 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const LoadO
   if (!backend) backend = make_cpu_backend(config);
   ModelWeights weights = load_weights(ckpt, config, options, *backend);
   return std::make_unique<Model>(std::move(config), std::move(backend), std::move(weights));
+}
+
+std::unique_ptr<LinearWeight> Backend::random_linear(int64_t, int64_t, const QuantizationMode&, float, uint64_t) {
+  FP6_THROW(kUnsupported, "random-weight models are built on the GPU; the {} backend cannot make them", describe());
+}
+Tensor Backend::random_tensor(const std::vector<int64_t>&, float, uint64_t) {
+  FP6_THROW(kUnsupported, "random-weight models are built on the GPU; the {} backend cannot make them", describe());
+}
+
+std::unique_ptr<Model> Model::random(const ModelConfig& c, const QuantizationMode& mode,
+                                     std::unique_ptr<Backend> backend, uint64_t seed) {
+  Backend& be = *backend;
+  // Weights ~ N(0, 0.02) as Llama's initializer; norms are ones.
+  constexpr float kStd = 0.02f;
+  Tensor ones = Tensor::empty({c.hidden_size}, DType::kF32);
+  std::fill_n(ones.data_as<float>(), c.hidden_size, 1.0f);
+  ModelWeights w;
+  w.embed = be.random_tensor({c.vocab_size, c.hidden_size}, kStd, seed++);
+  w.final_norm = be.adopt_tensor(ones);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    LayerWeights& lw = w.layers.emplace_back();
+    lw.input_norm = be.adopt_tensor(ones);
+    lw.post_norm = be.adopt_tensor(ones);
+    lw.qkv = be.random_linear(c.q_size() + 2 * c.kv_size(), c.hidden_size, mode, kStd, seed++);
+    lw.o = be.random_linear(c.hidden_size, c.q_size(), mode, kStd, seed++);
+    lw.gate_up = be.random_linear(2 * c.intermediate_size, c.hidden_size, mode, kStd, seed++);
+    lw.down = be.random_linear(c.hidden_size, c.intermediate_size, mode, kStd, seed++);
+  }
+  QuantizationMode head = mode;  // lm_head stays 16-bit, as when loading
+  head.quantized = false;
+  w.lm_head = be.random_linear(c.vocab_size, c.hidden_size, head, kStd, seed++);
+  return std::make_unique<Model>(c, std::move(backend), std::move(w));
 }
 
 Model::Model(ModelConfig config, std::unique_ptr<Backend> backend, ModelWeights weights)

@@ -23,6 +23,10 @@ class Model {
   static std::unique_ptr<Model> load(const std::filesystem::path& dir, const LoadOptions& options,
                                      std::unique_ptr<Backend> backend = nullptr);
   Model(ModelConfig config, std::unique_ptr<Backend> backend, ModelWeights weights);
+  // A model of the config's shape with random weights made on the backend's device
+  // (Backend::random_linear): for benchmarks of real shapes without a checkpoint.
+  static std::unique_ptr<Model> random(const ModelConfig& config, const QuantizationMode& mode,
+                                       std::unique_ptr<Backend> backend, uint64_t seed = 1);
 
   const ModelConfig& config() const { return config_; }
   Backend& backend() { return *backend_; }

@@ -11,6 +11,7 @@
 #include "core/check.h"
 #include "fpx/pack.h"
 #include "kernels/cuda/fpx_gemm.h"
+#include "kernels/cuda/fpx_quantize.h"
 
 namespace fp6serve::cuda {
 
@@ -117,6 +118,23 @@ DeviceFpxWeight upload(const fpx::PackedWeight& host, cudaStream_t stream) {
   FP6_CUDA_CHECK(cudaMemcpyAsync(w.data.data(), host.data.data(), host.bytes(), cudaMemcpyHostToDevice, stream));
   FP6_CUDA_CHECK(cudaMemcpyAsync(w.scales.data(), host.scales.data(), w.scales.size(), cudaMemcpyHostToDevice, stream));
   FP6_CUDA_CHECK(cudaStreamSynchronize(stream));  // the host weight may go away after this
+  return w;
+}
+
+DeviceFpxWeight quantize_on_device(const void* src, DType src_dtype, int64_t rows, int64_t cols, fpx::Format format,
+                                   DType target, const std::string& name, cudaStream_t stream) {
+  FP6_CHECK(fpx_gpu_format_supported(format), kUnsupported,
+            "the GPU kernels are built for e3m2, e2m2 and e2m1 (FP6, FP5, FP4), not {}", format.name());
+  DeviceFpxWeight w;
+  w.plan = fpx::pack_plan(format, target);
+  w.rows = rows;
+  w.cols = cols;
+  w.data = DeviceBuffer(static_cast<size_t>(w.row_tiles() * w.col_units() * w.plan.unit_bytes()));
+  w.scales = DeviceBuffer(static_cast<size_t>(w.row_tiles() * fpx::kUnitRows) * sizeof(float));
+  const int64_t bad = quantize_pack(src, src_dtype, rows, cols, w.plan, fpx::Codec(format).params(),
+                                    w.data.as<uint8_t>(), w.scales.as<float>(), stream);
+  FP6_CHECK(bad < 0, kBadInput, "{}: NaN or Inf at row {}, column {}", name, bad / std::max<int64_t>(cols, 1),
+            bad % std::max<int64_t>(cols, 1));
   return w;
 }
 

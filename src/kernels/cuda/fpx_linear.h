@@ -15,6 +15,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <string>
 
 #include "core/dtype.h"
 #include "fpx/pack_plan.h"
@@ -46,6 +47,10 @@ struct DeviceDenseWeight {
 
 DeviceFpxWeight upload(const fpx::PackedWeight& w, cudaStream_t stream = nullptr);
 DeviceDenseWeight upload_dense(const void* host, DType dtype, int64_t rows, int64_t cols);
+// Quantizes a [rows, cols] matrix already on the device (16-bit or f32) into a new device
+// weight packed for `target` activations; a NaN or Inf is an error naming `name` and where.
+DeviceFpxWeight quantize_on_device(const void* src, DType src_dtype, int64_t rows, int64_t cols, fpx::Format format,
+                                   DType target, const std::string& name, cudaStream_t stream = nullptr);
 
 // Which path fpx_linear takes for n tokens: the fused kernel, or dequantize + cuBLAS.
 enum class FpxPath { kFused, kDequantGemm };

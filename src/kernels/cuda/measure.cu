@@ -1,11 +1,11 @@
-// Benchmark helpers on the GPU: random fills and a read-only bandwidth kernel.
+// Random fills and a read-only bandwidth kernel (measure.h).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include "bench/gpu_util.h"
+#include "kernels/cuda/measure.h"
 #include "kernels/cuda/cuda_check.h"
 
-namespace fp6serve::bench {
+namespace fp6serve::cuda {
 
 namespace {
 
@@ -50,4 +50,4 @@ void read_all(const void* p, size_t bytes, void* sink, int sms) {
   FP6_CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace fp6serve::bench
+}  // namespace fp6serve::cuda

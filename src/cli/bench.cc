@@ -1,0 +1,241 @@
+// fp6serve bench decode | prefill: the model's speed on the GPU, FP6 against the FP16 mode in
+// one run, on random weights of a real shape (--random-weights llama2-7b ...). Decode rows
+// report ms per step, tokens/s and the share of the roofline: (weight bytes + the KV bytes a
+// step reads) over the read bandwidth measured at the start of the same run.
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <numeric>
+#include <sstream>
+
+#include "cli/commands.h"
+#include "core/check.h"
+#include "core/gpu.h"
+#include "model/device.h"
+#include "model/model.h"
+
+namespace fp6serve::cli {
+
+namespace {
+
+struct BenchOptions {
+  std::string shape = "llama2-7b";
+  std::string modes = "wf6af16,fp16";
+  std::string batches = "1,2,4,8,16,32,64";
+  std::string contexts = "128,1024,4096";
+  std::string prompts = "512,2048";
+  int steps = 16;
+};
+
+std::vector<std::string> split(const std::string& list) {
+  std::vector<std::string> out;
+  std::stringstream ss(list);
+  for (std::string item; std::getline(ss, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+std::vector<int64_t> numbers(const std::string& list, const char* option) {
+  std::vector<int64_t> out;
+  for (const std::string& s : split(list)) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(s, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    FP6_CHECK(used == s.size() && v > 0, kInvalidArgument, "{}: '{}' is not a positive integer", option, s);
+    out.push_back(v);
+  }
+  FP6_CHECK(!out.empty(), kInvalidArgument, "{}: empty list", option);
+  return out;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Builds the random-weight model of one mode, or says why it cannot (e.g. FP16 70B on 80 GB).
+std::unique_ptr<model::Model> build(const model::ModelConfig& config, const std::string& mode, std::string& why) {
+  try {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto m = model::Model::random(config, model::QuantizationMode::parse(mode), model::make_backend("cuda", config));
+    fmt::print(stderr, "{}: built in {:.1f} s, weights {:.2f} GiB, {:.2f} GiB free on the GPU\n", mode,
+               seconds_since(t0), m->weights().bytes() / double(1 << 30), cuda_free_bytes() / double(1 << 30));
+    return m;
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::kOutOfMemory) throw;
+    why = fmt::format("does not fit: {}", e.what());
+    return nullptr;
+  }
+}
+
+struct Row {
+  double ms = 0, tok_s = 0, roof = 0;
+  std::string note;
+};
+
+// Decode: `b` sequences, each with `context` tokens cached at its last step; `steps` steps
+// of one token per sequence, timed after one warm-up step.
+Row decode(model::Model& m, int64_t b, int64_t context, int steps, double read_gbs) {
+  const model::ModelConfig& c = m.config();
+  const int64_t block = 16, first = context - steps;  // the steps end at position context - 1
+  const int64_t blocks = (context + block - 1) / block;
+  const size_t kv_token = m.backend().kv_block_bytes(block) / block;
+  const size_t need = static_cast<size_t>(b * blocks) * m.backend().kv_block_bytes(block);
+  Row r;
+  if (need + (size_t{1} << 30) > cuda_free_bytes()) {
+    r.note = fmt::format("KV {:.1f} GiB does not fit", need / double(1 << 30));
+    return r;
+  }
+  model::KvCache cache = m.make_kv_cache(b * blocks, block);
+  std::vector<std::vector<int32_t>> tables(static_cast<size_t>(b));
+  for (int64_t s = 0; s < b; ++s) {
+    tables[s].resize(static_cast<size_t>(blocks));
+    std::iota(tables[s].begin(), tables[s].end(), static_cast<int32_t>(s * blocks));
+  }
+  auto step = [&](int64_t pos) {
+    model::Batch batch;
+    for (int64_t s = 0; s < b; ++s) {
+      const int32_t token = static_cast<int32_t>((s * 7919 + pos * 104729) % c.vocab_size);
+      batch.add(&token, 1, pos, tables[s], true);
+    }
+    m.forward(batch, cache);  // returns host logits: the step is complete
+  };
+  step(first - 1);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < steps; ++i) step(first + i);
+  const double sec = seconds_since(t0) / steps;
+  const double kv_read = static_cast<double>(b) * (first + steps / 2.0) * kv_token;
+  r.ms = sec * 1e3;
+  r.tok_s = b / sec;
+  r.roof = (m.weights().bytes() + kv_read) / (read_gbs * 1e9) / sec;
+  return r;
+}
+
+// Prefill of one prompt of `len` tokens (logits of its last token), median of 3 after a warm-up.
+Row prefill(model::Model& m, int64_t len) {
+  const int64_t block = 16, blocks = (len + block - 1) / block;
+  Row r;
+  model::KvCache cache = m.make_kv_cache(blocks, block);
+  std::vector<int32_t> table(static_cast<size_t>(blocks)), tokens(static_cast<size_t>(len));
+  std::iota(table.begin(), table.end(), 0);
+  for (int64_t i = 0; i < len; ++i) tokens[i] = static_cast<int32_t>((i * 7919) % m.config().vocab_size);
+  std::vector<double> times;
+  for (int rep = 0; rep < 4; ++rep) {
+    model::Batch batch;
+    batch.add(tokens.data(), len, 0, table, true);
+    const auto t0 = std::chrono::steady_clock::now();
+    m.forward(batch, cache);
+    if (rep > 0) times.push_back(seconds_since(t0));
+  }
+  std::sort(times.begin(), times.end());
+  r.ms = times[1] * 1e3;
+  r.tok_s = len / times[1];
+  return r;
+}
+
+int run(const BenchOptions& o, bool is_decode) {
+  const model::ModelConfig config = model::ModelConfig::shape(o.shape);
+  const auto modes = split(o.modes);
+  FP6_CHECK(!modes.empty(), kInvalidArgument, "--modes: empty list");
+  const auto batches = numbers(o.batches, "--batch"), contexts = numbers(o.contexts, "--context"),
+             prompts = numbers(o.prompts, "--prompt-len");
+  FP6_CHECK(o.steps > 0, kInvalidArgument, "--steps must be positive");
+  for (int64_t c : contexts)
+    FP6_CHECK(c > o.steps && c <= config.max_position_embeddings, kInvalidArgument,
+              "--context {}: must exceed --steps ({}) and be at most the model's {} positions", c, o.steps,
+              config.max_position_embeddings);
+  FP6_CHECK(cuda_built() && cuda_device_count() > 0, kUnsupported, "fp6serve bench runs on a CUDA GPU: {}",
+            cuda_device_summary());
+  const double read_gbs = cuda_read_bandwidth_gbs();
+  fmt::print("device: {}; read bandwidth {:.0f} GB/s (measured now)\nmodel: {} shape, random weights\n\n",
+             cuda_device_summary(), read_gbs, o.shape);
+
+  // results[mode][(context or prompt, batch)]
+  std::map<std::string, std::map<std::pair<int64_t, int64_t>, Row>> results;
+  std::map<std::string, std::string> memory;
+  for (const std::string& mode : modes) {
+    std::string why;
+    auto m = build(config, mode, why);
+    if (!m) {
+      memory[mode] = why;
+      continue;
+    }
+    memory[mode] = fmt::format("weights {:.2f} GiB, {:.2f} GiB free for the KV cache and activations",
+                               m->weights().bytes() / double(1 << 30), cuda_free_bytes() / double(1 << 30));
+    if (is_decode) {
+      for (int64_t ctx : contexts)
+        for (int64_t b : batches) results[mode][{ctx, b}] = decode(*m, b, ctx, o.steps, read_gbs);
+    } else {
+      for (int64_t len : prompts) results[mode][{len, 1}] = prefill(*m, len);
+    }
+  }
+
+  fmt::print("=== table ===\n");
+  for (const std::string& mode : modes) fmt::print("{}: {}\n", mode, memory[mode]);
+  const std::string& base = modes.back();  // the last mode is the baseline of the ratio column
+  std::string header = is_decode ? "| context | batch |" : "| prompt tokens |";
+  std::string rule = is_decode ? "|---|---|" : "|---|";
+  for (const std::string& mode : modes) {
+    header += is_decode ? fmt::format(" {0} ms/step | {0} tok/s | {0} % roofline |", mode)
+                        : fmt::format(" {0} ms | {0} tok/s |", mode);
+    rule += is_decode ? "---|---|---|" : "---|---|";
+  }
+  if (modes.size() > 1) header += fmt::format(" {} / {} |", modes.front(), base), rule += "---|";
+  fmt::print("\n{}\n{}\n", header, rule);
+  std::vector<std::pair<int64_t, int64_t>> keys;
+  if (is_decode)
+    for (int64_t ctx : contexts)
+      for (int64_t b : batches) keys.emplace_back(ctx, b);
+  else
+    for (int64_t len : prompts) keys.emplace_back(len, 1);
+  for (const auto& key : keys) {
+    std::string line = is_decode ? fmt::format("| {} | {} |", key.first, key.second) : fmt::format("| {} |", key.first);
+    for (const std::string& mode : modes) {
+      const auto it = results[mode].find(key);
+      if (it == results[mode].end() || !it->second.note.empty()) {
+        const std::string note = it == results[mode].end() ? "n/a" : it->second.note;
+        line += is_decode ? fmt::format(" {} | | |", note) : fmt::format(" {} | |", note);
+        continue;
+      }
+      const Row& r = it->second;
+      line += is_decode ? fmt::format(" {:.2f} | {:.0f} | {:.0f}% |", r.ms, r.tok_s, 100 * r.roof)
+                        : fmt::format(" {:.1f} | {:.0f} |", r.ms, r.tok_s);
+    }
+    if (modes.size() > 1) {
+      const auto a = results[modes.front()].find(key), z = results[base].find(key);
+      const bool both = a != results[modes.front()].end() && z != results[base].end() && a->second.ms > 0 &&
+                        z->second.ms > 0;
+      line += both ? fmt::format(" {:.2f}x |", z->second.ms / a->second.ms) : " |";
+    }
+    fmt::print("{}\n", line);
+  }
+  fmt::print("=== end ===\n");
+  return 0;
+}
+
+}  // namespace
+
+Action add_bench(CLI::App& app) {
+  auto* bench = app.add_subcommand("bench", "Benchmark the model on the GPU (random weights of a real shape)");
+  bench->require_subcommand(1);
+  auto o = std::make_shared<BenchOptions>();
+  auto decode_cmd = bench->add_subcommand("decode", "Decode steps: ms/step, tokens/s, % of the bandwidth roofline");
+  auto prefill_cmd = bench->add_subcommand("prefill", "Prompt processing: tokens/s");
+  for (CLI::App* sub : {decode_cmd, prefill_cmd}) {
+    sub->add_option("--random-weights", o->shape,
+                    "llama2-7b, llama2-13b, llama2-70b, llama3-8b, or a config.json (default llama2-7b)");
+    sub->add_option("--modes", o->modes, "quantization modes, comma-separated; the last is the baseline (default wf6af16,fp16)");
+  }
+  decode_cmd->add_option("--batch", o->batches, "batch sizes (default 1,2,4,8,16,32,64)");
+  decode_cmd->add_option("--context", o->contexts, "tokens in each sequence's cache at the last step (default 128,1024,4096)");
+  decode_cmd->add_option("--steps", o->steps, "timed steps (default 16)");
+  prefill_cmd->add_option("--prompt-len", o->prompts, "prompt lengths (default 512,2048)");
+  return [o, decode_cmd] { return run(*o, decode_cmd->parsed()); };
+}
+
+}  // namespace fp6serve::cli
