@@ -122,20 +122,34 @@ __global__ void rope_write_kv_kernel(T* qkv, int64_t heads, int64_t kv_heads, in
   }
 }
 
-constexpr int kContextChunk = 256;  // positions per warp in the split-context attention
-constexpr int kMaxDimPerLane = 8;   // head_dim <= 256
-
-// One warp per (token, head, context chunk): online softmax over the chunk's keys. With
-// splits > 1 it leaves (max, sum, unnormalized output) in the workspace for combine.
 template <typename T>
-__global__ void attention_kernel(const T* qkv, int64_t heads, int64_t kv_heads, int64_t head_dim,
-                                 const int32_t* positions, const int32_t* seq_of_token, const int32_t* block_tables,
-                                 int64_t max_blocks, const T* k_cache, const T* v_cache, int64_t block_size,
-                                 int64_t window, int splits, float* workspace, T* out) {
+__device__ __forceinline__ float bits_to_float(uint16_t b) {
+  if constexpr (std::is_same_v<T, __half>) return __half2float(__ushort_as_half(b));
+  else return __bfloat162float(__ushort_as_bfloat16(b));
+}
+
+constexpr int kContextChunk = 256;  // positions per CTA in the split-context attention
+constexpr int kMaxDimPerLane = 8;   // head_dim <= 256
+constexpr int kAttnWarps = 4;
+
+// One CTA of kAttnWarps warps per (token, head, context chunk). Each warp takes 32 positions
+// at a time, a lane per position: the lane computes its key's dot product with q (q in shared
+// memory, the key row read with 16-byte loads when head_dim % 8 == 0), the warp updates its
+// online softmax, then accumulates the 32 value rows (lane = dimension). The warps' partial
+// softmaxes are merged in shared memory. With splits > 1 the CTA leaves (max, sum,
+// unnormalized output) in the workspace for combine.
+template <typename T, bool kVec>
+__global__ void __launch_bounds__(kAttnWarps * 32)
+    attention_kernel(const T* qkv, int64_t heads, int64_t kv_heads, int64_t head_dim, const int32_t* positions,
+                     const int32_t* seq_of_token, const int32_t* block_tables, int64_t max_blocks, const T* k_cache,
+                     const T* v_cache, int64_t block_size, int64_t window, int splits, float* workspace, T* out) {
+  __shared__ float qs[32 * kMaxDimPerLane];
+  __shared__ float part_m[kAttnWarps], part_l[kAttnWarps];
+  __shared__ float part_acc[kAttnWarps][32 * kMaxDimPerLane];
   const int64_t token = blockIdx.x / heads, h = blockIdx.x % heads;
   const int split = blockIdx.y;
-  const int lane = threadIdx.x;
-  const int64_t group = heads / kv_heads, kvh = h / group;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t kvh = h / (heads / kv_heads);
   const int64_t p = positions[token];
   const int64_t first = window > 0 ? max(int64_t{0}, p - window + 1) : 0;
   const int64_t begin = first + static_cast<int64_t>(split) * kContextChunk;
@@ -143,48 +157,73 @@ __global__ void attention_kernel(const T* qkv, int64_t heads, int64_t kv_heads, 
   const int32_t* table = block_tables + static_cast<int64_t>(seq_of_token[token]) * max_blocks;
   const T* q = qkv + token * (heads + 2 * kv_heads) * head_dim + h * head_dim;
   const float scale = rsqrtf(static_cast<float>(head_dim));
-  float qv[kMaxDimPerLane], acc[kMaxDimPerLane];
-  for (int k = 0; k < kMaxDimPerLane; ++k) {
-    const int64_t d = lane + 32 * k;
-    qv[k] = d < head_dim ? to_float(q[d]) * scale : 0.0f;
-    acc[k] = 0.0f;
-  }
-  float m = -FLT_MAX, l = 0.0f;
-  for (int64_t j = begin; j < end; ++j) {
-    const int64_t slot = static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
-    const T* kv = k_cache + (slot * kv_heads + kvh) * head_dim;
-    float dot = 0.0f;
-    for (int k = 0; k < kMaxDimPerLane; ++k) {
-      const int64_t d = lane + 32 * k;
-      if (d < head_dim) dot += qv[k] * to_float(kv[d]);
+  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) qs[d] = to_float(q[d]) * scale;
+  __syncthreads();
+
+  float m = -FLT_MAX, l = 0.0f, acc[kMaxDimPerLane] = {};
+  for (int64_t base = begin + 32 * warp; base < end; base += 32 * kAttnWarps) {
+    const int64_t j = base + lane;
+    const bool valid = j < end;
+    const int64_t slot = valid ? static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size : 0;
+    float dot = -FLT_MAX;
+    if (valid) {
+      const T* kr = k_cache + (slot * kv_heads + kvh) * head_dim;
+      dot = 0.0f;
+      if constexpr (kVec && sizeof(T) == 2) {
+        for (int64_t d = 0; d < head_dim; d += 8) {
+          const uint4 raw = *reinterpret_cast<const uint4*>(kr + d);
+          const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            dot += qs[d + 2 * i] * bits_to_float<T>(static_cast<uint16_t>(words[i]));
+            dot += qs[d + 2 * i + 1] * bits_to_float<T>(static_cast<uint16_t>(words[i] >> 16));
+          }
+        }
+      } else {
+        for (int64_t d = 0; d < head_dim; ++d) dot += qs[d] * to_float(kr[d]);
+      }
     }
-    for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-    const float m_new = fmaxf(m, dot);
-    const float correction = __expf(m - m_new), w = __expf(dot - m_new);
-    l = l * correction + w;
-    const T* vv = v_cache + (slot * kv_heads + kvh) * head_dim;
-    for (int k = 0; k < kMaxDimPerLane; ++k) {
-      const int64_t d = lane + 32 * k;
-      if (d < head_dim) acc[k] = acc[k] * correction + w * to_float(vv[d]);
-    }
+    float m_new = dot;
+    for (int o = 16; o > 0; o >>= 1) m_new = fmaxf(m_new, __shfl_xor_sync(0xffffffffu, m_new, o));
+    m_new = fmaxf(m, m_new);
+    const float w = valid ? __expf(dot - m_new) : 0.0f, correction = __expf(m - m_new);
+    float wsum = w;
+    for (int o = 16; o > 0; o >>= 1) wsum += __shfl_xor_sync(0xffffffffu, wsum, o);
+    l = l * correction + wsum;
     m = m_new;
-  }
-  if (splits == 1) {
-    T* o = out + token * heads * head_dim + h * head_dim;
-    for (int k = 0; k < kMaxDimPerLane; ++k) {
-      const int64_t d = lane + 32 * k;
-      if (d < head_dim) o[d] = from_float<T>(acc[k] / l);
+#pragma unroll
+    for (int k = 0; k < kMaxDimPerLane; ++k) acc[k] *= correction;
+    const int count = static_cast<int>(min(int64_t{32}, end - base));
+    for (int i = 0; i < count; ++i) {
+      const float wi = __shfl_sync(0xffffffffu, w, i);
+      const int64_t si = __shfl_sync(0xffffffffu, slot, i);
+      const T* vr = v_cache + (si * kv_heads + kvh) * head_dim;
+#pragma unroll
+      for (int k = 0; k < kMaxDimPerLane; ++k) {
+        const int64_t d = lane + 32 * k;
+        if (d < head_dim) acc[k] += wi * to_float(vr[d]);
+      }
     }
-    return;
   }
-  float* ws = workspace + ((token * heads + h) * splits + split) * (head_dim + 2);
-  if (lane == 0) {
-    ws[0] = begin < end ? m : -FLT_MAX;
-    ws[1] = l;
-  }
-  for (int k = 0; k < kMaxDimPerLane; ++k) {
-    const int64_t d = lane + 32 * k;
-    if (d < head_dim) ws[2 + d] = acc[k];
+  // Merge the warps: M = max m_w, L = sum l_w e^(m_w - M), acc = sum acc_w e^(m_w - M).
+  if (lane == 0) part_m[warp] = m, part_l[warp] = l;
+#pragma unroll
+  for (int k = 0; k < kMaxDimPerLane; ++k) part_acc[warp][lane + 32 * k] = acc[k];
+  __syncthreads();
+  float big_m = -FLT_MAX;
+  for (int w = 0; w < kAttnWarps; ++w) big_m = fmaxf(big_m, part_m[w]);
+  float big_l = 0.0f;
+  for (int w = 0; w < kAttnWarps; ++w) big_l += part_l[w] * __expf(part_m[w] - big_m);
+  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float v = 0.0f;
+    for (int w = 0; w < kAttnWarps; ++w) v += part_acc[w][d] * __expf(part_m[w] - big_m);
+    if (splits == 1) {
+      out[token * heads * head_dim + h * head_dim + d] = from_float<T>(v / big_l);
+    } else {
+      float* ws = workspace + ((token * heads + h) * splits + split) * (head_dim + 2);
+      ws[2 + d] = v;
+      if (d == 0) ws[0] = begin < end ? big_m : -FLT_MAX, ws[1] = big_l;
+    }
   }
 }
 
@@ -298,7 +337,8 @@ void paged_attention(const void* qkv, int64_t n, int64_t heads, const int32_t* p
                    "paged_attention workspace too small");
   dispatch(dtype, [&]<typename T>() {
     const dim3 grid(static_cast<unsigned>(n * heads), static_cast<unsigned>(splits));
-    attention_kernel<T><<<grid, 32, 0, stream>>>(static_cast<const T*>(qkv), heads, kv.kv_heads, kv.head_dim, positions,
+    auto* kernel = kv.head_dim % 8 == 0 && sizeof(T) == 2 ? attention_kernel<T, true> : attention_kernel<T, false>;
+    kernel<<<grid, kAttnWarps * 32, 0, stream>>>(static_cast<const T*>(qkv), heads, kv.kv_heads, kv.head_dim, positions,
                                                  seq_of_token, block_tables, max_blocks, static_cast<const T*>(kv.k),
                                                  static_cast<const T*>(kv.v), kv.block_size, window, splits, workspace,
                                                  static_cast<T*>(out));
