@@ -42,8 +42,9 @@ class Backend {
   // A new activation tensor [rows, cols].
   virtual Tensor activations(int64_t rows, int64_t cols) = 0;
 
-  // Called once at the start of each forward pass, before the ops, with its batch (a GPU
-  // backend uploads positions, slots and block tables here, once for all layers).
+  // Called once at the start of each forward pass, before any activations() or op, with its
+  // batch (a GPU backend uploads positions, slots and block tables here, once for all layers,
+  // and recycles the previous pass's activation memory: activations live for one pass).
   virtual void begin_forward(const Batch& batch, const KvCache& cache) {
     (void)batch;
     (void)cache;

@@ -119,10 +119,15 @@ class CudaBackend : public Backend {
     return static_cast<size_t>(2 * config_.num_layers * block_size * config_.kv_size()) * dtype_size(act_);
   }
 
-  Tensor activations(int64_t rows, int64_t cols) override { return Tensor::empty({rows, cols}, act_, Device::kCuda); }
+  // Activations come from an arena reset by begin_forward (no cudaMalloc/cudaFree, which
+  // synchronizes, per step); one that does not fit is allocated normally and the arena grows
+  // to the high-water mark at the next forward.
+  Tensor activations(int64_t rows, int64_t cols) override { return arena_tensor({rows, cols}, act_); }
 
   // Uploads the batch's per-token arrays once for all layers.
   void begin_forward(const Batch& batch, const KvCache& cache) override {
+    if (arena_peak_ > arena_.size()) arena_ = cuda::DeviceBuffer(arena_peak_ + arena_peak_ / 4);
+    arena_used_ = 0;
     const int64_t vocab = config_.vocab_size;
     for (int32_t t : batch.tokens)
       FP6_CHECK(t >= 0 && t < vocab, kInvalidArgument, "token id {} is outside the vocabulary [0, {})", t, vocab);
@@ -210,7 +215,7 @@ class CudaBackend : public Backend {
   }
 
   Tensor to_host_f32(const Tensor& x) override {
-    Tensor f = Tensor::empty(x.shape(), DType::kF32, Device::kCuda);
+    Tensor f = arena_tensor(x.shape(), DType::kF32);
     cuda::to_f32(x.data(), x.numel(), f.data_as<float>(), act_, stream_);
     FP6_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return f.to_host();
@@ -226,6 +231,15 @@ class CudaBackend : public Backend {
     convert_from_f32(f.data(), out.data(), act_, f.size());
     return out;
   }
+  Tensor arena_tensor(const std::vector<int64_t>& shape, DType dtype) {
+    size_t bytes = dtype_size(dtype);
+    for (int64_t d : shape) bytes *= static_cast<size_t>(d);
+    const size_t offset = arena_used_;
+    arena_used_ += (bytes + 255) / 256 * 256;
+    arena_peak_ = std::max(arena_peak_, arena_used_);
+    if (arena_used_ > arena_.size()) return Tensor::empty(shape, dtype, Device::kCuda);
+    return Tensor::wrap(static_cast<uint8_t*>(arena_.data()) + offset, shape, dtype, Device::kCuda);
+  }
   cuda::PagedKvView view(const KvCache& cache, int64_t layer) const {
     return {cache.k[layer].data(), cache.v[layer].data(), cache.block_size, config_.num_kv_heads, config_.head_dim};
   }
@@ -233,7 +247,8 @@ class CudaBackend : public Backend {
   ModelConfig config_;
   DType act_;
   cudaStream_t stream_ = nullptr;
-  cuda::DeviceBuffer linear_ws_;
+  cuda::DeviceBuffer linear_ws_, arena_;
+  size_t arena_used_ = 0, arena_peak_ = 0;
   Scratch inv_freq_buf_, tokens_buf_, positions_buf_, slots_buf_, seq_buf_, tables_buf_, rows_buf_, attn_ws_;
   const float* inv_freq_ = nullptr;
   const int32_t* tokens_ = nullptr;

@@ -61,6 +61,7 @@ Tensor Model::forward(const Batch& batch, KvCache& cache, const HiddenStateHook&
   const ModelConfig& c = config_;
   const double eps = c.rms_norm_eps;
 
+  be.begin_forward(batch, cache);
   Tensor residual = be.activations(n, c.hidden_size);
   Tensor h = be.activations(n, c.hidden_size);
   Tensor qkv = be.activations(n, c.q_size() + 2 * c.kv_size());
@@ -69,7 +70,6 @@ Tensor Model::forward(const Batch& batch, KvCache& cache, const HiddenStateHook&
   Tensor gate_up = be.activations(n, 2 * c.intermediate_size);
   Tensor act = be.activations(n, c.intermediate_size);
 
-  be.begin_forward(batch, cache);
   be.embed(weights_.embed, batch, residual);
   if (hook) hook(0, residual);
   be.rms_norm(residual, weights_.layers[0].input_norm, eps, h);
