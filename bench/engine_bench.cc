@@ -40,7 +40,7 @@ class NullBackend : public model::Backend {
   void attention(const Tensor&, const model::Batch&, const model::KvCache&, int64_t, Tensor&) override {}
   void silu_mul(const Tensor&, Tensor&) override {}
   void add(Tensor&, const Tensor&) override {}
-  void gather_rows(const Tensor&, const std::vector<int64_t>&, Tensor&) override {}
+  void gather_logit_rows(const Tensor&, const model::Batch&, Tensor&) override {}
   Tensor to_host_f32(const Tensor& x) override {
     const int64_t rows = x.dim(0);
     if (logits_.numel() < rows * vocab_) {

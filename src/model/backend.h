@@ -50,6 +50,16 @@ class Backend {
     (void)cache;
   }
 
+  // Recording the ops of a pass (CUDA graphs). After begin_forward and the activations:
+  // replay_forward() runs the recording of a pass of the same shape, buffers and arguments
+  // and returns true, or returns false; the model then calls begin_recording(), the ops, and
+  // end_recording(), which runs what it recorded and returns true, or returns false if it
+  // could not record (the model then runs the ops again, directly). Defaults: no recording.
+  virtual bool replay_forward() { return false; }
+  virtual void begin_recording() {}
+  virtual bool end_recording() { return true; }
+  virtual void abort_recording() {}  // an op threw while recording
+
   // Ops. `batch` is the host plan of the forward pass.
   virtual void embed(const Tensor& table, const Batch& batch, Tensor& out) = 0;
   virtual void rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& out) = 0;
@@ -62,8 +72,8 @@ class Backend {
                          Tensor& out) = 0;
   virtual void silu_mul(const Tensor& gate_up, Tensor& out) = 0;
   virtual void add(Tensor& acc, const Tensor& x) = 0;
-  // out [rows.size(), cols] = x[rows, :]
-  virtual void gather_rows(const Tensor& x, const std::vector<int64_t>& rows, Tensor& out) = 0;
+  // out [batch.logit_rows.size(), cols] = x[batch.logit_rows, :]
+  virtual void gather_logit_rows(const Tensor& x, const Batch& batch, Tensor& out) = 0;
   // Logits to a host f32 tensor.
   virtual Tensor to_host_f32(const Tensor& x) = 0;
 };

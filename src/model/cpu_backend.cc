@@ -108,7 +108,8 @@ class CpuBackend : public Backend {
     for (int64_t i = 0; i < acc.numel(); ++i) a[i] += b[i];
   }
 
-  void gather_rows(const Tensor& x, const std::vector<int64_t>& rows, Tensor& out) override {
+  void gather_logit_rows(const Tensor& x, const Batch& batch, Tensor& out) override {
+    const std::vector<int64_t>& rows = batch.logit_rows;
     const size_t row = static_cast<size_t>(x.dim(1)) * sizeof(float);
     for (size_t i = 0; i < rows.size(); ++i)
       std::memcpy(out.data_as<float>() + i * x.dim(1), x.data_as<float>() + rows[i] * x.dim(1), row);

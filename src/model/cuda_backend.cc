@@ -2,10 +2,14 @@
 // FPx weights packed for that dtype and run by cuda::fpx_linear (kernels/cuda/fpx_linear.h),
 // dense weights by cuBLAS, the other ops by kernels/cuda/transformer_ops.h. Everything runs
 // on one stream; the only host syncs are the batch upload in begin_forward and the logits
-// download. Built only with CUDA (src/CMakeLists.txt).
+// download. The ops of a pass are recorded as a CUDA graph and replayed for later passes of
+// the same shape (decode steps: one launch instead of ~10 per layer); FP6SERVE_CUDA_GRAPHS=0
+// turns that off. Built only with CUDA (src/CMakeLists.txt).
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <map>
 #include <optional>
 
 #include "core/check.h"
@@ -46,7 +50,15 @@ class CudaBackend : public Backend {
   explicit CudaBackend(const ModelConfig& config)
       : config_(config), act_(config.dtype == DType::kBF16 ? DType::kBF16 : DType::kF16) {
     require_cuda();
+    FP6_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     inv_freq_ = inv_freq_buf_.upload(config.rope_inv_freq());
+    const char* env = std::getenv("FP6SERVE_CUDA_GRAPHS");
+    graphs_enabled_ = !(env && std::string(env) == "0");
+  }
+  ~CudaBackend() override {
+    cudaStreamSynchronize(stream_);
+    for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+    cudaStreamDestroy(stream_);
   }
 
   Device device() const override { return Device::kCuda; }
@@ -61,6 +73,7 @@ class CudaBackend : public Backend {
     w->quantized = host.packed != nullptr;
     if (host.packed) {
       w->fpx = cuda::upload(*host.packed);
+      fpx_weights_.push_back(&*w->fpx);
       w->weight_bytes = w->fpx->data.size() + w->fpx->scales.size();
     } else {
       const Tensor dense = in_act_dtype(host.dense);
@@ -84,17 +97,20 @@ class CudaBackend : public Backend {
     cuda::fill_normal(values.data(), rows * cols, seed, stddev, act_ == DType::kBF16);
     if (mode.quantized) {
       w->fpx = cuda::quantize_on_device(values.data(), act_, rows, cols, mode.format, act_, "random weight");
+      fpx_weights_.push_back(&*w->fpx);
       w->weight_bytes = w->fpx->data.size() + w->fpx->scales.size();
     } else {
       w->dense = {act_, rows, cols, std::move(values)};
       w->weight_bytes = w->dense.data.size();
     }
+    FP6_CUDA_CHECK(cudaDeviceSynchronize());  // the fill ran on the default stream
     return w;
   }
 
   Tensor random_tensor(const std::vector<int64_t>& shape, float stddev, uint64_t seed) override {
     Tensor t = Tensor::empty(shape, act_, Device::kCuda);
     cuda::fill_normal(t.data(), t.numel(), seed, stddev, act_ == DType::kBF16);
+    FP6_CUDA_CHECK(cudaDeviceSynchronize());
     return t;
   }
 
@@ -113,6 +129,7 @@ class CudaBackend : public Backend {
       c.k.push_back(Tensor::zeros(shape, act_, Device::kCuda));
       c.v.push_back(Tensor::zeros(shape, act_, Device::kCuda));
     }
+    FP6_CUDA_CHECK(cudaDeviceSynchronize());  // the zero-fill ran on the default stream
     return c;
   }
   size_t kv_block_bytes(int64_t block_size) const override {
@@ -137,6 +154,7 @@ class CudaBackend : public Backend {
       max_blocks_ = std::max<int64_t>(max_blocks_, static_cast<int64_t>(s.block_table.size()));
       max_context_ = std::max(max_context_, s.start_pos + s.token_count);
     }
+    max_blocks_ = (max_blocks_ + 15) / 16 * 16;  // changes every 256 positions, not every block
     std::vector<int32_t> slots, seq_of_token, tables(batch.seqs.size() * static_cast<size_t>(max_blocks_), 0);
     for (size_t i = 0; i < batch.seqs.size(); ++i) {
       const BatchSeq& s = batch.seqs[i];
@@ -159,9 +177,78 @@ class CudaBackend : public Backend {
     slots_ = slots_buf_.upload(slots);
     seq_of_token_ = seq_buf_.upload(seq_of_token);
     tables_ = tables_buf_.upload(tables);
-    const int64_t n = batch.num_tokens();
+    logit_rows_ = rows_buf_.upload(batch.logit_rows);
+    const int64_t n = batch.num_tokens(), rows = static_cast<int64_t>(batch.logit_rows.size());
     attn_floats_ = cuda::paged_attention_workspace(n, config_.num_heads, config_.head_dim, max_context_);
     attn_ws_.reserve(std::max<size_t>(attn_floats_, 1) * sizeof(float));
+    // The FPx workspace for every layer at n (and the logits rows), sized here: no allocation
+    // may happen among the ops (they may be recorded).
+    size_t need = 0;
+    for (const cuda::DeviceFpxWeight* w : fpx_weights_)
+      need = std::max({need, cuda::fpx_linear_workspace_bytes(*w, n), cuda::fpx_linear_workspace_bytes(*w, rows)});
+    if (need > linear_ws_.size()) {
+      linear_ws_ = cuda::DeviceBuffer(need);
+      FP6_CUDA_CHECK(cudaMemset(linear_ws_.data(), 0, need));  // the workspace contract
+    }
+    // What a recording of this pass depends on besides the weights: shapes, every buffer.
+    key_ = {n,
+            rows,
+            static_cast<int64_t>(batch.seqs.size()),
+            max_blocks_,
+            static_cast<int64_t>(attn_floats_),
+            reinterpret_cast<int64_t>(cache.k.empty() ? nullptr : cache.k[0].data())};
+    for (const Scratch* b : {&tokens_buf_, &positions_buf_, &slots_buf_, &seq_buf_, &tables_buf_, &rows_buf_, &attn_ws_})
+      key_.push_back(reinterpret_cast<int64_t>(b->buf.data()));
+    key_.push_back(reinterpret_cast<int64_t>(linear_ws_.data()));
+    key_.push_back(reinterpret_cast<int64_t>(arena_.data()));
+  }
+
+  bool replay_forward() override {
+    // Activations that did not fit the arena were allocated afresh: not replayable.
+    recordable_ = graphs_enabled_ && arena_used_ <= arena_.size();
+    if (!recordable_) return false;
+    const auto it = graphs_.find(key_);
+    if (it == graphs_.end()) return false;
+    FP6_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
+    return true;
+  }
+
+  void begin_recording() override {
+    if (!recordable_) return;
+    if (graphs_.size() >= kMaxGraphs) {
+      FP6_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+      graphs_.clear();
+    }
+    FP6_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    recording_ = true;
+  }
+
+  bool end_recording() override {
+    if (!recording_) return true;
+    recording_ = false;
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    const bool ok = cudaStreamEndCapture(stream_, &graph) == cudaSuccess && graph &&
+                    cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+    if (graph) cudaGraphDestroy(graph);
+    if (!ok) {
+      cudaGetLastError();
+      graphs_enabled_ = false;  // this build or driver cannot record these ops: run them directly
+      return false;
+    }
+    graphs_.emplace(key_, exec);
+    FP6_CUDA_CHECK(cudaGraphLaunch(exec, stream_));
+    return true;
+  }
+
+  void abort_recording() override {
+    if (!recording_) return;
+    recording_ = false;
+    cudaGraph_t graph = nullptr;
+    cudaStreamEndCapture(stream_, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
   }
 
   void embed(const Tensor& table, const Batch& batch, Tensor& out) override {
@@ -182,13 +269,6 @@ class CudaBackend : public Backend {
     const int64_t n = x.dim(0);
     const float* bias = w.bias.size() ? w.bias.as<float>() : nullptr;
     if (!w.fpx) return cuda::dense_linear(x.data(), act_, n, w.dense, bias, y.data(), nullptr, 0, stream_);
-    const size_t need = cuda::fpx_linear_workspace_bytes(*w.fpx, n);
-    if (need > linear_ws_.size()) {
-      // The workspace contract: zero-filled when allocated (split-K counters).
-      FP6_CUDA_CHECK(cudaStreamSynchronize(stream_));
-      linear_ws_ = cuda::DeviceBuffer(need);
-      FP6_CUDA_CHECK(cudaMemsetAsync(linear_ws_.data(), 0, need, stream_));
-    }
     cuda::fpx_linear(x.data(), act_, n, *w.fpx, bias, y.data(), linear_ws_.data(), linear_ws_.size(), stream_);
   }
 
@@ -209,8 +289,8 @@ class CudaBackend : public Backend {
 
   void add(Tensor& acc, const Tensor& x) override { cuda::add(acc.data(), x.data(), acc.numel(), act_, stream_); }
 
-  void gather_rows(const Tensor& x, const std::vector<int64_t>& rows, Tensor& out) override {
-    cuda::gather_rows(x.data(), x.dim(1), rows_buf_.upload(rows), static_cast<int64_t>(rows.size()), out.data(), act_,
+  void gather_logit_rows(const Tensor& x, const Batch& batch, Tensor& out) override {
+    cuda::gather_rows(x.data(), x.dim(1), logit_rows_, static_cast<int64_t>(batch.logit_rows.size()), out.data(), act_,
                       stream_);
   }
 
@@ -247,7 +327,13 @@ class CudaBackend : public Backend {
   ModelConfig config_;
   DType act_;
   cudaStream_t stream_ = nullptr;
+  static constexpr size_t kMaxGraphs = 64;
   cuda::DeviceBuffer linear_ws_, arena_;
+  std::vector<const cuda::DeviceFpxWeight*> fpx_weights_;
+  std::map<std::vector<int64_t>, cudaGraphExec_t> graphs_;
+  std::vector<int64_t> key_;
+  bool graphs_enabled_ = true, recordable_ = false, recording_ = false;
+  const int64_t* logit_rows_ = nullptr;
   size_t arena_used_ = 0, arena_peak_ = 0;
   Scratch inv_freq_buf_, tokens_buf_, positions_buf_, slots_buf_, seq_buf_, tables_buf_, rows_buf_, attn_ws_;
   const float* inv_freq_ = nullptr;

@@ -213,7 +213,7 @@ class DequantizingBackend : public Backend {
   }
   void silu_mul(const Tensor& g, Tensor& o) override { inner_->silu_mul(g, o); }
   void add(Tensor& a, const Tensor& x) override { inner_->add(a, x); }
-  void gather_rows(const Tensor& x, const std::vector<int64_t>& r, Tensor& o) override { inner_->gather_rows(x, r, o); }
+  void gather_logit_rows(const Tensor& x, const Batch& b, Tensor& o) override { inner_->gather_logit_rows(x, b, o); }
   Tensor to_host_f32(const Tensor& x) override { return inner_->to_host_f32(x); }
 
  private:
