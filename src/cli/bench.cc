@@ -173,6 +173,7 @@ int run(const BenchOptions& o, bool is_decode) {
     } else {
       for (int64_t len : prompts) results[mode][{len, 1}] = prefill(*m, len);
     }
+    memory[mode] += "; " + m->backend().describe();
   }
 
   fmt::print("=== table ===\n");

@@ -64,7 +64,10 @@ class CudaBackend : public Backend {
   Device device() const override { return Device::kCuda; }
   DType act_dtype() const override { return act_; }
   DType pack_target(fpx::Format) const override { return act_; }
-  std::string describe() const override { return fmt::format("cuda ({}, {})", cuda_device_summary(), dtype_name(act_)); }
+  std::string describe() const override {
+    return fmt::format("cuda ({}, {}, CUDA graphs {})", cuda_device_summary(), dtype_name(act_),
+                       graphs_enabled_ ? fmt::format("on, {} recorded", graphs_.size()) : "off" + graphs_off_why_);
+  }
 
   std::unique_ptr<LinearWeight> adopt_linear(HostLinear&& host) override {
     auto w = std::make_unique<CudaLinear>();
@@ -229,11 +232,12 @@ class CudaBackend : public Backend {
     recording_ = false;
     cudaGraph_t graph = nullptr;
     cudaGraphExec_t exec = nullptr;
-    const bool ok = cudaStreamEndCapture(stream_, &graph) == cudaSuccess && graph &&
-                    cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+    cudaError_t err = cudaStreamEndCapture(stream_, &graph);
+    if (err == cudaSuccess && graph) err = cudaGraphInstantiate(&exec, graph, 0);
     if (graph) cudaGraphDestroy(graph);
-    if (!ok) {
+    if (err != cudaSuccess || !exec) {
       cudaGetLastError();
+      graphs_off_why_ = fmt::format(" (recording failed: {})", cudaGetErrorString(err));
       graphs_enabled_ = false;  // this build or driver cannot record these ops: run them directly
       return false;
     }
@@ -332,6 +336,7 @@ class CudaBackend : public Backend {
   std::vector<const cuda::DeviceFpxWeight*> fpx_weights_;
   std::map<std::vector<int64_t>, cudaGraphExec_t> graphs_;
   std::vector<int64_t> key_;
+  std::string graphs_off_why_;
   bool graphs_enabled_ = true, recordable_ = false, recording_ = false;
   const int64_t* logit_rows_ = nullptr;
   size_t arena_used_ = 0, arena_peak_ = 0;
