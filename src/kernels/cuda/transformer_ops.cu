@@ -46,7 +46,8 @@ void dispatch(DType dtype, F&& f) {
   }
 }
 
-constexpr int kNormThreads = 256;
+constexpr int kNormThreads = 512;
+constexpr int kNormPerThread = 16;  // rows up to 8192 stay in registers between the two passes
 
 __device__ float block_sum(float v) {
   __shared__ float partial[kNormThreads / 32];
@@ -66,42 +67,60 @@ __global__ void embedding_kernel(const Tin* table, int64_t dim, const int32_t* t
   for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) out[row * dim + j] = from_float<Tout>(to_float(src[j]));
 }
 
-// Residual add (optional) then RMSNorm of one row per block.
+// Residual add (optional) then RMSNorm of one row per block; the row stays in registers
+// (rows longer than kNormThreads * kNormPerThread are read twice).
 template <typename T, bool kAdd>
-__global__ void rms_norm_kernel(T* residual, const T* x, const float* w, int64_t dim, float eps, T* out) {
+__global__ void __launch_bounds__(kNormThreads)
+    rms_norm_kernel(T* residual, const T* x, const float* w, int64_t dim, float eps, T* out) {
   const int64_t row = blockIdx.x;
   const T* in = x + row * dim;
   T* res = kAdd ? residual + row * dim : nullptr;
-  float ss = 0.0f;
-  for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) {
+  // The value the norm sees: the residual sum as stored (rounded), like the CPU twin.
+  auto load = [&](int64_t j) {
     float v = to_float(in[j]);
     if constexpr (kAdd) {
-      v += to_float(res[j]);
-      res[j] = from_float<T>(v);
-      v = to_float(res[j]);  // the norm sees the residual as stored, like the CPU twin
+      const T sum = from_float<T>(v + to_float(res[j]));
+      res[j] = sum;
+      v = to_float(sum);
     }
+    return v;
+  };
+  float vals[kNormPerThread];
+  float ss = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kNormPerThread; ++k) {
+    const int64_t j = threadIdx.x + static_cast<int64_t>(k) * kNormThreads;
+    vals[k] = j < dim ? load(j) : 0.0f;
+    ss += vals[k] * vals[k];
+  }
+  for (int64_t j = threadIdx.x + int64_t{kNormPerThread} * kNormThreads; j < dim; j += kNormThreads) {
+    const float v = load(j);
     ss += v * v;
   }
   const float inv = rsqrtf(block_sum(ss) / static_cast<float>(dim) + eps);
-  for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) {
+#pragma unroll
+  for (int k = 0; k < kNormPerThread; ++k) {
+    const int64_t j = threadIdx.x + static_cast<int64_t>(k) * kNormThreads;
+    if (j < dim) out[row * dim + j] = from_float<T>(w[j] * (vals[k] * inv));
+  }
+  for (int64_t j = threadIdx.x + int64_t{kNormPerThread} * kNormThreads; j < dim; j += kNormThreads) {
     const float v = kAdd ? to_float(res[j]) : to_float(in[j]);
     out[row * dim + j] = from_float<T>(w[j] * (v * inv));
   }
 }
 
-// One thread per rotary pair of one head of one token; k heads also go to the cache, with v.
+// A block per (token, head), a thread per rotary pair; k heads also go to the cache, with v.
 template <typename T>
 __global__ void rope_write_kv_kernel(T* qkv, int64_t heads, int64_t kv_heads, int64_t head_dim,
                                      const int32_t* positions, const int32_t* slots, const float* inv_freq, T* k_cache,
                                      T* v_cache) {
-  const int64_t token = blockIdx.x;
+  const int64_t token = blockIdx.x, h = blockIdx.y;  // a block per (token, q or k head)
   const int64_t half = head_dim / 2;
   const int64_t width = (heads + 2 * kv_heads) * head_dim;
   T* row = qkv + token * width;
   const auto pos = static_cast<float>(positions[token]);
   const int64_t slot = slots[token];
-  for (int64_t item = threadIdx.x; item < (heads + kv_heads) * half; item += blockDim.x) {
-    const int64_t h = item / half, j = item % half;
+  for (int64_t j = threadIdx.x; j < half; j += blockDim.x) {
     T* v = row + h * head_dim;
     float s, c;
     sincosf(pos * inv_freq[j], &s, &c);
@@ -313,7 +332,8 @@ void rope_write_kv(void* qkv, int64_t n, int64_t heads, const int32_t* positions
                    const float* inv_freq, const PagedKvView& kv, DType dtype, cudaStream_t stream) {
   if (n == 0) return;
   dispatch(dtype, [&]<typename T>() {
-    rope_write_kv_kernel<T><<<static_cast<unsigned>(n), 128, 0, stream>>>(
+    const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(heads + kv.kv_heads));
+    rope_write_kv_kernel<T><<<grid, 64, 0, stream>>>(
         static_cast<T*>(qkv), heads, kv.kv_heads, kv.head_dim, positions, slots, inv_freq, static_cast<T*>(kv.k),
         static_cast<T*>(kv.v));
   });
