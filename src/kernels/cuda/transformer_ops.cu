@@ -75,8 +75,9 @@ __global__ void __launch_bounds__(kNormThreads)
   const int64_t row = blockIdx.x;
   const T* in = x + row * dim;
   T* res = kAdd ? residual + row * dim : nullptr;
+  T* o = out + row * dim;
   // The value the norm sees: the residual sum as stored (rounded), like the CPU twin.
-  auto load = [&](int64_t j) {
+  auto load = [&](int j) {
     float v = to_float(in[j]);
     if constexpr (kAdd) {
       const T sum = from_float<T>(v + to_float(res[j]));
@@ -89,23 +90,23 @@ __global__ void __launch_bounds__(kNormThreads)
   float ss = 0.0f;
 #pragma unroll
   for (int k = 0; k < kNormPerThread; ++k) {
-    const int64_t j = threadIdx.x + static_cast<int64_t>(k) * kNormThreads;
+    const int j = static_cast<int>(threadIdx.x) + k * kNormThreads;
     vals[k] = j < dim ? load(j) : 0.0f;
     ss += vals[k] * vals[k];
   }
-  for (int64_t j = threadIdx.x + int64_t{kNormPerThread} * kNormThreads; j < dim; j += kNormThreads) {
+  for (int j = static_cast<int>(threadIdx.x) + kNormPerThread * kNormThreads; j < dim; j += kNormThreads) {
     const float v = load(j);
     ss += v * v;
   }
   const float inv = rsqrtf(block_sum(ss) / static_cast<float>(dim) + eps);
 #pragma unroll
   for (int k = 0; k < kNormPerThread; ++k) {
-    const int64_t j = threadIdx.x + static_cast<int64_t>(k) * kNormThreads;
-    if (j < dim) out[row * dim + j] = from_float<T>(w[j] * (vals[k] * inv));
+    const int j = static_cast<int>(threadIdx.x) + k * kNormThreads;
+    if (j < dim) o[j] = from_float<T>(w[j] * (vals[k] * inv));
   }
-  for (int64_t j = threadIdx.x + int64_t{kNormPerThread} * kNormThreads; j < dim; j += kNormThreads) {
+  for (int j = static_cast<int>(threadIdx.x) + kNormPerThread * kNormThreads; j < dim; j += kNormThreads) {
     const float v = kAdd ? to_float(res[j]) : to_float(in[j]);
-    out[row * dim + j] = from_float<T>(w[j] * (v * inv));
+    o[j] = from_float<T>(w[j] * (v * inv));
   }
 }
 
