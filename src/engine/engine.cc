@@ -3,9 +3,22 @@
 #include <algorithm>
 
 #include "core/check.h"
+#include "core/gpu.h"
 #include "core/thread_pool.h"
 
 namespace fp6serve {
+
+namespace {
+
+// Without a size from the user: 1 GiB on the CPU; on the GPU 90% of what the weights left
+// free, less 2 GiB for activations and workspaces (at least 256 MiB).
+size_t default_kv_cache_bytes(const model::Backend& backend) {
+  if (backend.device() != Device::kCuda) return size_t{1} << 30;
+  const double usable = 0.9 * static_cast<double>(cuda_free_bytes()) - static_cast<double>(size_t{2} << 30);
+  return std::max<size_t>(size_t{256} << 20, usable > 0 ? static_cast<size_t>(usable) : 0);
+}
+
+}  // namespace
 
 const char* finish_reason_name(FinishReason reason) {
   switch (reason) {
@@ -47,7 +60,7 @@ Engine::Engine(model::Model& model, const Tokenizer& tokenizer, EngineConfig con
       config_(std::move(config)),
       blocks_([&] {
         if (config_.num_blocks > 0) return config_.num_blocks;
-        const size_t bytes = config_.kv_cache_bytes ? config_.kv_cache_bytes : size_t{1} << 30;
+        const size_t bytes = config_.kv_cache_bytes ? config_.kv_cache_bytes : default_kv_cache_bytes(model.backend());
         return std::max<int64_t>(1, static_cast<int64_t>(bytes / model.backend().kv_block_bytes(config_.block_size)));
       }(), config_.block_size) {
   FP6_CHECK(config_.max_batch_tokens > 0, kInvalidArgument, "max_batch_tokens must be positive");

@@ -33,7 +33,7 @@ namespace fp6serve {
 struct EngineConfig {
   int64_t block_size = 16;
   int64_t num_blocks = 0;         // 0: from kv_cache_bytes
-  size_t kv_cache_bytes = 0;      // 0: 1 GiB on the CPU backend
+  size_t kv_cache_bytes = 0;      // 0: 1 GiB on the CPU, 90% of the free memory less 2 GiB on the GPU
   int64_t max_batch_tokens = 768; // tokens per forward pass (decodes + prompt chunks)
   int64_t max_running = 256;      // sequences holding KV blocks at once
   int64_t max_model_len = 0;      // prompt + generated tokens; 0: the model's max_position_embeddings
