@@ -18,14 +18,9 @@ namespace {
 using testing::fixture_dir;
 using testing::for_each_reference_row;
 using testing::prompt_logits;
+using testing::options;
+using testing::kl_divergence;
 using testing::Reference;
-
-LoadOptions options(const std::string& mode) {
-  LoadOptions o;
-  o.mode = QuantizationMode::parse(mode);
-  o.progress = false;
-  return o;
-}
 
 std::unique_ptr<Model> load_gpu(const std::string& name, const std::string& mode) {
   return Model::load(fixture_dir(name), options(mode), make_cuda_backend(ModelConfig::load(fixture_dir(name))));
@@ -89,13 +84,7 @@ TEST_P(GpuFixture, Fp6LogitsMatchTheCpuFp6ModelAndReportAgreement) {
   }
   for_each_reference_row(*gpu, ref, [&](int, const float* q, const float* pr) {
     agree += argmax(q, vocab) == argmax(pr, vocab);
-    const double mp = *std::max_element(pr, pr + vocab), mq = *std::max_element(q, q + vocab);
-    double zp = 0, zq = 0;
-    for (int64_t v = 0; v < vocab; ++v) zp += std::exp(pr[v] - mp), zq += std::exp(q[v] - mq);
-    for (int64_t v = 0; v < vocab; ++v) {
-      const double lp = pr[v] - mp - std::log(zp), lq = q[v] - mq - std::log(zq);
-      kl += std::exp(lp) * (lp - lq);
-    }
+    kl += kl_divergence(pr, q, vocab);
     ++total;
   });
   std::printf("%s: GPU wf6af16 top-1 agreement %.1f%% over %lld positions, mean KL %.5f nats\n", GetParam().c_str(),

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <algorithm>
+#include <cmath>
 #include <functional>
 #include <numeric>
 
@@ -65,6 +67,27 @@ class Reference {
   }
   model::SafetensorsFile file_;
 };
+
+// Load options of the tests: a quantization mode, no progress bar.
+inline model::LoadOptions options(const std::string& mode) {
+  model::LoadOptions o;
+  o.mode = model::QuantizationMode::parse(mode);
+  o.progress = false;
+  return o;
+}
+
+// KL(P_ref || P_q) in nats between the softmaxes of two logit rows.
+inline double kl_divergence(const float* ref, const float* q, int64_t vocab) {
+  const double mp = *std::max_element(ref, ref + vocab), mq = *std::max_element(q, q + vocab);
+  double zp = 0, zq = 0;
+  for (int64_t v = 0; v < vocab; ++v) zp += std::exp(ref[v] - mp), zq += std::exp(q[v] - mq);
+  double kl = 0;
+  for (int64_t v = 0; v < vocab; ++v) {
+    const double lp = ref[v] - mp - std::log(zp), lq = q[v] - mq - std::log(zq);
+    kl += std::exp(lp) * (lp - lq);
+  }
+  return kl;
+}
 
 // Runs one prompt (all logits) through a fresh cache; returns [len, vocab].
 inline std::vector<float> prompt_logits(model::Model& m, const std::vector<int32_t>& ids) {

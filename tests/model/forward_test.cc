@@ -18,13 +18,8 @@ using testing::kFixtures;
 using testing::Reference;
 using testing::for_each_reference_row;
 using testing::prompt_logits;
-
-LoadOptions options(const std::string& mode) {
-  LoadOptions o;
-  o.mode = QuantizationMode::parse(mode);
-  o.progress = false;
-  return o;
-}
+using testing::options;
+using testing::kl_divergence;
 
 bool same_argmax(const float* a, const float* b, int64_t n) {
   return std::max_element(a, a + n) - a == std::max_element(b, b + n) - b;
@@ -147,14 +142,7 @@ TEST_P(Fixture, QuantizedTopOneAgreementAndKl) {
     double kl_sum = 0;
     for_each_reference_row(*m, ref, [&](int, const float* q, const float* pr) {
       agree += same_argmax(q, pr, vocab);
-      // KL(P_ref || P_quant) from the log-softmax of each.
-      const double mp = *std::max_element(pr, pr + vocab), mq = *std::max_element(q, q + vocab);
-      double zp = 0, zq = 0;
-      for (int64_t v = 0; v < vocab; ++v) zp += std::exp(pr[v] - mp), zq += std::exp(q[v] - mq);
-      for (int64_t v = 0; v < vocab; ++v) {
-        const double lp = pr[v] - mp - std::log(zp), lq = q[v] - mq - std::log(zq);
-        kl_sum += std::exp(lp) * (lp - lq);
-      }
+      kl_sum += kl_divergence(pr, q, vocab);
       ++total;
     });
     const double top1 = static_cast<double>(agree) / static_cast<double>(total);
