@@ -137,22 +137,8 @@ TEST_P(GpuFixture, GraphReplaysEqualDirectLaunches) {
     setenv("FP6SERVE_CUDA_GRAPHS", graphs ? "1" : "0", 1);
     auto m = load_gpu(GetParam(), "wf6af16");
     unsetenv("FP6SERVE_CUDA_GRAPHS");
-    const auto prompt = ref.ids("input_ids_2");
-    KvCache cache = m->make_kv_cache(8, 16);
-    std::vector<int32_t> table(8);
-    std::iota(table.begin(), table.end(), 0);
-    std::vector<float> all;
-    std::vector<int32_t> feed = prompt;
-    int64_t pos = 0;
-    for (int step = 0; step < 12; ++step) {  // the prompt, then 11 decode steps of one shape
-      Batch b;
-      b.add(feed.data(), static_cast<int64_t>(feed.size()), pos, table, true);
-      const Tensor logits = m->forward(b, cache);
-      pos += static_cast<int64_t>(feed.size());
-      const float* l = logits.data_as<float>();
-      all.insert(all.end(), l, l + logits.numel());
-      feed = {static_cast<int32_t>(argmax(l, logits.numel()))};
-    }
+    std::vector<float> all;  // the prompt, then 11 decode steps of one shape
+    testing::greedy_decode(*m, ref.ids("input_ids_2"), 12, &all);
     return all;
   };
   EXPECT_EQ(decode_logits(true), decode_logits(false));

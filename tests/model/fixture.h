@@ -101,6 +101,29 @@ inline std::vector<float> prompt_logits(model::Model& m, const std::vector<int32
   return {logits.data_as<float>(), logits.data_as<float>() + logits.numel()};
 }
 
+// Greedy decoding through a paged KV cache: the prompt in one pass, then one token per pass,
+// `steps` tokens in all. Returns them, and the logits of each step in `logits` if given.
+inline std::vector<int32_t> greedy_decode(model::Model& m, const std::vector<int32_t>& prompt, size_t steps,
+                                          std::vector<float>* logits = nullptr) {
+  const int64_t vocab = m.config().vocab_size, block = 16;
+  const int64_t blocks = (static_cast<int64_t>(prompt.size() + steps) + block - 1) / block;
+  model::KvCache cache = m.make_kv_cache(blocks, block);
+  std::vector<int32_t> table(static_cast<size_t>(blocks)), got, feed = prompt;
+  std::iota(table.begin(), table.end(), 0);
+  int64_t pos = 0;
+  for (size_t step = 0; step < steps; ++step) {
+    model::Batch b;
+    b.add(feed.data(), static_cast<int64_t>(feed.size()), pos, table, true);
+    const Tensor out = m.forward(b, cache);
+    pos += static_cast<int64_t>(feed.size());
+    const float* l = out.data_as<float>();
+    if (logits) logits->insert(logits->end(), l, l + vocab);
+    got.push_back(static_cast<int32_t>(std::max_element(l, l + vocab) - l));
+    feed = {got.back()};
+  }
+  return got;
+}
+
 // Calls fn(prompt index, got, want) for every stored logits row of every reference prompt,
 // with got computed by `m` over the whole prompt.
 inline void for_each_reference_row(model::Model& m, const Reference& ref,

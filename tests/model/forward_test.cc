@@ -104,22 +104,7 @@ TEST_P(Fixture, GreedyContinuationsAreIdentical) {
     const auto prompt = ref.ids("greedy_prompt_" + std::to_string(gi));
     const auto want = ref.ids("greedy_ids_" + std::to_string(gi));
     const auto margins = g["top1_minus_top2"].get<std::vector<double>>();
-    KvCache cache = m->make_kv_cache(16, 16);
-    std::vector<int32_t> table(16);
-    std::iota(table.begin(), table.end(), 0);
-    std::vector<int32_t> got;
-    std::vector<int32_t> feed = prompt;
-    int64_t pos = 0;
-    for (size_t step = 0; step < want.size(); ++step) {
-      Batch b;
-      b.add(feed.data(), static_cast<int64_t>(feed.size()), pos, table, true);
-      const Tensor logits = m->forward(b, cache);
-      pos += static_cast<int64_t>(feed.size());
-      const float* l = logits.data_as<float>();
-      const auto next = static_cast<int32_t>(std::max_element(l, l + vocab) - l);
-      got.push_back(next);
-      feed = {next};
-    }
+    const auto got = testing::greedy_decode(*m, prompt, want.size());
     size_t compared = 0;
     for (size_t s = 0; s < want.size(); ++s) {
       if (margins[s] < 1e-3) break;  // a near tie: either token is right
