@@ -12,7 +12,8 @@
 # fp6_llm/csrc; never committed) the GEMM benchmark also measures that kernel side by side.
 # sanitize: compute-sanitizer memcheck on the split-K and rejection tests.
 # model: fp6serve bench decode and prefill on the shapes in FP6SERVE_MODEL_SHAPES (default
-#   "llama2-7b llama2-70b"), FP6 against the FP16 mode, with FP6SERVE_MODEL_ARGS added.
+#   "llama2-7b llama2-70b"), FP6 against the FP16 mode, with FP6SERVE_DECODE_ARGS (e.g.
+#   "--batch 1,8,64") and FP6SERVE_PREFILL_ARGS (e.g. "--prompt-len 512") added.
 # profile: Nsight Compute metrics of our GEMM on a few shapes (fp6serve_bench_gemm --profile).
 # The bench step runs the GPU benchmarks named in FP6SERVE_BENCHES (default: gemm), each with
 # the arguments in FP6SERVE_BENCH_ARGS (e.g. --quick).
@@ -87,8 +88,10 @@ fi
 if want model; then
   for shape in ${FP6SERVE_MODEL_SHAPES:-llama2-7b llama2-70b}; do
     for what in decode prefill; do
+      args=${FP6SERVE_DECODE_ARGS:-}
+      [ $what = prefill ] && args=${FP6SERVE_PREFILL_ARGS:-}
       # shellcheck disable=SC2086
-      build-device/fp6serve bench $what --random-weights "$shape" ${FP6SERVE_MODEL_ARGS:-} \
+      build-device/fp6serve bench $what --random-weights "$shape" $args \
         >"$OUT/model-$what-$shape.log" 2>&1
       rc=$?
       [ $rc -ne 0 ] && status=$rc
