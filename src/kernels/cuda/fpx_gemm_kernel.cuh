@@ -91,6 +91,14 @@ __device__ __forceinline__ void ldmatrix_x2(uint32_t (&r)[2], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(s));
 }
 
+// Programmatic dependent launch (sm_90): wait until the grid this one depends on has
+// completed and its writes are visible (a no-op without such a launch).
+__device__ __forceinline__ void wait_for_previous_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 // D = A . B + D for one m16n8k16 tile, FP32 accumulators. kBf16 picks the input type.
 template <bool kBf16>
 __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
@@ -210,7 +218,7 @@ __global__ void __launch_bounds__(Cfg::kWarps * 32) fpx_gemm_kernel(const GemmAr
 
   // Stage `slot` <- unit u of each of the CTA's row tiles, and the X tile of columns
   // [128u, 128u + 128).
-  auto load_stage = [&](int u, int slot) {
+  auto load_weights = [&](int u, int slot) {
     uint8_t* st = smem + slot * kStageBytes;
 #pragma unroll
     for (int j = 0; j < kRT; ++j) {
@@ -220,7 +228,9 @@ __global__ void __launch_bounds__(Cfg::kWarps * 32) fpx_gemm_kernel(const GemmAr
 #pragma unroll
       for (int c = lane; c < kUnitBytes / 16; c += 32) cp_async16(dst + c * 16, src + c * 16, 16);
     }
-    uint16_t* xs = reinterpret_cast<uint16_t*>(st + kWeightBytes);
+  };
+  auto load_x = [&](int u, int slot) {
+    uint16_t* xs = reinterpret_cast<uint16_t*>(smem + slot * kStageBytes + kWeightBytes);
     const int64_t k0 = static_cast<int64_t>(u) * fpx::kUnitCols;
     if (a.x_vec) {
       for (int c = threadIdx.x; c < n_here * 16; c += kThreads) {
@@ -236,10 +246,23 @@ __global__ void __launch_bounds__(Cfg::kWarps * 32) fpx_gemm_kernel(const GemmAr
     }
   };
 
+  auto load_stage = [&](int u, int slot) {
+    load_weights(u, slot);
+    load_x(u, slot);
+  };
+
   float c[kRT][kNTiles][4] = {};
+  // Prologue. The weights of the first stages do not depend on the previous kernel: with a
+  // programmatic dependent launch (launch_fused_tile on sm_90) they stream in while that
+  // kernel finishes; X, the workspace and Y are touched only after griddepcontrol.wait.
+  // Group 0 holds every prologue weight and X of stage 0; group s, X of stage s.
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s)
+    if (s < units) load_weights(u_begin + s, s);
+  wait_for_previous_grid();
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < units) load_stage(u_begin + s, s);
+    if (s < units) load_x(u_begin + s, s);
     cp_async_commit();
   }
   for (int i = 0; i < units; ++i) {
@@ -334,6 +357,16 @@ __global__ void __launch_bounds__(Cfg::kWarps * 32) fpx_gemm_kernel(const GemmAr
   if (threadIdx.x == 0) *counter = 0;  // ready for the next launch
 }
 
+// Programmatic dependent launches need sm_90 (the device of the current context, asked once).
+inline bool programmatic_launch_supported() {
+  static const bool supported = [] {
+    int device = 0, major = 0;
+    return cudaGetDevice(&device) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 9;
+  }();
+  return supported;
+}
+
 template <int kE, int kM, bool kBf16, class Cfg>
 std::pair<void (*)(GemmArgs), int> gemm_kernel_configured() {
   constexpr fpx::PackPlan plan = fpx::make_pack_plan(fpx::Format{kE, kM}, kBf16 ? DType::kBF16 : DType::kF16);
@@ -372,8 +405,19 @@ void launch_fused_tile(const FpxLaunch& l) {
                   static_cast<unsigned>((l.n + Cfg::kN - 1) / Cfg::kN));
   FP6_CUDA_REQUIRE(l.splits == 1 || static_cast<size_t>(grid.x) * grid.z * sizeof(int) <= kFpxCounterBytes, kInternal,
                    "fpx gemm: too many row blocks for split-K counters");
-  kernel<<<grid, Cfg::kWarps * 32, smem, l.stream>>>(a);
-  FP6_CUDA_CHECK_LAUNCH();
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = dim3(Cfg::kWarps * 32);
+  config.dynamicSmemBytes = static_cast<size_t>(smem);
+  config.stream = l.stream;
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  if (programmatic_launch_supported()) {
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+  }
+  FP6_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, a));
 }
 
 }  // namespace

@@ -46,6 +46,15 @@ void dispatch(DType dtype, F&& f) {
   }
 }
 
+// The kernels that precede a linear layer let it launch early (programmatic dependent launch,
+// sm_90): its CTAs start streaming their weights while this kernel runs, and wait for its
+// completion before reading activations (fpx_gemm_kernel.cuh).
+__device__ __forceinline__ void allow_dependents_to_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
 constexpr int kNormThreads = 512;
 constexpr int kNormPerThread = 16;  // rows up to 8192 stay in registers between the two passes
 
@@ -72,6 +81,7 @@ __global__ void embedding_kernel(const Tin* table, int64_t dim, const int32_t* t
 template <typename T, bool kAdd>
 __global__ void __launch_bounds__(kNormThreads)
     rms_norm_kernel(T* residual, const T* x, const float* w, int64_t dim, float eps, T* out) {
+  allow_dependents_to_launch();
   const int64_t row = blockIdx.x;
   const T* in = x + row * dim;
   T* res = kAdd ? residual + row * dim : nullptr;
@@ -163,6 +173,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
     attention_kernel(const T* qkv, int64_t heads, int64_t kv_heads, int64_t head_dim, const int32_t* positions,
                      const int32_t* seq_of_token, const int32_t* block_tables, int64_t max_blocks, const T* k_cache,
                      const T* v_cache, int64_t block_size, int64_t window, int splits, float* workspace, T* out) {
+  allow_dependents_to_launch();
   __shared__ float qs[32 * kMaxDimPerLane];
   __shared__ float part_m[kAttnWarps], part_l[kAttnWarps];
   __shared__ float part_acc[kAttnWarps][32 * kMaxDimPerLane];
@@ -249,6 +260,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
 
 template <typename T>
 __global__ void attention_combine_kernel(int64_t heads, int64_t head_dim, int splits, const float* workspace, T* out) {
+  allow_dependents_to_launch();
   const int64_t th = blockIdx.x;  // token * heads + head
   const float* ws = workspace + th * splits * (head_dim + 2);
   float m = -FLT_MAX;
@@ -264,6 +276,7 @@ __global__ void attention_combine_kernel(int64_t heads, int64_t head_dim, int sp
 
 template <typename T>
 __global__ void silu_mul_kernel(const T* gate_up, int64_t inter, T* out) {
+  allow_dependents_to_launch();
   const int64_t row = blockIdx.y;
   for (int64_t j = blockIdx.x * blockDim.x + threadIdx.x; j < inter; j += gridDim.x * blockDim.x) {
     const float g = to_float(gate_up[row * 2 * inter + j]), u = to_float(gate_up[row * 2 * inter + inter + j]);
