@@ -93,7 +93,7 @@ TEST_P(CudaOps, RmsNormAndFusedResidual) {
 TEST_P(CudaOps, RopeKvWriteAndPagedAttentionMatchTheCpu) {
   // Three sequences at different positions: a prompt chunk of 40 tokens after 700 cached,
   // one decode token at position 1500 (splits the context), and a fresh 33-token prompt.
-  for (const int64_t hd : {int64_t{128}, int64_t{36}}) {  // 16-byte key loads, and the scalar path
+  for (const int64_t hd : {int64_t{128}, int64_t{36}, int64_t{200}}) {  // 4, 2, 8 dims per lane; 36: scalar keys
   const int64_t heads = 8, kv_heads = 2, block = 16, num_blocks = 256;
   struct Seq {
     int64_t start, count;

@@ -168,7 +168,7 @@ constexpr int kAttnWarps = 4;
 // online softmax, then accumulates the 32 value rows (lane = dimension). The warps' partial
 // softmaxes are merged in shared memory. With splits > 1 the CTA leaves (max, sum,
 // unnormalized output) in the workspace for combine.
-template <typename T, bool kVec>
+template <typename T, bool kVec, int kDims>  // kDims: head dimensions per lane (head_dim <= 32 kDims)
 __global__ void __launch_bounds__(kAttnWarps * 32)
     attention_kernel(const T* qkv, int64_t heads, int64_t kv_heads, int64_t head_dim, const int32_t* positions,
                      const int32_t* seq_of_token, const int32_t* block_tables, int64_t max_blocks, const T* k_cache,
@@ -191,7 +191,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
   for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) qs[d] = to_float(q[d]) * scale;
   __syncthreads();
 
-  float m = -FLT_MAX, l = 0.0f, acc[kMaxDimPerLane] = {};
+  float m = -FLT_MAX, l = 0.0f, acc[kDims] = {};
   for (int64_t base = begin + 32 * warp; base < end; base += 32 * kAttnWarps) {
     const int64_t j = base + lane;
     const bool valid = j < end;
@@ -201,15 +201,20 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
       const T* kr = k_cache + (slot * kv_heads + kvh) * head_dim;
       dot = 0.0f;
       if constexpr (kVec && sizeof(T) == 2) {
-        for (int64_t d = 0; d < head_dim; d += 8) {
+        float part[4] = {};  // four independent FMA chains
+#pragma unroll
+        for (int c = 0; c < 4 * kDims; ++c) {  // 16 bytes at a time; head_dim <= 32 kDims
+          const int d = 8 * c;
+          if (d >= head_dim) break;
           const uint4 raw = *reinterpret_cast<const uint4*>(kr + d);
           const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
-            dot += qs[d + 2 * i] * bits_to_float<T>(static_cast<uint16_t>(words[i]));
-            dot += qs[d + 2 * i + 1] * bits_to_float<T>(static_cast<uint16_t>(words[i] >> 16));
+            part[i] += qs[d + 2 * i] * bits_to_float<T>(static_cast<uint16_t>(words[i]));
+            part[i] += qs[d + 2 * i + 1] * bits_to_float<T>(static_cast<uint16_t>(words[i] >> 16));
           }
         }
+        dot = (part[0] + part[1]) + (part[2] + part[3]);
       } else {
         for (int64_t d = 0; d < head_dim; ++d) dot += qs[d] * to_float(kr[d]);
       }
@@ -223,23 +228,35 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
     l = l * correction + wsum;
     m = m_new;
 #pragma unroll
-    for (int k = 0; k < kMaxDimPerLane; ++k) acc[k] *= correction;
+    for (int k = 0; k < kDims; ++k) acc[k] *= correction;
+    // The weighted value rows, 8 at a time with every load issued before the FMAs (the
+    // rows are independent; a one-row loop waited on each load in turn).
     const int count = static_cast<int>(min(int64_t{32}, end - base));
-    for (int i = 0; i < count; ++i) {
-      const float wi = __shfl_sync(0xffffffffu, w, i);
-      const int64_t si = __shfl_sync(0xffffffffu, slot, i);
-      const T* vr = v_cache + (si * kv_heads + kvh) * head_dim;
+    constexpr int kRows = 8;
+    for (int i0 = 0; i0 < count; i0 += kRows) {
+      float vals[kRows][kDims], wv[kRows];
 #pragma unroll
-      for (int k = 0; k < kMaxDimPerLane; ++k) {
-        const int64_t d = lane + 32 * k;
-        if (d < head_dim) acc[k] += wi * to_float(vr[d]);
+      for (int u = 0; u < kRows; ++u) {
+        const int i = min(i0 + u, count - 1);  // past the end: a valid row, weight 0
+        wv[u] = i0 + u < count ? __shfl_sync(0xffffffffu, w, i) : 0.0f;
+        const int64_t si = __shfl_sync(0xffffffffu, slot, i);
+        const T* vr = v_cache + (si * kv_heads + kvh) * head_dim;
+#pragma unroll
+        for (int k = 0; k < kDims; ++k) {
+          const int64_t d = lane + 32 * k;
+          vals[u][k] = d < head_dim ? to_float(vr[d]) : 0.0f;
+        }
       }
+#pragma unroll
+      for (int u = 0; u < kRows; ++u)
+#pragma unroll
+        for (int k = 0; k < kDims; ++k) acc[k] += wv[u] * vals[u][k];
     }
   }
   // Merge the warps: M = max m_w, L = sum l_w e^(m_w - M), acc = sum acc_w e^(m_w - M).
   if (lane == 0) part_m[warp] = m, part_l[warp] = l;
 #pragma unroll
-  for (int k = 0; k < kMaxDimPerLane; ++k) part_acc[warp][lane + 32 * k] = acc[k];
+  for (int k = 0; k < kDims; ++k) part_acc[warp][lane + 32 * k] = acc[k];
   __syncthreads();
   float big_m = -FLT_MAX;
   for (int w = 0; w < kAttnWarps; ++w) big_m = fmaxf(big_m, part_m[w]);
@@ -371,7 +388,10 @@ void paged_attention(const void* qkv, int64_t n, int64_t heads, const int32_t* p
                    "paged_attention workspace too small");
   dispatch(dtype, [&]<typename T>() {
     const dim3 grid(static_cast<unsigned>(n * heads), static_cast<unsigned>(splits));
-    auto* kernel = kv.head_dim % 8 == 0 && sizeof(T) == 2 ? attention_kernel<T, true> : attention_kernel<T, false>;
+    const bool vec = kv.head_dim % 8 == 0 && sizeof(T) == 2;
+    auto pick = [&]<int kDims>() { return vec ? attention_kernel<T, true, kDims> : attention_kernel<T, false, kDims>; };
+    auto* kernel = kv.head_dim <= 64 ? pick.template operator()<2>()
+                   : kv.head_dim <= 128 ? pick.template operator()<4>() : pick.template operator()<8>();
     kernel<<<grid, kAttnWarps * 32, 0, stream>>>(static_cast<const T*>(qkv), heads, kv.kv_heads, kv.head_dim, positions,
                                                  seq_of_token, block_tables, max_blocks, static_cast<const T*>(kv.k),
                                                  static_cast<const T*>(kv.v), kv.block_size, window, splits, workspace,
