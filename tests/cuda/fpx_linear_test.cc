@@ -161,6 +161,9 @@ TEST_P(CudaFpxLinear, RejectsAWorkspaceTooSmallAndTheWrongActivationType) {
   cuda::DeviceBuffer small(16);
   EXPECT_THROW(cuda::fpx_linear_fused(p.x.data(), c.act, 3, p.w, nullptr, p.y.data(), small.data(), small.size(), 4, nullptr),
                Error);
+  // No tokens: nothing to do, and no division by zero in sizing the call.
+  EXPECT_EQ(cuda::fpx_splits(p.w, 0), 1);
+  EXPECT_GT(cuda::fpx_linear_workspace_bytes(p.w, 0), 0u);
   const DType other = c.act == DType::kF16 ? DType::kBF16 : DType::kF16;
   const auto ws = zeroed_workspace(cuda::fpx_linear_workspace_bytes(p.w, 3));
   EXPECT_THROW(cuda::fpx_linear(p.x.data(), other, 3, p.w, nullptr, p.y.data(), ws.data(), ws.size(), nullptr), Error);

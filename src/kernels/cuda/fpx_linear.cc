@@ -169,7 +169,7 @@ int fpx_splits(const DeviceFpxWeight& w, int64_t n) {
   constexpr int64_t kMinUnits = 4, kCtasPerSm = 2;
   constexpr size_t kMaxPartialBytes = size_t{64} << 20;
   const int64_t ctas = row_blocks(w, n) * token_blocks(n);
-  if (static_cast<size_t>(ctas) * sizeof(int) > kFpxCounterBytes) return 1;
+  if (ctas <= 0 || static_cast<size_t>(ctas) * sizeof(int) > kFpxCounterBytes) return 1;  // n = 0: nothing to split
   const int64_t max_splits = std::max<int64_t>(1, w.col_units() / kMinUnits);
   const int64_t at_least = n <= 16 ? 4 : 1;
   int64_t s = std::clamp<int64_t>(std::max((kCtasPerSm * sm_count() + ctas / 2) / ctas, at_least), 1, max_splits);
