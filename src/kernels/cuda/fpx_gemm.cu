@@ -104,10 +104,10 @@ void launch_fpx_gemm(const FpxLaunch& l) {
   });
 }
 
-FpxTileShape fpx_gemm_tile(int64_t n, int64_t cols) {
-  FpxTileShape shape{};
-  dispatch_tile(n, cols, [&]<class Cfg>() { shape = {Cfg::kRows, Cfg::kWarps}; });
-  return shape;
+int fpx_gemm_rows_per_cta(int64_t n, int64_t cols) {
+  int rows = 0;
+  dispatch_tile(n, cols, [&]<class Cfg>() { rows = Cfg::kRows; });
+  return rows;
 }
 
 void launch_fpx_dequant(const FpxLaunch& l, int64_t rt0, int64_t rt1, void* out) {

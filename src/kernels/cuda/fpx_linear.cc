@@ -89,7 +89,7 @@ FpxLaunch fpx_launch_for(const DeviceFpxWeight& w, const void* x, int64_t n, con
 namespace {
 
 int64_t row_blocks(const DeviceFpxWeight& w, int64_t n) {
-  const int64_t tiles = fpx_gemm_tile(n, w.cols).rows / fpx::kUnitRows;
+  const int64_t tiles = fpx_gemm_rows_per_cta(n, w.cols) / fpx::kUnitRows;
   return (w.row_tiles() + tiles - 1) / tiles;
 }
 int64_t token_blocks(int64_t n) { return (n + kFpxGemmMaxTokens - 1) / kFpxGemmMaxTokens; }
@@ -161,21 +161,18 @@ FpxPath fpx_path(const DeviceFpxWeight&, int64_t n) {
   return n <= fpx_crossover() ? FpxPath::kFused : FpxPath::kDequantGemm;
 }
 
-// Split-K, from the sweeps in bench/results/ (H100): the best splits put about 8 warps per
-// SM at n <= 8 and 16 above (the kernel is latency-bound: more warps in flight, more loads in
-// flight), and at n <= 16, where the weights' bandwidth is all that matters, at least 4 splits
-// even for the largest layers; at least 4 K units per split, at most kMaxPartialBytes of
-// partial sums.
+// Split-K, from the sweeps in bench/results/ (H100): the best splits put about two CTAs on
+// every SM (the kernel is latency-bound: more CTAs in flight, more loads in flight), and at
+// n <= 16, where the weights' bandwidth is all that matters, at least 4 splits even for the
+// largest layers; at least 4 K units per split, at most kMaxPartialBytes of partial sums.
 int fpx_splits(const DeviceFpxWeight& w, int64_t n) {
-  constexpr int64_t kMinUnits = 4;
+  constexpr int64_t kMinUnits = 4, kCtasPerSm = 2;
   constexpr size_t kMaxPartialBytes = size_t{64} << 20;
   const int64_t ctas = row_blocks(w, n) * token_blocks(n);
   if (ctas <= 0 || static_cast<size_t>(ctas) * sizeof(int) > kFpxCounterBytes) return 1;  // n = 0: nothing to split
-  const int64_t warps = (n <= 8 ? 8 : 16) * sm_count();
-  const int64_t per_cta = fpx_gemm_tile(n, w.cols).warps;
   const int64_t max_splits = std::max<int64_t>(1, w.col_units() / kMinUnits);
   const int64_t at_least = n <= 16 ? 4 : 1;
-  int64_t s = std::clamp<int64_t>(std::max((warps + ctas * per_cta / 2) / (ctas * per_cta), at_least), 1, max_splits);
+  int64_t s = std::clamp<int64_t>(std::max((kCtasPerSm * sm_count() + ctas / 2) / ctas, at_least), 1, max_splits);
   while (s > 1 && partial_bytes(w, n, static_cast<int>(s)) > kMaxPartialBytes) --s;
   return static_cast<int>(s);
 }
