@@ -57,13 +57,11 @@ __global__ void __launch_bounds__(kDequantWarps * 32) dequant_kernel(const uint8
   }
 }
 
-// The tile fpx_linear uses for n tokens and K = cols: the smallest token tile of 8, 16, 32,
-// 64 that holds them (64 past that, in token blocks), with the CTA shape the tile sweep of
-// bench/gemm_bench.cc found best on the H100 (bench/results/): at n <= 8, 8 warps of two row
-// tiles for long rows (all four Llama-2-70B shapes, K >= 8192), 4 warps below.
+// The tile fpx_linear uses for n tokens: the smallest token tile of 8, 16, 32, 64 that holds
+// them (64 past that, in token blocks), with the CTA shape the tile sweep of
+// bench/gemm_bench.cc found best for it on the H100 (bench/results/).
 template <typename F>
-void dispatch_tile(int64_t n, int64_t cols, F&& f) {
-  if (n <= 8 && cols >= 8192) return f.template operator()<Tile<8, 8, 2, 4>>();
+void dispatch_tile(int64_t n, F&& f) {
   if (n <= 8) return f.template operator()<Tile<8, 4, 2, 4>>();
   if (n <= 16) return f.template operator()<Tile<16, 8, 1, 4>>();
   if (n <= 32) return f.template operator()<Tile<32, 8, 1, 4>>();
@@ -100,13 +98,13 @@ bool fpx_gpu_format_supported(fpx::Format f) { return f == fpx::kE3M2 || f == fp
 
 void launch_fpx_gemm(const FpxLaunch& l) {
   dispatch_format(l, [&]<int kE, int kM, bool kBf16>() {
-    dispatch_tile(l.n, l.cols, [&]<class Cfg>() { launch_fused_tile<kE, kM, kBf16, Cfg>(l); });
+    dispatch_tile(l.n, [&]<class Cfg>() { launch_fused_tile<kE, kM, kBf16, Cfg>(l); });
   });
 }
 
-int fpx_gemm_rows_per_cta(int64_t n, int64_t cols) {
+int fpx_gemm_rows_per_cta(int64_t n) {
   int rows = 0;
-  dispatch_tile(n, cols, [&]<class Cfg>() { rows = Cfg::kRows; });
+  dispatch_tile(n, [&]<class Cfg>() { rows = Cfg::kRows; });
   return rows;
 }
 

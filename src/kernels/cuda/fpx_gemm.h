@@ -32,8 +32,8 @@ struct FpxLaunch {
 };
 
 bool fpx_gpu_format_supported(fpx::Format f);
-// Output rows one CTA of the fused kernel covers for n tokens and K = cols (its row block).
-int fpx_gemm_rows_per_cta(int64_t n, int64_t cols);
+// Output rows one CTA of the fused kernel covers for n tokens (its row block).
+int fpx_gemm_rows_per_cta(int64_t n);
 // y = X . (scale (.) dequant(W))^T + bias, one launch (split-K reduced by the last CTA).
 void launch_fpx_gemm(const FpxLaunch& l);
 // Row tiles [rt0, rt1) dequantized and scaled into out[(rt1 - rt0) * 16, cols] (16-bit).

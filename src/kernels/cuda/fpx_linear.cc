@@ -89,7 +89,7 @@ FpxLaunch fpx_launch_for(const DeviceFpxWeight& w, const void* x, int64_t n, con
 namespace {
 
 int64_t row_blocks(const DeviceFpxWeight& w, int64_t n) {
-  const int64_t tiles = fpx_gemm_rows_per_cta(n, w.cols) / fpx::kUnitRows;
+  const int64_t tiles = fpx_gemm_rows_per_cta(n) / fpx::kUnitRows;
   return (w.row_tiles() + tiles - 1) / tiles;
 }
 int64_t token_blocks(int64_t n) { return (n + kFpxGemmMaxTokens - 1) / kFpxGemmMaxTokens; }
