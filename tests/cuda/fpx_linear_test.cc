@@ -102,7 +102,7 @@ class CudaFpxLinear : public ::testing::TestWithParam<DType> {
 
 TEST_P(CudaFpxLinear, MatchesTheReferenceOnOddShapesAllPathsAndFormats) {
   Case c{GetParam()};
-  const std::pair<int64_t, int64_t> shapes[] = {{1, 1}, {17, 64}, {100, 130}, {4095, 257}, {64, 4097}, {512, 1024}};
+  const std::pair<int64_t, int64_t> shapes[] = {{1, 1}, {17, 64}, {100, 130}, {4095, 257}, {64, 4097}, {512, 1024}, {100, 8197}};
   const int64_t ns[] = {1, 2, 3, 7, 8, 9, 16, 17, 33, 64, 65, 128, 300, 1024};
   for (fpx::Format f : {fpx::kE3M2, fpx::kE2M2, fpx::kE2M1})
     for (auto [rows, cols] : shapes)
