@@ -382,19 +382,24 @@ class NoOpPost : public PostProcessor {
   void apply(std::vector<int32_t>&) const override {}
 };
 
+// A "Sequence" component: its `key` list parsed part by part (null parts skipped).
+template <class Seq, class Parse>
+std::unique_ptr<Seq> parse_sequence(const json& j, const char* key, const std::string& source, const std::string& path,
+                                    Parse parse) {
+  auto seq = std::make_unique<Seq>();
+  const json& list = list_field(j, key, source, path);
+  for (size_t i = 0; i < list.size(); ++i)
+    if (auto part = parse(list[i], source, path + "." + key + "[" + std::to_string(i) + "]"))
+      seq->parts.push_back(std::move(part));
+  return seq;
+}
+
 }  // namespace
 
 std::unique_ptr<Normalizer> parse_normalizer(const json& j, const std::string& source, const std::string& path) {
   if (j.is_null()) return nullptr;
   const std::string type = type_of(j, source, path);
-  if (type == "Sequence") {
-    auto seq = std::make_unique<NormalizerSequence>();
-    const json& list = list_field(j, "normalizers", source, path);
-    for (size_t i = 0; i < list.size(); ++i)
-      if (auto n = parse_normalizer(list[i], source, path + ".normalizers[" + std::to_string(i) + "]"))
-        seq->parts.push_back(std::move(n));
-    return seq;
-  }
+  if (type == "Sequence") return parse_sequence<NormalizerSequence>(j, "normalizers", source, path, parse_normalizer);
   if (type == "Prepend") return std::make_unique<Prepend>(j.value("prepend", ""));
   if (type == "Replace") {
     auto r = std::make_unique<ReplaceNormalizer>();
@@ -422,14 +427,8 @@ std::unique_ptr<Normalizer> parse_normalizer(const json& j, const std::string& s
 std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const json& j, const std::string& source, const std::string& path) {
   if (j.is_null()) return nullptr;
   const std::string type = type_of(j, source, path);
-  if (type == "Sequence") {
-    auto seq = std::make_unique<PreTokenizerSequence>();
-    const json& list = list_field(j, "pretokenizers", source, path);
-    for (size_t i = 0; i < list.size(); ++i)
-      if (auto p = parse_pre_tokenizer(list[i], source, path + ".pretokenizers[" + std::to_string(i) + "]"))
-        seq->parts.push_back(std::move(p));
-    return seq;
-  }
+  if (type == "Sequence")
+    return parse_sequence<PreTokenizerSequence>(j, "pretokenizers", source, path, parse_pre_tokenizer);
   if (type == "Split") {
     auto s = std::make_unique<Split>();
     s->pattern = parse_pattern(j, source, path);
@@ -461,14 +460,7 @@ std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const json& j, const std::stri
 std::unique_ptr<Decoder> parse_decoder(const json& j, const std::string& source, const std::string& path) {
   if (j.is_null()) return nullptr;
   const std::string type = type_of(j, source, path);
-  if (type == "Sequence") {
-    auto seq = std::make_unique<DecoderSequence>();
-    const json& list = list_field(j, "decoders", source, path);
-    for (size_t i = 0; i < list.size(); ++i)
-      if (auto d = parse_decoder(list[i], source, path + ".decoders[" + std::to_string(i) + "]"))
-        seq->parts.push_back(std::move(d));
-    return seq;
-  }
+  if (type == "Sequence") return parse_sequence<DecoderSequence>(j, "decoders", source, path, parse_decoder);
   if (type == "ByteLevel") return std::make_unique<ByteLevelDecoder>();
   if (type == "Replace") {
     auto r = std::make_unique<ReplaceDecoder>();
@@ -504,14 +496,7 @@ std::unique_ptr<PostProcessor> parse_post_processor(const json& j, const std::st
                                                     const std::string& path) {
   if (j.is_null()) return nullptr;
   const std::string type = type_of(j, source, path);
-  if (type == "Sequence") {
-    auto seq = std::make_unique<PostSequence>();
-    const json& list = list_field(j, "processors", source, path);
-    for (size_t i = 0; i < list.size(); ++i)
-      if (auto p = parse_post_processor(list[i], source, path + ".processors[" + std::to_string(i) + "]"))
-        seq->parts.push_back(std::move(p));
-    return seq;
-  }
+  if (type == "Sequence") return parse_sequence<PostSequence>(j, "processors", source, path, parse_post_processor);
   if (type == "ByteLevel") return std::make_unique<NoOpPost>();
   if (type == "TemplateProcessing") {
     auto t = std::make_unique<Template>();
