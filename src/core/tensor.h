@@ -16,6 +16,11 @@ namespace fp6serve {
 enum class Device : uint8_t { kCpu, kCuda };
 const char* device_name(Device device);
 
+// Elements of a shape, and the shape as "[4096, 11008]" (for Tensor, safetensors entries and
+// error messages alike).
+int64_t shape_numel(const std::vector<int64_t>& shape);
+std::string shape_string(const std::vector<int64_t>& shape);
+
 class Tensor {
  public:
   Tensor() = default;
@@ -32,9 +37,9 @@ class Tensor {
   const std::vector<int64_t>& shape() const { return shape_; }
   int64_t dim(int i) const { return shape_.at(static_cast<size_t>(i < 0 ? i + static_cast<int>(shape_.size()) : i)); }
   int rank() const { return static_cast<int>(shape_.size()); }
-  int64_t numel() const;
+  int64_t numel() const { return shape_numel(shape_); }
   size_t bytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
-  std::string shape_string() const;
+  std::string shape_string() const { return fp6serve::shape_string(shape_); }
 
   void* data() const { return data_; }
   template <typename T>

@@ -316,8 +316,7 @@ class CudaBackend : public Backend {
     return out;
   }
   Tensor arena_tensor(const std::vector<int64_t>& shape, DType dtype) {
-    size_t bytes = dtype_size(dtype);
-    for (int64_t d : shape) bytes *= static_cast<size_t>(d);
+    const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
     const size_t offset = arena_used_;
     arena_used_ += (bytes + 255) / 256 * 256;
     arena_peak_ = std::max(arena_peak_, arena_used_);

@@ -44,18 +44,6 @@ size_t st_dtype_size(StDType dtype) {
   return 0;
 }
 
-int64_t TensorInfo::numel() const {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
-
-std::string TensorInfo::shape_string() const {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   FP6_CHECK(fd >= 0, kNotFound, "cannot open {}: {}", path.string(), std::strerror(errno));

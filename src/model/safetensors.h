@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "core/tensor.h"
+
 namespace fp6serve::model {
 
 // The dtypes safetensors can name. Loading checks which ones a tensor may have.
@@ -28,8 +30,8 @@ struct TensorInfo {
   std::vector<int64_t> shape;
   const uint8_t* data = nullptr;  // inside the mapping
   size_t bytes = 0;
-  int64_t numel() const;
-  std::string shape_string() const;  // "[4096, 11008]"
+  int64_t numel() const { return shape_numel(shape); }
+  std::string shape_string() const { return fp6serve::shape_string(shape); }  // "[4096, 11008]"
 };
 
 class SafetensorsFile {

@@ -90,11 +90,6 @@ std::vector<Expected> expected_tensors(const ModelConfig& c) {
   return out;
 }
 
-std::string shape_string(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 fpx::MatrixView view_of(const TensorInfo& t, const Checkpoint& ckpt) {
   return {t.data, float_dtype(t, ckpt), t.shape[0], t.shape.size() > 1 ? t.shape[1] : 1, t.name};
