@@ -85,11 +85,10 @@ int main(int argc, char** argv) {
 
   // Bandwidth ceilings of this device, now.
   const size_t big = size_t{2} << 30;
-  cuda::DeviceBuffer src(big), dst(big), sink(16);
+  cuda::DeviceBuffer src(big), dst(big);
   FP6_CUDA_CHECK(cudaMemset(src.data(), 1, big));
   const double copy_us = time_us([&](int) { FP6_CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data(), big, cudaMemcpyDeviceToDevice)); }, 3, 5);
-  const double read_us = time_us([&](int) { cuda::read_all(src.data(), big, sink.data(), prop.multiProcessorCount); }, 3, 5);
-  const double copy_gbs = 2.0 * big / copy_us / 1e3, read_gbs = big / read_us / 1e3;
+  const double copy_gbs = 2.0 * big / copy_us / 1e3, read_gbs = cuda_read_bandwidth_gbs();
   fmt::print("D2D copy {:.0f} GB/s (read+write), read {:.0f} GB/s\n", copy_gbs, read_gbs);
   src = cuda::DeviceBuffer();
   dst = cuda::DeviceBuffer();
@@ -114,9 +113,7 @@ int main(int argc, char** argv) {
     if (profile && std::string(s.name) != "7B o" && std::string(s.name) != "70B gate+up") continue;
     // Random FP16 weights, quantized to FP6 on the GPU; copies rotate over > 3x L2.
     const size_t fp16_bytes = static_cast<size_t>(s.rows * s.cols) * 2;
-    const fpx::PackPlan plan = fpx::pack_plan(fpx::kE3M2, DType::kF16);
-    const int64_t rt = (s.rows + 15) / 16, cu = (s.cols + 127) / 128;
-    const size_t packed_bytes = static_cast<size_t>(rt * cu * plan.unit_bytes());
+    const size_t packed_bytes = fpx::pack_plan(fpx::kE3M2, DType::kF16).packed_bytes(s.rows, s.cols);
     const int copies16 = static_cast<int>(std::max<size_t>(2, 3 * l2 / fp16_bytes + 1));
     const int copies6 = static_cast<int>(std::max<size_t>(2, 3 * l2 / packed_bytes + 1));
     std::vector<cuda::DeviceDenseWeight> dense(static_cast<size_t>(copies16));

@@ -84,7 +84,7 @@ PackedWeight make_packed(int64_t rows, int64_t cols, Format format, DType target
   p.plan = pack_plan(format, target);
   p.rows = rows;
   p.cols = cols;
-  p.data = HostBuffer(static_cast<size_t>(p.row_tiles() * p.col_units() * p.plan.unit_bytes()));
+  p.data = HostBuffer(p.plan.packed_bytes(p.rows, p.cols));
   p.scales.assign(static_cast<size_t>(p.rows_padded()), 0.0f);
   return p;
 }

@@ -73,6 +73,10 @@ struct PackPlan {
   Segment segments[8] = {};
 
   constexpr int unit_bytes() const { return kUnitRows * kUnitCols * format.bits() / 8; }
+  // Bytes of a [rows, cols] matrix packed with this plan (padded to whole 16x128 units).
+  constexpr size_t packed_bytes(int64_t rows, int64_t cols) const {
+    return static_cast<size_t>((rows + kUnitRows - 1) / kUnitRows * ((cols + kUnitCols - 1) / kUnitCols) * unit_bytes());
+  }
   constexpr int region_offset(int s) const {
     int off = 0;
     for (int i = 0; i < s; ++i) off += kWarpLanes * 4 * segments[i].words_per_lane();

@@ -186,9 +186,10 @@ class CudaBackend : public Backend {
     attn_ws_.reserve(std::max<size_t>(attn_floats_, 1) * sizeof(float));
     // The FPx workspace for every layer at n (and the logits rows), sized here: no allocation
     // may happen among the ops (they may be recorded).
-    size_t need = 0;
-    for (const cuda::DeviceFpxWeight* w : fpx_weights_)
-      need = std::max({need, cuda::fpx_linear_workspace_bytes(*w, n), cuda::fpx_linear_workspace_bytes(*w, rows)});
+    size_t& need = workspace_need_[{n, rows}];  // once per batch shape, not per step
+    if (need == 0)
+      for (const cuda::DeviceFpxWeight* w : fpx_weights_)
+        need = std::max({need, cuda::fpx_linear_workspace_bytes(*w, n), cuda::fpx_linear_workspace_bytes(*w, rows)});
     if (need > linear_ws_.size()) {
       linear_ws_ = cuda::DeviceBuffer(need);
       FP6_CUDA_CHECK(cudaMemset(linear_ws_.data(), 0, need));  // the workspace contract
@@ -333,6 +334,7 @@ class CudaBackend : public Backend {
   static constexpr size_t kMaxGraphs = 64;
   cuda::DeviceBuffer linear_ws_, arena_;
   std::vector<const cuda::DeviceFpxWeight*> fpx_weights_;
+  std::map<std::pair<int64_t, int64_t>, size_t> workspace_need_;  // (tokens, logit rows) -> FPx workspace
   std::map<std::vector<int64_t>, cudaGraphExec_t> graphs_;
   std::vector<int64_t> key_;
   std::string graphs_off_why_;

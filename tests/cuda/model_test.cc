@@ -139,6 +139,10 @@ TEST_P(GpuFixture, GraphReplaysEqualDirectLaunches) {
     unsetenv("FP6SERVE_CUDA_GRAPHS");
     std::vector<float> all;  // the prompt, then 11 decode steps of one shape
     testing::greedy_decode(*m, ref.ids("input_ids_2"), 12, &all);
+    // The first run must really replay recordings, or both runs would be direct launches.
+    const std::string how = m->backend().describe();
+    EXPECT_EQ(how.find("CUDA graphs on") != std::string::npos && how.find(" 0 recorded") == std::string::npos, graphs)
+        << how;
     return all;
   };
   EXPECT_EQ(decode_logits(true), decode_logits(false));

@@ -129,7 +129,7 @@ DeviceFpxWeight quantize_on_device(const void* src, DType src_dtype, int64_t row
   w.plan = fpx::pack_plan(format, target);
   w.rows = rows;
   w.cols = cols;
-  w.data = DeviceBuffer(static_cast<size_t>(w.row_tiles() * w.col_units() * w.plan.unit_bytes()));
+  w.data = DeviceBuffer(w.plan.packed_bytes(rows, cols));
   w.scales = DeviceBuffer(static_cast<size_t>(w.row_tiles() * fpx::kUnitRows) * sizeof(float));
   const int64_t bad = quantize_pack(src, src_dtype, rows, cols, w.plan, fpx::Codec(format).params(),
                                     w.data.as<uint8_t>(), w.scales.as<float>(), stream);
