@@ -37,23 +37,6 @@ std::vector<std::string> split(const std::string& list) {
   return out;
 }
 
-std::vector<int64_t> numbers(const std::string& list, const char* option) {
-  std::vector<int64_t> out;
-  for (const std::string& s : split(list)) {
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(s, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    FP6_CHECK(used == s.size() && v > 0, kInvalidArgument, "{}: '{}' is not a positive integer", option, s);
-    out.push_back(v);
-  }
-  FP6_CHECK(!out.empty(), kInvalidArgument, "{}: empty list", option);
-  return out;
-}
-
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -142,8 +125,10 @@ int run(const BenchOptions& o, bool is_decode) {
   const model::ModelConfig config = model::ModelConfig::shape(o.shape);
   const auto modes = split(o.modes);
   FP6_CHECK(!modes.empty(), kInvalidArgument, "--modes: empty list");
-  const auto batches = numbers(o.batches, "--batch"), contexts = numbers(o.contexts, "--context"),
-             prompts = numbers(o.prompts, "--prompt-len");
+  constexpr int64_t kMax = int64_t{1} << 30;
+  const auto batches = parse_int_list(o.batches, "--batch", 1, kMax),
+             contexts = parse_int_list(o.contexts, "--context", 1, kMax),
+             prompts = parse_int_list(o.prompts, "--prompt-len", 1, kMax);
   FP6_CHECK(o.steps > 0, kInvalidArgument, "--steps must be positive");
   for (int64_t c : contexts)
     FP6_CHECK(c > o.steps && c <= config.max_position_embeddings, kInvalidArgument,

@@ -4,11 +4,18 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
 #include <functional>
+#include <string>
+#include <vector>
 
 namespace fp6serve::cli {
 
 using Action = std::function<int()>;
+
+// "1,2,3" -> {1, 2, 3}; an empty list or an item that is not an integer in [min, max] is a
+// kInvalidArgument error naming `option` and the item.
+std::vector<int64_t> parse_int_list(const std::string& text, const char* option, int64_t min, int64_t max);
 
 Action add_generate(CLI::App& app);
 Action add_serve(CLI::App& app);

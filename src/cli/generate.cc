@@ -13,26 +13,10 @@ namespace fp6serve::cli {
 
 namespace {
 
+// --prompt-ids: comma-separated token ids.
 std::vector<int32_t> parse_ids(const std::string& text) {
-  std::vector<int32_t> ids;
-  size_t pos = 0;
-  while (pos <= text.size()) {
-    const size_t comma = text.find(',', pos);
-    const std::string item = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    size_t used = 0;
-    long long v = -1;
-    try {
-      v = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    FP6_CHECK(used == item.size() && !item.empty() && v >= 0 && v <= INT32_MAX, kInvalidArgument,
-              "--prompt-ids: '{}' is not a token id (expected comma-separated non-negative integers)", item);
-    ids.push_back(static_cast<int32_t>(v));
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
-  }
-  return ids;
+  const auto ids = parse_int_list(text, "--prompt-ids", 0, INT32_MAX);
+  return {ids.begin(), ids.end()};
 }
 
 }  // namespace
