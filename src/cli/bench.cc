@@ -45,7 +45,8 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 std::unique_ptr<model::Model> build(const model::ModelConfig& config, const std::string& mode, std::string& why) {
   try {
     const auto t0 = std::chrono::steady_clock::now();
-    auto m = model::Model::random(config, model::QuantizationMode::parse(mode), model::make_backend("cuda", config));
+    const auto qmode = model::QuantizationMode::parse(mode);
+    auto m = model::Model::random(config, qmode, model::make_backend("cuda", config, qmode));
     fmt::print(stderr, "{}: built in {:.1f} s, weights {:.2f} GiB, {:.2f} GiB free on the GPU\n", mode,
                seconds_since(t0), m->weights().bytes() / double(1 << 30), cuda_free_bytes() / double(1 << 30));
     return m;

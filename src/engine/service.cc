@@ -16,7 +16,7 @@ Service::Service(const std::string& model_dir, const PipelineOptions& options)
   load.mode_explicit = true;
   load.quantize_lm_head = options.quantize_lm_head;
   load.progress = options.progress;
-  model_ = model::Model::load(model_dir, load, model::make_backend(options.device, config));
+  model_ = model::Model::load(model_dir, load, model::make_backend(options.device, config, load.mode));
   EngineConfig ec;
   ec.max_batch_tokens = options.max_batch_tokens;
   ec.max_model_len = options.max_model_len;

@@ -8,8 +8,11 @@
 
 namespace fp6serve::model {
 
-// "cpu", "cuda" or "auto" (cuda when built and a GPU is visible, else cpu). Throws
-// kInvalidArgument for other names and kUnsupported when cuda cannot be used.
-std::unique_ptr<Backend> make_backend(const std::string& device, const ModelConfig& config);
+// "cpu", "cuda" or "auto" (cuda when built and a GPU is visible, else cpu) for a model in
+// `mode`. The CUDA backend computes in 16 bits, so the fp32 mode runs on the CPU: "auto" picks
+// it, "cuda" is an error. Throws kInvalidArgument for other names and kUnsupported when cuda
+// cannot be used.
+std::unique_ptr<Backend> make_backend(const std::string& device, const ModelConfig& config,
+                                      const QuantizationMode& mode);
 
 }  // namespace fp6serve::model
