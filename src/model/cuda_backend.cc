@@ -175,6 +175,13 @@ class CudaBackend : public Backend {
         seq_of_token.push_back(static_cast<int32_t>(i));
       }
     }
+    std::vector<int64_t> starts, counts;
+    for (const BatchSeq& s : batch.seqs) starts.push_back(s.start_pos), counts.push_back(s.token_count);
+    const cuda::AttentionPlan plan = cuda::plan_attention(starts, counts, config_.head_dim);
+    attn_work_.tiles = tiles_buf_.upload(plan.tiles);
+    attn_work_.num_tiles = static_cast<int64_t>(plan.tiles.size() / 2);
+    attn_work_.singles = singles_buf_.upload(plan.singles);
+    attn_work_.num_singles = static_cast<int64_t>(plan.singles.size());
     tokens_ = tokens_buf_.upload(batch.tokens);
     positions_ = positions_buf_.upload(batch.positions);
     slots_ = slots_buf_.upload(slots);
@@ -182,7 +189,7 @@ class CudaBackend : public Backend {
     tables_ = tables_buf_.upload(tables);
     logit_rows_ = rows_buf_.upload(batch.logit_rows);
     const int64_t n = batch.num_tokens(), rows = static_cast<int64_t>(batch.logit_rows.size());
-    attn_floats_ = cuda::paged_attention_workspace(n, config_.num_heads, config_.head_dim, max_context_);
+    attn_floats_ = cuda::paged_attention_workspace(attn_work_.num_singles, config_.num_heads, config_.head_dim, max_context_);
     attn_ws_.reserve(std::max<size_t>(attn_floats_, 1) * sizeof(float));
     // The FPx workspace for every layer at n (and the logits rows), sized here: no allocation
     // may happen among the ops (they may be recorded).
@@ -199,9 +206,12 @@ class CudaBackend : public Backend {
             rows,
             static_cast<int64_t>(batch.seqs.size()),
             max_blocks_,
+            attn_work_.num_tiles,
+            attn_work_.num_singles,
             static_cast<int64_t>(attn_floats_),
             reinterpret_cast<int64_t>(cache.k.empty() ? nullptr : cache.k[0].data())};
-    for (const Scratch* b : {&tokens_buf_, &positions_buf_, &slots_buf_, &seq_buf_, &tables_buf_, &rows_buf_, &attn_ws_})
+    for (const Scratch* b : {&tokens_buf_, &positions_buf_, &slots_buf_, &seq_buf_, &tables_buf_, &rows_buf_, &attn_ws_,
+                            &tiles_buf_, &singles_buf_})
       key_.push_back(reinterpret_cast<int64_t>(b->buf.data()));
     key_.push_back(reinterpret_cast<int64_t>(linear_ws_.data()));
     key_.push_back(reinterpret_cast<int64_t>(arena_.data()));
@@ -282,8 +292,8 @@ class CudaBackend : public Backend {
                         inv_freq_, view(cache, layer), act_, stream_);
   }
 
-  void attention(const Tensor& qkv, const Batch& batch, const KvCache& cache, int64_t layer, Tensor& out) override {
-    cuda::paged_attention(qkv.data(), batch.num_tokens(), config_.num_heads, positions_, seq_of_token_, tables_,
+  void attention(const Tensor& qkv, const Batch&, const KvCache& cache, int64_t layer, Tensor& out) override {
+    cuda::paged_attention(qkv.data(), attn_work_, config_.num_heads, positions_, seq_of_token_, tables_,
                           max_blocks_, view(cache, layer), config_.sliding_window, max_context_, out.data(),
                           attn_ws_.buf.as<float>(), attn_floats_, act_, stream_);
   }
@@ -341,7 +351,9 @@ class CudaBackend : public Backend {
   bool graphs_enabled_ = true, recordable_ = false, recording_ = false;
   const int64_t* logit_rows_ = nullptr;
   size_t arena_used_ = 0, arena_peak_ = 0;
-  Scratch inv_freq_buf_, tokens_buf_, positions_buf_, slots_buf_, seq_buf_, tables_buf_, rows_buf_, attn_ws_;
+  Scratch inv_freq_buf_, tokens_buf_, positions_buf_, slots_buf_, seq_buf_, tables_buf_, rows_buf_, attn_ws_,
+      tiles_buf_, singles_buf_;
+  cuda::AttentionWork attn_work_;
   const float* inv_freq_ = nullptr;
   const int32_t* tokens_ = nullptr;
   const int32_t* positions_ = nullptr;

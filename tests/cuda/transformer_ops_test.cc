@@ -17,7 +17,7 @@ namespace fp6serve {
 namespace {
 
 class CudaOps : public ::testing::TestWithParam<DType> {
- protected:
+ public:  // also used by CudaOpsCheckAttention
   void SetUp() override {
     if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   }
@@ -90,42 +90,76 @@ TEST_P(CudaOps, RmsNormAndFusedResidual) {
   EXPECT_LT(rel_l2(download(dres, rows * dim), r16), 1e-6);
 }
 
+// Sequences of a batch at different positions: (first position, new tokens).
+struct TestSeq {
+  int64_t start, count;
+};
+
+// RoPE + KV write + attention of one batch on the GPU against the CPU twin.
+void CudaOpsCheckAttention(CudaOps& t, int64_t hd, int64_t heads, int64_t kv_heads, int64_t window,
+                           const std::vector<TestSeq>& seqs, std::mt19937& rng);
+
 TEST_P(CudaOps, RopeKvWriteAndPagedAttentionMatchTheCpu) {
-  // Three sequences at different positions: a prompt chunk of 40 tokens after 700 cached,
-  // one decode token at position 1500 (splits the context), and a fresh 33-token prompt.
-  for (const int64_t hd : {int64_t{128}, int64_t{36}, int64_t{200}}) {  // 4, 2, 8 dims per lane; 36: scalar keys
-  const int64_t heads = 8, kv_heads = 2, block = 16, num_blocks = 256;
-  struct Seq {
-    int64_t start, count;
-  };
-  const std::vector<Seq> seqs = {{700, 40}, {1500, 1}, {0, 33}};
+  // Prompt chunks (the Tensor-Core kernel: 40 tokens after 700 cached, a fresh 33-token
+  // prompt, 150 tokens = three tiles after 64 cached) with a decode token at position 1500
+  // and a 5-token chunk (the split-context kernel) in the same batch.
+  const std::vector<TestSeq> mixed = {{700, 40}, {1500, 1}, {0, 33}, {64, 150}, {90, 5}};
+  // 128, 64, 32, 16, 80, 96: both kernels; 36, 200: single tokens only (scalar keys for 36).
+  for (const int64_t hd : {128, 64, 32, 16, 80, 96, 36, 200}) CudaOpsCheckAttention(*this, hd, 8, 2, 0, mixed, rng_);
+  // A sliding window shorter than the chunks, and MHA (kv_heads == heads).
+  CudaOpsCheckAttention(*this, 128, 4, 4, 100, mixed, rng_);
+  CudaOpsCheckAttention(*this, 64, 8, 1, 37, {{0, 300}, {2000, 1}, {500, 64}}, rng_);
+}
+
+TEST(AttentionPlan, TilesTakeChunksAndSinglesTheRest) {
+  // Chunks of >= kAttentionMinTileTokens become tiles of <= kAttentionTileTokens, longest key
+  // range first; the rest (and every token when the head dim has no prefill kernel) are single.
+  const auto plan = cuda::plan_attention({700, 1500, 0, 64}, {40, 1, 7, 150}, 128);
+  EXPECT_EQ(plan.tiles, (std::vector<int32_t>{0, 40, 176, 22, 112, 64, 48, 64}));
+  EXPECT_EQ(plan.singles, (std::vector<int32_t>{40, 41, 42, 43, 44, 45, 46, 47}));
+  const auto none = cuda::plan_attention({0}, {100}, 36);
+  EXPECT_TRUE(none.tiles.empty());
+  EXPECT_EQ(none.singles.size(), 100u);
+}
+
+void CudaOpsCheckAttention(CudaOps& t, int64_t hd, int64_t heads, int64_t kv_heads, int64_t window,
+                           const std::vector<TestSeq>& seqs, std::mt19937& rng) {
+  SCOPED_TRACE(::testing::Message() << "head_dim " << hd << ", heads " << heads << "/" << kv_heads << ", window "
+                                    << window);
+  const int64_t block = 16;
+  std::vector<std::vector<int32_t>> tables;
+  int64_t total_blocks = 0, n = 0, max_blocks = 0, max_context = 0;
+  for (const TestSeq& s : seqs) total_blocks += (s.start + s.count + block - 1) / block;
+  const int64_t num_blocks = total_blocks + 3;
   std::vector<int32_t> ids(num_blocks);
   std::iota(ids.begin(), ids.end(), 0);
-  std::shuffle(ids.begin(), ids.end(), rng_);
-  std::vector<std::vector<int32_t>> tables;
-  int64_t next = 0, n = 0, max_blocks = 0, max_context = 0;
-  for (const Seq& s : seqs) {
+  std::shuffle(ids.begin(), ids.end(), rng);
+  int64_t next = 0;
+  std::vector<int64_t> starts, counts;
+  for (const TestSeq& s : seqs) {
     const int64_t blocks = (s.start + s.count + block - 1) / block;
     tables.emplace_back(ids.begin() + next, ids.begin() + next + blocks);
     next += blocks;
     n += s.count;
     max_blocks = std::max(max_blocks, blocks);
     max_context = std::max(max_context, s.start + s.count);
+    starts.push_back(s.start);
+    counts.push_back(s.count);
   }
   const int64_t width = (heads + 2 * kv_heads) * hd, kv_row = kv_heads * hd;
   // Cache contents for the earlier positions, and the new tokens' qkv.
   cuda::DeviceBuffer dk, dv, dqkv;
-  auto k = random(num_blocks * block * kv_row, 1.0f, dk);
-  auto v = random(num_blocks * block * kv_row, 1.0f, dv);
-  auto qkv = random(n * width, 1.0f, dqkv);
+  auto k = t.random(num_blocks * block * kv_row, 1.0f, dk);
+  auto v = t.random(num_blocks * block * kv_row, 1.0f, dv);
+  auto qkv = t.random(n * width, 1.0f, dqkv);
   std::vector<int32_t> positions, slots, seq_of_token, flat_tables(seqs.size() * max_blocks, 0);
   std::vector<cpu::AttentionSeq> cseqs;
   int64_t row = 0;
   for (size_t s = 0; s < seqs.size(); ++s) {
     std::copy(tables[s].begin(), tables[s].end(), flat_tables.begin() + s * max_blocks);
     cseqs.push_back({row, seqs[s].count, seqs[s].start, tables[s].data(), static_cast<int64_t>(tables[s].size())});
-    for (int64_t t = 0; t < seqs[s].count; ++t, ++row) {
-      const int64_t p = seqs[s].start + t;
+    for (int64_t i = 0; i < seqs[s].count; ++i, ++row) {
+      const int64_t p = seqs[s].start + i;
       positions.push_back(static_cast<int32_t>(p));
       slots.push_back(static_cast<int32_t>(tables[s][p / block] * block + p % block));
       seq_of_token.push_back(static_cast<int32_t>(s));
@@ -134,34 +168,45 @@ TEST_P(CudaOps, RopeKvWriteAndPagedAttentionMatchTheCpu) {
   std::vector<float> inv(hd / 2);
   for (int64_t j = 0; j < hd / 2; ++j) inv[j] = 1.0f / std::pow(500000.0f, 2.0f * j / hd);
   auto up = [](const auto& host) {
-    cuda::DeviceBuffer d(host.size() * sizeof(host[0]));
-    d.upload(host.data(), d.size());
+    cuda::DeviceBuffer d(std::max<size_t>(host.size(), 1) * sizeof(host[0]));
+    if (!host.empty()) d.upload(host.data(), host.size() * sizeof(host[0]));
     return d;
   };
   auto dpos = up(positions), dslots = up(slots), dseq = up(seq_of_token), dtables = up(flat_tables), dinv = up(inv);
   const cuda::PagedKvView view{dk.data(), dv.data(), block, kv_heads, hd};
-  cuda::rope_write_kv(dqkv.data(), n, heads, dpos.as<int32_t>(), dslots.as<int32_t>(), dinv.as<float>(), view, dtype(),
-                      nullptr);
-  const size_t ws = cuda::paged_attention_workspace(n, heads, hd, max_context);
+  cuda::rope_write_kv(dqkv.data(), n, heads, dpos.as<int32_t>(), dslots.as<int32_t>(), dinv.as<float>(), view,
+                      t.dtype(), nullptr);
+  const cuda::AttentionPlan plan = cuda::plan_attention(starts, counts, hd);
+  auto dtiles = up(plan.tiles), dsingles = up(plan.singles);
+  const cuda::AttentionWork work{dtiles.as<int32_t>(), static_cast<int64_t>(plan.tiles.size() / 2),
+                                 dsingles.as<int32_t>(), static_cast<int64_t>(plan.singles.size())};
+  const bool tiled = hd % 16 == 0 && hd <= 128;
+  EXPECT_EQ(work.num_tiles > 0, tiled);  // both kernels are under test where they should be
+  const size_t ws = cuda::paged_attention_workspace(work.num_singles, heads, hd, max_context);
   cuda::DeviceBuffer dws(std::max<size_t>(ws, 1) * 4);
-  auto out = poisoned(n * heads * hd);
-  cuda::paged_attention(dqkv.data(), n, heads, dpos.as<int32_t>(), dseq.as<int32_t>(), dtables.as<int32_t>(),
-                        max_blocks, view, 0, max_context, out.data(), dws.as<float>(), ws, dtype(), nullptr);
+  auto out = t.poisoned(n * heads * hd);
+  cuda::paged_attention(dqkv.data(), work, heads, dpos.as<int32_t>(), dseq.as<int32_t>(), dtables.as<int32_t>(),
+                        max_blocks, view, window, max_context, out.data(), dws.as<float>(), ws, t.dtype(), nullptr);
 
   // CPU twin on the same (16-bit) values; the GPU's rotated q, k and the cache are 16-bit, so
   // round the twin's at the same points.
   cpu::rope(qkv.data(), n, width, heads + kv_heads, hd, positions.data(), inv.data());
-  for (auto& x : qkv) x = from_bits(to_bits(x));
+  for (auto& x : qkv) x = t.from_bits(t.to_bits(x));
   const cpu::PagedKv ckv{k.data(), v.data(), num_blocks, block, kv_heads, hd};
   cpu::write_kv(qkv.data() + heads * hd, qkv.data() + (heads + kv_heads) * hd, width, cseqs.data(),
                 static_cast<int64_t>(cseqs.size()), ckv);
   std::vector<float> want(n * heads * hd);
-  cpu::attention(qkv.data(), width, heads, cseqs.data(), static_cast<int64_t>(cseqs.size()), ckv, 0, want.data());
-  const double err = rel_l2(download(out, n * heads * hd), want);
-  EXPECT_LT(err, bound()) << "attention, head_dim " << hd;
-  // The rotated q/k as left in qkv.
-  EXPECT_LT(rel_l2(download(dqkv, n * width), qkv), bound()) << "rope";
+  cpu::attention(qkv.data(), width, heads, cseqs.data(), static_cast<int64_t>(cseqs.size()), ckv, window, want.data());
+  const std::vector<float> got = t.download(out, n * heads * hd);
+  // Per token, so that a wrong row of either kernel cannot hide in the batch's norm.
+  for (int64_t i = 0; i < n; ++i) {
+    const std::vector<float> g(got.begin() + i * heads * hd, got.begin() + (i + 1) * heads * hd);
+    const std::vector<float> w(want.begin() + i * heads * hd, want.begin() + (i + 1) * heads * hd);
+    ASSERT_LT(CudaOps::rel_l2(g, w), 2 * t.bound()) << "attention of token " << i;
   }
+  EXPECT_LT(CudaOps::rel_l2(got, want), t.bound()) << "attention";
+  // The rotated q/k as left in qkv.
+  EXPECT_LT(CudaOps::rel_l2(t.download(dqkv, n * width), qkv), t.bound()) << "rope";
 }
 
 TEST_P(CudaOps, SiluMulEmbeddingGatherAdd) {

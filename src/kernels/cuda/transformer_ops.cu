@@ -1,59 +1,16 @@
-// CUDA transformer ops (see transformer_ops.h). Simple, correct kernels first: one block per
-// row for the norms, one thread per rotary pair, and a split-context attention in which one
-// warp walks a slice of a sequence's cached keys with an online softmax (flash-decoding), so a
-// long context spreads over many warps and a decode step of a big batch fills the GPU.
-// Targets: sm_80 and sm_90 (no architecture-specific instructions).
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
+// CUDA transformer ops other than attention (attention.cu) and the linear layers (see
+// transformer_ops.h): a block per row for the norms (the row held in registers), a block per
+// (token, head) for the rotary embedding, grid-stride loops for the elementwise ops.
+// Targets: sm_80 and sm_90 (no architecture-specific instructions but griddepcontrol).
 #include <algorithm>
-#include <cfloat>
-#include <string>
 
-#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/dtype.cuh"
+#include "kernels/cuda/ptx.cuh"
 #include "kernels/cuda/transformer_ops.h"
 
 namespace fp6serve::cuda {
 
 namespace {
-
-template <typename T>
-__device__ __forceinline__ float to_float(T v);
-template <>
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-template <>
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <>
-__device__ __forceinline__ float to_float(float v) { return v; }
-
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ __half from_float(float v) { return __float2half_rn(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float(float v) { return __float2bfloat16_rn(v); }
-template <>
-__device__ __forceinline__ float from_float(float v) { return v; }
-
-// Calls f.template operator()<T>() with T the CUDA type of a 16-bit (or f32) dtype.
-template <typename F>
-void dispatch(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::kF16: f.template operator()<__half>(); return;
-    case DType::kBF16: f.template operator()<__nv_bfloat16>(); return;
-    case DType::kF32: f.template operator()<float>(); return;
-    default: FP6_CUDA_REQUIRE(false, kInvalidArgument, std::string("CUDA ops take f16, bf16 or f32, not ") + dtype_name(dtype));
-  }
-}
-
-// The kernels that precede a linear layer let it launch early (programmatic dependent launch,
-// sm_90): its CTAs start streaming their weights while this kernel runs, and wait for its
-// completion before reading activations (fpx_gemm_kernel.cuh).
-__device__ __forceinline__ void allow_dependents_to_launch() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;");
-#endif
-}
 
 constexpr int kNormThreads = 512;
 constexpr int kNormPerThread = 16;  // rows up to 8192 stay in registers between the two passes
@@ -153,145 +110,6 @@ __global__ void rope_write_kv_kernel(T* qkv, int64_t heads, int64_t kv_heads, in
 }
 
 template <typename T>
-__device__ __forceinline__ float bits_to_float(uint16_t b) {
-  if constexpr (std::is_same_v<T, __half>) return __half2float(__ushort_as_half(b));
-  else return __bfloat162float(__ushort_as_bfloat16(b));
-}
-
-constexpr int kContextChunk = 256;  // positions per CTA in the split-context attention
-constexpr int kMaxDimPerLane = 8;   // head_dim <= 256
-constexpr int kAttnWarps = 4;
-
-// One CTA of kAttnWarps warps per (token, head, context chunk). Each warp takes 32 positions
-// at a time, a lane per position: the lane computes its key's dot product with q (q in shared
-// memory, the key row read with 16-byte loads when head_dim % 8 == 0), the warp updates its
-// online softmax, then accumulates the 32 value rows (lane = dimension). The warps' partial
-// softmaxes are merged in shared memory. With splits > 1 the CTA leaves (max, sum,
-// unnormalized output) in the workspace for combine.
-template <typename T, bool kVec, int kDims>  // kDims: head dimensions per lane (head_dim <= 32 kDims)
-__global__ void __launch_bounds__(kAttnWarps * 32)
-    attention_kernel(const T* qkv, int64_t heads, int64_t kv_heads, int64_t head_dim, const int32_t* positions,
-                     const int32_t* seq_of_token, const int32_t* block_tables, int64_t max_blocks, const T* k_cache,
-                     const T* v_cache, int64_t block_size, int64_t window, int splits, float* workspace, T* out) {
-  allow_dependents_to_launch();
-  __shared__ float qs[32 * kMaxDimPerLane];
-  __shared__ float part_m[kAttnWarps], part_l[kAttnWarps];
-  __shared__ float part_acc[kAttnWarps][32 * kMaxDimPerLane];
-  const int64_t token = blockIdx.x / heads, h = blockIdx.x % heads;
-  const int split = blockIdx.y;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t kvh = h / (heads / kv_heads);
-  const int64_t p = positions[token];
-  const int64_t first = window > 0 ? max(int64_t{0}, p - window + 1) : 0;
-  const int64_t begin = first + static_cast<int64_t>(split) * kContextChunk;
-  const int64_t end = min(p + 1, begin + kContextChunk);
-  const int32_t* table = block_tables + static_cast<int64_t>(seq_of_token[token]) * max_blocks;
-  const T* q = qkv + token * (heads + 2 * kv_heads) * head_dim + h * head_dim;
-  const float scale = rsqrtf(static_cast<float>(head_dim));
-  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) qs[d] = to_float(q[d]) * scale;
-  __syncthreads();
-
-  float m = -FLT_MAX, l = 0.0f, acc[kDims] = {};
-  for (int64_t base = begin + 32 * warp; base < end; base += 32 * kAttnWarps) {
-    const int64_t j = base + lane;
-    const bool valid = j < end;
-    const int64_t slot = valid ? static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size : 0;
-    float dot = -FLT_MAX;
-    if (valid) {
-      const T* kr = k_cache + (slot * kv_heads + kvh) * head_dim;
-      dot = 0.0f;
-      if constexpr (kVec && sizeof(T) == 2) {
-        float part[4] = {};  // four independent FMA chains
-#pragma unroll
-        for (int c = 0; c < 4 * kDims; ++c) {  // 16 bytes at a time; head_dim <= 32 kDims
-          const int d = 8 * c;
-          if (d >= head_dim) break;
-          const uint4 raw = *reinterpret_cast<const uint4*>(kr + d);
-          const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            part[i] += qs[d + 2 * i] * bits_to_float<T>(static_cast<uint16_t>(words[i]));
-            part[i] += qs[d + 2 * i + 1] * bits_to_float<T>(static_cast<uint16_t>(words[i] >> 16));
-          }
-        }
-        dot = (part[0] + part[1]) + (part[2] + part[3]);
-      } else {
-        for (int64_t d = 0; d < head_dim; ++d) dot += qs[d] * to_float(kr[d]);
-      }
-    }
-    float m_new = dot;
-    for (int o = 16; o > 0; o >>= 1) m_new = fmaxf(m_new, __shfl_xor_sync(0xffffffffu, m_new, o));
-    m_new = fmaxf(m, m_new);
-    const float w = valid ? __expf(dot - m_new) : 0.0f, correction = __expf(m - m_new);
-    float wsum = w;
-    for (int o = 16; o > 0; o >>= 1) wsum += __shfl_xor_sync(0xffffffffu, wsum, o);
-    l = l * correction + wsum;
-    m = m_new;
-#pragma unroll
-    for (int k = 0; k < kDims; ++k) acc[k] *= correction;
-    // The weighted value rows, 8 at a time with every load issued before the FMAs (the
-    // rows are independent; a one-row loop waited on each load in turn).
-    const int count = static_cast<int>(min(int64_t{32}, end - base));
-    constexpr int kRows = 8;
-    for (int i0 = 0; i0 < count; i0 += kRows) {
-      float vals[kRows][kDims], wv[kRows];
-#pragma unroll
-      for (int u = 0; u < kRows; ++u) {
-        const int i = min(i0 + u, count - 1);  // past the end: a valid row, weight 0
-        wv[u] = i0 + u < count ? __shfl_sync(0xffffffffu, w, i) : 0.0f;
-        const int64_t si = __shfl_sync(0xffffffffu, slot, i);
-        const T* vr = v_cache + (si * kv_heads + kvh) * head_dim;
-#pragma unroll
-        for (int k = 0; k < kDims; ++k) {
-          const int64_t d = lane + 32 * k;
-          vals[u][k] = d < head_dim ? to_float(vr[d]) : 0.0f;
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kRows; ++u)
-#pragma unroll
-        for (int k = 0; k < kDims; ++k) acc[k] += wv[u] * vals[u][k];
-    }
-  }
-  // Merge the warps: M = max m_w, L = sum l_w e^(m_w - M), acc = sum acc_w e^(m_w - M).
-  if (lane == 0) part_m[warp] = m, part_l[warp] = l;
-#pragma unroll
-  for (int k = 0; k < kDims; ++k) part_acc[warp][lane + 32 * k] = acc[k];
-  __syncthreads();
-  float big_m = -FLT_MAX;
-  for (int w = 0; w < kAttnWarps; ++w) big_m = fmaxf(big_m, part_m[w]);
-  float big_l = 0.0f;
-  for (int w = 0; w < kAttnWarps; ++w) big_l += part_l[w] * __expf(part_m[w] - big_m);
-  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    float v = 0.0f;
-    for (int w = 0; w < kAttnWarps; ++w) v += part_acc[w][d] * __expf(part_m[w] - big_m);
-    if (splits == 1) {
-      out[token * heads * head_dim + h * head_dim + d] = from_float<T>(v / big_l);
-    } else {
-      float* ws = workspace + ((token * heads + h) * splits + split) * (head_dim + 2);
-      ws[2 + d] = v;
-      if (d == 0) ws[0] = begin < end ? big_m : -FLT_MAX, ws[1] = big_l;
-    }
-  }
-}
-
-template <typename T>
-__global__ void attention_combine_kernel(int64_t heads, int64_t head_dim, int splits, const float* workspace, T* out) {
-  allow_dependents_to_launch();
-  const int64_t th = blockIdx.x;  // token * heads + head
-  const float* ws = workspace + th * splits * (head_dim + 2);
-  float m = -FLT_MAX;
-  for (int s = 0; s < splits; ++s) m = fmaxf(m, ws[s * (head_dim + 2)]);
-  float l = 0.0f;
-  for (int s = 0; s < splits; ++s) l += ws[s * (head_dim + 2) + 1] * __expf(ws[s * (head_dim + 2)] - m);
-  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    float v = 0.0f;
-    for (int s = 0; s < splits; ++s) v += ws[s * (head_dim + 2) + 2 + d] * __expf(ws[s * (head_dim + 2)] - m);
-    out[th * head_dim + d] = from_float<T>(v / l);
-  }
-}
-
-template <typename T>
 __global__ void silu_mul_kernel(const T* gate_up, int64_t inter, T* out) {
   allow_dependents_to_launch();
   const int64_t row = blockIdx.y;
@@ -320,10 +138,6 @@ __global__ void to_f32_kernel(const T* x, int64_t n, float* out) {
 }
 
 unsigned elementwise_blocks(int64_t n) { return static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 65535)); }
-
-int context_splits(int64_t max_context) {
-  return static_cast<int>(std::max<int64_t>(1, (max_context + kContextChunk - 1) / kContextChunk));
-}
 
 }  // namespace
 
@@ -367,38 +181,6 @@ void rope_write_kv(void* qkv, int64_t n, int64_t heads, const int32_t* positions
     rope_write_kv_kernel<T><<<grid, 64, 0, stream>>>(
         static_cast<T*>(qkv), heads, kv.kv_heads, kv.head_dim, positions, slots, inv_freq, static_cast<T*>(kv.k),
         static_cast<T*>(kv.v));
-  });
-  FP6_CUDA_CHECK_LAUNCH();
-}
-
-size_t paged_attention_workspace(int64_t n, int64_t heads, int64_t head_dim, int64_t max_context) {
-  const int splits = context_splits(max_context);
-  return splits == 1 ? 0 : static_cast<size_t>(n * heads * splits * (head_dim + 2));
-}
-
-void paged_attention(const void* qkv, int64_t n, int64_t heads, const int32_t* positions, const int32_t* seq_of_token,
-                     const int32_t* block_tables, int64_t max_blocks, const PagedKvView& kv, int64_t window,
-                     int64_t max_context, void* out, float* workspace, size_t workspace_floats, DType dtype,
-                     cudaStream_t stream) {
-  if (n == 0) return;
-  FP6_CUDA_REQUIRE(kv.head_dim <= 32 * kMaxDimPerLane, kUnsupported,
-                   "head_dim " + std::to_string(kv.head_dim) + " > 256 is not supported by the CUDA attention");
-  const int splits = context_splits(window > 0 ? std::min(window, max_context) : max_context);
-  FP6_CUDA_REQUIRE(workspace_floats >= paged_attention_workspace(n, heads, kv.head_dim, max_context), kInternal,
-                   "paged_attention workspace too small");
-  dispatch(dtype, [&]<typename T>() {
-    const dim3 grid(static_cast<unsigned>(n * heads), static_cast<unsigned>(splits));
-    const bool vec = kv.head_dim % 8 == 0 && sizeof(T) == 2;
-    auto pick = [&]<int kDims>() { return vec ? attention_kernel<T, true, kDims> : attention_kernel<T, false, kDims>; };
-    auto* kernel = kv.head_dim <= 64 ? pick.template operator()<2>()
-                   : kv.head_dim <= 128 ? pick.template operator()<4>() : pick.template operator()<8>();
-    kernel<<<grid, kAttnWarps * 32, 0, stream>>>(static_cast<const T*>(qkv), heads, kv.kv_heads, kv.head_dim, positions,
-                                                 seq_of_token, block_tables, max_blocks, static_cast<const T*>(kv.k),
-                                                 static_cast<const T*>(kv.v), kv.block_size, window, splits, workspace,
-                                                 static_cast<T*>(out));
-    if (splits > 1)
-      attention_combine_kernel<T><<<static_cast<unsigned>(n * heads), 128, 0, stream>>>(heads, kv.head_dim, splits,
-                                                                                         workspace, static_cast<T*>(out));
   });
   FP6_CUDA_CHECK_LAUNCH();
 }

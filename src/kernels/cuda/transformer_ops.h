@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "core/dtype.h"
 
@@ -41,17 +42,41 @@ struct PagedKvView {
 void rope_write_kv(void* qkv, int64_t n, int64_t heads, const int32_t* positions, const int32_t* slots,
                    const float* inv_freq, const PagedKvView& kv, DType dtype, cudaStream_t stream);
 
-// Causal attention of every new token over its sequence's cached keys and values.
-// Per token (device arrays): the sequence's block table (token_tables[i] points into
-// `block_tables`, max_blocks entries per sequence) and its position. window 0: all earlier
+// Causal attention of every new token over its sequence's cached keys and values (the new
+// tokens' keys and values were written by rope_write_kv). Two kernels share the tokens, as
+// plan_attention divides them on the host:
+// - query tiles, runs of up to kAttentionTileTokens consecutive tokens of a sequence's chunk
+//   of at least kAttentionMinTileTokens (prompts): a Tensor-Core flash-attention kernel, for
+//   head dims that are multiples of 16 up to 128 and 16-bit activations;
+// - single tokens (decode steps, short chunks, other head dims): a split-context kernel.
+constexpr int64_t kAttentionTileTokens = 64;
+constexpr int64_t kAttentionMinTileTokens = 8;
+struct AttentionPlan {
+  std::vector<int32_t> tiles;    // per tile: its first token and its token count
+  std::vector<int32_t> singles;  // token indices
+};
+// seq_starts/seq_tokens: per sequence of the batch, in batch order, its first position and
+// its number of new tokens (a sequence's tokens are consecutive in the batch).
+AttentionPlan plan_attention(const std::vector<int64_t>& seq_starts, const std::vector<int64_t>& seq_tokens,
+                             int64_t head_dim);
+// An AttentionPlan uploaded to the device.
+struct AttentionWork {
+  const int32_t* tiles = nullptr;
+  int64_t num_tiles = 0;
+  const int32_t* singles = nullptr;
+  int64_t num_singles = 0;
+};
+
+// Per token (device arrays): its position and its sequence, whose block table is row
+// seq_of_token[i] of `block_tables` (max_blocks entries per sequence). window 0: all earlier
 // positions; else the last `window`. out: [n, heads * head_dim]. max_context bounds the
 // longest context in the batch (it sizes the split of long contexts across blocks).
-void paged_attention(const void* qkv, int64_t n, int64_t heads, const int32_t* positions, const int32_t* seq_of_token,
-                     const int32_t* block_tables, int64_t max_blocks, const PagedKvView& kv, int64_t window,
-                     int64_t max_context, void* out, float* workspace, size_t workspace_floats, DType dtype,
-                     cudaStream_t stream);
-// Workspace (in floats) that paged_attention needs for n tokens and the given context.
-size_t paged_attention_workspace(int64_t n, int64_t heads, int64_t head_dim, int64_t max_context);
+void paged_attention(const void* qkv, const AttentionWork& work, int64_t heads, const int32_t* positions,
+                     const int32_t* seq_of_token, const int32_t* block_tables, int64_t max_blocks,
+                     const PagedKvView& kv, int64_t window, int64_t max_context, void* out, float* workspace,
+                     size_t workspace_floats, DType dtype, cudaStream_t stream);
+// Workspace (in floats) that paged_attention needs for its single tokens and the given context.
+size_t paged_attention_workspace(int64_t singles, int64_t heads, int64_t head_dim, int64_t max_context);
 
 // gate_up [n, 2 * inter] -> out [n, inter] = silu(gate) * up.
 void silu_mul(const void* gate_up, int64_t n, int64_t inter, void* out, DType dtype, cudaStream_t stream);
