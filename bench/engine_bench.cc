@@ -10,6 +10,7 @@
 #include <random>
 
 #include "engine/engine.h"
+#include "kernels/cpu/sampling.h"
 #include "tokenizer/tokenizer.h"
 
 namespace fp6serve {
@@ -41,8 +42,14 @@ class NullBackend : public model::Backend {
   void silu_mul(const Tensor&, Tensor&) override {}
   void add(Tensor&, const Tensor&) override {}
   void gather_logit_rows(const Tensor&, const model::Batch&, Tensor&) override {}
-  Tensor to_host_f32(const Tensor& x) override {
-    const int64_t rows = x.dim(0);
+  Tensor to_host_f32(const Tensor& x) override { return fixed_logits(x.dim(0)); }
+  // The CPU backend's sampling (the engine's host cost when the model runs on the CPU).
+  std::vector<Sample> sample(const Tensor& x, const std::vector<SampleRow>& rows) override {
+    return cpu::sample_rows(fixed_logits(x.dim(0)).data_as<float>(), vocab_, rows);
+  }
+
+ private:
+  Tensor fixed_logits(int64_t rows) {
     if (logits_.numel() < rows * vocab_) {
       logits_ = Tensor::empty({rows, vocab_}, DType::kF32);
       std::mt19937 rng(1);
@@ -51,8 +58,6 @@ class NullBackend : public model::Backend {
     }
     return logits_.slice_rows(0, rows);
   }
-
- private:
   int64_t vocab_;
   Tensor logits_;
 };

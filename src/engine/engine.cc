@@ -4,7 +4,6 @@
 
 #include "core/check.h"
 #include "core/gpu.h"
-#include "core/thread_pool.h"
 
 namespace fp6serve {
 
@@ -288,22 +287,13 @@ bool Engine::step() {
 
   if (!batch.seqs.empty()) {
     try {
-      const Tensor logits = model_.forward(batch, cache_);
+      std::vector<SampleRow> rows;
+      for (Sequence* s : logit_owner) rows.push_back(s->sampler->next_row(s->prompt, s->generated));
+      const std::vector<Sample> samples = model_.forward_sample(batch, cache_, rows);
       for (Sequence* s : in_batch) {
         s->cached += s->scheduled;
         s->scheduled = 0;
       }
-      // Sampling is independent per sequence (each has its own generator): spread it over
-      // the thread pool; streaming and stop checks then run in order.
-      const int64_t vocab = logits.dim(1);
-      std::vector<Sample> samples(logit_owner.size());
-      ThreadPool::global().parallel_for(static_cast<int64_t>(logit_owner.size()), [&](int64_t b, int64_t e) {
-        for (int64_t r = b; r < e; ++r) {
-          Sequence& s = *logit_owner[static_cast<size_t>(r)];
-          const std::span<const float> row(logits.data_as<float>() + r * vocab, static_cast<size_t>(vocab));
-          samples[static_cast<size_t>(r)] = s.sampler->sample(row, s.prompt, s.generated);
-        }
-      });
       for (size_t r = 0; r < logit_owner.size(); ++r) {
         emit_token(*logit_owner[r], samples[r]);
         logit_owner[r]->decoding = true;

@@ -1,7 +1,7 @@
-// Turning logits into the next token: repetition/presence/frequency penalties, temperature,
-// top-k, top-p, min-p, then a draw from a per-request seeded generator (or argmax when
-// temperature is 0), in Hugging Face's processor order. Also the log-probabilities the
-// OpenAI API reports (of the unprocessed model distribution).
+// A request's sampling parameters, and the per-request state that turns them into each
+// step's SampleRow (kernels/sampling.h defines what a row does to the logits: penalties,
+// temperature, top-k, min-p, top-p, the draw, the log-probabilities; the CPU and GPU
+// backends carry it out identically).
 #pragma once
 
 #include <cstdint>
@@ -9,6 +9,8 @@
 #include <random>
 #include <span>
 #include <vector>
+
+#include "kernels/sampling.h"
 
 namespace fp6serve {
 
@@ -27,35 +29,20 @@ struct SamplingParams {
   void validate() const;
 };
 
-struct TokenLogprob {
-  int32_t token;
-  float logprob;
-};
-
-struct Sample {
-  int32_t token = -1;
-  float logprob = 0.0f;              // when requested
-  std::vector<TokenLogprob> top;     // most likely alternatives, when requested
-};
-
+// Makes each step's SampleRow for one request: its parameters, a draw from its seeded
+// generator, and the penalized tokens of the sequence so far.
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);
   // prompt and generated: the sequence so far (penalties look at them).
+  SampleRow next_row(std::span<const int32_t> prompt, std::span<const int32_t> generated);
+  // next_row, sampled by the CPU reference from one row of logits.
   Sample sample(std::span<const float> logits, std::span<const int32_t> prompt, std::span<const int32_t> generated);
 
  private:
-  int32_t draw();
-
-  struct Candidate {
-    float weight;  // scaled logit, then unnormalized probability
-    int32_t token;
-  };
   SamplingParams params_;
   std::mt19937_64 rng_;
   std::vector<float> work_;
-  std::vector<int32_t> order_;
-  std::vector<Candidate> cand_;
 };
 
 }  // namespace fp6serve

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "core/tensor.h"
+#include "kernels/sampling.h"
 #include "model/batch.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
@@ -76,6 +77,8 @@ class Backend {
   virtual void gather_logit_rows(const Tensor& x, const Batch& batch, Tensor& out) = 0;
   // Logits to a host f32 tensor.
   virtual Tensor to_host_f32(const Tensor& x) = 0;
+  // The next token of each row of logits [rows.size(), vocab] (kernels/sampling.h).
+  virtual std::vector<Sample> sample(const Tensor& logits, const std::vector<SampleRow>& rows) = 0;
 };
 
 // The CPU backend (always available). Activations and KV cache in f32.

@@ -8,6 +8,7 @@
 #include "core/thread_pool.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/sampling.h"
 #include "model/backend.h"
 
 namespace fp6serve::model {
@@ -116,6 +117,9 @@ class CpuBackend : public Backend {
   }
 
   Tensor to_host_f32(const Tensor& x) override { return x; }
+  std::vector<Sample> sample(const Tensor& logits, const std::vector<SampleRow>& rows) override {
+    return cpu::sample_rows(logits.data_as<float>(), logits.dim(1), rows);
+  }
 
  private:
   static std::vector<cpu::AttentionSeq> attention_seqs(const Batch& batch) {

@@ -17,6 +17,7 @@
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/cuda/fpx_linear.h"
 #include "kernels/cuda/measure.h"
+#include "kernels/cuda/sampling.h"
 #include "kernels/cuda/transformer_ops.h"
 #include "model/backend.h"
 
@@ -309,6 +310,10 @@ class CudaBackend : public Backend {
                       stream_);
   }
 
+  std::vector<Sample> sample(const Tensor& logits, const std::vector<SampleRow>& rows) override {
+    return cuda::sample_rows(logits.data(), act_, logits.dim(1), rows, sample_scratch_, stream_);
+  }
+
   Tensor to_host_f32(const Tensor& x) override {
     Tensor f = arena_tensor(x.shape(), DType::kF32);
     cuda::to_f32(x.data(), x.numel(), f.data_as<float>(), act_, stream_);
@@ -354,6 +359,7 @@ class CudaBackend : public Backend {
   Scratch inv_freq_buf_, tokens_buf_, positions_buf_, slots_buf_, seq_buf_, tables_buf_, rows_buf_, attn_ws_,
       tiles_buf_, singles_buf_;
   cuda::AttentionWork attn_work_;
+  cuda::DeviceBuffer sample_scratch_;
   const float* inv_freq_ = nullptr;
   const int32_t* tokens_ = nullptr;
   const int32_t* positions_ = nullptr;

@@ -51,6 +51,19 @@ Model::Model(ModelConfig config, std::unique_ptr<Backend> backend, ModelWeights 
     : config_(std::move(config)), backend_(std::move(backend)), weights_(std::move(weights)) {}
 
 Tensor Model::forward(const Batch& batch, KvCache& cache, const HiddenStateHook& hook) {
+  Tensor logits = run(batch, cache, hook);
+  if (logits.dim(0) == 0) return Tensor::empty({0, config_.vocab_size}, DType::kF32);
+  return backend_->to_host_f32(logits);
+}
+
+std::vector<Sample> Model::forward_sample(const Batch& batch, KvCache& cache, const std::vector<SampleRow>& rows) {
+  FP6_CHECK(rows.size() == batch.logit_rows.size(), kInvalidArgument, "{} sampling rows for {} logits rows",
+            rows.size(), batch.logit_rows.size());
+  Tensor logits = run(batch, cache, nullptr);
+  return rows.empty() ? std::vector<Sample>{} : backend_->sample(logits, rows);
+}
+
+Tensor Model::run(const Batch& batch, KvCache& cache, const HiddenStateHook& hook) {
   const int64_t n = batch.num_tokens();
   FP6_CHECK(n > 0, kInvalidArgument, "forward of an empty batch");
   for (const BatchSeq& s : batch.seqs)
@@ -120,8 +133,7 @@ Tensor Model::forward(const Batch& batch, KvCache& cache, const HiddenStateHook&
     }
     if (may_record && !be.end_recording()) ops();  // recording failed: run them directly
   }
-  if (rows == 0) return Tensor::empty({0, c.vocab_size}, DType::kF32);
-  return be.to_host_f32(logits);
+  return logits;
 }
 
 }  // namespace fp6serve::model

@@ -39,8 +39,14 @@ class Model {
 
   // Logits [batch.logit_rows.size(), vocab] as a host f32 tensor.
   Tensor forward(const Batch& batch, KvCache& cache, const HiddenStateHook& hook = nullptr);
+  // The pass, then the next token of each logits row as rows[i] says, sampled where the
+  // logits are (on the GPU only tokens and log-probabilities come back).
+  std::vector<Sample> forward_sample(const Batch& batch, KvCache& cache, const std::vector<SampleRow>& rows);
 
  private:
+  // The pass: logits [batch.logit_rows.size(), vocab] on the backend (valid until the next pass).
+  Tensor run(const Batch& batch, KvCache& cache, const HiddenStateHook& hook);
+
   ModelConfig config_;
   std::unique_ptr<Backend> backend_;
   ModelWeights weights_;

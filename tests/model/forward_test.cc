@@ -188,6 +188,7 @@ class DequantizingBackend : public Backend {
   void add(Tensor& a, const Tensor& x) override { inner_->add(a, x); }
   void gather_logit_rows(const Tensor& x, const Batch& b, Tensor& o) override { inner_->gather_logit_rows(x, b, o); }
   Tensor to_host_f32(const Tensor& x) override { return inner_->to_host_f32(x); }
+  std::vector<Sample> sample(const Tensor& l, const std::vector<SampleRow>& r) override { return inner_->sample(l, r); }
 
  private:
   std::unique_ptr<Backend> inner_;
