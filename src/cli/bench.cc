@@ -87,7 +87,9 @@ Row decode(model::Model& m, int64_t b, int64_t context, int steps, double read_g
       const int32_t token = static_cast<int32_t>((s * 7919 + pos * 104729) % c.vocab_size);
       batch.add(&token, 1, pos, tables[s], true);
     }
-    m.forward(batch, cache);  // returns host logits: the step is complete
+    // What the engine does for greedy requests: the pass, then argmax on the device; the
+    // tokens are on the host when it returns.
+    m.forward_sample(batch, cache, std::vector<SampleRow>(static_cast<size_t>(b)));
   };
   step(first - 1);
   const auto t0 = std::chrono::steady_clock::now();
@@ -100,7 +102,8 @@ Row decode(model::Model& m, int64_t b, int64_t context, int steps, double read_g
   return r;
 }
 
-// Prefill of one prompt of `len` tokens (logits of its last token), median of 3 after a warm-up.
+// Prefill of one prompt of `len` tokens and its first token (greedy, on the device), median of
+// 3 after a warm-up.
 Row prefill(model::Model& m, int64_t len) {
   const int64_t block = 16, blocks = (len + block - 1) / block;
   Row r;
@@ -113,7 +116,7 @@ Row prefill(model::Model& m, int64_t len) {
     model::Batch batch;
     batch.add(tokens.data(), len, 0, table, true);
     const auto t0 = std::chrono::steady_clock::now();
-    m.forward(batch, cache);
+    m.forward_sample(batch, cache, {SampleRow{}});
     if (rep > 0) times.push_back(seconds_since(t0));
   }
   std::sort(times.begin(), times.end());

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <optional>
 
@@ -179,16 +180,24 @@ class CudaBackend : public Backend {
     std::vector<int64_t> starts, counts;
     for (const BatchSeq& s : batch.seqs) starts.push_back(s.start_pos), counts.push_back(s.token_count);
     const cuda::AttentionPlan plan = cuda::plan_attention(starts, counts, config_.head_dim);
-    attn_work_.tiles = tiles_buf_.upload(plan.tiles);
+    // Every per-pass array in one upload, ordered on the stream (one copy, not one sync per array).
+    staging_.clear();
+    const size_t o_tiles = stage(plan.tiles), o_singles = stage(plan.singles), o_tokens = stage(batch.tokens),
+                 o_positions = stage(batch.positions), o_slots = stage(slots), o_seq = stage(seq_of_token),
+                 o_tables = stage(tables), o_rows = stage(batch.logit_rows);
+    pass_buf_.reserve(staging_.size());
+    FP6_CUDA_CHECK(cudaMemcpyAsync(pass_buf_.buf.data(), staging_.data(), staging_.size(), cudaMemcpyHostToDevice, stream_));
+    auto at = [&]<typename T>(size_t offset) { return reinterpret_cast<const T*>(pass_buf_.buf.as<uint8_t>() + offset); };
+    attn_work_.tiles = at.operator()<int32_t>(o_tiles);
     attn_work_.num_tiles = static_cast<int64_t>(plan.tiles.size() / 2);
-    attn_work_.singles = singles_buf_.upload(plan.singles);
+    attn_work_.singles = at.operator()<int32_t>(o_singles);
     attn_work_.num_singles = static_cast<int64_t>(plan.singles.size());
-    tokens_ = tokens_buf_.upload(batch.tokens);
-    positions_ = positions_buf_.upload(batch.positions);
-    slots_ = slots_buf_.upload(slots);
-    seq_of_token_ = seq_buf_.upload(seq_of_token);
-    tables_ = tables_buf_.upload(tables);
-    logit_rows_ = rows_buf_.upload(batch.logit_rows);
+    tokens_ = at.operator()<int32_t>(o_tokens);
+    positions_ = at.operator()<int32_t>(o_positions);
+    slots_ = at.operator()<int32_t>(o_slots);
+    seq_of_token_ = at.operator()<int32_t>(o_seq);
+    tables_ = at.operator()<int32_t>(o_tables);
+    logit_rows_ = at.operator()<int64_t>(o_rows);
     const int64_t n = batch.num_tokens(), rows = static_cast<int64_t>(batch.logit_rows.size());
     attn_floats_ = cuda::paged_attention_workspace(attn_work_.num_singles, config_.num_heads, config_.head_dim, max_context_);
     attn_ws_.reserve(std::max<size_t>(attn_floats_, 1) * sizeof(float));
@@ -211,9 +220,7 @@ class CudaBackend : public Backend {
             attn_work_.num_singles,
             static_cast<int64_t>(attn_floats_),
             reinterpret_cast<int64_t>(cache.k.empty() ? nullptr : cache.k[0].data())};
-    for (const Scratch* b : {&tokens_buf_, &positions_buf_, &slots_buf_, &seq_buf_, &tables_buf_, &rows_buf_, &attn_ws_,
-                            &tiles_buf_, &singles_buf_})
-      key_.push_back(reinterpret_cast<int64_t>(b->buf.data()));
+    for (const Scratch* b : {&pass_buf_, &attn_ws_}) key_.push_back(reinterpret_cast<int64_t>(b->buf.data()));
     key_.push_back(reinterpret_cast<int64_t>(linear_ws_.data()));
     key_.push_back(reinterpret_cast<int64_t>(arena_.data()));
   }
@@ -339,6 +346,14 @@ class CudaBackend : public Backend {
     if (arena_used_ > arena_.size()) return Tensor::empty(shape, dtype, Device::kCuda);
     return Tensor::wrap(static_cast<uint8_t*>(arena_.data()) + offset, shape, dtype, Device::kCuda);
   }
+  // Appends an array to staging_ at a 256-byte boundary; returns its offset.
+  template <typename T>
+  size_t stage(const std::vector<T>& v) {
+    const size_t offset = (staging_.size() + 255) / 256 * 256;
+    staging_.resize(offset + v.size() * sizeof(T));
+    if (!v.empty()) std::memcpy(staging_.data() + offset, v.data(), v.size() * sizeof(T));
+    return offset;
+  }
   cuda::PagedKvView view(const KvCache& cache, int64_t layer) const {
     return {cache.k[layer].data(), cache.v[layer].data(), cache.block_size, config_.num_kv_heads, config_.head_dim};
   }
@@ -356,8 +371,8 @@ class CudaBackend : public Backend {
   bool graphs_enabled_ = true, recordable_ = false, recording_ = false;
   const int64_t* logit_rows_ = nullptr;
   size_t arena_used_ = 0, arena_peak_ = 0;
-  Scratch inv_freq_buf_, tokens_buf_, positions_buf_, slots_buf_, seq_buf_, tables_buf_, rows_buf_, attn_ws_,
-      tiles_buf_, singles_buf_;
+  Scratch inv_freq_buf_, pass_buf_, attn_ws_;
+  std::vector<uint8_t> staging_;  // the per-pass arrays, packed for pass_buf_
   cuda::AttentionWork attn_work_;
   cuda::DeviceBuffer sample_scratch_;
   const float* inv_freq_ = nullptr;
