@@ -1,13 +1,10 @@
 // The CUDA backend: activations and the paged KV cache in FP16 (BF16 for BF16 checkpoints),
 // FPx weights packed for that dtype and run by cuda::fpx_linear (kernels/cuda/fpx_linear.h),
-// dense weights by cuBLAS, the other ops by kernels/cuda/transformer_ops.h, sampling by
-// kernels/cuda/sampling.h. The ops run on one stream, with one exception: above the fused
-// kernel's crossover (prefill) the FPx weights go through cuda::FpxPrefillPipeline, whose
-// second stream dequantizes the next weight while the current GEMM runs
-// (FP6SERVE_DEQUANT_OVERLAP=0 turns that off). The host waits for the GPU only when the
-// sampled tokens (or the logits) come back. The ops of a pass are recorded as a CUDA graph
-// and replayed for later passes of the same shape (decode steps: one launch instead of ~10
-// per layer); FP6SERVE_CUDA_GRAPHS=0 turns that off. Built only with CUDA (src/CMakeLists.txt).
+// dense weights by cuBLAS, the other ops by kernels/cuda/transformer_ops.h. Everything runs
+// on one stream; the only host syncs are the batch upload in begin_forward and the logits
+// download. The ops of a pass are recorded as a CUDA graph and replayed for later passes of
+// the same shape (decode steps: one launch instead of ~10 per layer); FP6SERVE_CUDA_GRAPHS=0
+// turns that off. Built only with CUDA (src/CMakeLists.txt).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -15,7 +12,6 @@
 #include <cstring>
 #include <map>
 #include <optional>
-#include <unordered_map>
 
 #include "core/check.h"
 #include "core/gpu.h"
@@ -60,8 +56,6 @@ class CudaBackend : public Backend {
     inv_freq_ = inv_freq_buf_.upload(config.rope_inv_freq());
     const char* env = std::getenv("FP6SERVE_CUDA_GRAPHS");
     graphs_enabled_ = !(env && std::string(env) == "0");
-    const char* overlap = std::getenv("FP6SERVE_DEQUANT_OVERLAP");
-    overlap_dequant_ = !(overlap && std::string(overlap) == "0");
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
@@ -73,10 +67,8 @@ class CudaBackend : public Backend {
   DType act_dtype() const override { return act_; }
   DType pack_target(fpx::Format) const override { return act_; }
   std::string describe() const override {
-    return fmt::format("cuda ({}, {}, CUDA graphs {}, prefill dequantization {})", cuda_device_summary(),
-                       dtype_name(act_),
-                       graphs_enabled_ ? fmt::format("on, {} recorded", graphs_.size()) : "off" + graphs_off_why_,
-                       overlap_dequant_ ? "overlapped" : "in line");
+    return fmt::format("cuda ({}, {}, CUDA graphs {})", cuda_device_summary(), dtype_name(act_),
+                       graphs_enabled_ ? fmt::format("on, {} recorded", graphs_.size()) : "off" + graphs_off_why_);
   }
 
   std::unique_ptr<LinearWeight> adopt_linear(HostLinear&& host) override {
@@ -211,18 +203,10 @@ class CudaBackend : public Backend {
     attn_ws_.reserve(std::max<size_t>(attn_floats_, 1) * sizeof(float));
     // The FPx workspace for every layer at n (and the logits rows), sized here: no allocation
     // may happen among the ops (they may be recorded).
-    // Above the crossover the prefill pipeline dequantizes into its own buffers.
-    const bool pipelined = overlap_dequant_ && !fpx_weights_.empty() &&
-                           cuda::fpx_path(*fpx_weights_[0], n) == cuda::FpxPath::kDequantGemm;
-    if (pipelined) {
-      prefill_.reserve(fpx_weights_);
-      prefill_.begin_pass();
-    }
     size_t& need = workspace_need_[{n, rows}];  // once per batch shape, not per step
     if (need == 0)
       for (const cuda::DeviceFpxWeight* w : fpx_weights_)
-        need = std::max({need, pipelined ? 0 : cuda::fpx_linear_workspace_bytes(*w, n),
-                         cuda::fpx_linear_workspace_bytes(*w, rows)});
+        need = std::max({need, cuda::fpx_linear_workspace_bytes(*w, n), cuda::fpx_linear_workspace_bytes(*w, rows)});
     if (need > linear_ws_.size()) {
       linear_ws_ = cuda::DeviceBuffer(need);
       FP6_CUDA_CHECK(cudaMemset(linear_ws_.data(), 0, need));  // the workspace contract
@@ -264,7 +248,6 @@ class CudaBackend : public Backend {
 
   bool end_recording() override {
     if (!recording_) return true;
-    prefill_.join(stream_);  // the capture ends on the stream it began on
     recording_ = false;
     cudaGraph_t graph = nullptr;
     cudaGraphExec_t exec = nullptr;
@@ -285,7 +268,6 @@ class CudaBackend : public Backend {
   void abort_recording() override {
     if (!recording_) return;
     recording_ = false;
-    prefill_.join(stream_);
     cudaGraph_t graph = nullptr;
     cudaStreamEndCapture(stream_, &graph);
     if (graph) cudaGraphDestroy(graph);
@@ -310,8 +292,6 @@ class CudaBackend : public Backend {
     const int64_t n = x.dim(0);
     const float* bias = w.bias.size() ? w.bias.as<float>() : nullptr;
     if (!w.fpx) return cuda::dense_linear(x.data(), act_, n, w.dense, bias, y.data(), nullptr, 0, stream_);
-    if (overlap_dequant_ && cuda::fpx_path(*w.fpx, n) == cuda::FpxPath::kDequantGemm && prefill_.fits(*w.fpx))
-      return prefill_.linear(x.data(), act_, n, *w.fpx, bias, y.data(), next_fpx(&*w.fpx), stream_);
     cuda::fpx_linear(x.data(), act_, n, *w.fpx, bias, y.data(), linear_ws_.data(), linear_ws_.size(), stream_);
   }
 
@@ -338,12 +318,10 @@ class CudaBackend : public Backend {
   }
 
   std::vector<Sample> sample(const Tensor& logits, const std::vector<SampleRow>& rows) override {
-    prefill_.join(stream_);
     return cuda::sample_rows(logits.data(), act_, logits.dim(1), rows, sample_scratch_, stream_);
   }
 
   Tensor to_host_f32(const Tensor& x) override {
-    prefill_.join(stream_);
     Tensor f = arena_tensor(x.shape(), DType::kF32);
     cuda::to_f32(x.data(), x.numel(), f.data_as<float>(), act_, stream_);
     FP6_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -376,18 +354,6 @@ class CudaBackend : public Backend {
     if (!v.empty()) std::memcpy(staging_.data() + offset, v.data(), v.size() * sizeof(T));
     return offset;
   }
-  // The weight after w in adoption order, which is the forward's order (model/weights.cc loads
-  // layer by layer): what the prefill pipeline dequantizes ahead. A wrong guess costs only
-  // the overlap.
-  const cuda::DeviceFpxWeight* next_fpx(const cuda::DeviceFpxWeight* w) {
-    if (next_fpx_built_ != fpx_weights_.size()) {
-      next_fpx_built_ = fpx_weights_.size();
-      next_fpx_.clear();
-      for (size_t i = 0; i + 1 < fpx_weights_.size(); ++i) next_fpx_[fpx_weights_[i]] = fpx_weights_[i + 1];
-    }
-    const auto it = next_fpx_.find(w);
-    return it == next_fpx_.end() ? nullptr : it->second;
-  }
   cuda::PagedKvView view(const KvCache& cache, int64_t layer) const {
     return {cache.k[layer].data(), cache.v[layer].data(), cache.block_size, config_.num_kv_heads, config_.head_dim};
   }
@@ -409,10 +375,6 @@ class CudaBackend : public Backend {
   std::vector<uint8_t> staging_;  // the per-pass arrays, packed for pass_buf_
   cuda::AttentionWork attn_work_;
   cuda::DeviceBuffer sample_scratch_;
-  cuda::FpxPrefillPipeline prefill_;
-  bool overlap_dequant_ = true;
-  std::unordered_map<const cuda::DeviceFpxWeight*, const cuda::DeviceFpxWeight*> next_fpx_;
-  size_t next_fpx_built_ = 0;  // fpx_weights_.size() when next_fpx_ was built
   const float* inv_freq_ = nullptr;
   const int32_t* tokens_ = nullptr;
   const int32_t* positions_ = nullptr;

@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <memory>
 #include <random>
 
 #include "core/gpu.h"
@@ -154,63 +153,6 @@ TEST_P(CudaFpxLinear, DequantizePathWorksInRowBlocksAsSmallAsTheWorkspaceAllows)
   EXPECT_THROW(cuda::fpx_linear_dequant_gemm(p.x.data(), c.act, 33, p.w, nullptr, p.y.data(), small.data(), small.size(),
                                              nullptr),
                Error);
-}
-
-// A pass over several weights through the prefill pipeline: every product matches its
-// reference whether the next weight was guessed right, wrong (the pipeline then dequantizes
-// in line) or not at all, run directly and as a recorded CUDA graph replayed twice.
-TEST_P(CudaFpxLinear, PrefillPipelineOverlapsAndStaysCorrectWhateverComesNext) {
-  Case c{GetParam()};
-  const int64_t n = 130;
-  std::vector<std::unique_ptr<Problem>> ps;
-  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{4095, 257}, {512, 1024}, {100, 130}, {1000, 3000}})
-    ps.push_back(std::make_unique<Problem>(c, fpx::kE3M2, rows, cols, n, rows == 512));
-  // Call order 0 1 2 3 0; the guesses: 1 (right), 3 (wrong), 3 (right), none, 2 (unused at the end).
-  const int order[] = {0, 1, 2, 3, 0};
-  const int guess[] = {1, 3, 3, -1, 2};
-  cuda::FpxPrefillPipeline pipe;
-  std::vector<const cuda::DeviceFpxWeight*> weights;
-  for (auto& p : ps) weights.push_back(&p->w);
-  pipe.reserve(weights);
-  cudaStream_t stream = nullptr;
-  FP6_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  auto pass = [&] {
-    pipe.begin_pass();
-    for (int i = 0; i < 5; ++i) {
-      Problem& p = *ps[order[i]];
-      pipe.linear(p.x.data(), c.act, n, p.w, p.with_bias ? p.bias.as<float>() : nullptr, p.y.data(),
-                  guess[i] < 0 ? nullptr : &ps[guess[i]]->w, stream);
-    }
-    pipe.join(stream);
-  };
-  auto check = [&](const char* how) {
-    FP6_CUDA_CHECK(cudaStreamSynchronize(stream));
-    for (auto& p : ps) {
-      std::vector<uint16_t> out(p->y.size() / 2);
-      p->y.download(out.data(), p->y.size());
-      EXPECT_LT(rel_l2(out, p->ref, c), c.bound()) << how << " " << p->w.rows << "x" << p->w.cols;
-    }
-  };
-  auto poison = [&] {
-    for (auto& p : ps) FP6_CUDA_CHECK(cudaMemsetAsync(p->y.data(), 0xFF, p->y.size(), stream));
-  };
-  poison();
-  pass();
-  check("direct");
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  FP6_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  pass();
-  FP6_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-  FP6_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  for (int replay = 0; replay < 2; ++replay) {
-    poison();
-    FP6_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-    check("graph replay");
-  }
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaStreamDestroy(stream);
 }
 
 TEST_P(CudaFpxLinear, RejectsAWorkspaceTooSmallAndTheWrongActivationType) {

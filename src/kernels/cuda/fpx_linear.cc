@@ -230,64 +230,6 @@ void fpx_linear_dequant_gemm(const void* x, DType act, int64_t n, const DeviceFp
   if (bias) launch_add_bias(y, act, bias, w.rows, n, stream);
 }
 
-FpxPrefillPipeline::FpxPrefillPipeline() {
-  FP6_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
-  FP6_CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
-  FP6_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
-}
-
-FpxPrefillPipeline::~FpxPrefillPipeline() {
-  cudaStreamSynchronize(side_);
-  cudaEventDestroy(ready_);
-  cudaEventDestroy(fork_);
-  cudaStreamDestroy(side_);
-}
-
-void FpxPrefillPipeline::reserve(const std::vector<const DeviceFpxWeight*>& weights) {
-  int64_t need = 0;
-  for (const DeviceFpxWeight* w : weights) need = std::max(need, elements(*w));
-  if (need <= capacity_) return;
-  FP6_CUDA_CHECK(cudaStreamSynchronize(side_));
-  for (DeviceBuffer& b : buffers_) b = DeviceBuffer(static_cast<size_t>(need) * 2);
-  capacity_ = need;
-  begin_pass();
-}
-
-void FpxPrefillPipeline::begin_pass() { holds_[0] = holds_[1] = nullptr; }
-
-void FpxPrefillPipeline::join(cudaStream_t stream) {
-  if (!side_pending_) return;
-  FP6_CUDA_CHECK(cudaEventRecord(ready_, side_));
-  FP6_CUDA_CHECK(cudaStreamWaitEvent(stream, ready_));
-  side_pending_ = false;
-}
-
-void FpxPrefillPipeline::linear(const void* x, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias,
-                                void* y, const DeviceFpxWeight* next, cudaStream_t stream) {
-  check_call(w, act, n);
-  FP6_CHECK(fits(w), kInternal, "fpx prefill pipeline: a {}x{} weight exceeds its buffers", w.rows, w.cols);
-  if (n == 0) return;
-  int slot = holds_[0] == &w ? 0 : holds_[1] == &w ? 1 : -1;
-  join(stream);  // the prefetch of w (or a mispredicted one) is complete before its buffer is read or reused
-  if (slot < 0) {
-    slot = holds_[0] == next ? 1 : 0;
-    launch_fpx_dequant(fpx_launch_for(w, x, n, bias, y, nullptr, stream), 0, w.row_tiles(), buffers_[slot].data());
-    holds_[slot] = &w;
-  }
-  const int other = 1 - slot;
-  if (next && next != &w && fits(*next) && holds_[other] != next) {
-    // Fork after the stream's earlier work (the last reader of `other` included).
-    FP6_CUDA_CHECK(cudaEventRecord(fork_, stream));
-    FP6_CUDA_CHECK(cudaStreamWaitEvent(side_, fork_));
-    launch_fpx_dequant(fpx_launch_for(*next, nullptr, n, nullptr, nullptr, nullptr, side_), 0, next->row_tiles(),
-                       buffers_[other].data());
-    holds_[other] = next;
-    side_pending_ = true;
-  }
-  gemm_rows(buffers_[slot].data(), x, y, w.rows, n, w.cols, w.rows, act, stream);
-  if (bias) launch_add_bias(y, act, bias, w.rows, n, stream);
-}
-
 size_t dense_linear_workspace_bytes(const DeviceDenseWeight&, int64_t) { return 0; }
 
 void dense_linear(const void* x, DType act, int64_t n, const DeviceDenseWeight& w, const float* bias, void* y, void*,

@@ -16,7 +16,6 @@
 
 #include <cstdint>
 #include <string>
-#include <vector>
 
 #include "core/dtype.h"
 #include "fpx/pack_plan.h"
@@ -78,42 +77,6 @@ int fpx_splits(const DeviceFpxWeight& w, int64_t n);
 // the kernels of fpx_gemm.h directly.
 FpxLaunch fpx_launch_for(const DeviceFpxWeight& w, const void* x, int64_t n, const float* bias, void* y,
                          void* workspace, cudaStream_t stream);
-
-// The large-n path for a pass over many weights in a known order (prefill): each weight is
-// dequantized whole into one of two 16-bit buffers, and the dequantization of the next weight
-// runs on a second stream while this one's GEMM runs (dequantization is memory-bound, a
-// prefill GEMM compute-bound), so only a pass's first weight pays for it in full. Capturable:
-// the second stream forks from and joins the caller's stream through events.
-class FpxPrefillPipeline {
- public:
-  FpxPrefillPipeline();
-  ~FpxPrefillPipeline();
-  FpxPrefillPipeline(const FpxPrefillPipeline&) = delete;
-  FpxPrefillPipeline& operator=(const FpxPrefillPipeline&) = delete;
-
-  // Buffers for every weight listed (allocates; not while capturing).
-  void reserve(const std::vector<const DeviceFpxWeight*>& weights);
-  bool fits(const DeviceFpxWeight& w) const { return elements(w) <= capacity_; }
-  // At the start of a pass: nothing is carried over from the previous one (a recorded pass
-  // must not depend on what its buffers held before).
-  void begin_pass();
-  // Y = fpx linear of w (which fits) by dequantize + cuBLAS; next, if given and it fits, is
-  // dequantized on the second stream meanwhile.
-  void linear(const void* x, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,
-              const DeviceFpxWeight* next, cudaStream_t stream);
-  // The caller's stream waits for the second stream's work (before a pass ends, and before a
-  // capture ends).
-  void join(cudaStream_t stream);
-
- private:
-  static int64_t elements(const DeviceFpxWeight& w) { return w.row_tiles() * fpx::kUnitRows * w.cols; }
-  cudaStream_t side_ = nullptr;
-  cudaEvent_t fork_ = nullptr, ready_ = nullptr;
-  DeviceBuffer buffers_[2];
-  const DeviceFpxWeight* holds_[2] = {nullptr, nullptr};
-  int64_t capacity_ = 0;
-  bool side_pending_ = false;  // side work the caller's stream has not waited for
-};
 
 size_t dense_linear_workspace_bytes(const DeviceDenseWeight& w, int64_t n);
 void dense_linear(const void* x, DType act, int64_t n, const DeviceDenseWeight& w, const float* bias, void* y,
