@@ -85,12 +85,19 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
       const T* kr = k_cache + (slot * kv_heads + kvh) * head_dim;
       dot = 0.0f;
       if constexpr (kVec && sizeof(T) == 2) {
+        // The whole key row in flight at once, 16 bytes a load (predicated, not a loop that
+        // breaks at head_dim: that kept each load behind the previous one's use, 16 round
+        // trips per key at head_dim 128).
+        uint4 raw_row[4 * kDims];  // head_dim <= 32 kDims
+#pragma unroll
+        for (int c = 0; c < 4 * kDims; ++c)
+          raw_row[c] = 8 * c < head_dim ? *reinterpret_cast<const uint4*>(kr + 8 * c) : make_uint4(0, 0, 0, 0);
         float part[4] = {};  // four independent FMA chains
 #pragma unroll
-        for (int c = 0; c < 4 * kDims; ++c) {  // 16 bytes at a time; head_dim <= 32 kDims
+        for (int c = 0; c < 4 * kDims; ++c) {
           const int d = 8 * c;
           if (d >= head_dim) break;
-          const uint4 raw = *reinterpret_cast<const uint4*>(kr + d);
+          const uint4 raw = raw_row[c];
           const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
           for (int i = 0; i < 4; ++i) {

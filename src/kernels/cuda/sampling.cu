@@ -122,8 +122,9 @@ __device__ void radix_select(int64_t vocab, KW kw, uint64_t target, uint32_t& ke
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    sample_kernel(const T* logits, int64_t vocab, const RowArgs* rows, const PenaltyEntry* penalties, float* scratch,
-                  RowResult* results) {
+    sample_kernel(const T* __restrict__ logits, int64_t vocab, const RowArgs* __restrict__ rows,
+                  const PenaltyEntry* __restrict__ penalties, float* __restrict__ scratch,
+                  RowResult* __restrict__ results) {
   __shared__ int32_t s_token;
   const int64_t r = blockIdx.x;
   const RowArgs a = rows[r];

@@ -27,49 +27,60 @@ __device__ float block_sum(float v) {
 }
 
 template <typename Tin, typename Tout>
-__global__ void embedding_kernel(const Tin* table, int64_t dim, const int32_t* tokens, Tout* out) {
+__global__ void embedding_kernel(const Tin* __restrict__ table, int64_t dim, const int32_t* __restrict__ tokens,
+                                 Tout* __restrict__ out) {
   const int64_t row = blockIdx.x;
   const Tin* src = table + static_cast<int64_t>(tokens[row]) * dim;
   for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) out[row * dim + j] = from_float<Tout>(to_float(src[j]));
 }
 
 // Residual add (optional) then RMSNorm of one row per block; the row stays in registers
-// (rows longer than kNormThreads * kNormPerThread are read twice).
+// (rows longer than kNormThreads * kNormPerThread are read twice). Every load of the row
+// (and of w) is issued before the first store: with pointers that might alias, the compiler
+// kept each load behind the previous store, one L2 round trip per element (9.5 us per 4096-row
+// on the H100, Nsight Compute; the outputs never overlap the inputs, hence __restrict__).
 template <typename T, bool kAdd>
 __global__ void __launch_bounds__(kNormThreads)
-    rms_norm_kernel(T* residual, const T* x, const float* w, int64_t dim, float eps, T* out) {
+    rms_norm_kernel(T* __restrict__ residual, const T* __restrict__ x, const float* __restrict__ w, int64_t dim,
+                    float eps, T* __restrict__ out) {
   allow_dependents_to_launch();
   const int64_t row = blockIdx.x;
   const T* in = x + row * dim;
   T* res = kAdd ? residual + row * dim : nullptr;
   T* o = out + row * dim;
+  float vals[kNormPerThread], ws[kNormPerThread];
+#pragma unroll
+  for (int k = 0; k < kNormPerThread; ++k) {
+    const int j = static_cast<int>(threadIdx.x) + k * kNormThreads;
+    vals[k] = j < dim ? to_float(in[j]) + (kAdd ? to_float(res[j]) : 0.0f) : 0.0f;
+    ws[k] = j < dim ? w[j] : 0.0f;
+  }
   // The value the norm sees: the residual sum as stored (rounded), like the CPU twin.
-  auto load = [&](int j) {
+  float ss = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kNormPerThread; ++k) {
+    const int j = static_cast<int>(threadIdx.x) + k * kNormThreads;
+    if constexpr (kAdd) {
+      const T sum = from_float<T>(vals[k]);
+      if (j < dim) res[j] = sum;
+      vals[k] = j < dim ? to_float(sum) : 0.0f;
+    }
+    ss += vals[k] * vals[k];
+  }
+  for (int j = static_cast<int>(threadIdx.x) + kNormPerThread * kNormThreads; j < dim; j += kNormThreads) {
     float v = to_float(in[j]);
     if constexpr (kAdd) {
       const T sum = from_float<T>(v + to_float(res[j]));
       res[j] = sum;
       v = to_float(sum);
     }
-    return v;
-  };
-  float vals[kNormPerThread];
-  float ss = 0.0f;
-#pragma unroll
-  for (int k = 0; k < kNormPerThread; ++k) {
-    const int j = static_cast<int>(threadIdx.x) + k * kNormThreads;
-    vals[k] = j < dim ? load(j) : 0.0f;
-    ss += vals[k] * vals[k];
-  }
-  for (int j = static_cast<int>(threadIdx.x) + kNormPerThread * kNormThreads; j < dim; j += kNormThreads) {
-    const float v = load(j);
     ss += v * v;
   }
   const float inv = rsqrtf(block_sum(ss) / static_cast<float>(dim) + eps);
 #pragma unroll
   for (int k = 0; k < kNormPerThread; ++k) {
     const int j = static_cast<int>(threadIdx.x) + k * kNormThreads;
-    if (j < dim) o[j] = from_float<T>(w[j] * (vals[k] * inv));
+    if (j < dim) o[j] = from_float<T>(ws[k] * (vals[k] * inv));
   }
   for (int j = static_cast<int>(threadIdx.x) + kNormPerThread * kNormThreads; j < dim; j += kNormThreads) {
     const float v = kAdd ? to_float(res[j]) : to_float(in[j]);
@@ -79,9 +90,10 @@ __global__ void __launch_bounds__(kNormThreads)
 
 // A block per (token, head), a thread per rotary pair; k heads also go to the cache, with v.
 template <typename T>
-__global__ void rope_write_kv_kernel(T* qkv, int64_t heads, int64_t kv_heads, int64_t head_dim,
-                                     const int32_t* positions, const int32_t* slots, const float* inv_freq, T* k_cache,
-                                     T* v_cache) {
+__global__ void rope_write_kv_kernel(T* __restrict__ qkv, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                                     const int32_t* __restrict__ positions, const int32_t* __restrict__ slots,
+                                     const float* __restrict__ inv_freq, T* __restrict__ k_cache,
+                                     T* __restrict__ v_cache) {
   const int64_t token = blockIdx.x, h = blockIdx.y;  // a block per (token, q or k head)
   const int64_t half = head_dim / 2;
   const int64_t width = (heads + 2 * kv_heads) * head_dim;
@@ -110,7 +122,7 @@ __global__ void rope_write_kv_kernel(T* qkv, int64_t heads, int64_t kv_heads, in
 }
 
 template <typename T>
-__global__ void silu_mul_kernel(const T* gate_up, int64_t inter, T* out) {
+__global__ void silu_mul_kernel(const T* __restrict__ gate_up, int64_t inter, T* __restrict__ out) {
   allow_dependents_to_launch();
   const int64_t row = blockIdx.y;
   for (int64_t j = blockIdx.x * blockDim.x + threadIdx.x; j < inter; j += gridDim.x * blockDim.x) {
@@ -120,13 +132,14 @@ __global__ void silu_mul_kernel(const T* gate_up, int64_t inter, T* out) {
 }
 
 template <typename T>
-__global__ void add_kernel(T* acc, const T* x, int64_t n) {
+__global__ void add_kernel(T* __restrict__ acc, const T* __restrict__ x, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
     acc[i] = from_float<T>(to_float(acc[i]) + to_float(x[i]));
 }
 
 template <typename T>
-__global__ void gather_rows_kernel(const T* x, int64_t cols, const int64_t* rows, T* out) {
+__global__ void gather_rows_kernel(const T* __restrict__ x, int64_t cols, const int64_t* __restrict__ rows,
+                                   T* __restrict__ out) {
   const int64_t r = blockIdx.x;
   for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) out[r * cols + j] = x[rows[r] * cols + j];
 }
