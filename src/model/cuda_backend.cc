@@ -54,6 +54,9 @@ class CudaBackend : public Backend {
     require_cuda();
     FP6_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     inv_freq_ = inv_freq_buf_.upload(config.rope_inv_freq());
+    int device = 0;
+    FP6_CUDA_CHECK(cudaGetDevice(&device));
+    FP6_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, device));
     const char* env = std::getenv("FP6SERVE_CUDA_GRAPHS");
     graphs_enabled_ = !(env && std::string(env) == "0");
   }
@@ -179,7 +182,8 @@ class CudaBackend : public Backend {
     }
     std::vector<int64_t> starts, counts;
     for (const BatchSeq& s : batch.seqs) starts.push_back(s.start_pos), counts.push_back(s.token_count);
-    const cuda::AttentionPlan plan = cuda::plan_attention(starts, counts, config_.head_dim);
+    const cuda::AttentionPlan plan =
+        cuda::plan_attention(starts, counts, config_.num_heads, config_.head_dim, sm_count_);
     // Every per-pass array in one upload, ordered on the stream (one copy, not one sync per array).
     staging_.clear();
     const size_t o_tiles = stage(plan.tiles), o_singles = stage(plan.singles), o_tokens = stage(batch.tokens),
@@ -382,6 +386,7 @@ class CudaBackend : public Backend {
   const int32_t* seq_of_token_ = nullptr;
   const int32_t* tables_ = nullptr;
   int64_t max_blocks_ = 1, max_context_ = 0;
+  int sm_count_ = 0;
   size_t attn_floats_ = 0;
 };
 

@@ -109,17 +109,30 @@ TEST_P(CudaOps, RopeKvWriteAndPagedAttentionMatchTheCpu) {
   // A sliding window shorter than the chunks, and MHA (kv_heads == heads).
   CudaOpsCheckAttention(*this, 128, 4, 4, 100, mixed, rng_);
   CudaOpsCheckAttention(*this, 64, 8, 1, 37, {{0, 300}, {2000, 1}, {500, 64}}, rng_);
+  // A decode batch big enough for one-token tiles (40 x 8 heads >= 2 CTAs per SM), long
+  // contexts, with and without a window.
+  std::vector<TestSeq> decode;
+  for (int i = 0; i < 40; ++i) decode.push_back({300 + 37 * i, 1});
+  CudaOpsCheckAttention(*this, 128, 8, 2, 0, decode, rng_);
+  CudaOpsCheckAttention(*this, 64, 8, 2, 500, decode, rng_);
 }
 
 TEST(AttentionPlan, TilesTakeChunksAndSinglesTheRest) {
   // Chunks of >= kAttentionMinTileTokens become tiles of <= kAttentionTileTokens, longest key
-  // range first; the rest (and every token when the head dim has no prefill kernel) are single.
-  const auto plan = cuda::plan_attention({700, 1500, 0, 64}, {40, 1, 7, 150}, 128);
-  EXPECT_EQ(plan.tiles, (std::vector<int32_t>{0, 40, 176, 22, 112, 64, 48, 64}));
-  EXPECT_EQ(plan.singles, (std::vector<int32_t>{40, 41, 42, 43, 44, 45, 46, 47}));
-  const auto none = cuda::plan_attention({0}, {100}, 36);
+  // range first; short chunks within 256 positions become one-token tiles; the rest (and
+  // every token when the head dim has no prefill kernel) are single.
+  const auto plan = cuda::plan_attention({700, 1500, 0, 64}, {40, 1, 7, 150}, 8, 128, 132);
+  EXPECT_EQ(plan.tiles, (std::vector<int32_t>{0, 40, 176, 22, 112, 64, 48, 64, 47, 1, 46, 1, 45, 1, 44, 1, 43, 1,
+                                              42, 1, 41, 1}));
+  EXPECT_EQ(plan.singles, (std::vector<int32_t>{40}));
+  const auto none = cuda::plan_attention({0}, {100}, 8, 36, 132);
   EXPECT_TRUE(none.tiles.empty());
   EXPECT_EQ(none.singles.size(), 100u);
+  // Decode tokens with long contexts: single until they give 2 CTAs per SM (8 heads x 33 >= 264).
+  EXPECT_EQ(cuda::plan_attention(std::vector<int64_t>(32, 2000), std::vector<int64_t>(32, 1), 8, 128, 132).singles.size(),
+            32u);
+  EXPECT_EQ(cuda::plan_attention(std::vector<int64_t>(33, 2000), std::vector<int64_t>(33, 1), 8, 128, 132).tiles.size(),
+            66u);
 }
 
 void CudaOpsCheckAttention(CudaOps& t, int64_t hd, int64_t heads, int64_t kv_heads, int64_t window,
@@ -176,7 +189,7 @@ void CudaOpsCheckAttention(CudaOps& t, int64_t hd, int64_t heads, int64_t kv_hea
   const cuda::PagedKvView view{dk.data(), dv.data(), block, kv_heads, hd};
   cuda::rope_write_kv(dqkv.data(), n, heads, dpos.as<int32_t>(), dslots.as<int32_t>(), dinv.as<float>(), view,
                       t.dtype(), nullptr);
-  const cuda::AttentionPlan plan = cuda::plan_attention(starts, counts, hd);
+  const cuda::AttentionPlan plan = cuda::plan_attention(starts, counts, heads, hd, 132);
   auto dtiles = up(plan.tiles), dsingles = up(plan.singles);
   const cuda::AttentionWork work{dtiles.as<int32_t>(), static_cast<int64_t>(plan.tiles.size() / 2),
                                  dsingles.as<int32_t>(), static_cast<int64_t>(plan.singles.size())};

@@ -1,7 +1,8 @@
 // Attention over the paged KV cache (transformer_ops.h), two kernels chosen per token by
 // plan_attention:
 //
-// - Prompt chunks: a Tensor-Core flash-attention kernel. A CTA of 4 warps takes one query
+// - Prompt chunks, and decode tokens when that fills the GPU or their context is short: a
+//   Tensor-Core flash-attention kernel. A CTA of 4 warps takes one query
 //   tile (kTileQ consecutive tokens of one sequence, 16 rows per warp) and one head, and walks
 //   the sequence's keys in blocks of kTileK: K and V blocks are gathered from the paged cache
 //   into shared memory with cp.async, double-buffered; S = Q K^T and O += P V run on
@@ -14,10 +15,12 @@
 //   its group's K/V (from L2 after the first head). Head dims: multiples of 16 up to 128
 //   (kPrefillDims); smem (kTileQ + 4 kTileK) x (head_dim + 8) x 2 bytes, 87 KB at 128.
 //
-// - Single tokens (decode steps, short chunks, other head dims): a split-context kernel in
-//   which each warp walks a slice of the context with an online softmax, a lane per key
-//   (flash-decoding), so a long context spreads over many CTAs and a decode step of a big
-//   batch fills the GPU; a second kernel merges the slices.
+// - Single tokens (a few decode tokens with long contexts, other head dims): a split-context
+//   kernel in which each warp walks a slice of the context with an online softmax, a lane per
+//   key (flash-decoding), so a long context spreads over many CTAs; a second kernel merges
+//   the slices. On the H100 (bench/results/2026-11-24-model-h100.md) one-token tiles of the
+//   Tensor-Core kernel beat it at contexts up to 256 and whenever the batch gives 2 CTAs
+//   per SM without splitting; at batch 1 with 1024+ positions the split wins (1.1-2x).
 //
 // Targets: sm_80 and sm_90 (mma.sync, cp.async, ldmatrix).
 #include <algorithm>
@@ -375,21 +378,28 @@ bool dispatch_prefill_dim(int64_t head_dim, F&& f) {
 }  // namespace
 
 AttentionPlan plan_attention(const std::vector<int64_t>& seq_starts, const std::vector<int64_t>& seq_tokens,
-                             int64_t head_dim) {
+                             int64_t heads, int64_t head_dim, int sm_count) {
   AttentionPlan plan;
   const bool tiles_ok = dispatch_prefill_dim(head_dim, [&]<int kD>() { static_assert(kD % 16 == 0 && kD <= 128); });
+  // Tokens of short chunks: one-token tiles when the split-context kernel has no advantage
+  // (contexts it would not split, or enough of them to fill the GPU without splitting).
+  int64_t short_tokens = 0;
+  for (int64_t count : seq_tokens) short_tokens += count < kAttentionMinTileTokens ? count : 0;
+  const bool fill = short_tokens * heads >= 2 * int64_t{sm_count};
   struct Tile {
     int64_t first, count, end_pos;
   };
   std::vector<Tile> tiles;
   int64_t token = 0;
   for (size_t i = 0; i < seq_tokens.size(); ++i) {
-    const int64_t count = seq_tokens[i];
+    const int64_t count = seq_tokens[i], end = seq_starts[i] + count;
     if (tiles_ok && count >= kAttentionMinTileTokens) {
       for (int64_t f = 0; f < count; f += kAttentionTileTokens) {
         const int64_t c = std::min<int64_t>(kAttentionTileTokens, count - f);
         tiles.push_back({token + f, c, seq_starts[i] + f + c});
       }
+    } else if (tiles_ok && (fill || end <= kContextChunk)) {
+      for (int64_t f = 0; f < count; ++f) tiles.push_back({token + f, 1, seq_starts[i] + f + 1});
     } else {
       for (int64_t f = 0; f < count; ++f) plan.singles.push_back(static_cast<int32_t>(token + f));
     }

@@ -45,10 +45,12 @@ void rope_write_kv(void* qkv, int64_t n, int64_t heads, const int32_t* positions
 // Causal attention of every new token over its sequence's cached keys and values (the new
 // tokens' keys and values were written by rope_write_kv). Two kernels share the tokens, as
 // plan_attention divides them on the host:
-// - query tiles, runs of up to kAttentionTileTokens consecutive tokens of a sequence's chunk
-//   of at least kAttentionMinTileTokens (prompts): a Tensor-Core flash-attention kernel, for
-//   head dims that are multiples of 16 up to 128 and 16-bit activations;
-// - single tokens (decode steps, short chunks, other head dims): a split-context kernel.
+// - query tiles, runs of up to kAttentionTileTokens consecutive tokens of one sequence: a
+//   Tensor-Core flash-attention kernel, for head dims that are multiples of 16 up to 128 and
+//   16-bit activations. Chunks of at least kAttentionMinTileTokens (prompts) always; shorter
+//   ones (decode) as one-token tiles when their context is at most 256 positions or the batch
+//   has enough of them to give every SM two CTAs;
+// - single tokens (the rest): a split-context kernel that spreads a long context over CTAs.
 constexpr int64_t kAttentionTileTokens = 64;
 constexpr int64_t kAttentionMinTileTokens = 8;
 struct AttentionPlan {
@@ -58,7 +60,7 @@ struct AttentionPlan {
 // seq_starts/seq_tokens: per sequence of the batch, in batch order, its first position and
 // its number of new tokens (a sequence's tokens are consecutive in the batch).
 AttentionPlan plan_attention(const std::vector<int64_t>& seq_starts, const std::vector<int64_t>& seq_tokens,
-                             int64_t head_dim);
+                             int64_t heads, int64_t head_dim, int sm_count);
 // An AttentionPlan uploaded to the device.
 struct AttentionWork {
   const int32_t* tiles = nullptr;
