@@ -76,15 +76,18 @@ FP6_HOST_DEVICE inline float fma_f(float a, float b, float c) {
 #endif
 }
 
-// e^z for z <= 0 (0 below -87, and for NaN), within 2.5e-7 relative: e^z = 2^n e^r with
+// e^z for z <= 0 (0 from -87 down, and for NaN), within 2.5e-7 relative: e^z = 2^n e^r with
 // n = round(z / ln 2) and r = z - n ln 2 in [-0.35, 0.35] (Cody-Waite: ln 2 in two parts, so
 // r is nearly exact), e^r by a degree-8 Taylor polynomial. Only single correctly rounded
-// operations, so host and device compute the same bits.
+// operations (and exact ones: the float-to-int conversion, 2^n built from its bits), so host
+// and device compute the same bits.
 FP6_HOST_DEVICE inline float exp_nonpositive(float z) {
   if (!(z > -87.0f)) return 0.0f;
-  const float n = rintf(fma_f(z, 1.44269504f, 0.0f));
-  float r = fma_f(-n, 0.693145752f, z);  // ln 2 = 0.693145752 (exact in 16 bits) + 1.42860677e-6
-  r = fma_f(-n, 1.42860677e-6f, r);
+  const float x = fma_f(z, 1.44269504f, 0.0f);  // z log2(e), rounded once (no contraction)
+  const int n = static_cast<int>(x - 0.5f);     // nearest integer for x <= 0 (ties down)
+  const auto fn = static_cast<float>(n);
+  float r = fma_f(-fn, 0.693145752f, z);  // ln 2 = 0.693145752 (exact in 16 bits) + 1.42860677e-6
+  r = fma_f(-fn, 1.42860677e-6f, r);
   float p = 2.48015873e-5f;  // 1/8!
   p = fma_f(p, r, 1.98412698e-4f);
   p = fma_f(p, r, 1.38888889e-3f);
@@ -94,7 +97,10 @@ FP6_HOST_DEVICE inline float exp_nonpositive(float z) {
   p = fma_f(p, r, 0.5f);
   p = fma_f(p, r, 1.0f);
   p = fma_f(p, r, 1.0f);
-  return ldexpf(p, static_cast<int>(n));  // exact: 2^n is normal for n >= -126
+  const uint32_t two_n_bits = static_cast<uint32_t>(n + 127) << 23;  // 2^n, normal: n >= -126
+  float two_n;
+  std::memcpy(&two_n, &two_n_bits, sizeof two_n);
+  return p * two_n;  // exact unless the result is subnormal, then correctly rounded
 }
 
 // A weight in [0, 1] as 2^-40 fixed point (a vocabulary of 2^20 sums below 2^60).
