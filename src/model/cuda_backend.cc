@@ -196,6 +196,8 @@ class CudaBackend : public Backend {
     attn_work_.num_tiles = static_cast<int64_t>(plan.tiles.size() / 2);
     attn_work_.singles = at.operator()<int32_t>(o_singles);
     attn_work_.num_singles = static_cast<int64_t>(plan.singles.size());
+    attn_work_.splits = plan.splits;
+    attn_work_.split_keys = plan.split_keys;
     tokens_ = at.operator()<int32_t>(o_tokens);
     positions_ = at.operator()<int32_t>(o_positions);
     slots_ = at.operator()<int32_t>(o_slots);
@@ -203,7 +205,7 @@ class CudaBackend : public Backend {
     tables_ = at.operator()<int32_t>(o_tables);
     logit_rows_ = at.operator()<int64_t>(o_rows);
     const int64_t n = batch.num_tokens(), rows = static_cast<int64_t>(batch.logit_rows.size());
-    attn_floats_ = cuda::paged_attention_workspace(attn_work_.num_singles, config_.num_heads, config_.head_dim, max_context_);
+    attn_floats_ = cuda::paged_attention_workspace(attn_work_, config_.num_heads, config_.head_dim, max_context_);
     attn_ws_.reserve(std::max<size_t>(attn_floats_, 1) * sizeof(float));
     // The FPx workspace for every layer at n (and the logits rows), sized here: no allocation
     // may happen among the ops (they may be recorded).
@@ -222,6 +224,8 @@ class CudaBackend : public Backend {
             max_blocks_,
             attn_work_.num_tiles,
             attn_work_.num_singles,
+            attn_work_.splits,
+            attn_work_.split_keys,
             static_cast<int64_t>(attn_floats_),
             reinterpret_cast<int64_t>(cache.k.empty() ? nullptr : cache.k[0].data())};
     for (const Scratch* b : {&pass_buf_, &attn_ws_}) key_.push_back(reinterpret_cast<int64_t>(b->buf.data()));

@@ -100,11 +100,12 @@ void CudaOpsCheckAttention(CudaOps& t, int64_t hd, int64_t heads, int64_t kv_hea
                            const std::vector<TestSeq>& seqs, std::mt19937& rng);
 
 TEST_P(CudaOps, RopeKvWriteAndPagedAttentionMatchTheCpu) {
-  // Prompt chunks (the Tensor-Core kernel: 40 tokens after 700 cached, a fresh 33-token
-  // prompt, 150 tokens = three tiles after 64 cached) with a decode token at position 1500
-  // and a 5-token chunk (the split-context kernel) in the same batch.
+  // Prompt chunks (40 tokens after 700 cached, a fresh 33-token prompt, 150 tokens = three
+  // tiles after 64 cached) with a decode token at position 1500 and a 5-token chunk
+  // (one-token tiles) in the same batch.
   const std::vector<TestSeq> mixed = {{700, 40}, {1500, 1}, {0, 33}, {64, 150}, {90, 5}};
-  // 128, 64, 32, 16, 80, 96: both kernels; 36, 200: single tokens only (scalar keys for 36).
+  // 128, 64, 32, 16, 80, 96: the Tensor-Core kernel; 36, 200: the split-context kernel
+  // (scalar keys for 36).
   for (const int64_t hd : {128, 64, 32, 16, 80, 96, 36, 200}) CudaOpsCheckAttention(*this, hd, 8, 2, 0, mixed, rng_);
   // A sliding window shorter than the chunks, and MHA (kv_heads == heads).
   CudaOpsCheckAttention(*this, 128, 4, 4, 100, mixed, rng_);
@@ -115,24 +116,38 @@ TEST_P(CudaOps, RopeKvWriteAndPagedAttentionMatchTheCpu) {
   for (int i = 0; i < 40; ++i) decode.push_back({300 + 37 * i, 1});
   CudaOpsCheckAttention(*this, 128, 8, 2, 0, decode, rng_);
   CudaOpsCheckAttention(*this, 64, 8, 2, 500, decode, rng_);
+  // A small decode step: split keys (8 splits of 256 positions), with and without a window
+  // that starts inside a split, and a context shorter than one split.
+  const std::vector<TestSeq> few = {{1999, 1}, {1200, 1}, {40, 1}};
+  CudaOpsCheckAttention(*this, 128, 8, 2, 0, few, rng_);
+  CudaOpsCheckAttention(*this, 128, 8, 8, 700, few, rng_);
+  CudaOpsCheckAttention(*this, 32, 4, 2, 0, few, rng_);
 }
 
-TEST(AttentionPlan, TilesTakeChunksAndSinglesTheRest) {
-  // Chunks of >= kAttentionMinTileTokens become tiles of <= kAttentionTileTokens, longest key
-  // range first; short chunks within 256 positions become one-token tiles; the rest (and
-  // every token when the head dim has no prefill kernel) are single.
+TEST(AttentionPlan, TilesForPromptsAndDecodeSplitsWhenTheGpuIsNotFull) {
+  // Chunks of >= kAttentionMinTileTokens become tiles of <= kAttentionTileTokens, other tokens
+  // one-token tiles, the longest key range first; no split with prompt tiles in the batch.
   const auto plan = cuda::plan_attention({700, 1500, 0, 64}, {40, 1, 7, 150}, 8, 128, 132);
-  EXPECT_EQ(plan.tiles, (std::vector<int32_t>{0, 40, 176, 22, 112, 64, 48, 64, 47, 1, 46, 1, 45, 1, 44, 1, 43, 1,
-                                              42, 1, 41, 1}));
-  EXPECT_EQ(plan.singles, (std::vector<int32_t>{40}));
+  EXPECT_EQ(plan.tiles, (std::vector<int32_t>{40, 1, 0, 40, 176, 22, 112, 64, 48, 64, 47, 1, 46, 1, 45, 1, 44, 1, 43,
+                                              1, 42, 1, 41, 1}));
+  EXPECT_TRUE(plan.singles.empty());
+  EXPECT_EQ(plan.splits, 1);
+  // A head dim without a Tensor-Core instance: every token single.
   const auto none = cuda::plan_attention({0}, {100}, 8, 36, 132);
   EXPECT_TRUE(none.tiles.empty());
   EXPECT_EQ(none.singles.size(), 100u);
-  // Decode tokens with long contexts: single until they give 2 CTAs per SM (8 heads x 33 >= 264).
-  EXPECT_EQ(cuda::plan_attention(std::vector<int64_t>(32, 2000), std::vector<int64_t>(32, 1), 8, 128, 132).singles.size(),
-            32u);
-  EXPECT_EQ(cuda::plan_attention(std::vector<int64_t>(33, 2000), std::vector<int64_t>(33, 1), 8, 128, 132).tiles.size(),
-            66u);
+  // Decode: 32 tokens x 8 heads < 2 CTAs per SM: keys split in 2 (ceil(264 / 256)), 1024 each.
+  const auto small = cuda::plan_attention(std::vector<int64_t>(32, 2000), std::vector<int64_t>(32, 1), 8, 128, 132);
+  EXPECT_EQ(small.tiles.size(), 64u);
+  EXPECT_EQ(small.splits, 2);
+  EXPECT_EQ(small.split_keys, 1024);
+  // Batch 1 at 2001 positions: 8 splits of 256 (ceil(2001 / 256) = 8 < 264 / 8).
+  const auto one = cuda::plan_attention({2000}, {1}, 8, 128, 132);
+  EXPECT_EQ(one.splits, 8);
+  EXPECT_EQ(one.split_keys, 256);
+  // 33 tokens x 8 heads fill the GPU: no split; short contexts: no split either.
+  EXPECT_EQ(cuda::plan_attention(std::vector<int64_t>(33, 2000), std::vector<int64_t>(33, 1), 8, 128, 132).splits, 1);
+  EXPECT_EQ(cuda::plan_attention({100}, {1}, 8, 128, 132).splits, 1);
 }
 
 void CudaOpsCheckAttention(CudaOps& t, int64_t hd, int64_t heads, int64_t kv_heads, int64_t window,
@@ -191,11 +206,13 @@ void CudaOpsCheckAttention(CudaOps& t, int64_t hd, int64_t heads, int64_t kv_hea
                       t.dtype(), nullptr);
   const cuda::AttentionPlan plan = cuda::plan_attention(starts, counts, heads, hd, 132);
   auto dtiles = up(plan.tiles), dsingles = up(plan.singles);
-  const cuda::AttentionWork work{dtiles.as<int32_t>(), static_cast<int64_t>(plan.tiles.size() / 2),
-                                 dsingles.as<int32_t>(), static_cast<int64_t>(plan.singles.size())};
+  const cuda::AttentionWork work{dtiles.as<int32_t>(),  static_cast<int64_t>(plan.tiles.size() / 2),
+                                 dsingles.as<int32_t>(), static_cast<int64_t>(plan.singles.size()),
+                                 plan.splits,            plan.split_keys};
   const bool tiled = hd % 16 == 0 && hd <= 128;
-  EXPECT_EQ(work.num_tiles > 0, tiled);  // both kernels are under test where they should be
-  const size_t ws = cuda::paged_attention_workspace(work.num_singles, heads, hd, max_context);
+  EXPECT_EQ(work.num_tiles > 0, tiled);  // the kernel under test is the one planned
+  EXPECT_EQ(work.num_singles > 0, !tiled);
+  const size_t ws = cuda::paged_attention_workspace(work, heads, hd, max_context);
   cuda::DeviceBuffer dws(std::max<size_t>(ws, 1) * 4);
   auto out = t.poisoned(n * heads * hd);
   cuda::paged_attention(dqkv.data(), work, heads, dpos.as<int32_t>(), dseq.as<int32_t>(), dtables.as<int32_t>(),

@@ -1,8 +1,7 @@
 // Attention over the paged KV cache (transformer_ops.h), two kernels chosen per token by
 // plan_attention:
 //
-// - Prompt chunks, and decode tokens when that fills the GPU or their context is short: a
-//   Tensor-Core flash-attention kernel. A CTA of 4 warps takes one query
+// - Every token when the head dim has an instance: a Tensor-Core flash-attention kernel. A CTA of 4 warps takes one query
 //   tile (kTileQ consecutive tokens of one sequence, 16 rows per warp) and one head, and walks
 //   the sequence's keys in blocks of kTileK: K and V blocks are gathered from the paged cache
 //   into shared memory with cp.async, double-buffered; S = Q K^T and O += P V run on
@@ -15,12 +14,12 @@
 //   its group's K/V (from L2 after the first head). Head dims: multiples of 16 up to 128
 //   (kPrefillDims); smem (kTileQ + 4 kTileK) x (head_dim + 8) x 2 bytes, 87 KB at 128.
 //
-// - Single tokens (a few decode tokens with long contexts, other head dims): a split-context
-//   kernel in which each warp walks a slice of the context with an online softmax, a lane per
-//   key (flash-decoding), so a long context spreads over many CTAs; a second kernel merges
-//   the slices. On the H100 (bench/results/2026-11-24-model-h100.md) one-token tiles of the
-//   Tensor-Core kernel beat it at contexts up to 256 and whenever the batch gives 2 CTAs
-//   per SM without splitting; at batch 1 with 1024+ positions the split wins (1.1-2x).
+//   Prompt chunks go in tiles of 64 query tokens, decode tokens (and chunks under 8 tokens)
+//   in one-token tiles; a decode step too small to give every SM two CTAs splits each
+//   token's keys over CTAs (gridDim.z), merged by the split-context kernel's merge kernel.
+//
+// - Other head dims: a split-context kernel in which each warp walks a slice of the context
+//   with an online softmax, a lane per key (flash-decoding); a second kernel merges the slices.
 //
 // Targets: sm_80 and sm_90 (mma.sync, cp.async, ldmatrix).
 #include <algorithm>
@@ -170,11 +169,12 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
 }
 
 template <typename T>
-__global__ void attention_combine_kernel(const int32_t* singles, int64_t heads, int64_t head_dim, int splits,
-                                         const float* workspace, T* out) {
+// tokens[i * stride]: the token of item i (single tokens: stride 1; one-token tiles: 2).
+__global__ void attention_combine_kernel(const int32_t* tokens, int stride, int64_t heads, int64_t head_dim,
+                                         int splits, const float* workspace, T* out) {
   allow_dependents_to_launch();
   const int64_t th = blockIdx.x;  // item * heads + head
-  const int64_t token = singles[th / heads], h = th % heads;
+  const int64_t token = tokens[th / heads * stride], h = th % heads;
   const float* ws = workspace + th * splits * (head_dim + 2);
   float m = -FLT_MAX;
   for (int s = 0; s < splits; ++s) m = fmaxf(m, ws[s * (head_dim + 2)]);
@@ -222,7 +222,7 @@ __global__ void __launch_bounds__(kPrefillThreads)
     prefill_attention_kernel(const T* qkv, const int32_t* tiles, int64_t heads, int64_t kv_heads,
                              const int32_t* positions, const int32_t* seq_of_token, const int32_t* block_tables,
                              int64_t max_blocks, const T* k_cache, const T* v_cache, int64_t block_size,
-                             int64_t window, float scale_log2, T* out) {
+                             int64_t window, float scale_log2, int64_t split_keys, float* workspace, T* out) {
   allow_dependents_to_launch();
   constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
   constexpr int kStride = kD + 8, kChunks = kD / 8, kKSlices = kD / 16, kDimTiles = kD / 8;
@@ -236,8 +236,14 @@ __global__ void __launch_bounds__(kPrefillThreads)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int64_t width = (heads + 2 * kv_heads) * kD;
   const int64_t p0 = positions[first], p_last = p0 + count - 1;  // a tile's tokens are consecutive
-  const int64_t k_begin = window > 0 ? max(int64_t{0}, p0 - window + 1) : 0;
-  const int num_blocks = static_cast<int>((p_last - k_begin) / kTileK + 1);
+  // Split-KV (one-token tiles, gridDim.z > 1): this CTA takes positions [z, z + 1) x split_keys.
+  const int splits = static_cast<int>(gridDim.z), split = static_cast<int>(blockIdx.z);
+  int64_t k_begin = window > 0 ? max(int64_t{0}, p0 - window + 1) : 0, k_end = p_last + 1;
+  if (splits > 1) {
+    k_begin = max(k_begin, split * split_keys);
+    k_end = min(k_end, (split + 1) * split_keys);
+  }
+  const int num_blocks = k_end > k_begin ? static_cast<int>((k_end - 1 - k_begin) / kTileK + 1) : 0;
   const int32_t* table = block_tables + static_cast<int64_t>(seq_of_token[first]) * max_blocks;
 
   for (int c = threadIdx.x; c < kTileQ * kChunks; c += kPrefillThreads) {
@@ -250,7 +256,7 @@ __global__ void __launch_bounds__(kPrefillThreads)
     for (int c = threadIdx.x; c < kTileK * kChunks; c += kPrefillThreads) {
       const int r = c / kChunks, cc = c % kChunks;
       const int64_t j = kb + r;
-      const bool in = j <= p_last;
+      const bool in = j < k_end;
       int64_t off = 0;
       if (in) off = ((static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size) * kv_heads + kvh) * kD + cc * 8;
       const int64_t dst = (buf * kTileK + r) * kStride + cc * 8;
@@ -258,7 +264,7 @@ __global__ void __launch_bounds__(kPrefillThreads)
       cp_async16(vs + dst, v_cache + off, in ? 16 : 0);
     }
   };
-  load_kv(k_begin, 0);
+  if (num_blocks > 0) load_kv(k_begin, 0);
   cp_async_commit();
 
   // This warp's rows: positions pos[0] (row g) and pos[1] (row g + 8) of its 16.
@@ -294,14 +300,17 @@ __global__ void __launch_bounds__(kPrefillThreads)
           mma<kBf16>(s[2 * np + 1], qf[kk], r[2], r[3]);
         }
       // s[nt][e]: row g + 8 (e / 2), key kb + 8 nt + 2 t + e % 2.
-      const bool needs_mask = kb + kTileK - 1 > warp_first || (window > 0 && kb <= warp_last - window);
+      // Keys at k_end and past it were read as zeros: masked too (they are past every row's
+      // position unless the keys are split).
+      const bool needs_mask =
+          kb + kTileK - 1 > warp_first || kb + kTileK > k_end || (window > 0 && kb <= warp_last - window);
       float mx[2] = {m[0], m[1]};
 #pragma unroll
       for (int nt = 0; nt < kTileK / 8; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int64_t j = kb + 8 * nt + 2 * t + (e & 1), p = pos[e >> 1];
-          const bool ok = !needs_mask || (j <= p && (window == 0 || j > p - window));
+          const bool ok = !needs_mask || (j < k_end && j <= p && (window == 0 || j > p - window));
           s[nt][e] = ok ? s[nt][e] * scale_log2 : -INFINITY;
           mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
         }
@@ -349,6 +358,17 @@ __global__ void __launch_bounds__(kPrefillThreads)
     l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
     l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
   }
+  if (splits > 1) {
+    // One-token tiles: row 0 of warp 0 is the token. (max in natural-log units, sum,
+    // unnormalized output) for attention_combine_kernel, as the split-context kernel leaves them.
+    if (warp == 0 && g == 0) {
+      float* ws = workspace + ((static_cast<int64_t>(blockIdx.x) * heads + h) * splits + split) * (kD + 2);
+      if (t == 0) ws[0] = num_blocks > 0 ? m[0] * 0.6931471805599453f : -FLT_MAX, ws[1] = l[0];
+#pragma unroll
+      for (int dt = 0; dt < kDimTiles; ++dt) ws[2 + 8 * dt + 2 * t] = o[dt][0], ws[3 + 8 * dt + 2 * t] = o[dt][1];
+    }
+    return;
+  }
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int row = row0 + g + 8 * i;
@@ -381,27 +401,25 @@ AttentionPlan plan_attention(const std::vector<int64_t>& seq_starts, const std::
                              int64_t heads, int64_t head_dim, int sm_count) {
   AttentionPlan plan;
   const bool tiles_ok = dispatch_prefill_dim(head_dim, [&]<int kD>() { static_assert(kD % 16 == 0 && kD <= 128); });
-  // Tokens of short chunks: one-token tiles when the split-context kernel has no advantage
-  // (contexts it would not split, or enough of them to fill the GPU without splitting).
-  int64_t short_tokens = 0;
-  for (int64_t count : seq_tokens) short_tokens += count < kAttentionMinTileTokens ? count : 0;
-  const bool fill = short_tokens * heads >= 2 * int64_t{sm_count};
   struct Tile {
     int64_t first, count, end_pos;
   };
   std::vector<Tile> tiles;
-  int64_t token = 0;
+  bool prompt_tiles = false;
+  int64_t token = 0, max_end = 0;
   for (size_t i = 0; i < seq_tokens.size(); ++i) {
-    const int64_t count = seq_tokens[i], end = seq_starts[i] + count;
-    if (tiles_ok && count >= kAttentionMinTileTokens) {
-      for (int64_t f = 0; f < count; f += kAttentionTileTokens) {
-        const int64_t c = std::min<int64_t>(kAttentionTileTokens, count - f);
+    const int64_t count = seq_tokens[i];
+    max_end = std::max(max_end, seq_starts[i] + count);
+    if (!tiles_ok) {
+      for (int64_t f = 0; f < count; ++f) plan.singles.push_back(static_cast<int32_t>(token + f));
+    } else {
+      // Prompt chunks in tiles of up to kAttentionTileTokens, short chunks a tile per token.
+      const int64_t per_tile = count >= kAttentionMinTileTokens ? kAttentionTileTokens : 1;
+      prompt_tiles |= per_tile > 1;
+      for (int64_t f = 0; f < count; f += per_tile) {
+        const int64_t c = std::min(per_tile, count - f);
         tiles.push_back({token + f, c, seq_starts[i] + f + c});
       }
-    } else if (tiles_ok && (fill || end <= kContextChunk)) {
-      for (int64_t f = 0; f < count; ++f) tiles.push_back({token + f, 1, seq_starts[i] + f + 1});
-    } else {
-      for (int64_t f = 0; f < count; ++f) plan.singles.push_back(static_cast<int32_t>(token + f));
     }
     token += count;
   }
@@ -411,12 +429,25 @@ AttentionPlan plan_attention(const std::vector<int64_t>& seq_starts, const std::
     plan.tiles.push_back(static_cast<int32_t>(t.first));
     plan.tiles.push_back(static_cast<int32_t>(t.count));
   }
+  // Decode steps too small to give every SM two CTAs split their keys (at least
+  // kAttentionSplitKeys positions per split) until they do.
+  const int64_t ctas = static_cast<int64_t>(tiles.size()) * heads;
+  if (!prompt_tiles && ctas > 0 && ctas < 2 * int64_t{sm_count}) {
+    const int64_t splits = std::min((max_end + kAttentionSplitKeys - 1) / kAttentionSplitKeys,
+                                    (2 * int64_t{sm_count} + ctas - 1) / ctas);
+    if (splits > 1) {
+      plan.splits = static_cast<int>(splits);
+      plan.split_keys = ((max_end + splits - 1) / splits + kTileK - 1) / kTileK * kTileK;
+    }
+  }
   return plan;
 }
 
-size_t paged_attention_workspace(int64_t singles, int64_t heads, int64_t head_dim, int64_t max_context) {
+size_t paged_attention_workspace(const AttentionWork& work, int64_t heads, int64_t head_dim, int64_t max_context) {
   const int splits = context_splits(max_context);
-  return splits == 1 ? 0 : static_cast<size_t>(singles * heads * splits * (head_dim + 2));
+  const size_t singles = splits == 1 ? 0 : static_cast<size_t>(work.num_singles * heads * splits * (head_dim + 2));
+  const size_t tiles = work.splits > 1 ? static_cast<size_t>(work.num_tiles * heads * work.splits * (head_dim + 2)) : 0;
+  return std::max(singles, tiles);  // a plan has split tiles or single tokens, not both
 }
 
 void paged_attention(const void* qkv, const AttentionWork& work, int64_t heads, const int32_t* positions,
@@ -425,8 +456,9 @@ void paged_attention(const void* qkv, const AttentionWork& work, int64_t heads, 
                      size_t workspace_floats, DType dtype, cudaStream_t stream) {
   FP6_CUDA_REQUIRE(kv.head_dim <= 32 * kMaxDimPerLane, kUnsupported,
                    "head_dim " + std::to_string(kv.head_dim) + " > 256 is not supported by the CUDA attention");
-  FP6_CUDA_REQUIRE(workspace_floats >= paged_attention_workspace(work.num_singles, heads, kv.head_dim, max_context),
-                   kInternal, "paged_attention workspace too small");
+  FP6_CUDA_REQUIRE(workspace_floats >= paged_attention_workspace(work, heads, kv.head_dim, max_context), kInternal,
+                   "paged_attention workspace too small");
+  FP6_CUDA_REQUIRE(work.splits == 1 || work.num_singles == 0, kInternal, "split tiles and single tokens in one plan");
   FP6_CUDA_REQUIRE(dtype != DType::kF32 || work.num_tiles == 0, kInternal,
                    "the prefill attention takes 16-bit activations");
   dispatch(dtype, [&]<typename T>() {
@@ -440,11 +472,16 @@ void paged_attention(const void* qkv, const AttentionWork& work, int64_t heads, 
             return true;
           }();
           (void)once;
-          const dim3 grid(static_cast<unsigned>(work.num_tiles), static_cast<unsigned>(heads));
+          const dim3 grid(static_cast<unsigned>(work.num_tiles), static_cast<unsigned>(heads),
+                          static_cast<unsigned>(work.splits));
           kernel<<<grid, kPrefillThreads, kSmem, stream>>>(
               static_cast<const T*>(qkv), work.tiles, heads, kv.kv_heads, positions, seq_of_token, block_tables,
               max_blocks, static_cast<const T*>(kv.k), static_cast<const T*>(kv.v), kv.block_size, window,
-              static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(kD))), static_cast<T*>(out));
+              static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(kD))), work.split_keys, workspace,
+              static_cast<T*>(out));
+          if (work.splits > 1)
+            attention_combine_kernel<T><<<static_cast<unsigned>(work.num_tiles * heads), 128, 0, stream>>>(
+                work.tiles, 2, heads, kD, work.splits, workspace, static_cast<T*>(out));
         }
       });
       FP6_CUDA_REQUIRE(built, kInternal, "query tiles planned for a head dim the prefill attention is not built for");
@@ -463,7 +500,7 @@ void paged_attention(const void* qkv, const AttentionWork& work, int64_t heads, 
                                                  kv.block_size, window, splits, workspace, static_cast<T*>(out));
     if (splits > 1)
       attention_combine_kernel<T><<<static_cast<unsigned>(work.num_singles * heads), 128, 0, stream>>>(
-          work.singles, heads, kv.head_dim, splits, workspace, static_cast<T*>(out));
+          work.singles, 1, heads, kv.head_dim, splits, workspace, static_cast<T*>(out));
     FP6_CUDA_CHECK_LAUNCH();
   });
 }

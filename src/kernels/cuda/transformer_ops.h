@@ -43,19 +43,22 @@ void rope_write_kv(void* qkv, int64_t n, int64_t heads, const int32_t* positions
                    const float* inv_freq, const PagedKvView& kv, DType dtype, cudaStream_t stream);
 
 // Causal attention of every new token over its sequence's cached keys and values (the new
-// tokens' keys and values were written by rope_write_kv). Two kernels share the tokens, as
-// plan_attention divides them on the host:
-// - query tiles, runs of up to kAttentionTileTokens consecutive tokens of one sequence: a
-//   Tensor-Core flash-attention kernel, for head dims that are multiples of 16 up to 128 and
-//   16-bit activations. Chunks of at least kAttentionMinTileTokens (prompts) always; shorter
-//   ones (decode) as one-token tiles when their context is at most 256 positions or the batch
-//   has enough of them to give every SM two CTAs;
-// - single tokens (the rest): a split-context kernel that spreads a long context over CTAs.
+// tokens' keys and values were written by rope_write_kv). plan_attention divides the tokens
+// on the host:
+// - head dims that are multiples of 16 up to 128 (16-bit activations): query tiles for a
+//   Tensor-Core flash-attention kernel, kAttentionTileTokens consecutive tokens of a prompt
+//   chunk (of at least kAttentionMinTileTokens) or a single token (decode); a batch of
+//   one-token tiles too small to give every SM two CTAs splits each token's keys into
+//   `splits` ranges of `split_keys` positions (at least kAttentionSplitKeys);
+// - other head dims: single tokens for a split-context kernel.
 constexpr int64_t kAttentionTileTokens = 64;
 constexpr int64_t kAttentionMinTileTokens = 8;
+constexpr int64_t kAttentionSplitKeys = 256;
 struct AttentionPlan {
   std::vector<int32_t> tiles;    // per tile: its first token and its token count
   std::vector<int32_t> singles;  // token indices
+  int splits = 1;
+  int64_t split_keys = 0;
 };
 // seq_starts/seq_tokens: per sequence of the batch, in batch order, its first position and
 // its number of new tokens (a sequence's tokens are consecutive in the batch).
@@ -67,6 +70,8 @@ struct AttentionWork {
   int64_t num_tiles = 0;
   const int32_t* singles = nullptr;
   int64_t num_singles = 0;
+  int splits = 1;
+  int64_t split_keys = 0;
 };
 
 // Per token (device arrays): its position and its sequence, whose block table is row
@@ -77,8 +82,8 @@ void paged_attention(const void* qkv, const AttentionWork& work, int64_t heads, 
                      const int32_t* seq_of_token, const int32_t* block_tables, int64_t max_blocks,
                      const PagedKvView& kv, int64_t window, int64_t max_context, void* out, float* workspace,
                      size_t workspace_floats, DType dtype, cudaStream_t stream);
-// Workspace (in floats) that paged_attention needs for its single tokens and the given context.
-size_t paged_attention_workspace(int64_t singles, int64_t heads, int64_t head_dim, int64_t max_context);
+// Workspace (in floats) that paged_attention needs for a plan and the given context.
+size_t paged_attention_workspace(const AttentionWork& work, int64_t heads, int64_t head_dim, int64_t max_context);
 
 // gate_up [n, 2 * inter] -> out [n, inter] = silu(gate) * up.
 void silu_mul(const void* gate_up, int64_t n, int64_t inter, void* out, DType dtype, cudaStream_t stream);
