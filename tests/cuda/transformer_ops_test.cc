@@ -136,12 +136,12 @@ TEST(AttentionPlan, TilesForPromptsAndDecodeSplitsWhenTheGpuIsNotFull) {
   const auto none = cuda::plan_attention({0}, {100}, 8, 36, 132);
   EXPECT_TRUE(none.tiles.empty());
   EXPECT_EQ(none.singles.size(), 100u);
-  // Decode: 32 tokens x 8 heads < 2 CTAs per SM: keys split in 2 (ceil(264 / 256)), 1024 each.
+  // Decode: 32 tokens x 8 heads < 2 CTAs per SM: keys split in 5 (ceil(8 x 132 / 256)), 448 each.
   const auto small = cuda::plan_attention(std::vector<int64_t>(32, 2000), std::vector<int64_t>(32, 1), 8, 128, 132);
   EXPECT_EQ(small.tiles.size(), 64u);
-  EXPECT_EQ(small.splits, 2);
-  EXPECT_EQ(small.split_keys, 1024);
-  // Batch 1 at 2001 positions: 8 splits of 256 (ceil(2001 / 256) = 8 < 264 / 8).
+  EXPECT_EQ(small.splits, 5);
+  EXPECT_EQ(small.split_keys, 448);
+  // Batch 1 at 2001 positions: 8 splits of 256 (ceil(2001 / 256) = 8 < 8 x 132 / 8).
   const auto one = cuda::plan_attention({2000}, {1}, 8, 128, 132);
   EXPECT_EQ(one.splits, 8);
   EXPECT_EQ(one.split_keys, 256);

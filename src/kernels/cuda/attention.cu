@@ -198,6 +198,10 @@ int context_splits(int64_t max_context) {
 constexpr int kTileQ = kAttentionTileTokens;  // query rows per CTA, 16 per warp
 constexpr int kTileK = 64;                    // keys per block
 constexpr int kPrefillThreads = 128;
+// The most CTAs per SM a split decode step makes: a sweep of 2, 4, 8 and unbounded on the H100
+// (Llama-2-7B and 70B, batch 1 and 4, contexts 1024 and 4096; bench/results/) put 8 at or
+// near the best everywhere.
+constexpr int64_t kSplitCtasPerSm = 8;
 
 template <int kD>
 constexpr int prefill_smem_bytes() {
@@ -429,12 +433,12 @@ AttentionPlan plan_attention(const std::vector<int64_t>& seq_starts, const std::
     plan.tiles.push_back(static_cast<int32_t>(t.first));
     plan.tiles.push_back(static_cast<int32_t>(t.count));
   }
-  // Decode steps too small to give every SM two CTAs split their keys (at least
-  // kAttentionSplitKeys positions per split) until they do.
+  // Decode steps too small to give every SM two CTAs split their keys: at least
+  // kAttentionSplitKeys positions per split, up to kSplitCtasPerSm CTAs per SM.
   const int64_t ctas = static_cast<int64_t>(tiles.size()) * heads;
   if (!prompt_tiles && ctas > 0 && ctas < 2 * int64_t{sm_count}) {
     const int64_t splits = std::min((max_end + kAttentionSplitKeys - 1) / kAttentionSplitKeys,
-                                    (2 * int64_t{sm_count} + ctas - 1) / ctas);
+                                    (kSplitCtasPerSm * int64_t{sm_count} + ctas - 1) / ctas);
     if (splits > 1) {
       plan.splits = static_cast<int>(splits);
       plan.split_keys = ((max_end + splits - 1) / splits + kTileK - 1) / kTileK * kTileK;

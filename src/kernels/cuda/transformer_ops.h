@@ -49,7 +49,8 @@ void rope_write_kv(void* qkv, int64_t n, int64_t heads, const int32_t* positions
 //   Tensor-Core flash-attention kernel, kAttentionTileTokens consecutive tokens of a prompt
 //   chunk (of at least kAttentionMinTileTokens) or a single token (decode); a batch of
 //   one-token tiles too small to give every SM two CTAs splits each token's keys into
-//   `splits` ranges of `split_keys` positions (at least kAttentionSplitKeys);
+//   `splits` ranges of `split_keys` positions (at least kAttentionSplitKeys, up to 8 CTAs
+//   per SM);
 // - other head dims: single tokens for a split-context kernel.
 constexpr int64_t kAttentionTileTokens = 64;
 constexpr int64_t kAttentionMinTileTokens = 8;
