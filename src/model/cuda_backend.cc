@@ -1,10 +1,11 @@
 // The CUDA backend: activations and the paged KV cache in FP16 (BF16 for BF16 checkpoints),
 // FPx weights packed for that dtype and run by cuda::fpx_linear (kernels/cuda/fpx_linear.h),
-// dense weights by cuBLAS, the other ops by kernels/cuda/transformer_ops.h. Everything runs
-// on one stream; the only host syncs are the batch upload in begin_forward and the logits
-// download. The ops of a pass are recorded as a CUDA graph and replayed for later passes of
-// the same shape (decode steps: one launch instead of ~10 per layer); FP6SERVE_CUDA_GRAPHS=0
-// turns that off. Built only with CUDA (src/CMakeLists.txt).
+// dense weights by cuBLAS, the other ops by kernels/cuda/transformer_ops.h, sampling by
+// kernels/cuda/sampling.h. Everything runs on one stream; the host waits for the GPU only
+// when the sampled tokens (or the logits) come back. The ops of a pass are recorded as a
+// CUDA graph and replayed for later passes of the same shape (decode steps: one launch
+// instead of ~10 per layer); FP6SERVE_CUDA_GRAPHS=0 turns that off. Built only with CUDA
+// (src/CMakeLists.txt).
 #include <fmt/format.h>
 
 #include <algorithm>
