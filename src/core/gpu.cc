@@ -69,8 +69,6 @@ double cuda_read_bandwidth_gbs() {
   require_cuda();
 #ifdef FP6SERVE_WITH_CUDA
   const size_t bytes = size_t{2} << 30;
-  int sms = 0;
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
   void* buf = nullptr;
   void* sink = nullptr;
   FP6_CHECK(cudaMalloc(&buf, bytes) == cudaSuccess && cudaMalloc(&sink, 16) == cudaSuccess, kOutOfMemory,
@@ -79,11 +77,11 @@ double cuda_read_bandwidth_gbs() {
   cudaEvent_t a, b;
   cudaEventCreate(&a);
   cudaEventCreate(&b);
-  cuda::read_all(buf, bytes, sink, sms);  // warm-up
+  cuda::read_all(buf, bytes, sink);  // warm-up
   float best = 1e30f;
   for (int i = 0; i < 5; ++i) {
     cudaEventRecord(a);
-    cuda::read_all(buf, bytes, sink, sms);
+    cuda::read_all(buf, bytes, sink);
     cudaEventRecord(b);
     cudaEventSynchronize(b);
     float ms = 0;

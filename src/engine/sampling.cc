@@ -5,7 +5,6 @@
 #include <unordered_map>
 
 #include "core/check.h"
-#include "kernels/cpu/sampling.h"
 
 namespace fp6serve {
 
@@ -60,11 +59,6 @@ SampleRow Sampler::next_row(std::span<const int32_t> prompt, std::span<const int
     row.penalties.push_back({t, subtract, repeat ? 1 : 0});
   }
   return row;
-}
-
-Sample Sampler::sample(std::span<const float> logits, std::span<const int32_t> prompt,
-                       std::span<const int32_t> generated) {
-  return cpu::sample_row(logits.data(), static_cast<int64_t>(logits.size()), next_row(prompt, generated), work_);
 }
 
 }  // namespace fp6serve

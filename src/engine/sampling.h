@@ -36,13 +36,10 @@ class Sampler {
   explicit Sampler(const SamplingParams& params);
   // prompt and generated: the sequence so far (penalties look at them).
   SampleRow next_row(std::span<const int32_t> prompt, std::span<const int32_t> generated);
-  // next_row, sampled by the CPU reference from one row of logits.
-  Sample sample(std::span<const float> logits, std::span<const int32_t> prompt, std::span<const int32_t> generated);
 
  private:
   SamplingParams params_;
   std::mt19937_64 rng_;
-  std::vector<float> work_;
 };
 
 }  // namespace fp6serve

@@ -55,9 +55,6 @@ class CudaBackend : public Backend {
     require_cuda();
     FP6_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     inv_freq_ = inv_freq_buf_.upload(config.rope_inv_freq());
-    int device = 0;
-    FP6_CUDA_CHECK(cudaGetDevice(&device));
-    FP6_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, device));
     const char* env = std::getenv("FP6SERVE_CUDA_GRAPHS");
     graphs_enabled_ = !(env && std::string(env) == "0");
   }
@@ -165,8 +162,11 @@ class CudaBackend : public Backend {
     }
     max_blocks_ = (max_blocks_ + 15) / 16 * 16;  // changes every 256 positions, not every block
     std::vector<int32_t> slots, seq_of_token, tables(batch.seqs.size() * static_cast<size_t>(max_blocks_), 0);
+    std::vector<int64_t> starts, counts;  // per sequence, for the attention plan
     for (size_t i = 0; i < batch.seqs.size(); ++i) {
       const BatchSeq& s = batch.seqs[i];
+      starts.push_back(s.start_pos);
+      counts.push_back(s.token_count);
       FP6_CHECK(static_cast<int64_t>(s.block_table.size()) * cache.block_size >= s.start_pos + s.token_count,
                 kInvalidArgument, "sequence {} needs {} positions but its {} KV blocks hold {}", i,
                 s.start_pos + s.token_count, s.block_table.size(), s.block_table.size() * cache.block_size);
@@ -181,10 +181,8 @@ class CudaBackend : public Backend {
         seq_of_token.push_back(static_cast<int32_t>(i));
       }
     }
-    std::vector<int64_t> starts, counts;
-    for (const BatchSeq& s : batch.seqs) starts.push_back(s.start_pos), counts.push_back(s.token_count);
     const cuda::AttentionPlan plan =
-        cuda::plan_attention(starts, counts, config_.num_heads, config_.head_dim, sm_count_);
+        cuda::plan_attention(starts, counts, config_.num_heads, config_.head_dim, cuda::sm_count());
     // Every per-pass array in one upload, ordered on the stream (one copy, not one sync per array).
     staging_.clear();
     const size_t o_tiles = stage(plan.tiles), o_singles = stage(plan.singles), o_tokens = stage(batch.tokens),
@@ -391,7 +389,6 @@ class CudaBackend : public Backend {
   const int32_t* seq_of_token_ = nullptr;
   const int32_t* tables_ = nullptr;
   int64_t max_blocks_ = 1, max_context_ = 0;
-  int sm_count_ = 0;
   size_t attn_floats_ = 0;
 };
 

@@ -209,7 +209,7 @@ void CudaOpsCheckAttention(CudaOps& t, int64_t hd, int64_t heads, int64_t kv_hea
   const cuda::AttentionWork work{dtiles.as<int32_t>(),  static_cast<int64_t>(plan.tiles.size() / 2),
                                  dsingles.as<int32_t>(), static_cast<int64_t>(plan.singles.size()),
                                  plan.splits,            plan.split_keys};
-  const bool tiled = hd % 16 == 0 && hd <= 128;
+  const bool tiled = hd == 16 || hd == 32 || hd == 64 || hd == 80 || hd == 96 || hd == 128;
   EXPECT_EQ(work.num_tiles > 0, tiled);  // the kernel under test is the one planned
   EXPECT_EQ(work.num_singles > 0, !tiled);
   const size_t ws = cuda::paged_attention_workspace(work, heads, hd, max_context);

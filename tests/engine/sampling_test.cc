@@ -6,23 +6,30 @@
 #include <set>
 
 #include "fp6serve/error.h"
+#include "kernels/cpu/sampling.h"
 
 namespace fp6serve {
 namespace {
 
 std::vector<float> logits() { return {1.0f, 3.0f, 2.0f, 0.5f, 2.9f, -1.0f}; }
 
+// A request's next token as the CPU backend samples it: the sampler's row, the reference.
+Sample sample(Sampler& s, const std::vector<float>& l, std::span<const int32_t> prompt) {
+  cpu::SampleScratch work;
+  return cpu::sample_row(l.data(), static_cast<int64_t>(l.size()), s.next_row(prompt, {}), work);
+}
+
 std::set<int32_t> drawn(SamplingParams p, int n = 2000) {
   Sampler s(p);
   const auto l = logits();
   std::set<int32_t> seen;
-  for (int i = 0; i < n; ++i) seen.insert(s.sample(l, {}, {}).token);
+  for (int i = 0; i < n; ++i) seen.insert(sample(s, l, {}).token);
   return seen;
 }
 
 TEST(Sampling, GreedyTakesTheArgmax) {
   Sampler s(SamplingParams{});
-  EXPECT_EQ(s.sample(logits(), {}, {}).token, 1);
+  EXPECT_EQ(sample(s, logits(), {}).token, 1);
 }
 
 TEST(Sampling, TopKTopPAndMinPRestrictTheCandidates) {
@@ -47,7 +54,7 @@ TEST(Sampling, RepetitionPenaltyDemotesSeenTokens) {
   p.repetition_penalty = 2.0;  // logit 3 -> 1.5 for token 1, so 4 (2.9) wins
   Sampler s(p);
   const std::vector<int32_t> prompt = {1};
-  EXPECT_EQ(s.sample(logits(), prompt, {}).token, 4);
+  EXPECT_EQ(sample(s, logits(), prompt).token, 4);
 }
 
 TEST(Sampling, LogprobsAreTheModelsLogSoftmax) {
@@ -55,7 +62,7 @@ TEST(Sampling, LogprobsAreTheModelsLogSoftmax) {
   p.top_logprobs = 2;
   Sampler s(p);
   const auto l = logits();
-  const Sample r = s.sample(l, {}, {});
+  const Sample r = sample(s, l, {});
   double z = 0;
   for (float v : l) z += std::exp(v);
   EXPECT_NEAR(r.logprob, 3.0 - std::log(z), 1e-5);

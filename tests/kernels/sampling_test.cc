@@ -32,7 +32,7 @@ TEST(SamplingMath, OrderKeysSortLikeTheFloats) {
 }
 
 Sample sample(const std::vector<float>& logits, const SampleRow& row) {
-  std::vector<float> work;
+  cpu::SampleScratch work;
   return cpu::sample_row(logits.data(), static_cast<int64_t>(logits.size()), row, work);
 }
 

@@ -27,7 +27,8 @@ uint32_t threshold_by_mass(std::vector<std::pair<uint32_t, uint64_t>>& cand, uin
 
 }  // namespace
 
-Sample sample_row(const float* logits, int64_t vocab, const SampleRow& row, std::vector<float>& work) {
+Sample sample_row(const float* logits, int64_t vocab, const SampleRow& row, SampleScratch& scratch) {
+  std::vector<float>& work = scratch.work;
   Sample out;
   double lse = 0;  // log-sum-exp of the raw logits, for log-probabilities
   if (row.top_logprobs >= 0) {
@@ -35,7 +36,8 @@ Sample sample_row(const float* logits, int64_t vocab, const SampleRow& row, std:
     double z = 0;
     for (int64_t i = 0; i < vocab; ++i) z += std::exp(static_cast<double>(logits[i] - mx));
     lse = mx + std::log(z);
-    std::vector<int32_t> order(static_cast<size_t>(vocab));
+    std::vector<int32_t>& order = scratch.order;
+    order.resize(static_cast<size_t>(vocab));
     std::iota(order.begin(), order.end(), 0);
     const auto n = static_cast<std::ptrdiff_t>(std::min<int64_t>(row.top_logprobs, vocab));
     std::partial_sort(order.begin(), order.begin() + n, order.end(), [&](int32_t a, int32_t b) {
@@ -56,7 +58,8 @@ Sample sample_row(const float* logits, int64_t vocab, const SampleRow& row, std:
     for (float& v : work) v = (v - mx) * row.inv_temperature;  // z <= 0
     uint32_t k_floor = 0;                                      // top-k: keys below the k-th largest go
     if (row.top_k > 0 && row.top_k < vocab) {
-      std::vector<uint32_t> keys(static_cast<size_t>(vocab));
+      std::vector<uint32_t>& keys = scratch.keys;
+      keys.resize(static_cast<size_t>(vocab));
       for (int64_t i = 0; i < vocab; ++i) keys[i] = sampling::order_key(work[i]);
       std::nth_element(keys.begin(), keys.begin() + (row.top_k - 1), keys.end(), std::greater<>());
       k_floor = keys[row.top_k - 1];
@@ -68,7 +71,8 @@ Sample sample_row(const float* logits, int64_t vocab, const SampleRow& row, std:
       total += sampling::mass(v);
     }
     if (row.top_p < 1.0) {
-      std::vector<std::pair<uint32_t, uint64_t>> cand;
+      std::vector<std::pair<uint32_t, uint64_t>>& cand = scratch.cand;
+      cand.clear();
       for (float v : work)
         if (v > 0.0f) cand.emplace_back(sampling::order_key(v), sampling::mass(v));
       const uint32_t p_floor = threshold_by_mass(cand, sampling::top_p_target(row.top_p, total));
@@ -96,8 +100,8 @@ Sample sample_row(const float* logits, int64_t vocab, const SampleRow& row, std:
 std::vector<Sample> sample_rows(const float* logits, int64_t vocab, const std::vector<SampleRow>& rows) {
   std::vector<Sample> out(rows.size());
   ThreadPool::global().parallel_for(static_cast<int64_t>(rows.size()), [&](int64_t b, int64_t e) {
-    std::vector<float> work;
-    for (int64_t r = b; r < e; ++r) out[r] = sample_row(logits + r * vocab, vocab, rows[r], work);
+    SampleScratch scratch;
+    for (int64_t r = b; r < e; ++r) out[r] = sample_row(logits + r * vocab, vocab, rows[r], scratch);
   });
   return out;
 }

@@ -3,14 +3,23 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "kernels/sampling.h"
 
 namespace fp6serve::cpu {
 
-// The next token of one row of `vocab` f32 logits. work: scratch, reused between calls.
-Sample sample_row(const float* logits, int64_t vocab, const SampleRow& row, std::vector<float>& work);
+// Buffers sample_row needs, kept between calls so that a row allocates nothing.
+struct SampleScratch {
+  std::vector<float> work;                            // penalized logits, then weights
+  std::vector<uint32_t> keys;                         // top-k
+  std::vector<std::pair<uint32_t, uint64_t>> cand;    // top-p: (key, mass)
+  std::vector<int32_t> order;                         // top log-probabilities
+};
+
+// The next token of one row of `vocab` f32 logits.
+Sample sample_row(const float* logits, int64_t vocab, const SampleRow& row, SampleScratch& scratch);
 
 // Every row of logits [rows.size(), vocab], spread over the thread pool.
 std::vector<Sample> sample_rows(const float* logits, int64_t vocab, const std::vector<SampleRow>& rows);

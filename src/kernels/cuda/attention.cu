@@ -1,9 +1,10 @@
 // Attention over the paged KV cache (transformer_ops.h), two kernels chosen per token by
 // plan_attention:
 //
-// - Every token when the head dim has an instance: a Tensor-Core flash-attention kernel. A CTA of 4 warps takes one query
-//   tile (kTileQ consecutive tokens of one sequence, 16 rows per warp) and one head, and walks
-//   the sequence's keys in blocks of kTileK: K and V blocks are gathered from the paged cache
+// - Every token when the head dim has an instance (16, 32, 64, 80, 96, 128: dispatch_tile_dim):
+//   a Tensor-Core flash-attention kernel. A CTA of 4 warps takes one query tile (up to kTileQ
+//   consecutive tokens of one sequence, 16 rows per warp) and one head, and walks the
+//   sequence's keys in blocks of kTileK: K and V blocks are gathered from the paged cache
 //   into shared memory with cp.async, double-buffered; S = Q K^T and O += P V run on
 //   mma.sync m16n8k16 (FP16 or BF16 inputs, FP32 accumulators) with the online softmax of
 //   FlashAttention-2 in registers: the S accumulators are reused as the A fragments of P.
@@ -11,9 +12,8 @@
 //   ldmatrix.trans. Shared rows are padded by 16 bytes so that the eight 16-byte rows of an
 //   ldmatrix phase hit different banks. Causal and sliding-window masks per element on the
 //   blocks that cross them; blocks a warp cannot see are skipped. GQA: each query head reads
-//   its group's K/V (from L2 after the first head). Head dims: multiples of 16 up to 128
-//   (kPrefillDims); smem (kTileQ + 4 kTileK) x (head_dim + 8) x 2 bytes, 87 KB at 128.
-//
+//   its group's K/V (from L2 after the first head). Shared memory (kTileQ + 4 kTileK) x
+//   (head_dim + 8) x 2 bytes, 87 KB at 128.
 //   Prompt chunks go in tiles of 64 query tokens, decode tokens (and chunks under 8 tokens)
 //   in one-token tiles; a decode step too small to give every SM two CTAs splits each
 //   token's keys over CTAs (gridDim.z), merged by the split-context kernel's merge kernel.
@@ -38,18 +38,12 @@ namespace {
 
 // --- the split-context kernel of single tokens ---
 
-template <typename T>
-__device__ __forceinline__ float bits_to_float(uint16_t b) {
-  if constexpr (std::is_same_v<T, __half>) return __half2float(__ushort_as_half(b));
-  else return __bfloat162float(__ushort_as_bfloat16(b));
-}
-
 constexpr int kContextChunk = 256;  // positions per CTA in the split-context attention
 constexpr int kMaxDimPerLane = 8;   // head_dim <= 256
 constexpr int kAttnWarps = 4;
 
-// The split-context kernel: one CTA of kAttnWarps warps per (single token, head, context chunk). Each warp takes 32 positions
-// at a time, a lane per position: the lane computes its key's dot product with q (q in shared
+// The split-context kernel: one CTA of kAttnWarps warps per (single token, head, context
+// chunk). Each warp takes 32 positions at a time, a lane per position: the lane computes its key's dot product with q (q in shared
 // memory, the key row read with 16-byte loads when head_dim % 8 == 0), the warp updates its
 // online softmax, then accumulates the 32 value rows (lane = dimension). The warps' partial
 // softmaxes are merged in shared memory. With splits > 1 the CTA leaves (max, sum,
@@ -193,37 +187,26 @@ int context_splits(int64_t max_context) {
 }
 
 
-// --- the Tensor-Core prefill kernel ---
+// --- the Tensor-Core kernel of query tiles ---
 
 constexpr int kTileQ = kAttentionTileTokens;  // query rows per CTA, 16 per warp
 constexpr int kTileK = 64;                    // keys per block
-constexpr int kPrefillThreads = 128;
+constexpr int kTileThreads = 128;
 // The most CTAs per SM a split decode step makes: a sweep of 2, 4, 8 and unbounded on the H100
 // (Llama-2-7B and 70B, batch 1 and 4, contexts 1024 and 4096; bench/results/) put 8 at or
 // near the best everywhere.
 constexpr int64_t kSplitCtasPerSm = 8;
 
 template <int kD>
-constexpr int prefill_smem_bytes() {
+constexpr int tile_smem_bytes() {
   return (kTileQ + 4 * kTileK) * (kD + 8) * 2;  // Q, and K and V double-buffered
-}
-
-template <typename T>
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-  if constexpr (std::is_same_v<T, __half>) {
-    const __half2 v = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&v);
-  } else {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&v);
-  }
 }
 
 // tiles[2 i], tiles[2 i + 1]: the first token and the token count of query tile i (blockIdx.x);
 // blockIdx.y: the head. scale_log2: log2(e) / sqrt(head_dim).
 template <typename T, int kD>
-__global__ void __launch_bounds__(kPrefillThreads)
-    prefill_attention_kernel(const T* qkv, const int32_t* tiles, int64_t heads, int64_t kv_heads,
+__global__ void __launch_bounds__(kTileThreads)
+    tile_attention_kernel(const T* qkv, const int32_t* tiles, int64_t heads, int64_t kv_heads,
                              const int32_t* positions, const int32_t* seq_of_token, const int32_t* block_tables,
                              int64_t max_blocks, const T* k_cache, const T* v_cache, int64_t block_size,
                              int64_t window, float scale_log2, int64_t split_keys, float* workspace, T* out) {
@@ -250,14 +233,14 @@ __global__ void __launch_bounds__(kPrefillThreads)
   const int num_blocks = k_end > k_begin ? static_cast<int>((k_end - 1 - k_begin) / kTileK + 1) : 0;
   const int32_t* table = block_tables + static_cast<int64_t>(seq_of_token[first]) * max_blocks;
 
-  for (int c = threadIdx.x; c < kTileQ * kChunks; c += kPrefillThreads) {
+  for (int c = threadIdx.x; c < kTileQ * kChunks; c += kTileThreads) {
     const int r = c / kChunks, cc = c % kChunks;
     const bool in = r < count;
     cp_async16(qs + r * kStride + cc * 8, in ? qkv + (first + r) * width + h * kD + cc * 8 : qkv, in ? 16 : 0);
   }
   // Keys [kb, kb + kTileK) into buffer buf; positions past the tile's last token read as zeros.
   auto load_kv = [&](int64_t kb, int buf) {
-    for (int c = threadIdx.x; c < kTileK * kChunks; c += kPrefillThreads) {
+    for (int c = threadIdx.x; c < kTileK * kChunks; c += kTileThreads) {
       const int r = c / kChunks, cc = c % kChunks;
       const int64_t j = kb + r;
       const bool in = j < k_end;
@@ -385,9 +368,9 @@ __global__ void __launch_bounds__(kPrefillThreads)
   }
 }
 
-// Calls f.template operator()<kD>() for a head dim the prefill kernel is built for; false if none.
+// Calls f.template operator()<kD>() for a head dim the tile kernel is built for; false if none.
 template <typename F>
-bool dispatch_prefill_dim(int64_t head_dim, F&& f) {
+bool dispatch_tile_dim(int64_t head_dim, F&& f) {
   switch (head_dim) {
     case 16: f.template operator()<16>(); return true;
     case 32: f.template operator()<32>(); return true;
@@ -404,7 +387,7 @@ bool dispatch_prefill_dim(int64_t head_dim, F&& f) {
 AttentionPlan plan_attention(const std::vector<int64_t>& seq_starts, const std::vector<int64_t>& seq_tokens,
                              int64_t heads, int64_t head_dim, int sm_count) {
   AttentionPlan plan;
-  const bool tiles_ok = dispatch_prefill_dim(head_dim, [&]<int kD>() { static_assert(kD % 16 == 0 && kD <= 128); });
+  const bool tiles_ok = dispatch_tile_dim(head_dim, [&]<int kD>() { static_assert(kD % 16 == 0 && kD <= 128); });
   struct Tile {
     int64_t first, count, end_pos;
   };
@@ -464,13 +447,13 @@ void paged_attention(const void* qkv, const AttentionWork& work, int64_t heads, 
                    "paged_attention workspace too small");
   FP6_CUDA_REQUIRE(work.splits == 1 || work.num_singles == 0, kInternal, "split tiles and single tokens in one plan");
   FP6_CUDA_REQUIRE(dtype != DType::kF32 || work.num_tiles == 0, kInternal,
-                   "the prefill attention takes 16-bit activations");
+                   "the tile attention takes 16-bit activations");
   dispatch(dtype, [&]<typename T>() {
     if (work.num_tiles > 0) {
-      const bool built = dispatch_prefill_dim(kv.head_dim, [&]<int kD>() {
+      const bool built = dispatch_tile_dim(kv.head_dim, [&]<int kD>() {
         if constexpr (!std::is_same_v<T, float>) {
-          auto* kernel = prefill_attention_kernel<T, kD>;
-          constexpr int kSmem = prefill_smem_bytes<kD>();
+          auto* kernel = tile_attention_kernel<T, kD>;
+          constexpr int kSmem = tile_smem_bytes<kD>();
           static const bool once = [&] {
             FP6_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
             return true;
@@ -478,7 +461,7 @@ void paged_attention(const void* qkv, const AttentionWork& work, int64_t heads, 
           (void)once;
           const dim3 grid(static_cast<unsigned>(work.num_tiles), static_cast<unsigned>(heads),
                           static_cast<unsigned>(work.splits));
-          kernel<<<grid, kPrefillThreads, kSmem, stream>>>(
+          kernel<<<grid, kTileThreads, kSmem, stream>>>(
               static_cast<const T*>(qkv), work.tiles, heads, kv.kv_heads, positions, seq_of_token, block_tables,
               max_blocks, static_cast<const T*>(kv.k), static_cast<const T*>(kv.v), kv.block_size, window,
               static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(kD))), work.split_keys, workspace,
@@ -488,7 +471,7 @@ void paged_attention(const void* qkv, const AttentionWork& work, int64_t heads, 
                 work.tiles, 2, heads, kD, work.splits, workspace, static_cast<T*>(out));
         }
       });
-      FP6_CUDA_REQUIRE(built, kInternal, "query tiles planned for a head dim the prefill attention is not built for");
+      FP6_CUDA_REQUIRE(built, kInternal, "query tiles planned for a head dim the tile attention is not built for");
       FP6_CUDA_CHECK_LAUNCH();
     }
     if (work.num_singles == 0) return;

@@ -1,11 +1,14 @@
-// 16-bit element types in CUDA kernels: conversions to and from f32 for the CUDA types of
-// fp6serve's dtypes, and the host-side dispatch from a DType to its CUDA type.
+// 16-bit element types in CUDA kernels: conversions to and from f32 (and from raw bits, and
+// packed pairs) for the CUDA types of fp6serve's dtypes, and the host-side dispatch from a
+// DType to its CUDA type.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "core/dtype.h"
 #include "kernels/cuda/cuda_check.h"
@@ -29,6 +32,25 @@ template <>
 __device__ __forceinline__ __nv_bfloat16 from_float(float v) { return __float2bfloat16_rn(v); }
 template <>
 __device__ __forceinline__ float from_float(float v) { return v; }
+
+// A 16-bit value given as its bits, as f32 (T: __half or __nv_bfloat16).
+template <typename T>
+__device__ __forceinline__ float bits_to_float(uint16_t b) {
+  if constexpr (std::is_same_v<T, __half>) return __half2float(__ushort_as_half(b));
+  else return __bfloat162float(__ushort_as_bfloat16(b));
+}
+
+// Two floats rounded to T and packed into one 32-bit register, lo in the low half.
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  if constexpr (std::is_same_v<T, __half>) {
+    const __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  } else {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  }
+}
 
 // Calls f.template operator()<T>() with T the CUDA type of a 16-bit (or f32) dtype.
 template <typename F>

@@ -12,22 +12,11 @@
 #include "fpx/pack.h"
 #include "kernels/cuda/fpx_gemm.h"
 #include "kernels/cuda/fpx_quantize.h"
+#include "kernels/cuda/measure.h"
 
 namespace fp6serve::cuda {
 
 namespace {
-
-// Read once per process: the launch heuristics need the SM count, and calling
-// cudaGetDeviceProperties per launch is what once made FP6-LLM in torchao 20x slower.
-int sm_count() {
-  static const int sms = [] {
-    int device = 0, n = 0;
-    FP6_CUDA_CHECK(cudaGetDevice(&device));
-    FP6_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-    return n;
-  }();
-  return sms;
-}
 
 // The large-n path dequantizes row blocks of at most this many 16-bit bytes, each followed by
 // one cuBLAS GEMM: big enough that the GEMM fills the GPU (2048-row blocks left most SMs idle

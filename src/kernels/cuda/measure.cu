@@ -40,13 +40,23 @@ __global__ void read_kernel(const uint4* p, int64_t n, uint4* sink) {
 
 }  // namespace
 
+int sm_count() {
+  static const int sms = [] {
+    int device = 0, n = 0;
+    FP6_CUDA_CHECK(cudaGetDevice(&device));
+    FP6_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+    return n;
+  }();
+  return sms;
+}
+
 void fill_normal(void* p, int64_t n, uint64_t seed, float stddev, bool bf16) {
   fill_kernel<<<4096, 256>>>(static_cast<uint16_t*>(p), n, seed, stddev, bf16);
   FP6_CUDA_CHECK_LAUNCH();
 }
 
-void read_all(const void* p, size_t bytes, void* sink, int sms) {
-  read_kernel<<<sms * 8, 512>>>(static_cast<const uint4*>(p), static_cast<int64_t>(bytes / 16), static_cast<uint4*>(sink));
+void read_all(const void* p, size_t bytes, void* sink) {
+  read_kernel<<<sm_count() * 8, 512>>>(static_cast<const uint4*>(p), static_cast<int64_t>(bytes / 16), static_cast<uint4*>(sink));
   FP6_CUDA_CHECK_LAUNCH();
 }
 

@@ -45,7 +45,7 @@ void rope_write_kv(void* qkv, int64_t n, int64_t heads, const int32_t* positions
 // Causal attention of every new token over its sequence's cached keys and values (the new
 // tokens' keys and values were written by rope_write_kv). plan_attention divides the tokens
 // on the host:
-// - head dims that are multiples of 16 up to 128 (16-bit activations): query tiles for a
+// - head dims 16, 32, 64, 80, 96 and 128 (16-bit activations): query tiles for a
 //   Tensor-Core flash-attention kernel, kAttentionTileTokens consecutive tokens of a prompt
 //   chunk (of at least kAttentionMinTileTokens) or a single token (decode); a batch of
 //   one-token tiles too small to give every SM two CTAs splits each token's keys into
