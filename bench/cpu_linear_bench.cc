@@ -16,7 +16,7 @@
 #include "core/host_buffer.h"
 #include "core/thread_pool.h"
 #include "fpx/pack.h"
-#include "kernels/cpu/linear.h"
+#include "backend/cpu/linear.h"
 
 namespace fp6serve {
 namespace {
@@ -28,7 +28,7 @@ constexpr size_t kCopyBytes = size_t{1} << 30;
 
 std::vector<uint16_t> random_bf16(int64_t n, uint32_t seed) {
   std::vector<uint16_t> w(static_cast<size_t>(n));
-  ThreadPool::global().parallel_for(n, [&](int64_t b, int64_t e) {
+  ThreadPool::global()->parallel_for(n, [&](int64_t b, int64_t e) {
     std::mt19937 rng(seed + static_cast<uint32_t>(b));
     std::normal_distribution<float> normal(0.0f, 0.02f);
     for (int64_t i = b; i < e; ++i) w[i] = f32_to_bf16_bits(normal(rng));
@@ -41,10 +41,10 @@ void BM_MemoryCopy(benchmark::State& state) {
   HostBuffer a(bytes), b(bytes);
   std::memset(a.data(), 1, bytes);
   std::memset(b.data(), 2, bytes);
-  const int threads = ThreadPool::global().size();
+  const int threads = ThreadPool::global()->size();
   const size_t chunk = bytes / threads;
   for (auto _ : state) {
-    ThreadPool::global().parallel_for(threads, [&](int64_t t0, int64_t t1) {
+    ThreadPool::global()->parallel_for(threads, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) std::memcpy(b.data() + t * chunk, a.data() + t * chunk, chunk);
     });
     benchmark::ClobberMemory();
@@ -58,11 +58,11 @@ void BM_MemoryRead(benchmark::State& state) {
   const size_t bytes = kCopyBytes;
   HostBuffer a(bytes);
   std::memset(a.data(), 1, bytes);
-  const int threads = ThreadPool::global().size();
+  const int threads = ThreadPool::global()->size();
   const size_t words = bytes / 8 / threads;
   std::vector<uint64_t> sums(threads);
   for (auto _ : state) {
-    ThreadPool::global().parallel_for(threads, [&](int64_t t0, int64_t t1) {
+    ThreadPool::global()->parallel_for(threads, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const uint64_t* p = a.as<uint64_t>() + t * words;
         uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
@@ -155,7 +155,7 @@ class SummaryReporter : public benchmark::ConsoleReporter {
       if (r.name.rfind("BM_MemoryCopy", 0) == 0) copy = r.bytes_per_second;
       if (r.name.rfind("BM_MemoryRead", 0) == 0) read = r.bytes_per_second;
     }
-    fmt::print("\n{} threads, CPU path {}\n", ThreadPool::global().size(), cpu::isa_name(cpu::best_isa()));
+    fmt::print("\n{} threads, CPU path {}\n", ThreadPool::global()->size(), cpu::isa_name(cpu::best_isa()));
     fmt::print("| benchmark | time | GB/s | % of copy ({:.1f} GB/s) | % of read ({:.1f} GB/s) |\n|---|---|---|---|---|\n",
                copy / 1e9, read / 1e9);
     for (const auto& r : rows_) {

@@ -10,38 +10,41 @@
 #include <random>
 
 #include "engine/engine.h"
-#include "kernels/cpu/sampling.h"
+#include "backend/cpu/sampling.h"
 #include "tokenizer/tokenizer.h"
 
 namespace fp6serve {
 namespace {
 
 // A backend whose ops do nothing; logits are random and fixed, so sampling has real work.
-class NullBackend : public model::Backend {
+class NullBackend : public Backend {
  public:
   explicit NullBackend(int64_t vocab) : vocab_(vocab) {}
   Device device() const override { return Device::kCpu; }
   DType act_dtype() const override { return DType::kF32; }
   DType pack_target(fpx::Format) const override { return DType::kF16; }
   std::string describe() const override { return "null"; }
+  Memory memory() const override { return {}; }
   std::unique_ptr<model::LinearWeight> adopt_linear(model::HostLinear&&) override {
     return std::make_unique<model::LinearWeight>();
   }
   Tensor adopt_tensor(Tensor t) override { return t; }
-  model::KvCache make_kv_cache(int64_t blocks, int64_t block_size) override { return {blocks, block_size, {}, {}}; }
+  void upload(const Tensor&, Tensor&) override {}
+  KvCache make_kv_cache(int64_t blocks, int64_t block_size) override { return {blocks, block_size, {}, {}}; }
   size_t kv_block_bytes(int64_t) const override { return 1; }
   Tensor activations(int64_t rows, int64_t cols) override {
     return Tensor::wrap(nullptr, {rows, cols}, DType::kF32, Device::kCpu);
   }
-  void embed(const Tensor&, const model::Batch&, Tensor&) override {}
+  void begin_forward(const Batch&, const KvCache&) override {}
+  void embed(const Tensor&, const Batch&, Tensor&) override {}
   void rms_norm(const Tensor&, const Tensor&, double, Tensor&) override {}
   void add_rms_norm(Tensor&, const Tensor&, const Tensor&, double, Tensor&) override {}
   void linear(const Tensor&, const model::LinearWeight&, Tensor&) override {}
-  void rope_write_kv(Tensor&, const model::Batch&, model::KvCache&, int64_t) override {}
-  void attention(const Tensor&, const model::Batch&, const model::KvCache&, int64_t, Tensor&) override {}
+  void rope_write_kv(Tensor&, const Batch&, KvCache&, int64_t) override {}
+  void attention(const Tensor&, const Batch&, const KvCache&, int64_t, Tensor&) override {}
   void silu_mul(const Tensor&, Tensor&) override {}
   void add(Tensor&, const Tensor&) override {}
-  void gather_logit_rows(const Tensor&, const model::Batch&, Tensor&) override {}
+  void gather_logit_rows(const Tensor&, const Batch&, Tensor&) override {}
   Tensor to_host_f32(const Tensor& x) override { return fixed_logits(x.dim(0)); }
   // The CPU backend's sampling (the engine's host cost when the model runs on the CPU).
   std::vector<Sample> sample(const Tensor& x, const std::vector<SampleRow>& rows) override {
@@ -75,18 +78,18 @@ int main() {
   c.vocab_size = tok.vocab_size();  // the detokenizer's vocabulary
   model::ModelWeights w;
   w.layers.resize(static_cast<size_t>(c.num_layers));
-  model::Model m(c, std::make_unique<NullBackend>(c.vocab_size), std::move(w));
+  Model m(c, model::QuantizationMode::parse("fp16"), std::make_unique<NullBackend>(c.vocab_size), std::move(w));
   fmt::print("{:<28} {:>10} {:>12} {:>12}\n", "case (256 sequences)", "steps", "µs/step", "µs/token");
   for (const char* mode : {"greedy", "top-p 0.9, T 0.8"}) {
-    EngineConfig ec;
-    ec.num_blocks = 256 * 32;
-    ec.max_batch_tokens = 2048;
-    Engine engine(m, tok, ec);
-    GenerationParams g;
+    Options o;
+    o.kv_cache_blocks = 256 * 32;
+    o.max_batch_tokens = 2048;
+    Engine engine(m, tok, o);
+    GenerateOptions g;
     g.max_new_tokens = 200;
     g.ignore_eos = true;
     g.stop = {"never appears"};
-    if (std::string(mode) != "greedy") g.sampling.temperature = 0.8, g.sampling.top_p = 0.9, g.sampling.seed = 1;
+    if (std::string(mode) != "greedy") g.temperature = 0.8, g.top_p = 0.9, g.seed = 1;
     std::mt19937 rng(2);
     for (int i = 0; i < 256; ++i) {
       std::vector<int32_t> prompt(128);

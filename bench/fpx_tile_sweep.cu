@@ -1,5 +1,5 @@
 #include "bench/fpx_tile_sweep.h"
-#include "kernels/cuda/fpx_gemm_kernel.cuh"
+#include "backend/cuda/fpx_gemm_kernel.cuh"
 
 namespace fp6serve::bench {
 

@@ -6,7 +6,7 @@
 #include <cstddef>
 #include <vector>
 
-#include "kernels/cuda/fpx_gemm.h"
+#include "backend/cuda/fpx_gemm.h"
 
 namespace fp6serve::bench {
 

@@ -22,12 +22,11 @@
 #include <vector>
 
 #include "bench/fpx_tile_sweep.h"
-#include "kernels/cuda/measure.h"
-#include "core/gpu.h"
+#include "backend/cuda/device.h"
 #include "fpx/pack.h"
-#include "kernels/cuda/cuda_check.h"
-#include "kernels/cuda/fpx_gemm.h"
-#include "kernels/cuda/fpx_linear.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/fpx_gemm.h"
+#include "backend/cuda/linear.h"
 
 #ifdef FP6SERVE_HAVE_FP6_LLM
 #include <cuda_fp16.h>
@@ -77,18 +76,18 @@ double time_us(const std::function<void(int)>& call, int per_batch = 20, int bat
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   const bool quick = mode == "--quick", profile = mode == "--profile", tiles = !quick && !profile && mode != "--no-tiles";
-  require_cuda();
+  cuda::require_device();
   cudaDeviceProp prop{};
   FP6_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   const size_t l2 = static_cast<size_t>(prop.l2CacheSize);
-  fmt::print("device: {}\n", cuda_device_summary());
+  fmt::print("device: {}\n", cuda::device_summary());
 
   // Bandwidth ceilings of this device, now.
   const size_t big = size_t{2} << 30;
   cuda::DeviceBuffer src(big), dst(big);
   FP6_CUDA_CHECK(cudaMemset(src.data(), 1, big));
   const double copy_us = time_us([&](int) { FP6_CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data(), big, cudaMemcpyDeviceToDevice)); }, 3, 5);
-  const double copy_gbs = 2.0 * big / copy_us / 1e3, read_gbs = cuda_read_bandwidth_gbs();
+  const double copy_gbs = 2.0 * big / copy_us / 1e3, read_gbs = cuda::read_bandwidth_gbs();
   fmt::print("D2D copy {:.0f} GB/s (read+write), read {:.0f} GB/s\n", copy_gbs, read_gbs);
   src = cuda::DeviceBuffer();
   dst = cuda::DeviceBuffer();
@@ -274,7 +273,7 @@ int main(int argc, char** argv) {
     tile_table += fmt::format("| {} | ({}, {}, {}, {}) | {} | {}| {} |\n", tv.n == 8 ? 1 : tv.n, tv.n, tv.warps,
                               tv.row_tiles_per_warp, tv.stages, tv.rows(), tile_cells[v], geomean(tile_speedups[v]));
   }
-  fmt::print("=== table ===\ndevice: {}; D2D copy {:.0f} GB/s, read {:.0f} GB/s\n\n{}\n{}=== end ===\n", cuda_device_summary(),
+  fmt::print("=== table ===\ndevice: {}; D2D copy {:.0f} GB/s, read {:.0f} GB/s\n\n{}\n{}=== end ===\n", cuda::device_summary(),
              copy_gbs, read_gbs, table, summary + "\n" + sweep + "\n" + dequant_table + (tiles ? "\n" + tile_table : std::string()));
   return 0;
 }

@@ -5,7 +5,8 @@
 //   std::cout << responses[0].generated_text;
 //
 // The model is loaded once (every linear layer quantized while loading); each call runs the
-// prompts together through the continuous-batching engine. Errors are fp6serve::Error.
+// prompts together through the continuous-batching engine, on the engine's thread: on_text
+// is called there. Options and GenerateOptions are in options.h. Errors are fp6serve::Error.
 #pragma once
 
 #include <cstdint>
@@ -17,32 +18,9 @@
 #include <vector>
 
 #include "fp6serve/error.h"
+#include "fp6serve/options.h"
 
 namespace fp6serve {
-
-struct PipelineOptions {
-  std::string quantization_mode = "wf6af16";  // wf6af16, wf5af16, wf4af16, eXmY, or fp16/bf16/fp32
-  std::string device = "auto";                 // auto, cpu, cuda
-  bool quantize_lm_head = false;
-  int64_t max_batch_tokens = 768;  // tokens per forward pass (Dynamic SplitFuse budget)
-  int64_t max_model_len = 0;       // 0: the model's max_position_embeddings
-  size_t kv_cache_bytes = 0;       // 0: backend default
-  bool progress = true;            // progress bar while loading (on a terminal)
-};
-
-// Unset sampling options take the model's generation_config.json; without one, greedy.
-struct GenerateOptions {
-  int64_t max_new_tokens = 128;
-  std::optional<double> temperature;  // 0: greedy
-  std::optional<double> top_p;
-  std::optional<int64_t> top_k;
-  std::optional<double> min_p;
-  std::optional<double> repetition_penalty;
-  std::optional<uint64_t> seed;
-  std::vector<std::string> stop;
-  bool ignore_eos = false;
-  bool add_special_tokens = true;  // e.g. BOS in front of a text prompt
-};
 
 struct Response {
   std::string generated_text;
@@ -55,7 +33,7 @@ struct Response {
 
 class Pipeline {
  public:
-  explicit Pipeline(const std::string& model_dir, const PipelineOptions& options = {});
+  explicit Pipeline(const std::string& model_dir, const Options& options = {});
   ~Pipeline();
   Pipeline(const Pipeline&) = delete;
   Pipeline& operator=(const Pipeline&) = delete;

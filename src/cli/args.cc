@@ -1,10 +1,11 @@
-// Parsing helpers shared by the subcommands (commands.h).
+// The flags shared by the subcommands (commands.h).
 #include <limits>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
 #include "core/check.h"
+#include "model/quantization.h"
 
 namespace fp6serve::cli {
 
@@ -28,6 +29,44 @@ std::vector<int64_t> parse_int_list(const std::string& text, const char* option,
     pos = comma + 1;
   }
   return out;
+}
+
+void add_model_options(CLI::App* cmd, Options& o, ModelFlags& flags, bool engine) {
+  cmd->add_option("--quantization-mode", o.quantization_mode,
+                  std::string(model::QuantizationMode::kChoices) + " (default: " +
+                      model::QuantizationMode::kDefault + ", or a prequantized checkpoint's own)");
+  cmd->add_flag("--quantize-lm-head", o.quantize_lm_head, "Quantize lm_head too");
+  cmd->add_option("--device", o.device, "auto, cpu or cuda")->capture_default_str();
+  cmd->add_option("--threads", o.threads, "CPU threads (0: every core)")->capture_default_str();
+  if (!engine) return;
+  cmd->add_option("--max-batch-tokens", o.max_batch_tokens, "Tokens per forward pass (the SplitFuse budget)")
+      ->capture_default_str();
+  cmd->add_option("--max-num-seqs", o.max_num_seqs, "Sequences in the KV cache at once")->capture_default_str();
+  cmd->add_option("--max-model-len", o.max_model_len, "Context length limit (0: the model's)")->capture_default_str();
+  cmd->add_option("--kv-block-size", o.kv_block_size, "Tokens per KV-cache block")->capture_default_str();
+  cmd->add_option("--kv-cache-gib", flags.kv_cache_gib,
+                  "KV cache size in GiB (0: 1 GiB on the CPU, 90% of the free GPU memory less 2 GiB on the GPU)")
+      ->capture_default_str();
+}
+
+void finish_model_options(Options& o, const ModelFlags& flags) {
+  FP6_CHECK(flags.kv_cache_gib >= 0 && flags.kv_cache_gib < 1 << 20, kInvalidArgument,
+            "--kv-cache-gib must be in [0, 1048576), got {}", flags.kv_cache_gib);
+  o.kv_cache_bytes = static_cast<size_t>(flags.kv_cache_gib * (1ull << 30));
+}
+
+void add_generate_options(CLI::App* cmd, GenerateOptions& g) {
+  cmd->add_option("--max-new-tokens", g.max_new_tokens, "Tokens to generate at most")->capture_default_str();
+  cmd->add_option("--temperature", g.temperature, "Sampling temperature (0: greedy; default: the model's)");
+  cmd->add_option("--top-p", g.top_p, "Nucleus sampling probability mass");
+  cmd->add_option("--top-k", g.top_k, "Sample among the k most likely tokens (0: off)");
+  cmd->add_option("--min-p", g.min_p, "Drop tokens below min-p times the top probability");
+  cmd->add_option("--repetition-penalty", g.repetition_penalty, "Penalty for tokens already seen (1: off)");
+  cmd->add_option("--seed", g.seed, "Random seed for sampling");
+  cmd->add_option("--stop", g.stop, "Stop string (repeatable)");
+  cmd->add_flag("--ignore-eos", g.ignore_eos, "Do not stop at end-of-sequence tokens");
+  cmd->add_flag("--no-special-tokens", [&g](int64_t) { g.add_special_tokens = false; },
+                "Do not add BOS/special tokens to the prompt");
 }
 
 }  // namespace fp6serve::cli

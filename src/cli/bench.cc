@@ -12,9 +12,8 @@
 
 #include "cli/commands.h"
 #include "core/check.h"
-#include "core/gpu.h"
-#include "model/device.h"
-#include "model/model.h"
+#include "transformer/device.h"
+#include "transformer/model.h"
 
 namespace fp6serve::cli {
 
@@ -41,14 +40,17 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+double free_gib(Model& m) { return m.backend().memory().free / double(1 << 30); }
+
 // Builds the random-weight model of one mode, or says why it cannot (e.g. FP16 70B on 80 GB).
-std::unique_ptr<model::Model> build(const model::ModelConfig& config, const std::string& mode, std::string& why) {
+std::unique_ptr<Model> build(const model::ModelConfig& config, const std::string& mode, const Options& options,
+                             std::string& why) {
   try {
     const auto t0 = std::chrono::steady_clock::now();
     const auto qmode = model::QuantizationMode::parse(mode);
-    auto m = model::Model::random(config, qmode, model::make_backend("cuda", config, qmode));
+    auto m = Model::random(config, qmode, make_backend(config, qmode, options));
     fmt::print(stderr, "{}: built in {:.1f} s, weights {:.2f} GiB, {:.2f} GiB free on the GPU\n", mode,
-               seconds_since(t0), m->weights().bytes() / double(1 << 30), cuda_free_bytes() / double(1 << 30));
+               seconds_since(t0), m->weights().bytes() / double(1 << 30), free_gib(*m));
     return m;
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::kOutOfMemory) throw;
@@ -64,25 +66,25 @@ struct Row {
 
 // Decode: `b` sequences, each with `context` tokens cached at its last step; `steps` steps
 // of one token per sequence, timed after one warm-up step.
-Row decode(model::Model& m, int64_t b, int64_t context, int steps, double read_gbs) {
+Row decode(Model& m, int64_t b, int64_t context, int steps, double read_gbs) {
   const model::ModelConfig& c = m.config();
   const int64_t block = 16, first = context - steps;  // the steps end at position context - 1
   const int64_t blocks = (context + block - 1) / block;
   const size_t kv_token = m.backend().kv_block_bytes(block) / block;
   const size_t need = static_cast<size_t>(b * blocks) * m.backend().kv_block_bytes(block);
   Row r;
-  if (need + (size_t{1} << 30) > cuda_free_bytes()) {
+  if (need + (size_t{1} << 30) > m.backend().memory().free) {
     r.note = fmt::format("KV {:.1f} GiB does not fit", need / double(1 << 30));
     return r;
   }
-  model::KvCache cache = m.make_kv_cache(b * blocks, block);
+  KvCache cache = m.make_kv_cache(b * blocks, block);
   std::vector<std::vector<int32_t>> tables(static_cast<size_t>(b));
   for (int64_t s = 0; s < b; ++s) {
     tables[s].resize(static_cast<size_t>(blocks));
     std::iota(tables[s].begin(), tables[s].end(), static_cast<int32_t>(s * blocks));
   }
   auto step = [&](int64_t pos) {
-    model::Batch batch;
+    Batch batch;
     for (int64_t s = 0; s < b; ++s) {
       const int32_t token = static_cast<int32_t>((s * 7919 + pos * 104729) % c.vocab_size);
       batch.add(&token, 1, pos, tables[s], true);
@@ -104,16 +106,16 @@ Row decode(model::Model& m, int64_t b, int64_t context, int steps, double read_g
 
 // Prefill of one prompt of `len` tokens and its first token (greedy, on the device), median of
 // 3 after a warm-up.
-Row prefill(model::Model& m, int64_t len) {
+Row prefill(Model& m, int64_t len) {
   const int64_t block = 16, blocks = (len + block - 1) / block;
   Row r;
-  model::KvCache cache = m.make_kv_cache(blocks, block);
+  KvCache cache = m.make_kv_cache(blocks, block);
   std::vector<int32_t> table(static_cast<size_t>(blocks)), tokens(static_cast<size_t>(len));
   std::iota(table.begin(), table.end(), 0);
   for (int64_t i = 0; i < len; ++i) tokens[i] = static_cast<int32_t>((i * 7919) % m.config().vocab_size);
   std::vector<double> times;
   for (int rep = 0; rep < 4; ++rep) {
-    model::Batch batch;
+    Batch batch;
     batch.add(tokens.data(), len, 0, table, true);
     const auto t0 = std::chrono::steady_clock::now();
     m.forward_sample(batch, cache, {SampleRow{}});
@@ -140,6 +142,9 @@ int run(const BenchOptions& o, bool is_decode) {
               config.max_position_embeddings);
   FP6_CHECK(cuda_built() && cuda_device_count() > 0, kUnsupported, "fp6serve bench runs on a CUDA GPU: {}",
             cuda_device_summary());
+  Options options;
+  options.device = "cuda";
+  apply_environment(options);
   const double read_gbs = cuda_read_bandwidth_gbs();
   fmt::print("device: {}; read bandwidth {:.0f} GB/s (measured now)\nmodel: {} shape, random weights\n\n",
              cuda_device_summary(), read_gbs, o.shape);
@@ -149,13 +154,13 @@ int run(const BenchOptions& o, bool is_decode) {
   std::map<std::string, std::string> memory;
   for (const std::string& mode : modes) {
     std::string why;
-    auto m = build(config, mode, why);
+    auto m = build(config, mode, options, why);
     if (!m) {
       memory[mode] = why;
       continue;
     }
     memory[mode] = fmt::format("weights {:.2f} GiB, {:.2f} GiB free for the KV cache and activations",
-                               m->weights().bytes() / double(1 << 30), cuda_free_bytes() / double(1 << 30));
+                               m->weights().bytes() / double(1 << 30), free_gib(*m));
     if (is_decode) {
       for (int64_t ctx : contexts)
         for (int64_t b : batches) results[mode][{ctx, b}] = decode(*m, b, ctx, o.steps, read_gbs);

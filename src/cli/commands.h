@@ -1,5 +1,6 @@
 // The subcommands of the fp6serve command. Each add_* function declares its options on the
-// app and returns the action to run when it was chosen.
+// app and returns the action to run when it was chosen. Flags bind straight to the fields of
+// Options and GenerateOptions (include/fp6serve/options.h), so their defaults are those.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -9,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "fp6serve/options.h"
+
 namespace fp6serve::cli {
 
 using Action = std::function<int()>;
@@ -16,6 +19,16 @@ using Action = std::function<int()>;
 // "1,2,3" -> {1, 2, 3}; an empty list or an item that is not an integer in [min, max] is a
 // kInvalidArgument error naming `option` and the item.
 std::vector<int64_t> parse_int_list(const std::string& text, const char* option, int64_t min, int64_t max);
+
+// The flags of Options every command that loads a model has (and, with `engine`, the
+// engine's and the KV cache's). Apply kv_cache_gib with finish_model_options.
+struct ModelFlags {
+  double kv_cache_gib = 0;
+};
+void add_model_options(CLI::App* cmd, Options& options, ModelFlags& flags, bool engine);
+void finish_model_options(Options& options, const ModelFlags& flags);
+// The flags of GenerateOptions.
+void add_generate_options(CLI::App* cmd, GenerateOptions& options);
 
 Action add_generate(CLI::App& app);
 Action add_serve(CLI::App& app);

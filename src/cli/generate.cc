@@ -11,67 +11,37 @@
 
 namespace fp6serve::cli {
 
-namespace {
-
-// --prompt-ids: comma-separated token ids.
-std::vector<int32_t> parse_ids(const std::string& text) {
-  const auto ids = parse_int_list(text, "--prompt-ids", 0, INT32_MAX);
-  return {ids.begin(), ids.end()};
-}
-
-}  // namespace
-
 Action add_generate(CLI::App& app) {
-  struct Options {
-    std::string model, prompt, prompt_ids, mode = "wf6af16", device = "auto";
-    int64_t max_new_tokens = 128;
-    double temperature = -1, top_p = -1, min_p = -1, repetition_penalty = -1;
-    int64_t top_k = -1;
-    int64_t seed = -1;
-    std::vector<std::string> stop;
-    bool json = false, ignore_eos = false, quantize_lm_head = false, no_special = false;
+  struct Args {
+    std::string model, prompt, prompt_ids;
+    bool json = false;
+    Options options;
+    ModelFlags flags;
+    GenerateOptions generate;
   };
-  auto o = std::make_shared<Options>();
+  auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("generate", "Generate text from a prompt with a Hugging Face model");
-  cmd->add_option("--model", o->model, "Model directory (Hugging Face checkpoint or fp6serve quantize output)")->required();
-  auto* prompt = cmd->add_option("--prompt", o->prompt, "Prompt text");
-  auto* ids = cmd->add_option("--prompt-ids", o->prompt_ids, "Prompt as comma-separated token ids, e.g. 1,2,3");
+  cmd->add_option("--model", a->model, "Model directory (Hugging Face checkpoint or fp6serve quantize output)")->required();
+  auto* prompt = cmd->add_option("--prompt", a->prompt, "Prompt text");
+  auto* ids = cmd->add_option("--prompt-ids", a->prompt_ids, "Prompt as comma-separated token ids, e.g. 1,2,3");
   prompt->excludes(ids);
-  cmd->add_option("--max-new-tokens", o->max_new_tokens, "Tokens to generate at most")->check(CLI::PositiveNumber);
-  cmd->add_option("--temperature", o->temperature, "Sampling temperature (0: greedy; default: the model's)");
-  cmd->add_option("--top-p", o->top_p, "Nucleus sampling probability mass");
-  cmd->add_option("--top-k", o->top_k, "Sample among the k most likely tokens (0: off)");
-  cmd->add_option("--min-p", o->min_p, "Drop tokens below min-p times the top probability");
-  cmd->add_option("--repetition-penalty", o->repetition_penalty, "Penalty for tokens already seen (1: off)");
-  cmd->add_option("--seed", o->seed, "Random seed for sampling");
-  cmd->add_option("--stop", o->stop, "Stop string (repeatable)");
-  cmd->add_option("--quantization-mode", o->mode, "wf6af16 (default), wf5af16, wf4af16, eXmY, or fp16, bf16, fp32");
-  cmd->add_option("--device", o->device, "auto, cpu or cuda");
-  cmd->add_flag("--quantize-lm-head", o->quantize_lm_head, "Quantize lm_head too");
-  cmd->add_flag("--ignore-eos", o->ignore_eos, "Do not stop at end-of-sequence tokens");
-  cmd->add_flag("--no-special-tokens", o->no_special, "Do not add BOS/special tokens to the prompt");
-  cmd->add_flag("--json", o->json, "Print prompt ids, generated ids, text and finish reason as JSON");
-  return [o] {
-    FP6_CHECK(!o->prompt.empty() || !o->prompt_ids.empty(), kInvalidArgument, "give --prompt or --prompt-ids");
-    PipelineOptions po;
-    po.quantization_mode = o->mode;
-    po.device = o->device;
-    po.quantize_lm_head = o->quantize_lm_head;
-    Pipeline pipe(o->model, po);
-    GenerateOptions g;
-    g.max_new_tokens = o->max_new_tokens;
-    if (o->temperature >= 0) g.temperature = o->temperature;
-    if (o->top_p >= 0) g.top_p = o->top_p;
-    if (o->top_k >= 0) g.top_k = o->top_k;
-    if (o->min_p >= 0) g.min_p = o->min_p;
-    if (o->repetition_penalty >= 0) g.repetition_penalty = o->repetition_penalty;
-    if (o->seed >= 0) g.seed = static_cast<uint64_t>(o->seed);
-    g.stop = o->stop;
-    g.ignore_eos = o->ignore_eos;
-    g.add_special_tokens = !o->no_special;
-    const std::vector<int32_t> prompt_ids =
-        o->prompt_ids.empty() ? pipe.encode(o->prompt, g.add_special_tokens) : parse_ids(o->prompt_ids);
-    if (o->json) {
+  cmd->add_flag("--json", a->json, "Print prompt ids, generated ids, text and finish reason as JSON");
+  add_generate_options(cmd, a->generate);
+  add_model_options(cmd, a->options, a->flags, true);
+  return [a] {
+    FP6_CHECK(!a->prompt.empty() || !a->prompt_ids.empty(), kInvalidArgument, "give --prompt or --prompt-ids");
+    finish_model_options(a->options, a->flags);
+    const GenerateOptions& g = a->generate;
+    g.validate();
+    Pipeline pipe(a->model, a->options);
+    std::vector<int32_t> prompt_ids;
+    if (a->prompt_ids.empty()) {
+      prompt_ids = pipe.encode(a->prompt, g.add_special_tokens);
+    } else {
+      for (int64_t id : parse_int_list(a->prompt_ids, "--prompt-ids", 0, INT32_MAX))
+        prompt_ids.push_back(static_cast<int32_t>(id));
+    }
+    if (a->json) {
       const Response r = pipe.generate(prompt_ids, g);
       const nlohmann::json j = {{"prompt_ids", r.prompt_ids},
                                 {"generated_ids", r.generated_ids},

@@ -5,31 +5,40 @@
 #include <filesystem>
 
 #include "cli/commands.h"
-#include "model/prequantized.h"
+#include "core/thread_pool.h"
+#include "loader/prequantized.h"
 
 namespace fp6serve::cli {
 
 Action add_quantize(CLI::App& app) {
-  struct Options {
-    std::string model, out, mode = "wf6af16";
-    bool quantize_lm_head = false;
+  struct Args {
+    std::string model, out;
+    Options options;
   };
-  auto o = std::make_shared<Options>();
+  auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("quantize", "Quantize a Hugging Face checkpoint once and save it (docs/checkpoint.md)");
-  cmd->add_option("--model", o->model, "Hugging Face model directory")->required();
-  cmd->add_option("--out", o->out, "Output directory")->required();
-  cmd->add_option("--quantization-mode", o->mode, "wf6af16 (default), wf5af16, wf4af16 or eXmY");
-  cmd->add_flag("--quantize-lm-head", o->quantize_lm_head, "Quantize lm_head too");
-  return [o] {
-    model::LoadOptions options;
-    options.mode = model::QuantizationMode::parse(o->mode);
-    options.quantize_lm_head = o->quantize_lm_head;
+  cmd->add_option("--model", a->model, "Hugging Face model directory")->required();
+  cmd->add_option("--out", a->out, "Output directory")->required();
+  cmd->add_option("--quantization-mode", a->options.quantization_mode,
+                  fmt::format("An FPx mode: wf6af16 (default), wf5af16, wf4af16 or eXmY"));
+  cmd->add_flag("--quantize-lm-head", a->options.quantize_lm_head, "Quantize lm_head too");
+  cmd->add_option("--threads", a->options.threads, "CPU threads (0: every core)")->capture_default_str();
+  return [a] {
+    Options& o = a->options;
+    apply_environment(o);
+    o.validate();
+    ThreadPool::resize_global(o.threads);
+    loader::LinearSpec spec;
+    spec.mode = model::QuantizationMode::parse(o.quantization_mode.empty() ? model::QuantizationMode::kDefault
+                                                                           : o.quantization_mode);
+    spec.quantize_lm_head = o.quantize_lm_head;
+    spec.progress = o.progress;
     const auto start = std::chrono::steady_clock::now();
-    model::write_prequantized(o->model, o->out, options);
+    loader::write_prequantized(a->model, a->out, spec);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     uintmax_t bytes = 0;
-    for (const auto& f : std::filesystem::directory_iterator(o->out)) bytes += f.is_regular_file() ? f.file_size() : 0;
-    fmt::print("wrote {} ({}, {:.1f} MiB) in {:.1f} s\n", o->out, o->mode, bytes / 1048576.0, s);
+    for (const auto& f : std::filesystem::directory_iterator(a->out)) bytes += f.is_regular_file() ? f.file_size() : 0;
+    fmt::print("wrote {} ({}, {:.1f} MiB) in {:.1f} s\n", a->out, spec.mode.name, bytes / 1048576.0, s);
     return 0;
   };
 }

@@ -17,28 +17,35 @@
 namespace fp6serve::cli {
 
 Action add_serve(CLI::App& app) {
-  struct Options {
-    std::string model, host = "127.0.0.1", api_key, name, mode = "wf6af16", device = "auto";
-    int port = 8000;
-    int64_t max_batch_tokens = 768, max_model_len = 0;
-    double kv_cache_gib = 0, max_body_mib = 8, grace = 10;
+  struct Args {
+    std::string model;
+    Options options;
+    ModelFlags flags;
+#ifdef FP6SERVE_WITH_SERVER
+    server::ServerOptions server;
+#endif
+    double max_body_mib = 8;
   };
-  auto o = std::make_shared<Options>();
+  auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("serve", "Serve a model with an OpenAI-compatible HTTP API");
-  cmd->add_option("--model", o->model, "Model directory (Hugging Face checkpoint or fp6serve quantize output)")->required();
-  cmd->add_option("--host", o->host, "Address to bind (default 127.0.0.1: this machine only)");
-  cmd->add_option("--port", o->port, "Port (0: any free port, printed at start)")->check(CLI::Range(0, 65535));
-  cmd->add_option("--api-key", o->api_key, "Require 'Authorization: Bearer KEY' (default: $FP6SERVE_API_KEY)");
-  cmd->add_option("--served-model-name", o->name, "Model name in the API (default: the model directory's name)");
-  cmd->add_option("--quantization-mode", o->mode, "wf6af16 (default), wf5af16, wf4af16, eXmY, or fp16, bf16, fp32");
-  cmd->add_option("--device", o->device, "auto, cpu or cuda");
-  cmd->add_option("--max-batch-tokens", o->max_batch_tokens, "Tokens per forward pass (SplitFuse budget)")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--max-model-len", o->max_model_len, "Context length limit (default: the model's)");
-  cmd->add_option("--kv-cache-gib", o->kv_cache_gib, "KV cache size in GiB (default: backend's)");
-  cmd->add_option("--max-body-mib", o->max_body_mib, "Largest request body in MiB")->check(CLI::PositiveNumber);
-  cmd->add_option("--shutdown-grace", o->grace, "Seconds in-flight requests may finish after SIGINT/SIGTERM");
-  return [o]() -> int {
+  cmd->add_option("--model", a->model, "Model directory (Hugging Face checkpoint or fp6serve quantize output)")->required();
+  add_model_options(cmd, a->options, a->flags, true);
+#ifdef FP6SERVE_WITH_SERVER
+  server::ServerOptions& so = a->server;
+  cmd->add_option("--host", so.host, "Address to bind (127.0.0.1: this machine only)")->capture_default_str();
+  cmd->add_option("--port", so.port, "Port (0: any free port, printed at start)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  cmd->add_option("--api-key", so.api_key, "Require 'Authorization: Bearer KEY' (default: $FP6SERVE_API_KEY)");
+  cmd->add_option("--served-model-name", so.model_name, "Model name in the API (default: the model directory's name)");
+  cmd->add_option("--max-body-mib", a->max_body_mib, "Largest request body in MiB")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--shutdown-grace", so.shutdown_grace_seconds,
+                  "Seconds in-flight requests may finish after SIGINT/SIGTERM")
+      ->capture_default_str();
+#endif
+  return [a]() -> int {
 #ifndef FP6SERVE_WITH_SERVER
     FP6_THROW(kUnsupported, "this fp6serve was built without cpp-httplib, so it has no HTTP server "
                             "(install libcpp-httplib-dev and rebuild)");
@@ -52,23 +59,16 @@ Action add_serve(CLI::App& app) {
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
 
-    if (o->api_key.empty())
-      if (const char* k = std::getenv("FP6SERVE_API_KEY")) o->api_key = k;
-    PipelineOptions po;
-    po.quantization_mode = o->mode;
-    po.device = o->device;
-    po.max_batch_tokens = o->max_batch_tokens;
-    po.max_model_len = o->max_model_len;
-    po.kv_cache_bytes = static_cast<size_t>(o->kv_cache_gib * (1ull << 30));
-    Service service(o->model, po);
-    server::ServerOptions so;
-    so.host = o->host;
-    so.port = o->port;
-    so.api_key = o->api_key;
-    so.model_name = o->name.empty() ? std::filesystem::path(o->model).lexically_normal().filename().string() : o->name;
-    if (so.model_name.empty()) so.model_name = std::filesystem::path(o->model).lexically_normal().parent_path().filename().string();
-    so.max_body_bytes = static_cast<size_t>(o->max_body_mib * (1 << 20));
-    so.shutdown_grace_seconds = o->grace;
+    server::ServerOptions& so = a->server;
+    if (so.api_key.empty())
+      if (const char* k = std::getenv("FP6SERVE_API_KEY")) so.api_key = k;
+    finish_model_options(a->options, a->flags);
+    Service service(a->model, a->options);
+    if (so.model_name.empty()) {
+      const std::filesystem::path dir = std::filesystem::path(a->model).lexically_normal();
+      so.model_name = dir.filename().empty() ? dir.parent_path().filename().string() : dir.filename().string();
+    }
+    so.max_body_bytes = static_cast<size_t>(a->max_body_mib * (1 << 20));
     server::HttpServer http(service, so);
     http.bind();
     fmt::print("fp6serve: serving '{}' on http://{}:{} ({})\n", so.model_name, so.host, http.port(), service.describe());

@@ -1,6 +1,7 @@
-// A dense, row-major tensor on the host or on a CUDA device: a shared allocation plus dtype,
-// shape and device. Views share the allocation. Deliberately small: no strides, no
-// broadcasting, no autograd; ops take raw pointers from it.
+// A dense, row-major tensor on the host or on a device: a shared allocation plus dtype, shape
+// and device. Views share the allocation. Deliberately small: no strides, no broadcasting, no
+// autograd; ops take raw pointers from it. Host tensors are allocated here; device memory is
+// the backend's, which wraps it (Tensor::wrap) and copies between host and device.
 #pragma once
 
 #include <cstdint>
@@ -24,9 +25,9 @@ std::string shape_string(const std::vector<int64_t>& shape);
 class Tensor {
  public:
   Tensor() = default;
-  // Uninitialised storage. kCuda needs the CUDA backend (throws kUnsupported otherwise).
-  static Tensor empty(std::vector<int64_t> shape, DType dtype, Device device = Device::kCpu);
-  static Tensor zeros(std::vector<int64_t> shape, DType dtype, Device device = Device::kCpu);
+  // Uninitialised / zero-filled host storage (64-byte aligned).
+  static Tensor empty(std::vector<int64_t> shape, DType dtype);
+  static Tensor zeros(std::vector<int64_t> shape, DType dtype);
   // A view of memory owned elsewhere; `keep_alive` (may be null) is held by the tensor.
   static Tensor wrap(void* data, std::vector<int64_t> shape, DType dtype, Device device,
                      std::shared_ptr<void> keep_alive = nullptr);
@@ -49,10 +50,6 @@ class Tensor {
   Tensor reshape(std::vector<int64_t> shape) const;
   // Rows [begin, end) of the first dimension.
   Tensor slice_rows(int64_t begin, int64_t end) const;
-  // Host copy (or the tensor itself when already on the host).
-  Tensor to_host() const;
-  // Copies this tensor's bytes into `dst` (same dtype and element count; any devices).
-  void copy_to(Tensor& dst) const;
 
  private:
   std::shared_ptr<void> storage_;

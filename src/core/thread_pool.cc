@@ -2,8 +2,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
-#include <string>
 
 namespace fp6serve {
 
@@ -35,15 +33,25 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-ThreadPool& ThreadPool::global() {
-  static ThreadPool pool([] {
-    if (const char* env = std::getenv("FP6SERVE_THREADS")) {
-      const int n = std::atoi(env);
-      if (n > 0) return n;
-    }
-    return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  }());
-  return pool;
+namespace {
+
+int cores() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+
+std::mutex g_global_mutex;
+std::shared_ptr<ThreadPool> g_global;
+
+}  // namespace
+
+std::shared_ptr<ThreadPool> ThreadPool::global() {
+  std::lock_guard lock(g_global_mutex);
+  if (!g_global) g_global = std::make_shared<ThreadPool>(cores());
+  return g_global;
+}
+
+void ThreadPool::resize_global(int threads) {
+  const int want = threads > 0 ? threads : cores();
+  std::lock_guard lock(g_global_mutex);
+  if (!g_global || g_global->size() != want) g_global = std::make_shared<ThreadPool>(want);
 }
 
 void ThreadPool::run_chunks(Job& job) {

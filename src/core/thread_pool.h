@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -26,8 +27,12 @@ class ThreadPool {
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
-  // The process-wide pool: FP6SERVE_THREADS if set, else the hardware concurrency.
-  static ThreadPool& global();
+  // The process-wide pool (every core until resized). Hold the pointer only for the call
+  // (ThreadPool::global()->parallel_for(...)): resize_global may replace the pool.
+  static std::shared_ptr<ThreadPool> global();
+  // Makes the process-wide pool `threads` wide (0: every core); calls already running finish
+  // on the old pool. Options::threads arrives here when a model is loaded.
+  static void resize_global(int threads);
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 

@@ -2,22 +2,41 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
+
 #include "core/check.h"
-#include "core/gpu.h"
+#include "engine/output.h"
+#include "engine/sampler.h"
 
 namespace fp6serve {
 
 namespace {
 
-// Without a size from the user: 1 GiB on the CPU; on the GPU 90% of what the weights left
-// free, less 2 GiB for activations and workspaces (at least 256 MiB).
-size_t default_kv_cache_bytes(const model::Backend& backend) {
-  if (backend.device() != Device::kCuda) return size_t{1} << 30;
-  const double usable = 0.9 * static_cast<double>(cuda_free_bytes()) - static_cast<double>(size_t{2} << 30);
-  return std::max<size_t>(size_t{256} << 20, usable > 0 ? static_cast<size_t>(usable) : 0);
+// The KV cache's blocks: as many as the options ask for, else 1 GiB of them on the CPU, and on
+// the GPU 90% of what the weights left free less 2 GiB for activations and workspaces (at
+// least 256 MiB).
+int64_t kv_cache_blocks(const Backend& backend, const Options& o) {
+  if (o.kv_cache_blocks > 0) return o.kv_cache_blocks;
+  size_t bytes = o.kv_cache_bytes;
+  if (bytes == 0 && backend.device() == Device::kCpu) bytes = size_t{1} << 30;
+  if (bytes == 0) {
+    const double usable = 0.9 * static_cast<double>(backend.memory().free) - static_cast<double>(size_t{2} << 30);
+    bytes = std::max<size_t>(size_t{256} << 20, usable > 0 ? static_cast<size_t>(usable) : 0);
+  }
+  return std::max<int64_t>(1, static_cast<int64_t>(bytes / backend.kv_block_bytes(o.kv_block_size)));
 }
 
 }  // namespace
+
+ContextLengthError::ContextLengthError(int64_t limit, int64_t prompt_tokens, int64_t max_new_tokens)
+    : Error(ErrorKind::kInvalidArgument,
+            fmt::format("This model's maximum context length is {} tokens. However, you requested {} tokens ({} in "
+                        "the prompt, {} in the completion). Please reduce the length of the prompt or the "
+                        "completion.",
+                        limit, prompt_tokens + max_new_tokens, prompt_tokens, max_new_tokens)),
+      limit(limit),
+      prompt_tokens(prompt_tokens),
+      max_new_tokens(max_new_tokens) {}
 
 const char* finish_reason_name(FinishReason reason) {
   switch (reason) {
@@ -31,18 +50,28 @@ const char* finish_reason_name(FinishReason reason) {
 }
 
 struct Engine::Sequence {
-  uint64_t id = 0;
+  Sequence(uint64_t id, std::vector<int32_t> prompt, const GenerateOptions& options, StreamCallback callback,
+           const Tokenizer& tokenizer, const model::GenerationDefaults& defaults)
+      : id(id),
+        prompt(std::move(prompt)),
+        max_new_tokens(options.max_new_tokens),
+        logprobs(options.top_logprobs >= 0),
+        callback(std::move(callback)),
+        sampler(options, defaults),
+        output(tokenizer, options, defaults.eos_token_ids) {}
+
+  uint64_t id;
   std::vector<int32_t> prompt;
   std::vector<int32_t> generated;
-  GenerationParams params;
+  int64_t max_new_tokens;
+  bool logprobs;
   StreamCallback callback;
-  std::unique_ptr<Sampler> sampler;
-  std::unique_ptr<IncrementalDecoder> decoder;
+  Sampler sampler;
+  OutputStream output;
   std::vector<int32_t> blocks;
   int64_t cached = 0;       // tokens whose keys and values are in the cache
   int64_t scheduled = 0;    // tokens in the current batch
   bool decoding = false;    // its whole prompt (and what it generated) is cached
-  std::string pending;      // decoded text held back: it could be the start of a stop string
   StreamChunk news;         // accumulated for the callback at the end of the step
   FinishReason finished = FinishReason::kNone;
 
@@ -53,52 +82,39 @@ struct Engine::Sequence {
   }
 };
 
-Engine::Engine(model::Model& model, const Tokenizer& tokenizer, EngineConfig config)
+Engine::Engine(Model& model, const Tokenizer& tokenizer, const Options& options,
+               const model::GenerationDefaults& defaults)
     : model_(model),
       tokenizer_(tokenizer),
-      config_(std::move(config)),
-      blocks_([&] {
-        if (config_.num_blocks > 0) return config_.num_blocks;
-        const size_t bytes = config_.kv_cache_bytes ? config_.kv_cache_bytes : default_kv_cache_bytes(model.backend());
-        return std::max<int64_t>(1, static_cast<int64_t>(bytes / model.backend().kv_block_bytes(config_.block_size)));
-      }(), config_.block_size) {
-  FP6_CHECK(config_.max_batch_tokens > 0, kInvalidArgument, "max_batch_tokens must be positive");
-  FP6_CHECK(config_.max_running > 0, kInvalidArgument, "max_running must be positive");
-  // Every running sequence must be able to decode in the same step.
-  config_.max_running = std::min(config_.max_running, config_.max_batch_tokens);
-  if (config_.max_model_len <= 0) config_.max_model_len = model.config().max_position_embeddings;
-  config_.max_model_len = std::min(config_.max_model_len, model.config().max_position_embeddings);
-  config_.num_blocks = blocks_.num_blocks();
+      defaults_(defaults),
+      max_batch_tokens_(options.max_batch_tokens),
+      // Every running sequence must be able to decode in the same step.
+      max_num_seqs_(std::min(options.max_num_seqs, options.max_batch_tokens)),
+      max_model_len_(options.max_model_len > 0
+                         ? std::min(options.max_model_len, model.config().max_position_embeddings)
+                         : model.config().max_position_embeddings),
+      blocks_(kv_cache_blocks(model.backend(), options), options.kv_block_size) {
+  options.validate();
+  if (defaults_.eos_token_ids.empty() && tokenizer.eos_id()) defaults_.eos_token_ids.push_back(*tokenizer.eos_id());
   cache_ = model_.make_kv_cache(blocks_.num_blocks(), blocks_.block_size());
   stats_.kv_blocks_total = blocks_.num_blocks();
 }
 
 Engine::~Engine() = default;
 
-uint64_t Engine::submit(std::vector<int32_t> prompt, GenerationParams params, StreamCallback on_chunk) {
+uint64_t Engine::submit(std::vector<int32_t> prompt, const GenerateOptions& options, StreamCallback on_chunk) {
   FP6_CHECK(!prompt.empty(), kInvalidArgument, "the prompt is empty");
-  params.sampling.validate();
-  FP6_CHECK(params.max_new_tokens >= 1, kInvalidArgument, "max_tokens must be at least 1, got {}",
-            params.max_new_tokens);
+  options.validate();
   const auto len = static_cast<int64_t>(prompt.size());
-  FP6_CHECK(len < config_.max_model_len, kInvalidArgument,
-            "the prompt has {} tokens but the context length is {} tokens", len, config_.max_model_len);
-  FP6_CHECK(len + params.max_new_tokens <= config_.max_model_len, kInvalidArgument,
-            "prompt ({} tokens) + max_tokens ({}) exceeds the context length of {} tokens", len,
-            params.max_new_tokens, config_.max_model_len);
-  FP6_CHECK(blocks_.blocks_for(len + params.max_new_tokens) <= blocks_.num_blocks(), kInvalidArgument,
-            "prompt + max_tokens need {} KV blocks but the cache has {}", blocks_.blocks_for(len + params.max_new_tokens),
+  if (len + options.max_new_tokens > max_model_len_) throw ContextLengthError(max_model_len_, len, options.max_new_tokens);
+  FP6_CHECK(blocks_.blocks_for(len + options.max_new_tokens) <= blocks_.num_blocks(), kInvalidArgument,
+            "prompt + max_tokens need {} KV blocks but the cache has {}", blocks_.blocks_for(len + options.max_new_tokens),
             blocks_.num_blocks());
   const int32_t vocab = static_cast<int32_t>(model_.config().vocab_size);
   for (int32_t t : prompt)
     FP6_CHECK(t >= 0 && t < vocab, kInvalidArgument, "prompt token id {} is outside the vocabulary [0, {})", t, vocab);
-  auto s = std::make_unique<Sequence>();
-  s->id = next_id_++;
-  s->prompt = std::move(prompt);
-  s->sampler = std::make_unique<Sampler>(params.sampling);
-  s->decoder = std::make_unique<IncrementalDecoder>(tokenizer_, params.skip_special_tokens);
-  s->params = std::move(params);
-  s->callback = std::move(on_chunk);
+  auto s = std::make_unique<Sequence>(next_id_++, std::move(prompt), options, std::move(on_chunk), tokenizer_,
+                                      defaults_);
   const uint64_t id = s->id;
   std::lock_guard lock(inbox_mutex_);
   inbox_.push_back(std::move(s));
@@ -143,11 +159,8 @@ void Engine::finish(Sequence& s, FinishReason reason, const std::string& error) 
   s.finished = reason;
   s.news.finish = reason;
   s.news.error = error;
-  if (reason == FinishReason::kLength || reason == FinishReason::kCancelled) {
-    // Nothing can follow: what was held back for a stop string is final.
-    s.news.text += s.pending + s.decoder->flush();
-    s.pending.clear();
-  }
+  // Nothing can follow: what was held back for a stop string is final.
+  if (reason == FinishReason::kLength || reason == FinishReason::kCancelled) s.news.text += s.output.flush();
   blocks_.release(s.blocks);
   s.cached = 0;
 }
@@ -180,53 +193,32 @@ bool Engine::preempt_one(const Sequence* keep) {
 }
 
 void Engine::emit_token(Sequence& s, const Sample& sample) {
-  const int32_t token = sample.token;
-  s.generated.push_back(token);
-  s.news.token_ids.push_back(token);
-  if (s.params.sampling.top_logprobs >= 0) s.news.samples.push_back(sample);
-  const auto& eos = config_.eos_token_ids;
-  const bool is_eos = !s.params.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end();
-  const auto& stop_ids = s.params.stop_token_ids;
-  if (is_eos || std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end()) {
-    s.news.text += s.pending;  // no stop string completed: the held-back text is final
-    s.pending.clear();
-    finish(s, FinishReason::kStop);
-    return;
-  }
-  s.pending += s.decoder->push(token);
-  // The earliest stop string in the pending text ends the request before it.
-  size_t cut = std::string::npos;
-  for (const std::string& stop : s.params.stop)
-    if (!stop.empty()) cut = std::min(cut, s.pending.find(stop));
-  if (cut != std::string::npos) {
-    s.news.text += s.pending.substr(0, cut);
-    s.pending.clear();
-    finish(s, FinishReason::kStop);
-    return;
-  }
-  // Hold back the longest suffix that could still grow into a stop string.
-  size_t hold = 0;
-  for (const std::string& stop : s.params.stop)
-    for (size_t k = std::min(stop.size() - 1, s.pending.size()); k > hold; --k)
-      if (s.pending.compare(s.pending.size() - k, k, stop, 0, k) == 0) {
-        hold = k;
-        break;
-      }
-  s.news.text += s.pending.substr(0, s.pending.size() - hold);
-  s.pending.erase(0, s.pending.size() - hold);
-  if (static_cast<int64_t>(s.generated.size()) >= s.params.max_new_tokens || s.tokens() >= config_.max_model_len)
+  s.generated.push_back(sample.token);
+  s.news.token_ids.push_back(sample.token);
+  if (s.logprobs) s.news.samples.push_back(sample);
+  if (s.output.push(sample.token, s.news.text)) return finish(s, FinishReason::kStop);
+  if (static_cast<int64_t>(s.generated.size()) >= s.max_new_tokens || s.tokens() >= max_model_len_)
     finish(s, FinishReason::kLength);
 }
 
 bool Engine::step() {
   admit_inbox();
-  model::Batch batch;
-  std::vector<Sequence*> in_batch;     // every scheduled sequence
-  std::vector<Sequence*> logit_owner;  // per logits row
-  int64_t budget = config_.max_batch_tokens;
+  StepPlan plan;
+  int64_t budget = max_batch_tokens_;
+  reserve_decode_blocks();
+  schedule_decodes(plan, budget);
+  schedule_prefills(plan, budget);
+  const bool worked = !plan.batch.seqs.empty() || unblock_prefills();
+  if (!plan.batch.seqs.empty()) run(plan);
+  std::vector<std::unique_ptr<Sequence>> done = retire();
+  publish_stats(worked);
+  deliver(done);
+  return worked || !done.empty();
+}
 
-  // 1. One decode token for every running sequence, preempting later arrivals when blocks
-  //    run out (preempt_one moves them back to the queue, so walk a snapshot).
+// Every decoding sequence gets the block its next token needs, preempting later arrivals
+// when blocks run out (preempt_one moves them back to the queue, so walk a snapshot).
+void Engine::reserve_decode_blocks() {
   std::vector<Sequence*> decoders;
   for (auto& p : running_) decoders.push_back(p.get());
   for (Sequence* s : decoders) {
@@ -238,26 +230,32 @@ bool Engine::step() {
         break;
       }
   }
+}
+
+// One decode token for every running sequence.
+void Engine::schedule_decodes(StepPlan& plan, int64_t& budget) {
   for (auto& p : running_) {
     Sequence& s = *p;
     if (!s.decoding || s.finished != FinishReason::kNone || budget <= 0) continue;
     const int32_t last = s.token(s.tokens() - 1);
     s.scheduled = 1;
-    batch.add(&last, 1, s.tokens() - 1, s.blocks, true);
-    in_batch.push_back(&s);
-    logit_owner.push_back(&s);
+    plan.batch.add(&last, 1, s.tokens() - 1, s.blocks, true);
+    plan.scheduled.push_back(&s);
+    plan.logit_owners.push_back(&s);
     --budget;
   }
+}
 
-  // 2. Prompt chunks in arrival order, as far as the budget and the free blocks go. A prompt
-  //    that does not fit now lets later, smaller ones through.
+// Prompt chunks in arrival order, as far as the budget and the free blocks go (Dynamic
+// SplitFuse). A prompt that does not fit now lets later, smaller ones through.
+void Engine::schedule_prefills(StepPlan& plan, int64_t& budget) {
   int64_t holders = 0;
   for (const auto& s : running_) holders += !s->blocks.empty();
   for (auto& p : waiting_) {
     Sequence& s = *p;
     if (budget <= 0) break;
     if (s.finished != FinishReason::kNone) continue;
-    if (s.blocks.empty() && holders >= config_.max_running) continue;
+    if (s.blocks.empty() && holders >= max_num_seqs_) continue;
     const int64_t remaining = s.tokens() - s.cached;
     const int64_t room = (static_cast<int64_t>(s.blocks.size()) + blocks_.num_free()) * blocks_.block_size() - s.cached;
     const int64_t chunk = std::min({remaining, budget, room});
@@ -268,42 +266,44 @@ bool Engine::step() {
     for (int64_t k = 0; k < chunk; ++k) ids[static_cast<size_t>(k)] = s.token(s.cached + k);
     const bool completes = s.cached + chunk == s.tokens();
     s.scheduled = chunk;
-    batch.add(ids.data(), chunk, s.cached, s.blocks, completes);
-    in_batch.push_back(&s);
-    if (completes) logit_owner.push_back(&s);
+    plan.batch.add(ids.data(), chunk, s.cached, s.blocks, completes);
+    plan.scheduled.push_back(&s);
+    if (completes) plan.logit_owners.push_back(&s);
     budget -= chunk;
   }
+}
 
-  bool worked = !batch.seqs.empty();
-  if (!worked) {
-    // Blocks are all held by partly prefilled prompts that cannot grow: free the latest
-    // one so the earliest can finish (it was checked at submit to fit the cache alone).
-    for (auto& p : waiting_)
-      if (!p->blocks.empty() && p->finished == FinishReason::kNone) {
-        worked = preempt_one(waiting_.front().get());
-        break;
-      }
-  }
+// Nothing could be scheduled: when the blocks are all held by partly prefilled prompts that
+// cannot grow, free the latest one so the earliest can finish (submit checked that it fits
+// the cache alone). True when that freed something.
+bool Engine::unblock_prefills() {
+  for (auto& p : waiting_)
+    if (!p->blocks.empty() && p->finished == FinishReason::kNone) return preempt_one(waiting_.front().get());
+  return false;
+}
 
-  if (!batch.seqs.empty()) {
-    try {
-      std::vector<SampleRow> rows;
-      for (Sequence* s : logit_owner) rows.push_back(s->sampler->next_row(s->prompt, s->generated));
-      const std::vector<Sample> samples = model_.forward_sample(batch, cache_, rows);
-      for (Sequence* s : in_batch) {
-        s->cached += s->scheduled;
-        s->scheduled = 0;
-      }
-      for (size_t r = 0; r < logit_owner.size(); ++r) {
-        emit_token(*logit_owner[r], samples[r]);
-        logit_owner[r]->decoding = true;
-      }
-    } catch (const std::exception& e) {
-      for (Sequence* s : in_batch) finish(*s, FinishReason::kError, e.what());
+// The forward pass and its sampled tokens; a failure fails the requests in the batch, not
+// the engine.
+void Engine::run(StepPlan& plan) {
+  try {
+    std::vector<SampleRow> rows;
+    for (Sequence* s : plan.logit_owners) rows.push_back(s->sampler.next_row(s->prompt, s->generated));
+    const std::vector<Sample> samples = model_.forward_sample(plan.batch, cache_, rows);
+    for (Sequence* s : plan.scheduled) {
+      s->cached += s->scheduled;
+      s->scheduled = 0;
     }
+    for (size_t r = 0; r < plan.logit_owners.size(); ++r) {
+      emit_token(*plan.logit_owners[r], samples[r]);
+      plan.logit_owners[r]->decoding = true;
+    }
+  } catch (const std::exception& e) {
+    for (Sequence* s : plan.scheduled) finish(*s, FinishReason::kError, e.what());
   }
+}
 
-  // Fully prefilled sequences start decoding; finished ones leave with their last news.
+// Fully prefilled sequences start decoding; finished ones leave (returned, with their last news).
+std::vector<std::unique_ptr<Engine::Sequence>> Engine::retire() {
   std::vector<std::unique_ptr<Sequence>> done;
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     Sequence& s = **it;
@@ -325,15 +325,20 @@ bool Engine::step() {
       ++it;
     }
   }
-  {
-    std::lock_guard lock(stats_mutex_);
-    stats_.waiting = static_cast<int64_t>(waiting_.size());
-    stats_.running = static_cast<int64_t>(running_.size());
-    stats_.kv_blocks_used = blocks_.num_used();
-    stats_.steps += worked;
-  }
-  // Callbacks last, so a callback that cancels or submits sees a consistent engine.
-  auto deliver = [](Sequence& s) {
+  return done;
+}
+
+void Engine::publish_stats(bool worked) {
+  std::lock_guard lock(stats_mutex_);
+  stats_.waiting = static_cast<int64_t>(waiting_.size());
+  stats_.running = static_cast<int64_t>(running_.size());
+  stats_.kv_blocks_used = blocks_.num_used();
+  stats_.steps += worked;
+}
+
+// Callbacks last, so a callback that cancels or submits sees a consistent engine.
+void Engine::deliver(std::vector<std::unique_ptr<Sequence>>& done) {
+  auto send = [](Sequence& s) {
     if (s.news.text.empty() && s.news.token_ids.empty() && s.news.finish == FinishReason::kNone) return;
     s.news.request_id = s.id;
     s.news.prompt_tokens = static_cast<int64_t>(s.prompt.size());
@@ -341,10 +346,9 @@ bool Engine::step() {
     if (s.callback) s.callback(s.news);
     s.news = StreamChunk{};
   };
-  for (auto& s : running_) deliver(*s);
-  for (auto& s : waiting_) deliver(*s);
-  for (auto& s : done) deliver(*s);
-  return worked || !done.empty();
+  for (auto& s : running_) send(*s);
+  for (auto& s : waiting_) send(*s);
+  for (auto& s : done) send(*s);
 }
 
 }  // namespace fp6serve

@@ -5,16 +5,14 @@
 // budget (Dynamic SplitFuse), so a long prompt never stalls the decodes. KV blocks are taken
 // as sequences grow and freed when they finish or are cancelled; when blocks run out, the
 // most recently admitted running sequence is preempted (its cache dropped, recomputed
-// later) instead of failing. Every request has its own sampling parameters, stop strings
-// (matched across token boundaries, never emitted), EOS ids and max tokens, and streams text
-// through a callback with incremental detokenization that never splits a UTF-8 character.
+// later) instead of failing. Every request has its own sampling (sampler.h), stop strings,
+// EOS ids and max tokens, and streams text through a callback (output.h).
 //
-// submit() and cancel() may be called from any thread; step() runs on one thread (the
-// caller's), and callbacks run there.
+// submit() and cancel() may be called from any thread; step() runs on one thread (an
+// EngineRunner's, or a test's), and callbacks run there.
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -23,31 +21,14 @@
 #include <string>
 #include <vector>
 
+#include "backend/sampling.h"
 #include "engine/block_manager.h"
-#include "engine/sampling.h"
-#include "model/model.h"
+#include "fp6serve/options.h"
+#include "model/config.h"
 #include "tokenizer/tokenizer.h"
+#include "transformer/model.h"
 
 namespace fp6serve {
-
-struct EngineConfig {
-  int64_t block_size = 16;
-  int64_t num_blocks = 0;         // 0: from kv_cache_bytes
-  size_t kv_cache_bytes = 0;      // 0: 1 GiB on the CPU, 90% of the free memory less 2 GiB on the GPU
-  int64_t max_batch_tokens = 768; // tokens per forward pass (decodes + prompt chunks)
-  int64_t max_running = 256;      // sequences holding KV blocks at once
-  int64_t max_model_len = 0;      // prompt + generated tokens; 0: the model's max_position_embeddings
-  std::vector<int32_t> eos_token_ids;
-};
-
-struct GenerationParams {
-  int64_t max_new_tokens = 128;
-  std::vector<std::string> stop;        // stop strings (not included in the output)
-  std::vector<int32_t> stop_token_ids;  // extra stop ids (not included)
-  bool ignore_eos = false;
-  bool skip_special_tokens = true;
-  SamplingParams sampling;
-};
 
 enum class FinishReason { kNone, kStop, kLength, kCancelled, kError };
 const char* finish_reason_name(FinishReason reason);
@@ -65,6 +46,14 @@ struct StreamChunk {
 };
 using StreamCallback = std::function<void(const StreamChunk&)>;
 
+// A request longer than the context: prompt + max_new_tokens > max_model_len. The message
+// is OpenAI's; the server answers it with code context_length_exceeded.
+class ContextLengthError : public Error {
+ public:
+  ContextLengthError(int64_t limit, int64_t prompt_tokens, int64_t max_new_tokens);
+  int64_t limit, prompt_tokens, max_new_tokens;
+};
+
 struct EngineStats {
   int64_t waiting = 0;
   int64_t running = 0;
@@ -76,12 +65,17 @@ struct EngineStats {
 
 class Engine {
  public:
-  Engine(model::Model& model, const Tokenizer& tokenizer, EngineConfig config);
+  // Uses options' engine and KV-cache settings; `defaults` are the checkpoint's
+  // (generation_config.json): the sampling a request leaves unset, and the EOS ids (the
+  // tokenizer's EOS when it names none).
+  Engine(Model& model, const Tokenizer& tokenizer, const Options& options,
+         const model::GenerationDefaults& defaults = {});
   ~Engine();
 
-  // Queues a request; throws Error(kInvalidArgument) for an empty or too long prompt or bad
-  // parameters (nothing is queued then). Returns its id.
-  uint64_t submit(std::vector<int32_t> prompt, GenerationParams params, StreamCallback on_chunk);
+  // Queues a request; throws Error(kInvalidArgument) for an empty prompt, a token outside the
+  // vocabulary or bad options, ContextLengthError for one too long (nothing is queued then).
+  // Returns its id.
+  uint64_t submit(std::vector<int32_t> prompt, const GenerateOptions& options, StreamCallback on_chunk);
   // Finishes the request with kCancelled at the next step (no-op if already finished).
   void cancel(uint64_t id);
 
@@ -89,21 +83,39 @@ class Engine {
   bool step();
   bool idle() const;
   EngineStats stats() const;
-  const EngineConfig& config() const { return config_; }
-  int64_t max_model_len() const { return config_.max_model_len; }
+  int64_t max_model_len() const { return max_model_len_; }
+  int64_t kv_blocks() const { return blocks_.num_blocks(); }
+  int64_t kv_block_size() const { return blocks_.block_size(); }
 
  private:
   struct Sequence;
+  // What one step runs: the batch, the sequences in it, and who owns each logits row.
+  struct StepPlan {
+    Batch batch;
+    std::vector<Sequence*> scheduled;
+    std::vector<Sequence*> logit_owners;
+  };
   void admit_inbox();
+  void reserve_decode_blocks();
+  void schedule_decodes(StepPlan& plan, int64_t& budget);
+  void schedule_prefills(StepPlan& plan, int64_t& budget);
+  bool unblock_prefills();
+  void run(StepPlan& plan);
+  std::vector<std::unique_ptr<Sequence>> retire();
+  void publish_stats(bool worked);
+  void deliver(std::vector<std::unique_ptr<Sequence>>& done);
   void finish(Sequence& s, FinishReason reason, const std::string& error = "");
   bool preempt_one(const Sequence* keep);
   void emit_token(Sequence& s, const Sample& sample);
 
-  model::Model& model_;
+  Model& model_;
   const Tokenizer& tokenizer_;
-  EngineConfig config_;
-  model::KvCache cache_;
+  model::GenerationDefaults defaults_;
+  int64_t max_batch_tokens_;
+  int64_t max_num_seqs_;
+  int64_t max_model_len_;
   BlockManager blocks_;
+  KvCache cache_;
 
   mutable std::mutex inbox_mutex_;
   std::vector<std::unique_ptr<Sequence>> inbox_;

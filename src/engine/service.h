@@ -1,42 +1,42 @@
-// A model ready to serve: config, tokenizer, generation defaults, the loaded model and its
-// engine. The Pipeline (one caller, synchronous) and the HTTP server (many clients, an
-// engine thread) are both built on it.
+// A model ready to serve: its config, tokenizer, generation defaults, the loaded model, its
+// engine and the runner that steps it. The Pipeline (one caller at a time) and the HTTP
+// server (many clients) are both built on it.
 #pragma once
 
 #include <memory>
 #include <string>
 
 #include "engine/engine.h"
-#include "fp6serve/pipeline.h"
+#include "engine/runner.h"
+#include "fp6serve/options.h"
 #include "model/config.h"
-#include "model/model.h"
 #include "tokenizer/tokenizer.h"
+#include "transformer/model.h"
 
 namespace fp6serve {
 
 class Service {
  public:
-  Service(const std::string& model_dir, const PipelineOptions& options);
+  // Loads model_dir as `options` say (Options::validate, then the environment's knobs:
+  // apply_environment).
+  Service(const std::string& model_dir, Options options);
+  ~Service();
 
-  Engine& engine() { return *engine_; }
+  EngineRunner& runner() { return *runner_; }
+  const Engine& engine() const { return *engine_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const model::ModelConfig& config() const { return model_->config(); }
-  const model::GenerationDefaults& defaults() const { return defaults_; }
-  const PipelineOptions& options() const { return options_; }
+  const Options& options() const { return options_; }
   const std::string& model_dir() const { return model_dir_; }
-
-  // Generation parameters: what the caller set, else the checkpoint's generation_config
-  // (Hugging Face semantics: without do_sample its temperature does not apply), else greedy.
-  GenerationParams params(const GenerateOptions& options) const;
   std::string describe() const;
 
  private:
   std::string model_dir_;
-  PipelineOptions options_;
-  model::GenerationDefaults defaults_;
+  Options options_;
   std::unique_ptr<Tokenizer> tokenizer_;
-  std::unique_ptr<model::Model> model_;
+  std::unique_ptr<Model> model_;
   std::unique_ptr<Engine> engine_;
+  std::unique_ptr<EngineRunner> runner_;
 };
 
 }  // namespace fp6serve

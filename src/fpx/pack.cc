@@ -95,7 +95,7 @@ template <typename Fill>
 void for_each_row_tile(PackedWeight& p, const Fill& fill) {
   const SegmentTables tables(p.plan);
   const int64_t cp = p.cols_padded();
-  ThreadPool::global().parallel_for(p.row_tiles(), [&](int64_t begin, int64_t end) {
+  ThreadPool::global()->parallel_for(p.row_tiles(), [&](int64_t begin, int64_t end) {
     std::vector<uint8_t> tile(static_cast<size_t>(kUnitRows * cp));
     for (int64_t rt = begin; rt < end; ++rt) {
       std::fill(tile.begin(), tile.end(), 0);
@@ -180,7 +180,7 @@ QuantizedMatrix unpack(const PackedWeight& p) {
   q.cols = p.cols;
   q.codes.resize(static_cast<size_t>(p.rows * p.cols));
   q.scales.assign(p.scales.begin(), p.scales.begin() + p.rows);
-  ThreadPool::global().parallel_for(p.row_tiles(), [&](int64_t begin, int64_t end) {
+  ThreadPool::global()->parallel_for(p.row_tiles(), [&](int64_t begin, int64_t end) {
     uint8_t tile[kUnitRows * kUnitCols];
     for (int64_t rt = begin; rt < end; ++rt) {
       for (int64_t u = 0; u < p.col_units(); ++u) {

@@ -66,7 +66,7 @@ QuantizedMatrix quantize(const MatrixView& src, Format format) {
   q.cols = src.cols;
   q.codes.resize(static_cast<size_t>(src.rows * src.cols));
   q.scales.resize(static_cast<size_t>(src.rows));
-  ThreadPool::global().parallel_for(src.rows, [&](int64_t begin, int64_t end) {
+  ThreadPool::global()->parallel_for(src.rows, [&](int64_t begin, int64_t end) {
     quantize_rows(src, codec, begin, end, q.codes.data() + begin * src.cols, src.cols, q.scales.data() + begin);
   });
   return q;

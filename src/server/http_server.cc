@@ -16,7 +16,7 @@ using json = nlohmann::ordered_json;
 using Clock = std::chrono::steady_clock;
 
 // The engine requests of one HTTP request (n choices of each prompt) and the chunks they
-// produce, handed from the engine thread to the HTTP thread.
+// produce, handed from the engine's thread to the HTTP thread.
 struct HttpServer::Group {
   std::mutex mutex;
   std::condition_variable ready;
@@ -26,6 +26,23 @@ struct HttpServer::Group {
   Clock::time_point arrival = Clock::now();
   std::vector<Clock::time_point> last_token;  // per choice
   std::vector<bool> got_token;
+  std::string id;  // the response's "id"
+  int64_t created = 0;
+  int64_t prompt_tokens = 0;  // over the distinct prompts
+
+  size_t choices() const { return last_token.size(); }
+
+  enum class Next { kChunk, kDone, kTimeout };
+  // The next chunk, waiting up to `timeout` for one; kDone when every choice has finished
+  // and every chunk was taken.
+  Next next(std::pair<size_t, StreamChunk>& out, std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mutex);
+    if (!ready.wait_for(lock, timeout, [&] { return !chunks.empty() || unfinished == 0; })) return Next::kTimeout;
+    if (chunks.empty()) return Next::kDone;
+    out = std::move(chunks.front());
+    chunks.pop_front();
+    return Next::kChunk;
+  }
 };
 
 namespace {
@@ -69,33 +86,7 @@ HttpServer::HttpServer(Service& service, ServerOptions options)
   register_routes();
 }
 
-HttpServer::~HttpServer() {
-  shutdown();
-  if (engine_thread_.joinable()) engine_thread_.join();
-}
-
-void HttpServer::engine_loop() {
-  Engine& engine = service_.engine();
-  for (;;) {
-    {
-      std::unique_lock lock(engine_mutex_);
-      if (engine_stop_) return;
-    }
-    bool worked = false;
-    try {
-      worked = engine.step();
-    } catch (const std::exception& e) {
-      // step() fails requests, not itself; anything else is logged and the loop goes on.
-      spdlog::error("engine step failed: {}", e.what());
-    }
-    if (!worked) {
-      std::unique_lock lock(engine_mutex_);
-      const uint64_t seen = submitted_;
-      engine_wake_.wait_for(lock, std::chrono::milliseconds(50),
-                            [&] { return engine_stop_ || submitted_ != seen; });
-    }
-  }
-}
+HttpServer::~HttpServer() { shutdown(); }
 
 std::shared_ptr<HttpServer::Group> HttpServer::submit_group(const ParsedRequest& req) {
   auto group = std::make_shared<Group>();
@@ -103,16 +94,19 @@ std::shared_ptr<HttpServer::Group> HttpServer::submit_group(const ParsedRequest&
   group->last_token.resize(choices);
   group->got_token.assign(choices, false);
   group->unfinished = choices;
-  Engine& engine = service_.engine();
+  for (const auto& p : req.prompts) group->prompt_tokens += static_cast<int64_t>(p.size());
+  group->id = random_id(req.chat ? "chatcmpl-" : "cmpl-");
+  group->created = unix_now();
+  EngineRunner& runner = service_.runner();
   try {
     for (size_t p = 0; p < req.prompts.size(); ++p)
       for (int64_t k = 0; k < req.n; ++k) {
         const size_t choice = p * static_cast<size_t>(req.n) + static_cast<size_t>(k);
-        GenerationParams params = req.params;
+        GenerateOptions options = req.options;
         // n samples of one prompt differ: each its own seed (derived from the request's).
-        if (req.seed) params.sampling.seed = *req.seed + static_cast<uint64_t>(k);
+        if (options.seed) *options.seed += static_cast<uint64_t>(k);
         std::weak_ptr<Group> weak = group;
-        group->ids.push_back(engine.submit(req.prompts[p], params, [this, weak, choice](const StreamChunk& c) {
+        group->ids.push_back(runner.submit(req.prompts[p], options, [this, weak, choice](const StreamChunk& c) {
           auto g = weak.lock();
           if (!g) return;
           const auto now = Clock::now();
@@ -134,22 +128,19 @@ std::shared_ptr<HttpServer::Group> HttpServer::submit_group(const ParsedRequest&
         }));
       }
   } catch (...) {
-    for (uint64_t id : group->ids) engine.cancel(id);
+    cancel(*group);
     throw;
   }
-  {
-    std::lock_guard lock(active_mutex_);
-    active_.insert(group->ids.begin(), group->ids.end());
-  }
-  {
-    std::lock_guard lock(engine_mutex_);
-    ++submitted_;
-  }
-  engine_wake_.notify_all();
+  std::lock_guard lock(active_mutex_);
+  active_.insert(group->ids.begin(), group->ids.end());
   return group;
 }
 
-bool HttpServer::handle_generation(const std::string& body, bool chat, httplib::Response& res) {
+void HttpServer::cancel(const Group& group) {
+  for (uint64_t id : group.ids) service_.runner().cancel(id);
+}
+
+ParsedRequest HttpServer::parse(const std::string& body, bool chat) const {
   json parsed;
   try {
     parsed = json::parse(body);
@@ -161,104 +152,100 @@ bool HttpServer::handle_generation(const std::string& body, bool chat, httplib::
                             ? "this model ships no chat template; use /v1/completions"
                             : "this model's chat template could not be parsed: " + chat_template_error_,
                    "messages");
-  const ApiContext ctx{service_, options_.model_name, chat_template_.get()};
-  const ParsedRequest req = parse_request(parsed, chat, ctx);
-  int64_t prompt_tokens = 0;
-  for (const auto& p : req.prompts) prompt_tokens += static_cast<int64_t>(p.size());
+  return parse_request(parsed, chat, {service_, options_.model_name, chat_template_.get()});
+}
+
+bool HttpServer::handle_generation(const std::string& body, bool chat, httplib::Response& res) {
+  const ParsedRequest req = parse(body, chat);
   std::shared_ptr<Group> group;
   try {
     group = submit_group(req);
+  } catch (const ContextLengthError& e) {
+    throw ApiError(400, e.what(), req.length_param, "context_length_exceeded");
   } catch (const Error& e) {
     throw ApiError(e.kind() == ErrorKind::kInvalidArgument ? 400 : 500, e.what());
   }
-  const std::string id = random_id(chat ? "chatcmpl-" : "cmpl-");
-  const int64_t created = unix_now();
-  const Tokenizer& tok = service_.tokenizer();
-  Engine& engine = service_.engine();
-
   if (!req.stream) {
-    std::vector<Choice> choices(group->last_token.size());
-    std::unique_lock lock(group->mutex);
-    for (;;) {
-      while (!group->chunks.empty()) {
-        auto [i, c] = std::move(group->chunks.front());
-        group->chunks.pop_front();
-        Choice& ch = choices[i];
-        ch.text += c.text;
-        ch.tokens.insert(ch.tokens.end(), c.token_ids.begin(), c.token_ids.end());
-        ch.samples.insert(ch.samples.end(), c.samples.begin(), c.samples.end());
-        ch.generated_tokens = c.generated_tokens;
-        if (c.finish == FinishReason::kError) throw ApiError(500, "generation failed: " + c.error, "", "", "server_error");
-        if (c.finish != FinishReason::kNone) ch.finish = c.finish;
-      }
-      if (group->unfinished == 0) break;
-      group->ready.wait_for(lock, std::chrono::milliseconds(200));
-    }
-    res.set_content(completion_response(id, created, options_.model_name, chat, choices,
-                                        prompt_tokens, req.logprobs, tok)
-                        .dump(-1, ' ', false, json::error_handler_t::replace),
-                    "application/json");
+    respond_json(*group, req, res);
     return false;
   }
+  respond_stream(group, req, res);
+  return true;
+}
 
-  // Streaming: SSE chunks as they come, [DONE] last. A failed write means the client left:
-  // cancel everything it asked for so its KV blocks are freed at the next step.
-  auto cancel_all = [group, &engine] {
-    for (uint64_t rid : group->ids) engine.cancel(rid);
-  };
+// The whole response once every choice has finished.
+void HttpServer::respond_json(Group& group, const ParsedRequest& req, httplib::Response& res) {
+  std::vector<Choice> choices(group.choices());
+  std::pair<size_t, StreamChunk> next;
+  for (;;) {
+    const Group::Next got = group.next(next, std::chrono::milliseconds(200));
+    if (got == Group::Next::kDone) break;
+    if (got == Group::Next::kTimeout) continue;
+    auto& [i, c] = next;
+    Choice& ch = choices[i];
+    ch.text += c.text;
+    ch.tokens.insert(ch.tokens.end(), c.token_ids.begin(), c.token_ids.end());
+    ch.samples.insert(ch.samples.end(), c.samples.begin(), c.samples.end());
+    ch.generated_tokens = c.generated_tokens;
+    if (c.finish == FinishReason::kError) {
+      cancel(group);
+      throw ApiError(500, "generation failed: " + c.error, "", "", "server_error");
+    }
+    if (c.finish != FinishReason::kNone) ch.finish = c.finish;
+  }
+  res.set_content(completion_response(group.id, group.created, options_.model_name, req.chat, choices,
+                                      group.prompt_tokens, req.logprobs, service_.tokenizer())
+                      .dump(-1, ' ', false, json::error_handler_t::replace),
+                  "application/json");
+}
+
+// SSE chunks as they come, [DONE] last. A failed write means the client left: everything it
+// asked for is cancelled so its KV blocks are freed at the next step. While nothing comes (a
+// long prompt), an SSE comment every 500 ms finds out whether the client is still there.
+void HttpServer::respond_stream(std::shared_ptr<Group> group, const ParsedRequest& req, httplib::Response& res) {
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [this, group, req, id, created, chat, prompt_tokens, cancel_all, &tok](size_t, httplib::DataSink& sink) {
-        std::vector<bool> started(group->last_token.size(), false);
+      [this, group, req](size_t, httplib::DataSink& sink) {
+        const Tokenizer& tok = service_.tokenizer();
+        std::vector<bool> started(group->choices(), false);
         int64_t completion_tokens = 0;
-        std::unique_lock lock(group->mutex);
+        auto write = [&](const std::string& out) {
+          if (sink.is_writable() && sink.write(out.data(), out.size())) return true;
+          cancel(*group);
+          return false;
+        };
+        std::pair<size_t, StreamChunk> next;
         for (;;) {
-          while (!group->chunks.empty()) {
-            auto [i, c] = std::move(group->chunks.front());
-            group->chunks.pop_front();
-            lock.unlock();
-            std::string out;
-            if (c.finish == FinishReason::kError) {
-              out = sse(error_body("generation failed: " + c.error, "server_error", "", ""));
-            } else {
-              out = sse(stream_chunk(id, created, options_.model_name, chat, static_cast<int64_t>(i), c, !started[i],
-                                     req.logprobs, tok));
-            }
-            started[i] = true;
-            if (c.finish != FinishReason::kNone) completion_tokens += c.generated_tokens;
-            if (!sink.write(out.data(), out.size())) {
-              cancel_all();
-              return false;
-            }
-            lock.lock();
+          const Group::Next got = group->next(next, std::chrono::milliseconds(500));
+          if (got == Group::Next::kDone) break;
+          if (got == Group::Next::kTimeout) {
+            if (!write(": keep-alive\n\n")) return false;
+            continue;
           }
-          if (group->unfinished == 0) break;
-          if (!group->ready.wait_for(lock, std::chrono::milliseconds(500), [&] { return !group->chunks.empty() || group->unfinished == 0; })) {
-            // Nothing for a while (a long prompt): an SSE comment finds out whether the client is still there.
-            lock.unlock();
-            const std::string ping = ": keep-alive\n\n";
-            if (!sink.is_writable() || !sink.write(ping.data(), ping.size())) {
-              cancel_all();
-              return false;
-            }
-            lock.lock();
-          }
+          const auto& [i, c] = next;
+          const std::string out =
+              c.finish == FinishReason::kError
+                  ? sse(error_body("generation failed: " + c.error, "server_error", "", ""))
+                  : sse(stream_chunk(group->id, group->created, options_.model_name, req.chat,
+                                     static_cast<int64_t>(i), c, !started[i], req.logprobs, tok));
+          started[i] = true;
+          if (c.finish != FinishReason::kNone) completion_tokens += c.generated_tokens;
+          if (!write(out)) return false;
         }
-        lock.unlock();
         std::string tail;
         if (req.include_usage)
-          tail += sse(usage_chunk(id, created, options_.model_name, chat, prompt_tokens, completion_tokens));
+          tail += sse(usage_chunk(group->id, group->created, options_.model_name, req.chat, group->prompt_tokens,
+                                  completion_tokens));
         tail += "data: [DONE]\n\n";
-        if (!sink.write(tail.data(), tail.size())) return false;
+        if (!write(tail)) return false;
         sink.done();
         return true;
       },
-      [this, cancel_all](bool success) {
-        if (!success) cancel_all();
+      [this, group](bool success) {
+        if (!success) cancel(*group);
         --in_flight_;
       });
-  return true;
 }
 
 void HttpServer::forget(const std::vector<uint64_t>& ids) {
@@ -346,7 +333,6 @@ void HttpServer::bind() {
                                                                             : -1);
   FP6_CHECK(port_ > 0, kInvalidArgument, "cannot listen on {}:{} (in use, or not an address of this machine)",
             options_.host, options_.port);
-  engine_thread_ = std::thread([this] { engine_loop(); });
 }
 
 void HttpServer::serve() { http_->listen_after_bind(); }
@@ -359,19 +345,12 @@ void HttpServer::shutdown() {
       while (in_flight_ > 0 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
     };
     wait_idle(options_.shutdown_grace_seconds);
-    // What is left is cancelled; the engine thread delivers that, ending streams and waits.
+    // What is left is cancelled; the engine's thread delivers that, ending streams and waits.
     {
       std::lock_guard lock(active_mutex_);
-      for (uint64_t id : active_) service_.engine().cancel(id);
+      for (uint64_t id : active_) service_.runner().cancel(id);
     }
-    engine_wake_.notify_all();
     wait_idle(5.0);
-    {
-      std::lock_guard lock(engine_mutex_);
-      engine_stop_ = true;
-    }
-    engine_wake_.notify_all();
-    if (engine_thread_.joinable()) engine_thread_.join();
     http_->stop();
   });
 }

@@ -1,8 +1,8 @@
 // The OpenAI-compatible HTTP server: /v1/completions, /v1/chat/completions (both with SSE
-// streaming), /v1/models, /health, /metrics. One engine thread steps the continuous-batching
-// engine; HTTP worker threads submit requests and wait for their chunks. A bad request is
-// answered with OpenAI's error JSON and never disturbs the others; a client that disconnects
-// mid-stream has its request cancelled and its KV blocks freed.
+// streaming), /v1/models, /health, /metrics. The service's runner steps the continuous-
+// batching engine; HTTP worker threads submit requests and wait for their chunks. A bad
+// request is answered with OpenAI's error JSON and never disturbs the others; a client that
+// disconnects mid-stream has its request cancelled and its KV blocks freed.
 #pragma once
 
 #include <atomic>
@@ -10,13 +10,12 @@
 #include <memory>
 #include <mutex>
 #include <set>
-#include <vector>
 #include <string>
-#include <thread>
+#include <vector>
 
+#include "chat/chat_template.h"
 #include "engine/service.h"
 #include "server/metrics.h"
-#include "tokenizer/chat_template.h"
 
 namespace httplib {
 class Server;
@@ -40,7 +39,7 @@ class HttpServer {
   HttpServer(Service& service, ServerOptions options);
   ~HttpServer();
 
-  // Binds (throws kInvalidArgument when it cannot) and starts the engine thread.
+  // Binds; throws kInvalidArgument when it cannot.
   void bind();
   int port() const { return port_; }
   // Serves until shutdown(). Call bind() first.
@@ -52,10 +51,14 @@ class HttpServer {
  private:
   struct Group;
   void register_routes();
-  void engine_loop();
-  std::shared_ptr<Group> submit_group(const struct ParsedRequest& req);
-  // Fills res; returns true when a stream was set up (its provider then owns in_flight_).
+  // One generation request: parse, submit, answer. Fills res; returns true when a stream was
+  // set up (its provider then owns in_flight_).
   bool handle_generation(const std::string& body, bool chat, httplib::Response& res);
+  struct ParsedRequest parse(const std::string& body, bool chat) const;
+  std::shared_ptr<Group> submit_group(const struct ParsedRequest& req);
+  void respond_json(Group& group, const struct ParsedRequest& req, httplib::Response& res);
+  void respond_stream(std::shared_ptr<Group> group, const struct ParsedRequest& req, httplib::Response& res);
+  void cancel(const Group& group);
   void forget(const std::vector<uint64_t>& ids);
 
   Service& service_;
@@ -65,12 +68,6 @@ class HttpServer {
   std::string chat_template_error_;
   Metrics metrics_;
   int port_ = 0;
-
-  std::thread engine_thread_;
-  std::mutex engine_mutex_;
-  std::condition_variable engine_wake_;
-  bool engine_stop_ = false;
-  uint64_t submitted_ = 0;
 
   std::atomic<bool> draining_{false};
   std::atomic<int> in_flight_{0};  // generation requests being answered (streams included)

@@ -162,40 +162,34 @@ ParsedRequest parse_request(const json& b, bool chat, const ApiContext& ctx) {
                                       b["model"].get<std::string>(), ctx.model_name),
                      "model", "model_not_found");
   }
-  Service& svc = ctx.service;
+  const Service& svc = ctx.service;
   ParsedRequest r;
   r.chat = chat;
   const int64_t vocab = svc.config().vocab_size;
   r.prompts = chat ? std::vector<std::vector<int32_t>>{chat_prompt(b, ctx)}
                    : completion_prompts(b, svc.tokenizer(), vocab);
 
-  GenerateOptions g;
+  GenerateOptions& g = r.options;
   g.temperature = number(b, "temperature", 0, 2);
   g.top_p = number(b, "top_p", 0, 1);
   if (g.top_p && *g.top_p <= 0) bad("top_p", "'top_p' must be greater than 0");
   if (auto k = integer(b, "top_k", -1, 1 << 20)) g.top_k = std::max<int64_t>(*k, 0);
   g.min_p = number(b, "min_p", 0, 0.999999);
   g.repetition_penalty = number(b, "repetition_penalty", 1e-3, 10);
-  if (auto s = integer(b, "seed", INT64_MIN, INT64_MAX)) g.seed = r.seed = static_cast<uint64_t>(*s);
+  if (auto pp = number(b, "presence_penalty", -2, 2)) g.presence_penalty = *pp;
+  if (auto fp = number(b, "frequency_penalty", -2, 2)) g.frequency_penalty = *fp;
+  if (auto s = integer(b, "seed", INT64_MIN, INT64_MAX)) g.seed = static_cast<uint64_t>(*s);
   g.stop = stop_strings(b);
   g.ignore_eos = boolean(b, "ignore_eos").value_or(false);
 
-  const int64_t limit = svc.engine().max_model_len();
+  // OpenAI's defaults: 16 for completions, the rest of the context for chat.
+  const bool completion_key = chat && b.contains("max_completion_tokens") && !b["max_completion_tokens"].is_null();
+  const char* max_key = completion_key ? "max_completion_tokens" : "max_tokens";
+  const std::optional<int64_t> max_tokens = integer(b, max_key, 1, 1 << 24);
   int64_t longest = 0;
   for (const auto& p : r.prompts) longest = std::max<int64_t>(longest, static_cast<int64_t>(p.size()));
-  std::optional<int64_t> max_tokens = integer(b, chat ? "max_completion_tokens" : "max_tokens", 1, 1 << 24);
-  if (!max_tokens) max_tokens = integer(b, "max_tokens", 1, 1 << 24);
-  // OpenAI's defaults: 16 for completions, the rest of the context for chat.
-  g.max_new_tokens = max_tokens.value_or(chat ? std::max<int64_t>(1, limit - longest) : 16);
-  if (longest + g.max_new_tokens > limit)
-    throw ApiError(400,
-                   fmt::format("This model's maximum context length is {} tokens. However, you requested {} tokens "
-                               "({} in the {}, {} in the completion). Please reduce the length.",
-                               limit, longest + g.max_new_tokens, longest, chat ? "messages" : "prompt",
-                               g.max_new_tokens),
-                   max_tokens ? (chat && b.contains("max_completion_tokens") ? "max_completion_tokens" : "max_tokens")
-                              : (chat ? "messages" : "prompt"),
-                   "context_length_exceeded");
+  g.max_new_tokens = max_tokens.value_or(chat ? std::max<int64_t>(1, svc.engine().max_model_len() - longest) : 16);
+  r.length_param = max_tokens ? max_key : (chat ? "messages" : "prompt");
 
   r.n = integer(b, "n", 1, 16).value_or(1);
   r.stream = boolean(b, "stream").value_or(false);
@@ -203,17 +197,14 @@ ParsedRequest parse_request(const json& b, bool chat, const ApiContext& ctx) {
     if (!b["stream_options"].is_object()) bad("stream_options", "'stream_options' must be an object");
     r.include_usage = boolean(b["stream_options"], "include_usage").value_or(false);
   }
-  r.params = svc.params(g);
-  if (auto pp = number(b, "presence_penalty", -2, 2)) r.params.sampling.presence_penalty = *pp;
-  if (auto fp = number(b, "frequency_penalty", -2, 2)) r.params.sampling.frequency_penalty = *fp;
   if (chat) {
     r.logprobs = boolean(b, "logprobs").value_or(false);
     const auto top = integer(b, "top_logprobs", 0, 20);
     if (top && !r.logprobs) bad("top_logprobs", "'top_logprobs' needs 'logprobs': true");
-    if (r.logprobs) r.params.sampling.top_logprobs = static_cast<int>(top.value_or(0));
+    if (r.logprobs) g.top_logprobs = static_cast<int>(top.value_or(0));
   } else if (auto lp = integer(b, "logprobs", 0, 5)) {
     r.logprobs = true;
-    r.params.sampling.top_logprobs = static_cast<int>(*lp);
+    g.top_logprobs = static_cast<int>(*lp);
   }
   if (b.contains("echo") && boolean(b, "echo").value_or(false)) bad("echo", "'echo' is not supported");
   return r;

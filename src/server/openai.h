@@ -13,7 +13,7 @@
 
 #include "engine/engine.h"
 #include "engine/service.h"
-#include "tokenizer/chat_template.h"
+#include "chat/chat_template.h"
 
 namespace fp6serve::server {
 
@@ -33,23 +33,26 @@ class ApiError : public std::runtime_error {
 nlohmann::ordered_json error_body(const std::string& message, const std::string& type, const std::string& param,
                           const std::string& code);
 
+// A valid request: the engine's options for each of its choices, and what only HTTP has.
 struct ParsedRequest {
   bool chat = false;
   std::vector<std::vector<int32_t>> prompts;  // one per prompt (completions may send several)
-  GenerationParams params;
-  int64_t n = 1;
+  GenerateOptions options;
+  int64_t n = 1;           // choices per prompt; choice k samples with seed + k
   bool stream = false;
   bool include_usage = false;
-  bool logprobs = false;  // chat: per-token logprobs; completions: logprobs >= 0
-  std::optional<uint64_t> seed;
+  bool logprobs = false;   // chat: per-token logprobs; completions: logprobs >= 0
+  std::string length_param;  // the field to name when the request exceeds the context
 };
 
 struct ApiContext {
-  Service& service;
+  const Service& service;
   const std::string& model_name;
   const ChatTemplate* chat_template;  // null when the model ships none
 };
 
+// Throws ApiError for anything invalid (a prompt too long for the context is found by the
+// engine when the request is submitted: ContextLengthError).
 ParsedRequest parse_request(const nlohmann::ordered_json& body, bool chat, const ApiContext& ctx);
 
 // Accumulates one choice's stream for the final (non-streaming) response.

@@ -7,7 +7,7 @@
 #include <random>
 
 #include "fp6serve/error.h"
-#include "tests/model/fixture.h"
+#include "tests/support/fixture.h"
 
 namespace fp6serve {
 namespace {
@@ -23,10 +23,7 @@ struct Result {
 class EngineTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    model::LoadOptions o;
-    o.mode = model::QuantizationMode::parse("fp32");
-    o.progress = false;
-    model_ = model::Model::load(testing::fixture_dir("tiny-llama"), o).release();
+    model_ = Model::load(testing::fixture_dir("tiny-llama"), testing::options("fp32")).release();
     tokenizer_ = new Tokenizer(Tokenizer::load(testing::fixture_dir("tiny-llama")));
   }
   static void TearDownTestSuite() {
@@ -35,15 +32,15 @@ class EngineTest : public ::testing::Test {
   }
 
   std::unique_ptr<Engine> make(int64_t num_blocks = 256, int64_t budget = 768) {
-    EngineConfig c;
-    c.num_blocks = num_blocks;
-    c.block_size = 16;
-    c.max_batch_tokens = budget;
-    return std::make_unique<Engine>(*model_, *tokenizer_, c);
+    Options o = testing::options("fp32");
+    o.kv_cache_blocks = num_blocks;
+    o.kv_block_size = 16;
+    o.max_batch_tokens = budget;
+    return std::make_unique<Engine>(*model_, *tokenizer_, o);
   }
 
-  static GenerationParams greedy(int64_t n) {
-    GenerationParams p;
+  static GenerateOptions greedy(int64_t n) {
+    GenerateOptions p;
     p.max_new_tokens = n;
     p.ignore_eos = true;
     return p;
@@ -58,7 +55,7 @@ class EngineTest : public ::testing::Test {
   }
 
   // Submits, then steps until done; step counts let tests see interleaving.
-  std::map<uint64_t, Result> run(Engine& e, const std::vector<std::pair<std::vector<int32_t>, GenerationParams>>& reqs,
+  std::map<uint64_t, Result> run(Engine& e, const std::vector<std::pair<std::vector<int32_t>, GenerateOptions>>& reqs,
                                  std::vector<uint64_t>* ids = nullptr) {
     std::map<uint64_t, Result> out;
     int64_t step = 0;
@@ -80,18 +77,18 @@ class EngineTest : public ::testing::Test {
     return out;
   }
 
-  static model::Model* model_;
+  static Model* model_;
   static Tokenizer* tokenizer_;
 };
 
-model::Model* EngineTest::model_ = nullptr;
+Model* EngineTest::model_ = nullptr;
 Tokenizer* EngineTest::tokenizer_ = nullptr;
 
 TEST_F(EngineTest, BatchingDoesNotChangeGreedyResults) {
   auto e = make();
   const auto target = prompt(1, 37);
   const auto alone = run(*e, {{target, greedy(24)}});
-  std::vector<std::pair<std::vector<int32_t>, GenerationParams>> reqs;
+  std::vector<std::pair<std::vector<int32_t>, GenerateOptions>> reqs;
   for (int i = 0; i < 31; ++i) reqs.push_back({prompt(100 + i, 5 + 7 * i % 90), greedy(10 + i % 20)});
   reqs.insert(reqs.begin() + 13, {target, greedy(24)});
   std::vector<uint64_t> ids;
@@ -128,7 +125,7 @@ TEST_F(EngineTest, LongPromptsDoNotStallDecodes) {
 }
 
 TEST_F(EngineTest, PreemptionUnderBlockPressureGivesTheSameTokens) {
-  std::vector<std::pair<std::vector<int32_t>, GenerationParams>> reqs;
+  std::vector<std::pair<std::vector<int32_t>, GenerateOptions>> reqs;
   for (int i = 0; i < 6; ++i) reqs.push_back({prompt(200 + i, 30 + 5 * i), greedy(40)});
   auto roomy = make(256);
   std::vector<uint64_t> a_ids, b_ids;
@@ -178,7 +175,7 @@ TEST_F(EngineTest, StopStringsAcrossTokenBoundariesAreNotEmitted) {
   }
   ASSERT_FALSE(stop.empty()) << "no suitable boundary in: " << full.text;
   if (full.text.find(stop) < boundary) boundary = full.text.find(stop);
-  GenerationParams g = greedy(40);
+  GenerateOptions g = greedy(40);
   g.stop = {stop};
   const auto stopped = run(*e, {{p, g}}).begin()->second;
   EXPECT_EQ(stopped.finish, FinishReason::kStop);
@@ -193,7 +190,7 @@ TEST_F(EngineTest, EosAndLengthFinishReasons) {
   EXPECT_EQ(full.finish, FinishReason::kLength);
   EXPECT_EQ(full.tokens.size(), 20u);
   // Treat the 6th generated token as an end-of-sequence id: generation stops there.
-  GenerationParams g = greedy(20);
+  GenerateOptions g = greedy(20);
   g.stop_token_ids = {full.tokens[5]};
   const auto stopped = run(*e, {{p, g}}).begin()->second;
   EXPECT_EQ(stopped.finish, FinishReason::kStop);
@@ -203,23 +200,23 @@ TEST_F(EngineTest, EosAndLengthFinishReasons) {
 
 TEST_F(EngineTest, SeededSamplingIsReproducible) {
   auto e = make();
-  GenerationParams g = greedy(16);
-  g.sampling.temperature = 0.9;
-  g.sampling.top_p = 0.95;
-  g.sampling.top_k = 50;
-  g.sampling.seed = 1234;
+  GenerateOptions g = greedy(16);
+  g.temperature = 0.9;
+  g.top_p = 0.95;
+  g.top_k = 50;
+  g.seed = 1234;
   const auto p = prompt(6, 10);
   const auto a = run(*e, {{p, g}}).begin()->second;
   const auto b = run(*e, {{p, g}}).begin()->second;
   EXPECT_EQ(a.tokens, b.tokens);
-  g.sampling.seed = 99;
+  g.seed = 99;
   const auto c = run(*e, {{p, g}}).begin()->second;
   EXPECT_NE(a.tokens, c.tokens);
 }
 
 TEST_F(EngineTest, BadRequestsAreRejectedAndLeaveTheEngineUntouched) {
   auto e = make();
-  auto expect_invalid = [&](std::vector<int32_t> p, GenerationParams g, const char* what) {
+  auto expect_invalid = [&](std::vector<int32_t> p, GenerateOptions g, const char* what) {
     try {
       e->submit(std::move(p), g, {});
       ADD_FAILURE() << "accepted: " << what;
@@ -229,17 +226,17 @@ TEST_F(EngineTest, BadRequestsAreRejectedAndLeaveTheEngineUntouched) {
     }
   };
   expect_invalid({}, greedy(4), "empty");
-  expect_invalid(prompt(7, 2100), greedy(4), "context length");
-  expect_invalid(prompt(7, 2000), greedy(100), "exceeds the context length");
+  expect_invalid(prompt(7, 2100), greedy(4), "maximum context length");
+  expect_invalid(prompt(7, 2000), greedy(100), "maximum context length");
   expect_invalid({5, 2000}, greedy(4), "outside the vocabulary");
-  GenerationParams g = greedy(4);
-  g.sampling.top_p = 1.5;
+  GenerateOptions g = greedy(4);
+  g.top_p = 1.5;
   expect_invalid(prompt(7, 5), g, "top_p");
   g = greedy(4);
-  g.sampling.temperature = -1;
+  g.temperature = -1;
   expect_invalid(prompt(7, 5), g, "temperature");
   g = greedy(0);
-  expect_invalid(prompt(7, 5), g, "max_tokens");
+  expect_invalid(prompt(7, 5), g, "max_new_tokens");
   EXPECT_TRUE(e->idle());
 }
 

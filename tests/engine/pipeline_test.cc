@@ -3,14 +3,14 @@
 
 #include <gtest/gtest.h>
 
-#include "tests/model/fixture.h"
+#include "tests/support/fixture.h"
 
 namespace fp6serve {
 namespace {
 
 TEST(Pipeline, GreedyBatchMatchesTheReferenceAndStreamsTheSameText) {
   testing::Reference ref("tiny-llama");
-  Pipeline pipe(testing::fixture_dir("tiny-llama"), {.quantization_mode = "fp32", .progress = false});
+  Pipeline pipe(testing::fixture_dir("tiny-llama"), {.quantization_mode = "fp32", .progress = false, .device = "cpu"});
   const auto& g = ref.json["greedy"][0];
   const auto prompt = ref.ids("greedy_prompt_0");
   const auto want = ref.ids("greedy_ids_0");
@@ -35,10 +35,10 @@ TEST(Pipeline, GreedyBatchMatchesTheReferenceAndStreamsTheSameText) {
 }
 
 TEST(Pipeline, BadOptionsAreErrorsNotCrashes) {
-  EXPECT_THROW(Pipeline(testing::fixture_dir("tiny-llama"), {.quantization_mode = "int3", .progress = false}), Error);
-  EXPECT_THROW(Pipeline(testing::fixture_dir("tiny-llama"), {.device = "tpu", .progress = false}), Error);
+  EXPECT_THROW(Pipeline(testing::fixture_dir("tiny-llama"), {.quantization_mode = "int3", .progress = false, .device = "cpu"}), Error);
+  EXPECT_THROW(Pipeline(testing::fixture_dir("tiny-llama"), {.progress = false, .device = "tpu"}), Error);
   EXPECT_THROW(Pipeline("/no/such/model", {}), Error);
-  Pipeline pipe(testing::fixture_dir("tiny-qwen2"), {.progress = false});
+  Pipeline pipe(testing::fixture_dir("tiny-qwen2"), {.progress = false, .device = "cpu"});
   EXPECT_THROW(pipe({"x"}, {.max_new_tokens = 100000}), Error);
   EXPECT_THROW(pipe({"x"}, {.top_p = 2.0}), Error);
   // Still usable afterwards.

@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fp6serve/error.h"
-#include "tests/model/fixture.h"
+#include "tests/support/fixture.h"
 #include "tokenizer/unicode.h"
 
 namespace fp6serve {

@@ -1,0 +1,101 @@
+// The device side of a model: where weights live and how each transformer op runs. The
+// transformer (transformer/model.cc) is written once against this interface; the CPU backend
+// (cpu/) and the CUDA backend (cuda/) implement it, and the op table test
+// (tests/backend/ops_test.cc) runs every op of every backend against a plain reference.
+// Activations are [tokens, width] tensors in act_dtype() on the backend's device.
+#pragma once
+
+#include <memory>
+
+#include <string>
+#include <vector>
+
+#include "backend/batch.h"
+#include "backend/kv_cache.h"
+#include "backend/sampling.h"
+#include "core/tensor.h"
+#include "fpx/format.h"
+#include "model/quantization.h"
+#include "model/weights.h"
+
+namespace fp6serve {
+
+using model::HostLinear;
+using model::LinearWeight;
+using model::QuantizationMode;
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual DType act_dtype() const = 0;
+  // The raw placement FPx weights are packed for (fpx/pack_plan.h).
+  virtual DType pack_target(fpx::Format format) const = 0;
+  virtual std::string describe() const = 0;
+
+  struct Memory {
+    size_t free = 0;
+    size_t total = 0;
+  };
+  // The device memory this backend allocates from, now (the host's for the CPU backend).
+  virtual Memory memory() const = 0;
+
+  // Weights: take a host weight (the host copy may be released).
+  virtual std::unique_ptr<LinearWeight> adopt_linear(HostLinear&& host) = 0;
+  virtual Tensor adopt_tensor(Tensor host) = 0;
+  // Copies a host tensor of a float dtype into `dst` on the backend (same element count),
+  // converting to dst's dtype. For tests and tools, not for the hot path.
+  virtual void upload(const Tensor& host, Tensor& dst) = 0;
+
+  // Random weights made on the device (random-weight models of real shapes, for benchmarks):
+  // a linear layer of N(0, stddev) 16-bit values, quantized as `mode` says, and a 16-bit
+  // tensor. Backends that cannot make them throw kUnsupported.
+  virtual std::unique_ptr<LinearWeight> random_linear(int64_t rows, int64_t cols, const QuantizationMode& mode,
+                                                      float stddev, uint64_t seed);
+  virtual Tensor random_tensor(const std::vector<int64_t>& shape, float stddev, uint64_t seed);
+
+  // Zero-filled.
+  virtual KvCache make_kv_cache(int64_t num_blocks, int64_t block_size) = 0;
+  // Bytes one KV block takes over all layers.
+  virtual size_t kv_block_bytes(int64_t block_size) const = 0;
+
+  // A new activation tensor [rows, cols].
+  virtual Tensor activations(int64_t rows, int64_t cols) = 0;
+
+  // Called once at the start of each forward pass, before any activations() or op, with its
+  // batch: validates it against the cache (check_batch) and prepares the per-token arrays
+  // (a GPU backend uploads them here, once for all layers, and recycles the previous pass's
+  // activation memory: activations live for one pass).
+  virtual void begin_forward(const Batch& batch, const KvCache& cache) = 0;
+
+  // Recording the ops of a pass (CUDA graphs). After begin_forward and the activations:
+  // replay_forward() runs the recording of a pass of the same shape, buffers and arguments
+  // and returns true, or returns false; the model then calls begin_recording(), the ops, and
+  // end_recording(), which runs what it recorded and returns true, or returns false if it
+  // could not record (the model then runs the ops again, directly). Defaults: no recording.
+  virtual bool replay_forward() { return false; }
+  virtual void begin_recording() {}
+  virtual bool end_recording() { return true; }
+  virtual void abort_recording() {}  // an op threw while recording
+
+  // Ops. `batch` is the host plan of the forward pass.
+  virtual void embed(const Tensor& table, const Batch& batch, Tensor& out) = 0;
+  virtual void rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& out) = 0;
+  virtual void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, double eps, Tensor& out) = 0;
+  virtual void linear(const Tensor& x, const LinearWeight& w, Tensor& y) = 0;
+  // qkv [tokens, q + 2 kv]: rotates q and k in place and writes k, v into the layer's cache.
+  virtual void rope_write_kv(Tensor& qkv, const Batch& batch, KvCache& cache, int64_t layer) = 0;
+  // out [tokens, q] = attention of qkv's q over the cached keys and values.
+  virtual void attention(const Tensor& qkv, const Batch& batch, const KvCache& cache, int64_t layer,
+                         Tensor& out) = 0;
+  virtual void silu_mul(const Tensor& gate_up, Tensor& out) = 0;
+  virtual void add(Tensor& acc, const Tensor& x) = 0;
+  // out [batch.logit_rows.size(), cols] = x[batch.logit_rows, :]
+  virtual void gather_logit_rows(const Tensor& x, const Batch& batch, Tensor& out) = 0;
+  // A tensor of the backend (activations, logits) as a host f32 tensor.
+  virtual Tensor to_host_f32(const Tensor& x) = 0;
+  // The next token of each row of logits [rows.size(), vocab] (backend/sampling.h).
+  virtual std::vector<Sample> sample(const Tensor& logits, const std::vector<SampleRow>& rows) = 0;
+};
+
+}  // namespace fp6serve

@@ -1,0 +1,405 @@
+// The CUDA backend (cuda_backend.h): FPx weights run by cuda::fpx_linear (linear.h), dense
+// weights by cuBLAS, the other ops by ops.h, sampling by sampling.h. Everything runs on one
+// stream; the host waits for the GPU only when the sampled tokens (or the logits) come back.
+// The ops of a pass are recorded as a CUDA graph and replayed for later passes of the same
+// shape (graph_cache.h); Options::cuda_graphs turns that off.
+#include "backend/cuda/cuda_backend.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <optional>
+
+#include "backend/cuda/device.h"
+#include "backend/cuda/device_buffer.h"
+#include "backend/cuda/graph_cache.h"
+#include "backend/cuda/linear.h"
+#include "backend/cuda/ops.h"
+#include "backend/cuda/sampling.h"
+#include "core/check.h"
+
+namespace fp6serve::cuda {
+
+using model::ModelConfig;
+
+namespace {
+
+class CudaLinear : public LinearWeight {
+ public:
+  std::optional<DeviceFpxWeight> fpx;
+  DeviceDenseWeight dense;
+  DeviceBuffer bias;  // f32 [rows] or empty
+};
+
+// A device tensor owning its cudaMalloc'ed memory.
+Tensor device_tensor(const std::vector<int64_t>& shape, DType dtype) {
+  const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
+  void* p = nullptr;
+  if (bytes) {
+    const cudaError_t err = cudaMalloc(&p, bytes);
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      FP6_THROW(kOutOfMemory, "cannot allocate {} bytes on the GPU: {}", bytes, cudaGetErrorString(err));
+    }
+  }
+  std::shared_ptr<void> owner(p, [](void* q) {
+    if (q) cudaFree(q);
+  });
+  return Tensor::wrap(p, shape, dtype, Device::kCuda, std::move(owner));
+}
+
+// A device buffer that grows to the largest size asked for (contents not kept).
+struct Scratch {
+  DeviceBuffer buf;
+  template <typename T>
+  T* upload(const std::vector<T>& host) {
+    reserve(host.size() * sizeof(T));
+    if (!host.empty()) buf.upload(host.data(), host.size() * sizeof(T));
+    return buf.as<T>();
+  }
+  void reserve(size_t bytes) {
+    if (bytes > buf.size()) buf = DeviceBuffer(std::max(bytes, buf.size() * 2));
+  }
+};
+
+class CudaBackend : public Backend {
+ public:
+  CudaBackend(const ModelConfig& config, const Options& options)
+      : config_(config),
+        act_(config.dtype == DType::kBF16 ? DType::kBF16 : DType::kF16),
+        crossover_(options.fpx_crossover > 0 ? options.fpx_crossover : kFpxCrossoverTokens),
+        graphs_((require_device(), options.cuda_graphs)) {
+    FP6_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    inv_freq_ = inv_freq_buf_.upload(config.rope_inv_freq());
+  }
+  ~CudaBackend() override {
+    cudaStreamSynchronize(stream_);
+    cudaStreamDestroy(stream_);
+  }
+
+  Device device() const override { return Device::kCuda; }
+  DType act_dtype() const override { return act_; }
+  DType pack_target(fpx::Format) const override { return act_; }
+  std::string describe() const override {
+    return fmt::format("cuda ({}, {}, CUDA graphs {})", device_summary(), dtype_name(act_), graphs_.describe());
+  }
+  Memory memory() const override {
+    Memory m;
+    FP6_CUDA_CHECK(cudaMemGetInfo(&m.free, &m.total));
+    return m;
+  }
+
+  std::unique_ptr<LinearWeight> adopt_linear(HostLinear&& host) override {
+    auto w = std::make_unique<CudaLinear>();
+    w->rows = host.rows;
+    w->cols = host.cols;
+    w->quantized = host.packed != nullptr;
+    if (host.packed) {
+      w->fpx = cuda::upload(*host.packed);
+      fpx_weights_.push_back(&*w->fpx);
+      w->weight_bytes = w->fpx->data.size() + w->fpx->scales.size();
+    } else {
+      const Tensor dense = in_act_dtype(host.dense);
+      w->dense = upload_dense(dense.data(), act_, host.rows, host.cols);
+      w->weight_bytes = w->dense.data.size();
+    }
+    if (!host.bias.empty()) {
+      w->bias = DeviceBuffer(host.bias.size() * sizeof(float));
+      w->bias.upload(host.bias.data(), w->bias.size());
+    }
+    return w;
+  }
+
+  std::unique_ptr<LinearWeight> random_linear(int64_t rows, int64_t cols, const QuantizationMode& mode, float stddev,
+                                              uint64_t seed) override {
+    auto w = std::make_unique<CudaLinear>();
+    w->rows = rows;
+    w->cols = cols;
+    w->quantized = mode.quantized;
+    DeviceBuffer values(static_cast<size_t>(rows * cols) * dtype_size(act_));
+    fill_normal(values.data(), rows * cols, seed, stddev, act_ == DType::kBF16);
+    if (mode.quantized) {
+      w->fpx = quantize_on_device(values.data(), act_, rows, cols, mode.format, act_, "random weight");
+      fpx_weights_.push_back(&*w->fpx);
+      w->weight_bytes = w->fpx->data.size() + w->fpx->scales.size();
+    } else {
+      w->dense = {act_, rows, cols, std::move(values)};
+      w->weight_bytes = w->dense.data.size();
+    }
+    FP6_CUDA_CHECK(cudaDeviceSynchronize());  // the fill ran on the default stream
+    return w;
+  }
+
+  Tensor random_tensor(const std::vector<int64_t>& shape, float stddev, uint64_t seed) override {
+    Tensor t = device_tensor(shape, act_);
+    fill_normal(t.data(), t.numel(), seed, stddev, act_ == DType::kBF16);
+    FP6_CUDA_CHECK(cudaDeviceSynchronize());
+    return t;
+  }
+
+  Tensor adopt_tensor(Tensor host) override {
+    Tensor t = device_tensor(host.shape(), host.dtype());
+    FP6_CUDA_CHECK(cudaMemcpy(t.data(), host.data(), host.bytes(), cudaMemcpyHostToDevice));
+    return t;
+  }
+
+  void upload(const Tensor& host, Tensor& dst) override {
+    FP6_CHECK(host.numel() == dst.numel(), kInternal, "upload of {} into {}", host.shape_string(), dst.shape_string());
+    std::vector<float> f(static_cast<size_t>(host.numel()));
+    convert_to_f32(host.data(), host.dtype(), f.data(), f.size());
+    Tensor converted = Tensor::empty(dst.shape(), dst.dtype());
+    convert_from_f32(f.data(), converted.data(), dst.dtype(), f.size());
+    FP6_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    FP6_CUDA_CHECK(cudaMemcpy(dst.data(), converted.data(), converted.bytes(), cudaMemcpyHostToDevice));
+  }
+
+  KvCache make_kv_cache(int64_t num_blocks, int64_t block_size) override {
+    KvCache c;
+    c.num_blocks = num_blocks;
+    c.block_size = block_size;
+    const std::vector<int64_t> shape = {num_blocks, block_size, config_.num_kv_heads, config_.head_dim};
+    for (int64_t l = 0; l < config_.num_layers; ++l) {
+      for (auto* side : {&c.k, &c.v}) {
+        side->push_back(device_tensor(shape, act_));
+        FP6_CUDA_CHECK(cudaMemset(side->back().data(), 0, side->back().bytes()));
+      }
+    }
+    FP6_CUDA_CHECK(cudaDeviceSynchronize());  // the zero-fill ran on the default stream
+    return c;
+  }
+  size_t kv_block_bytes(int64_t block_size) const override {
+    return static_cast<size_t>(2 * config_.num_layers * block_size * config_.kv_size()) * dtype_size(act_);
+  }
+
+  // Activations come from an arena reset by begin_forward (no cudaMalloc/cudaFree, which
+  // synchronizes, per step); one that does not fit is allocated normally and the arena grows
+  // to the high-water mark at the next forward.
+  Tensor activations(int64_t rows, int64_t cols) override { return arena_tensor({rows, cols}, act_); }
+
+  // The pass's host-side work, once for all layers: recycle the activations, check the
+  // batch, plan its per-token arrays and attention, upload them in one copy, size the
+  // workspaces, and name the pass for the graph cache.
+  void begin_forward(const Batch& batch, const KvCache& cache) override {
+    if (arena_peak_ > arena_.size()) arena_ = DeviceBuffer(arena_peak_ + arena_peak_ / 4);
+    arena_used_ = 0;
+    check_batch(batch, config_.vocab_size, cache.num_blocks, cache.block_size);
+    upload_pass(batch, cache);
+    const int64_t n = batch.num_tokens(), rows = static_cast<int64_t>(batch.logit_rows.size());
+    size_workspaces(n, rows);
+    graph_key_ = pass_key(batch, cache);
+  }
+
+  bool replay_forward() override {
+    // Activations that did not fit the arena were allocated afresh: not replayable.
+    recordable_ = graphs_.enabled() && arena_used_ <= arena_.size();
+    return recordable_ && graphs_.replay(graph_key_, stream_);
+  }
+  void begin_recording() override {
+    if (recordable_) graphs_.begin(stream_);
+  }
+  bool end_recording() override { return !graphs_.capturing() || graphs_.end(graph_key_, stream_); }
+  void abort_recording() override { graphs_.abort(stream_); }
+
+  void embed(const Tensor& table, const Batch& batch, Tensor& out) override {
+    embedding(table.data(), table.dtype(), table.dim(1), tokens_, batch.num_tokens(), out.data(), act_, stream_);
+  }
+
+  void rms_norm(const Tensor& x, const Tensor& w, double eps, Tensor& out) override {
+    cuda::rms_norm(x.data(), w.data_as<float>(), x.dim(0), x.dim(1), eps, out.data(), act_, stream_);
+  }
+
+  void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, double eps, Tensor& out) override {
+    cuda::add_rms_norm(residual.data(), x.data(), w.data_as<float>(), x.dim(0), x.dim(1), eps, out.data(), act_,
+                       stream_);
+  }
+
+  void linear(const Tensor& x, const LinearWeight& lw, Tensor& y) override {
+    const auto& w = static_cast<const CudaLinear&>(lw);
+    const int64_t n = x.dim(0);
+    const float* bias = w.bias.size() ? w.bias.as<float>() : nullptr;
+    if (!w.fpx) return dense_linear(x.data(), act_, n, w.dense, bias, y.data(), nullptr, 0, stream_);
+    fpx_linear(x.data(), act_, n, *w.fpx, bias, y.data(), linear_ws_.data(), linear_ws_.size(), stream_, crossover_);
+  }
+
+  void rope_write_kv(Tensor& qkv, const Batch& batch, KvCache& cache, int64_t layer) override {
+    cuda::rope_write_kv(qkv.data(), batch.num_tokens(), config_.num_heads, positions_, slots_,
+                        inv_freq_, view(cache, layer), act_, stream_);
+  }
+
+  void attention(const Tensor& qkv, const Batch&, const KvCache& cache, int64_t layer, Tensor& out) override {
+    paged_attention(qkv.data(), attn_work_, config_.num_heads, positions_, seq_of_token_, tables_,
+                          max_blocks_, view(cache, layer), config_.sliding_window, max_context_, out.data(),
+                          attn_ws_.buf.as<float>(), attn_floats_, act_, stream_);
+  }
+
+  void silu_mul(const Tensor& gate_up, Tensor& out) override {
+    cuda::silu_mul(gate_up.data(), gate_up.dim(0), out.dim(1), out.data(), act_, stream_);
+  }
+
+  void add(Tensor& acc, const Tensor& x) override { cuda::add(acc.data(), x.data(), acc.numel(), act_, stream_); }
+
+  void gather_logit_rows(const Tensor& x, const Batch& batch, Tensor& out) override {
+    gather_rows(x.data(), x.dim(1), logit_rows_, static_cast<int64_t>(batch.logit_rows.size()), out.data(), act_,
+                      stream_);
+  }
+
+  std::vector<Sample> sample(const Tensor& logits, const std::vector<SampleRow>& rows) override {
+    return sample_rows(logits.data(), act_, logits.dim(1), rows, sample_scratch_, stream_);
+  }
+
+  Tensor to_host_f32(const Tensor& x) override {
+    Tensor host = Tensor::empty(x.shape(), DType::kF32);
+    if (x.dtype() == DType::kF32) {
+      FP6_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      FP6_CUDA_CHECK(cudaMemcpy(host.data(), x.data(), host.bytes(), cudaMemcpyDeviceToHost));
+      return host;
+    }
+    Tensor f = arena_tensor(x.shape(), DType::kF32);
+    to_f32(x.data(), x.numel(), f.data_as<float>(), x.dtype(), stream_);
+    FP6_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    FP6_CUDA_CHECK(cudaMemcpy(host.data(), f.data(), host.bytes(), cudaMemcpyDeviceToHost));
+    return host;
+  }
+
+ private:
+  // The per-token arrays (tokens, positions, KV slots, sequence of each token, block tables
+  // padded to max_blocks_, logit rows) and the attention plan, packed into one upload.
+  void upload_pass(const Batch& batch, const KvCache& cache) {
+    max_blocks_ = 1;
+    max_context_ = 0;
+    std::vector<int64_t> starts, counts;  // per sequence, for the attention plan
+    for (const BatchSeq& s : batch.seqs) {
+      max_blocks_ = std::max<int64_t>(max_blocks_, static_cast<int64_t>(s.block_table.size()));
+      max_context_ = std::max(max_context_, s.start_pos + s.token_count);
+      starts.push_back(s.start_pos);
+      counts.push_back(s.token_count);
+    }
+    max_blocks_ = (max_blocks_ + 15) / 16 * 16;  // changes every 256 positions, not every block
+    std::vector<int32_t> seq_of_token, tables(batch.seqs.size() * static_cast<size_t>(max_blocks_), 0);
+    for (size_t i = 0; i < batch.seqs.size(); ++i) {
+      const BatchSeq& s = batch.seqs[i];
+      std::copy(s.block_table.begin(), s.block_table.end(), tables.begin() + static_cast<int64_t>(i) * max_blocks_);
+      seq_of_token.insert(seq_of_token.end(), static_cast<size_t>(s.token_count), static_cast<int32_t>(i));
+    }
+    const AttentionPlan plan = plan_attention(starts, counts, config_.num_heads, config_.head_dim, sm_count());
+    staging_.clear();
+    const size_t o_tiles = stage(plan.tiles), o_singles = stage(plan.singles), o_tokens = stage(batch.tokens),
+                 o_positions = stage(batch.positions), o_slots = stage(kv_slots(batch, cache.block_size)),
+                 o_seq = stage(seq_of_token), o_tables = stage(tables), o_rows = stage(batch.logit_rows);
+    pass_buf_.reserve(staging_.size());
+    FP6_CUDA_CHECK(
+        cudaMemcpyAsync(pass_buf_.buf.data(), staging_.data(), staging_.size(), cudaMemcpyHostToDevice, stream_));
+    auto at = [&]<typename T>(size_t offset) { return reinterpret_cast<const T*>(pass_buf_.buf.as<uint8_t>() + offset); };
+    attn_work_.tiles = at.operator()<int32_t>(o_tiles);
+    attn_work_.num_tiles = static_cast<int64_t>(plan.tiles.size() / 2);
+    attn_work_.singles = at.operator()<int32_t>(o_singles);
+    attn_work_.num_singles = static_cast<int64_t>(plan.singles.size());
+    attn_work_.splits = plan.splits;
+    attn_work_.split_keys = plan.split_keys;
+    tokens_ = at.operator()<int32_t>(o_tokens);
+    positions_ = at.operator()<int32_t>(o_positions);
+    slots_ = at.operator()<int32_t>(o_slots);
+    seq_of_token_ = at.operator()<int32_t>(o_seq);
+    tables_ = at.operator()<int32_t>(o_tables);
+    logit_rows_ = at.operator()<int64_t>(o_rows);
+  }
+
+  // The attention and FPx workspaces for every layer at n tokens (and the logits rows): no
+  // allocation may happen among the ops (they may be recorded).
+  void size_workspaces(int64_t n, int64_t rows) {
+    attn_floats_ = paged_attention_workspace(attn_work_, config_.num_heads, config_.head_dim, max_context_);
+    attn_ws_.reserve(std::max<size_t>(attn_floats_, 1) * sizeof(float));
+    size_t& need = workspace_need_[{n, rows}];  // once per batch shape, not per step
+    if (need == 0)
+      for (const DeviceFpxWeight* w : fpx_weights_)
+        need = std::max({need, fpx_linear_workspace_bytes(*w, n, crossover_),
+                         fpx_linear_workspace_bytes(*w, rows, crossover_)});
+    if (need > linear_ws_.size()) {
+      linear_ws_ = DeviceBuffer(need);
+      FP6_CUDA_CHECK(cudaMemset(linear_ws_.data(), 0, need));  // the workspace contract
+    }
+  }
+
+  // What a recording of this pass depends on besides the weights: shapes, every buffer.
+  std::vector<int64_t> pass_key(const Batch& batch, const KvCache& cache) const {
+    auto address = [](const void* p) { return reinterpret_cast<int64_t>(p); };
+    return {batch.num_tokens(),
+            static_cast<int64_t>(batch.logit_rows.size()),
+            static_cast<int64_t>(batch.seqs.size()),
+            max_blocks_,
+            attn_work_.num_tiles,
+            attn_work_.num_singles,
+            attn_work_.splits,
+            attn_work_.split_keys,
+            static_cast<int64_t>(attn_floats_),
+            address(cache.k.empty() ? nullptr : cache.k[0].data()),
+            address(pass_buf_.buf.data()),
+            address(attn_ws_.buf.data()),
+            address(linear_ws_.data()),
+            address(arena_.data())};
+  }
+
+  // A dense host weight in the activation dtype (checkpoints may hold f32 or the other 16-bit type).
+  Tensor in_act_dtype(const Tensor& host) const {
+    if (host.dtype() == act_) return host;
+    std::vector<float> f(static_cast<size_t>(host.numel()));
+    convert_to_f32(host.data(), host.dtype(), f.data(), f.size());
+    Tensor out = Tensor::empty(host.shape(), act_);
+    convert_from_f32(f.data(), out.data(), act_, f.size());
+    return out;
+  }
+  Tensor arena_tensor(const std::vector<int64_t>& shape, DType dtype) {
+    const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
+    const size_t offset = arena_used_;
+    arena_used_ += (bytes + 255) / 256 * 256;
+    arena_peak_ = std::max(arena_peak_, arena_used_);
+    if (arena_used_ > arena_.size()) return device_tensor(shape, dtype);
+    return Tensor::wrap(static_cast<uint8_t*>(arena_.data()) + offset, shape, dtype, Device::kCuda);
+  }
+  // Appends an array to staging_ at a 256-byte boundary; returns its offset.
+  template <typename T>
+  size_t stage(const std::vector<T>& v) {
+    const size_t offset = (staging_.size() + 255) / 256 * 256;
+    staging_.resize(offset + v.size() * sizeof(T));
+    if (!v.empty()) std::memcpy(staging_.data() + offset, v.data(), v.size() * sizeof(T));
+    return offset;
+  }
+  PagedKvView view(const KvCache& cache, int64_t layer) const {
+    return {cache.k[layer].data(), cache.v[layer].data(), cache.block_size, config_.num_kv_heads, config_.head_dim};
+  }
+
+  ModelConfig config_;
+  DType act_;
+  int64_t crossover_;  // FPx linears above this many tokens dequantize + cuBLAS
+  GraphCache graphs_;
+  cudaStream_t stream_ = nullptr;
+  DeviceBuffer linear_ws_, arena_;
+  std::vector<const DeviceFpxWeight*> fpx_weights_;
+  std::map<std::pair<int64_t, int64_t>, size_t> workspace_need_;  // (tokens, logit rows) -> FPx workspace
+  std::vector<int64_t> graph_key_;
+  bool recordable_ = false;
+  const int64_t* logit_rows_ = nullptr;
+  size_t arena_used_ = 0, arena_peak_ = 0;
+  Scratch inv_freq_buf_, pass_buf_, attn_ws_;
+  std::vector<uint8_t> staging_;  // the per-pass arrays, packed for pass_buf_
+  AttentionWork attn_work_;
+  DeviceBuffer sample_scratch_;
+  const float* inv_freq_ = nullptr;
+  const int32_t* tokens_ = nullptr;
+  const int32_t* positions_ = nullptr;
+  const int32_t* slots_ = nullptr;
+  const int32_t* seq_of_token_ = nullptr;
+  const int32_t* tables_ = nullptr;
+  int64_t max_blocks_ = 1, max_context_ = 0;
+  size_t attn_floats_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(const ModelConfig& config, const Options& options) {
+  return std::make_unique<CudaBackend>(config, options);
+}
+
+}  // namespace fp6serve::cuda

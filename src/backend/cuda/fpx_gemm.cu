@@ -1,0 +1,140 @@
+// The dequantization kernel of the large-n path, the launches, and the tiles fpx_linear
+// uses. The fused kernel itself is in fpx_gemm_kernel.cuh; docs/kernels.md has the design.
+#include "backend/cuda/fpx_gemm_kernel.cuh"
+
+namespace fp6serve::cuda {
+
+namespace {
+
+// Row tiles [rt0, rt1) dequantized and scaled into out[(rt - rt0) * 16 + r, c]: a warp per
+// unit, staged through shared memory so that the 16-bit rows go out in 16-byte stores.
+constexpr int kDequantWarps = 4;
+
+template <int kE, int kM, bool kBf16>
+__global__ void __launch_bounds__(kDequantWarps * 32) dequant_kernel(const uint8_t* __restrict__ w,
+                                                            const float* __restrict__ scales, int64_t cols,
+                                                            int64_t col_units, int64_t rt0, int64_t units,
+                                                            uint16_t* __restrict__ out) {
+  constexpr fpx::PackPlan plan = fpx::make_pack_plan(fpx::Format{kE, kM}, kBf16 ? DType::kBF16 : DType::kF16);
+  __shared__ __align__(16) uint16_t tile[kDequantWarps][fpx::kUnitRows][kXStride];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t unit = static_cast<int64_t>(blockIdx.x) * kDequantWarps + warp;
+  if (unit >= units) return;
+  const int64_t rt = rt0 + unit / col_units, u = unit % col_units;
+  UnitWords<plan.num_segments> words;
+  read_unit_words<plan>(w + (rt * col_units + u) * plan.unit_bytes(), lane, words);
+  float scale[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r)
+    scale[r] = scales[rt * fpx::kUnitRows + fpx::unit_row(lane, r)] * (kBf16 ? 1.0f : raw_to_value(plan));
+#pragma unroll
+  for (int f = 0; f < fpx::kUnitFragments; ++f)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const uint32_t h = dequant_reg<plan, kBf16>(words, f, r);
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const uint16_t bits = static_cast<uint16_t>(h >> (16 * half));
+        const float v = kBf16 ? __bfloat162float(__ushort_as_bfloat16(bits)) : __half2float(__ushort_as_half(bits));
+        tile[warp][fpx::unit_row(lane, r)][fpx::unit_col(lane, r, half, f)] = to_bits<kBf16>(v * scale[r & 1]);
+      }
+    }
+  __syncwarp();
+  uint16_t* dst = out + (rt - rt0) * fpx::kUnitRows * cols + u * fpx::kUnitCols;
+  const int64_t valid = min(static_cast<int64_t>(fpx::kUnitCols), cols - u * fpx::kUnitCols);
+  if (cols % 8 == 0) {
+#pragma unroll
+    for (int c = lane; c < fpx::kUnitRows * 16; c += 32) {
+      const int r = c / 16, kc = (c % 16) * 8;
+      if (kc < valid)
+        *reinterpret_cast<uint4*>(dst + r * cols + kc) = *reinterpret_cast<const uint4*>(&tile[warp][r][kc]);
+    }
+  } else {
+    for (int c = lane; c < fpx::kUnitRows * fpx::kUnitCols; c += 32) {
+      const int r = c / fpx::kUnitCols, kc = c % fpx::kUnitCols;
+      if (kc < valid) dst[r * cols + kc] = tile[warp][r][kc];
+    }
+  }
+}
+
+// The tile fpx_linear uses for n tokens: the smallest token tile of 8, 16, 32, 64 that holds
+// them (64 past that, in token blocks), with the CTA shape the tile sweep of
+// bench/gemm_bench.cc found best for it on the H100 (bench/results/).
+template <typename F>
+void dispatch_tile(int64_t n, F&& f) {
+  if (n <= 8) return f.template operator()<Tile<8, 4, 2, 4>>();
+  if (n <= 16) return f.template operator()<Tile<16, 8, 1, 4>>();
+  if (n <= 32) return f.template operator()<Tile<32, 8, 1, 4>>();
+  return f.template operator()<Tile<64, 8, 1, 3>>();
+}
+
+template <int kE, int kM, bool kBf16>
+void launch_dequant(const FpxLaunch& l, int64_t rt0, int64_t rt1, uint16_t* out) {
+  const int64_t units = (rt1 - rt0) * l.col_units;
+  dequant_kernel<kE, kM, kBf16><<<static_cast<unsigned>((units + kDequantWarps - 1) / kDequantWarps), kDequantWarps * 32, 0, l.stream>>>(
+      l.w, l.scales, l.cols, l.col_units, rt0, units, out);
+  FP6_CUDA_CHECK_LAUNCH();
+}
+
+// The formats compiled into the GPU kernels: FP6 e3m2, FP5 e2m2, FP4 e2m1.
+template <typename F>
+void dispatch_format(const FpxLaunch& l, F&& f) {
+  const fpx::Format fmt = l.plan.format;
+  const bool bf16 = l.plan.target == DType::kBF16;
+  auto pick = [&]<int kE, int kM>() {
+    if (bf16) f.template operator()<kE, kM, true>();
+    else f.template operator()<kE, kM, false>();
+  };
+  if (fmt == fpx::kE3M2) return pick.template operator()<3, 2>();
+  if (fmt == fpx::kE2M2) return pick.template operator()<2, 2>();
+  if (fmt == fpx::kE2M1) return pick.template operator()<2, 1>();
+  FP6_CUDA_REQUIRE(false, kUnsupported,
+                   "the GPU kernels are built for e3m2, e2m2 and e2m1 (FP6, FP5, FP4), not " + fmt.name());
+}
+
+}  // namespace
+
+bool fpx_gpu_format_supported(fpx::Format f) { return f == fpx::kE3M2 || f == fpx::kE2M2 || f == fpx::kE2M1; }
+
+void launch_fpx_gemm(const FpxLaunch& l) {
+  dispatch_format(l, [&]<int kE, int kM, bool kBf16>() {
+    dispatch_tile(l.n, [&]<class Cfg>() { launch_fused_tile<kE, kM, kBf16, Cfg>(l); });
+  });
+}
+
+int fpx_gemm_rows_per_cta(int64_t n) {
+  int rows = 0;
+  dispatch_tile(n, [&]<class Cfg>() { rows = Cfg::kRows; });
+  return rows;
+}
+
+void launch_fpx_dequant(const FpxLaunch& l, int64_t rt0, int64_t rt1, void* out) {
+  dispatch_format(l, [&]<int kE, int kM, bool kBf16>() {
+    launch_dequant<kE, kM, kBf16>(l, rt0, rt1, static_cast<uint16_t*>(out));
+  });
+}
+
+namespace {
+
+template <typename T>
+__global__ void add_bias_kernel(T* y, const float* bias, int64_t rows, int64_t total) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
+    float v;
+    if constexpr (std::is_same_v<T, __half>) v = __half2float(y[i]) + bias[i % rows], y[i] = __float2half_rn(v);
+    else v = __bfloat162float(y[i]) + bias[i % rows], y[i] = __float2bfloat16_rn(v);
+  }
+}
+
+}  // namespace
+
+void launch_add_bias(void* y, DType dtype, const float* bias, int64_t rows, int64_t n, cudaStream_t stream) {
+  const int64_t total = rows * n;
+  const auto blocks = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 4096));
+  if (dtype == DType::kBF16)
+    add_bias_kernel<<<blocks, 256, 0, stream>>>(static_cast<__nv_bfloat16*>(y), bias, rows, total);
+  else
+    add_bias_kernel<<<blocks, 256, 0, stream>>>(static_cast<__half*>(y), bias, rows, total);
+  FP6_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace fp6serve::cuda

@@ -1,0 +1,178 @@
+#include "loader/hf_weights.h"
+
+#include <cstring>
+
+#include "core/check.h"
+#include "core/progress.h"
+#include "core/thread_pool.h"
+
+namespace fp6serve::loader {
+
+using model::HostLinear;
+using model::ModelConfig;
+using model::WeightId;
+using model::WeightKind;
+
+namespace {
+
+DType float_dtype(const TensorInfo& t, const Checkpoint& ckpt) {
+  switch (t.dtype) {
+    case StDType::kF32: return DType::kF32;
+    case StDType::kF16: return DType::kF16;
+    case StDType::kBF16: return DType::kBF16;
+    default:
+      FP6_THROW(kBadInput, "{}: tensor '{}' has dtype {}; expected F16, BF16 or F32", ckpt.file_of(t.name).string(),
+                t.name, st_dtype_name(t.dtype));
+  }
+}
+
+struct Expected {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+std::vector<Expected> expected_tensors(const ModelConfig& c) {
+  const int64_t h = c.hidden_size, q = c.q_size(), kv = c.kv_size(), inter = c.intermediate_size;
+  std::vector<Expected> out = {{"model.embed_tokens.weight", {c.vocab_size, h}}, {"model.norm.weight", {h}}};
+  if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, h}});
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string p = model::layer_prefix(i);
+    out.push_back({p + "input_layernorm.weight", {h}});
+    out.push_back({p + "post_attention_layernorm.weight", {h}});
+    out.push_back({p + "self_attn.q_proj.weight", {q, h}});
+    out.push_back({p + "self_attn.k_proj.weight", {kv, h}});
+    out.push_back({p + "self_attn.v_proj.weight", {kv, h}});
+    out.push_back({p + "self_attn.o_proj.weight", {h, q}});
+    out.push_back({p + "mlp.gate_proj.weight", {inter, h}});
+    out.push_back({p + "mlp.up_proj.weight", {inter, h}});
+    out.push_back({p + "mlp.down_proj.weight", {h, inter}});
+    if (c.qkv_bias) {
+      out.push_back({p + "self_attn.q_proj.bias", {q}});
+      out.push_back({p + "self_attn.k_proj.bias", {kv}});
+      out.push_back({p + "self_attn.v_proj.bias", {kv}});
+    }
+    if (c.o_bias) out.push_back({p + "self_attn.o_proj.bias", {h}});
+    if (c.mlp_bias) {
+      out.push_back({p + "mlp.gate_proj.bias", {inter}});
+      out.push_back({p + "mlp.up_proj.bias", {inter}});
+      out.push_back({p + "mlp.down_proj.bias", {h}});
+    }
+  }
+  return out;
+}
+
+
+fpx::MatrixView view_of(const TensorInfo& t, const Checkpoint& ckpt) {
+  return {t.data, float_dtype(t, ckpt), t.shape[0], t.shape.size() > 1 ? t.shape[1] : 1, t.name};
+}
+
+// A float tensor of the checkpoint as a host f32 tensor.
+Tensor host_f32(const TensorInfo& t, const Checkpoint& ckpt) {
+  Tensor out = Tensor::empty(t.shape, DType::kF32);
+  convert_to_f32(t.data, float_dtype(t, ckpt), out.data_as<float>(), static_cast<size_t>(t.numel()));
+  return out;
+}
+
+// The stacked parts of one linear layer (q,k,v or gate,up stack along rows), quantized as
+// `spec` says when `quantize`, else converted to `dense_dtype`.
+HostLinear build_linear(const Checkpoint& ckpt, WeightId id, const std::vector<std::string>& parts,
+                        const std::vector<std::string>& biases, bool quantize, const LinearSpec& spec,
+                        DType dense_dtype) {
+  std::vector<fpx::MatrixView> views;
+  HostLinear out;
+  out.id = id;
+  for (const std::string& part : parts) {
+    views.push_back(view_of(ckpt.get(part), ckpt));
+    out.rows += views.back().rows;
+  }
+  out.cols = views[0].cols;
+  if (quantize) {
+    out.packed = std::make_unique<fpx::PackedWeight>(fpx::quantize_pack(views, spec.mode.format, spec.pack_target));
+  } else {
+    out.dense = Tensor::empty({out.rows, out.cols}, dense_dtype);
+    auto* dst = static_cast<uint8_t*>(out.dense.data());
+    const size_t dst_row = static_cast<size_t>(out.cols) * dtype_size(dense_dtype);
+    int64_t row0 = 0;
+    for (const fpx::MatrixView& v : views) {
+      const size_t src_row = static_cast<size_t>(v.cols) * dtype_size(v.dtype);
+      ThreadPool::global()->parallel_for(v.rows, [&](int64_t b, int64_t e) {
+        std::vector<float> tmp(static_cast<size_t>(v.cols));
+        for (int64_t r = b; r < e; ++r) {
+          const auto* src = static_cast<const uint8_t*>(v.data) + static_cast<size_t>(r) * src_row;
+          uint8_t* d = dst + static_cast<size_t>(row0 + r) * dst_row;
+          if (v.dtype == dense_dtype) {
+            std::memcpy(d, src, dst_row);
+          } else {
+            convert_to_f32(src, v.dtype, tmp.data(), tmp.size());
+            convert_from_f32(tmp.data(), d, dense_dtype, tmp.size());
+          }
+        }
+      });
+      row0 += v.rows;
+    }
+  }
+  for (const std::string& b : biases) {
+    const TensorInfo& t = ckpt.get(b);
+    const Tensor f = host_f32(t, ckpt);
+    out.bias.insert(out.bias.end(), f.data_as<float>(), f.data_as<float>() + f.numel());
+  }
+  return out;
+}
+
+}  // namespace
+
+void validate_checkpoint(const Checkpoint& ckpt, const ModelConfig& config) {
+  for (const Expected& e : expected_tensors(config)) {
+    const TensorInfo* t = ckpt.find(e.name);
+    FP6_CHECK(t != nullptr, kNotFound, "tensor '{}' is missing from the checkpoint in {} (config: {} layers, {})",
+              e.name, ckpt.dir().string(), config.num_layers, config.model_type);
+    float_dtype(*t, ckpt);
+    FP6_CHECK(t->shape == e.shape, kBadInput, "{}: tensor '{}' has shape {} but the config implies {}",
+              ckpt.file_of(e.name).string(), e.name, t->shape_string(), shape_string(e.shape));
+  }
+}
+
+void read_hf_weights(const Checkpoint& ckpt, const ModelConfig& config, const LinearSpec& spec, WeightSink& sink) {
+  validate_checkpoint(ckpt, config);
+  const model::QuantizationMode& mode = spec.mode;
+  auto norm = [&](WeightId id) { sink.tensor(id, host_f32(ckpt.get(model::weight_name(id)), ckpt)); };
+  Progress progress("loading", config.num_layers + 2, spec.progress);
+  {
+    const TensorInfo& e = ckpt.get("model.embed_tokens.weight");
+    Tensor embed = Tensor::empty(e.shape, float_dtype(e, ckpt));
+    std::memcpy(embed.data(), e.data, e.bytes);
+    sink.tensor({WeightKind::kEmbed}, std::move(embed));
+    norm({WeightKind::kFinalNorm});
+    progress.advance(1, "embeddings");
+  }
+  for (int64_t i = 0; i < config.num_layers; ++i) {
+    const std::string p = model::layer_prefix(i);
+    norm({WeightKind::kInputNorm, i});
+    norm({WeightKind::kPostNorm, i});
+    const auto names = [&](bool present, std::initializer_list<const char*> suffixes) {
+      std::vector<std::string> out;
+      if (present)
+        for (const char* n : suffixes) out.push_back(p + n);
+      return out;
+    };
+    const auto linear = [&](WeightKind kind, std::initializer_list<const char*> parts, bool has_bias,
+                            std::initializer_list<const char*> biases) {
+      sink.linear(build_linear(ckpt, {kind, i}, names(true, parts), names(has_bias, biases), mode.quantized, spec,
+                               mode.dense_dtype));
+    };
+    linear(WeightKind::kQkv, {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"},
+           config.qkv_bias, {"self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"});
+    linear(WeightKind::kO, {"self_attn.o_proj.weight"}, config.o_bias, {"self_attn.o_proj.bias"});
+    linear(WeightKind::kGateUp, {"mlp.gate_proj.weight", "mlp.up_proj.weight"}, config.mlp_bias,
+           {"mlp.gate_proj.bias", "mlp.up_proj.bias"});
+    linear(WeightKind::kDown, {"mlp.down_proj.weight"}, config.mlp_bias, {"mlp.down_proj.bias"});
+    progress.advance(1, "layer " + std::to_string(i));
+  }
+  const std::string head = config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  const bool quantize = mode.quantized && spec.quantize_lm_head;
+  const DType dense = mode.quantized ? float_dtype(ckpt.get(head), ckpt) : mode.dense_dtype;
+  sink.linear(build_linear(ckpt, {WeightKind::kLmHead}, {head}, {}, quantize, spec, dense));
+  progress.advance(1, "lm_head");
+}
+
+}  // namespace fp6serve::loader

@@ -1,0 +1,246 @@
+#include "loader/prequantized.h"
+
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/check.h"
+#include "loader/hf_weights.h"
+
+namespace fp6serve::loader {
+
+using model::HostLinear;
+using model::ModelConfig;
+using model::WeightId;
+using model::WeightKind;
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+StDType st_dtype(DType d) {
+  switch (d) {
+    case DType::kF32: return StDType::kF32;
+    case DType::kF16: return StDType::kF16;
+    case DType::kBF16: return StDType::kBF16;
+    default: FP6_THROW(kInternal, "no safetensors dtype for {}", dtype_name(d));
+  }
+}
+
+DType float_dtype(StDType d, const std::string& name) {
+  switch (d) {
+    case StDType::kF32: return DType::kF32;
+    case StDType::kF16: return DType::kF16;
+    case StDType::kBF16: return DType::kBF16;
+    default: FP6_THROW(kBadInput, "tensor '{}' has dtype {}; expected F16, BF16 or F32", name, st_dtype_name(d));
+  }
+}
+
+json read_meta(const Checkpoint& ckpt) {
+  const auto it = ckpt.metadata().find(kPrequantizedKey);
+  FP6_CHECK(it != ckpt.metadata().end(), kBadInput, "{}: no '{}' metadata", ckpt.dir().string(), kPrequantizedKey);
+  try {
+    return json::parse(it->second);
+  } catch (const json::exception& e) {
+    FP6_THROW(kBadInput, "{}: the '{}' metadata is malformed JSON: {}", ckpt.dir().string(), kPrequantizedKey, e.what());
+  }
+}
+
+// Writes tensors to a data file as they come, remembering their header entries; finish()
+// prepends the header. Keeps one tensor in memory at a time.
+class StreamingWriter : public WeightSink {
+ public:
+  explicit StreamingWriter(fs::path path) : path_(std::move(path)), data_path_(path_.string() + ".data.tmp") {
+    data_.open(data_path_, std::ios::binary | std::ios::trunc);
+    FP6_CHECK(data_.good(), kInvalidArgument, "cannot write {}", data_path_.string());
+  }
+
+  void tensor(WeightId id, Tensor host) override {
+    put(model::weight_name(id), st_dtype(host.dtype()), host.shape(), host.data(), host.bytes());
+  }
+
+  void linear(HostLinear&& h) override {
+    const std::string name = model::weight_name(h.id);
+    json info = {{"rows", h.rows}, {"cols", h.cols}, {"quantized", h.packed != nullptr}, {"bias", !h.bias.empty()}};
+    if (h.packed) {
+      const fpx::PackedWeight& p = *h.packed;
+      put(name + ".fpx_units", StDType::kU8, {p.row_tiles(), p.col_units(), p.plan.unit_bytes()}, p.data.data(), p.bytes());
+      put(name + ".fpx_scales", StDType::kF32, {p.rows_padded()}, p.scales.data(), p.scales.size() * sizeof(float));
+    } else {
+      put(name + ".weight", st_dtype(h.dense.dtype()), h.dense.shape(), h.dense.data(), h.dense.bytes());
+    }
+    if (!h.bias.empty()) put(name + ".bias", StDType::kF32, {h.rows}, h.bias.data(), h.bias.size() * sizeof(float));
+    linears_[name] = info;
+  }
+
+  void finish(json meta) {
+    data_.close();
+    FP6_CHECK(!data_.fail(), kInvalidArgument, "writing {} failed (disk full?)", data_path_.string());
+    meta["linears"] = linears_;
+    header_["__metadata__"] = {{kPrequantizedKey, meta.dump()}};
+    std::string text = header_.dump();
+    text.append((8 - text.size() % 8) % 8, ' ');
+    const fs::path tmp = path_.string() + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      uint8_t len[8];
+      for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * i));
+      out.write(reinterpret_cast<const char*>(len), 8);
+      out.write(text.data(), static_cast<std::streamsize>(text.size()));
+      std::ifstream in(data_path_, std::ios::binary);
+      out << in.rdbuf();
+      FP6_CHECK(out.good(), kInvalidArgument, "writing {} failed (disk full?)", tmp.string());
+    }
+    fs::remove(data_path_);
+    fs::rename(tmp, path_);
+  }
+
+ private:
+  void put(const std::string& name, StDType dtype, const std::vector<int64_t>& shape, const void* data, size_t bytes) {
+    header_[name] = {{"dtype", st_dtype_name(dtype)}, {"shape", shape}, {"data_offsets", {offset_, offset_ + bytes}}};
+    data_.write(static_cast<const char*>(data), static_cast<std::streamsize>(bytes));
+    offset_ += bytes;
+  }
+
+  fs::path path_;
+  fs::path data_path_;
+  std::ofstream data_;
+  json header_ = json::object();
+  json linears_ = json::object();
+  uint64_t offset_ = 0;
+};
+
+}  // namespace
+
+bool is_prequantized(const Checkpoint& ckpt) { return ckpt.metadata().count(kPrequantizedKey) > 0; }
+
+model::QuantizationMode prequantized_mode(const Checkpoint& ckpt) {
+  const json meta = read_meta(ckpt);
+  FP6_CHECK(meta.value("version", 0) == kPrequantizedVersion, kUnsupported,
+            "{}: prequantized format version {} is not supported (this fp6serve reads version {})", ckpt.dir().string(),
+            meta.value("version", 0), kPrequantizedVersion);
+  try {
+    return model::QuantizationMode::parse(meta.value("mode", ""));
+  } catch (const Error& e) {
+    FP6_THROW(kBadInput, "{}: the '{}' metadata names a bad mode: {}", ckpt.dir().string(), kPrequantizedKey, e.what());
+  }
+}
+
+void read_prequantized(const Checkpoint& ckpt, const ModelConfig& config, DType pack_target, WeightSink& sink) {
+  const model::QuantizationMode mode = prequantized_mode(ckpt);
+  const json meta = read_meta(ckpt);
+  const std::string where = ckpt.dir().string();
+  const DType stored_target = parse_float_dtype(meta.value("target", "f16"));
+  FP6_CHECK(meta.contains("linears") && meta["linears"].is_object(), kBadInput, "{}: metadata lacks 'linears'", where);
+  const json& linears = meta["linears"];
+
+  auto read_linear = [&](WeightId id, int64_t rows, int64_t cols) {
+    const std::string name = model::weight_name(id);
+    FP6_CHECK(linears.contains(name), kBadInput, "{}: linear layer '{}' is missing", where, name);
+    const json& info = linears[name];
+    FP6_CHECK(info.value("rows", int64_t{-1}) == rows && info.value("cols", int64_t{-1}) == cols, kBadInput,
+              "{}: linear layer '{}' is [{}, {}] but the config implies [{}, {}]", where, name, info.value("rows", -1),
+              info.value("cols", -1), rows, cols);
+    HostLinear h;
+    h.id = id;
+    h.rows = rows;
+    h.cols = cols;
+    if (info.value("quantized", false)) {
+      const fpx::PackPlan plan = fpx::pack_plan(mode.format, stored_target);
+      auto p = std::make_unique<fpx::PackedWeight>();
+      p->plan = plan;
+      p->rows = rows;
+      p->cols = cols;
+      const TensorInfo& units = ckpt.get(name + ".fpx_units");
+      const TensorInfo& scales = ckpt.get(name + ".fpx_scales");
+      const std::vector<int64_t> want_units = {p->row_tiles(), p->col_units(), plan.unit_bytes()};
+      FP6_CHECK(units.dtype == StDType::kU8 && units.shape == want_units, kBadInput,
+                "{}: '{}' is {} {}, expected U8 [{}, {}, {}]", ckpt.file_of(units.name).string(), units.name,
+                st_dtype_name(units.dtype), units.shape_string(), want_units[0], want_units[1], want_units[2]);
+      FP6_CHECK(scales.dtype == StDType::kF32 && scales.shape == std::vector<int64_t>{p->rows_padded()}, kBadInput,
+                "{}: '{}' is {} {}, expected F32 [{}]", ckpt.file_of(scales.name).string(), scales.name,
+                st_dtype_name(scales.dtype), scales.shape_string(), p->rows_padded());
+      p->data = HostBuffer(units.bytes);
+      std::memcpy(p->data.data(), units.data, units.bytes);
+      p->scales.resize(static_cast<size_t>(p->rows_padded()));
+      std::memcpy(p->scales.data(), scales.data, scales.bytes);
+      if (pack_target != stored_target) *p = fpx::pack(fpx::unpack(*p), pack_target);
+      h.packed = std::move(p);
+    } else {
+      const TensorInfo& t = ckpt.get(name + ".weight");
+      FP6_CHECK(t.shape == (std::vector<int64_t>{rows, cols}), kBadInput, "{}: '{}' has shape {}, expected [{}, {}]",
+                ckpt.file_of(t.name).string(), t.name, t.shape_string(), rows, cols);
+      h.dense = Tensor::empty(t.shape, float_dtype(t.dtype, t.name));
+      std::memcpy(h.dense.data(), t.data, t.bytes);
+    }
+    if (info.value("bias", false)) {
+      const TensorInfo& b = ckpt.get(name + ".bias");
+      FP6_CHECK(b.dtype == StDType::kF32 && b.shape == std::vector<int64_t>{rows}, kBadInput,
+                "{}: '{}' is {} {}, expected F32 [{}]", ckpt.file_of(b.name).string(), b.name, st_dtype_name(b.dtype),
+                b.shape_string(), rows);
+      h.bias.assign(reinterpret_cast<const float*>(b.data), reinterpret_cast<const float*>(b.data) + rows);
+    }
+    return h;
+  };
+  auto read_tensor = [&](WeightId id, const std::vector<int64_t>& shape) {
+    const std::string name = model::weight_name(id);
+    const TensorInfo& t = ckpt.get(name);
+    FP6_CHECK(t.shape == shape, kBadInput, "{}: '{}' has shape {}", ckpt.file_of(name).string(), name, t.shape_string());
+    Tensor host = Tensor::empty(t.shape, float_dtype(t.dtype, name));
+    std::memcpy(host.data(), t.data, t.bytes);
+    return host;
+  };
+
+  const int64_t hsz = config.hidden_size;
+  sink.tensor({WeightKind::kEmbed}, read_tensor({WeightKind::kEmbed}, {config.vocab_size, hsz}));
+  sink.tensor({WeightKind::kFinalNorm}, read_tensor({WeightKind::kFinalNorm}, {hsz}));
+  for (int64_t i = 0; i < config.num_layers; ++i) {
+    sink.tensor({WeightKind::kInputNorm, i}, read_tensor({WeightKind::kInputNorm, i}, {hsz}));
+    sink.tensor({WeightKind::kPostNorm, i}, read_tensor({WeightKind::kPostNorm, i}, {hsz}));
+    sink.linear(read_linear({WeightKind::kQkv, i}, config.q_size() + 2 * config.kv_size(), hsz));
+    sink.linear(read_linear({WeightKind::kO, i}, hsz, config.q_size()));
+    sink.linear(read_linear({WeightKind::kGateUp, i}, 2 * config.intermediate_size, hsz));
+    sink.linear(read_linear({WeightKind::kDown, i}, hsz, config.intermediate_size));
+  }
+  sink.linear(read_linear({WeightKind::kLmHead}, config.vocab_size, hsz));
+}
+
+void write_prequantized(const fs::path& model_dir, const fs::path& out_dir, const LinearSpec& spec) {
+  FP6_CHECK(spec.mode.quantized, kInvalidArgument, "quantize needs an FPx quantization mode, not {}", spec.mode.name);
+  FP6_CHECK(fs::weakly_canonical(model_dir) != fs::weakly_canonical(out_dir), kInvalidArgument,
+            "the output directory must differ from the model directory");
+  const ModelConfig config = ModelConfig::load(model_dir);
+  const Checkpoint ckpt(model_dir);
+  FP6_CHECK(!is_prequantized(ckpt), kInvalidArgument, "{} is already prequantized", model_dir.string());
+  fs::create_directories(out_dir);
+  // Packed for FP16 tensor cores when the format allows; a BF16 consumer repacks on load.
+  LinearSpec packed_for_fp16 = spec;
+  packed_for_fp16.pack_target = fpx::default_target(spec.mode.format);
+  const DType target = packed_for_fp16.pack_target;
+  StreamingWriter writer(out_dir / "model.safetensors");
+  read_hf_weights(ckpt, config, packed_for_fp16, writer);
+  writer.finish({{"version", kPrequantizedVersion},
+                 {"mode", spec.mode.name},
+                 {"format", spec.mode.format.name()},
+                 {"target", dtype_name(target)},
+                 {"unit", "16x128"},
+                 {"quantize_lm_head", spec.quantize_lm_head}});
+
+  // config.json with a quantization_config, and the tokenizer and generation files as they are.
+  json cfg;
+  {
+    std::ifstream in(model_dir / "config.json");
+    cfg = json::parse(in);
+  }
+  cfg["quantization_config"] = {{"quant_method", "fp6serve"},
+                                {"quantization_mode", spec.mode.name},
+                                {"fpx_format", spec.mode.format.name()}};
+  std::ofstream(out_dir / "config.json") << cfg.dump(2) << "\n";
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja",
+                        "special_tokens_map.json", "tokenizer.model"}) {
+    if (fs::exists(model_dir / f)) fs::copy_file(model_dir / f, out_dir / f, fs::copy_options::overwrite_existing);
+  }
+}
+
+}  // namespace fp6serve::loader

@@ -1,0 +1,28 @@
+// What the loader produces, one weight at a time, in file order: embeddings, final norm, then
+// per layer input norm, post-attention norm, qkv, o, gate_up, down, and last lm_head. The
+// model's backend consumes it (transformer/load.cc), and so does the prequantized writer.
+#pragma once
+
+#include "core/tensor.h"
+#include "model/quantization.h"
+#include "model/weights.h"
+
+namespace fp6serve::loader {
+
+class WeightSink {
+ public:
+  virtual ~WeightSink() = default;
+  // An embedding or norm, as a host tensor (norms f32, embeddings in their stored dtype).
+  virtual void tensor(model::WeightId id, Tensor host) = 0;
+  virtual void linear(model::HostLinear&& host) = 0;
+};
+
+// How the linear layers are to be loaded.
+struct LinearSpec {
+  model::QuantizationMode mode;
+  bool quantize_lm_head = false;
+  DType pack_target = DType::kF16;  // the raw placement FPx weights are packed for (fpx/pack_plan.h)
+  bool progress = true;             // a progress bar when stderr is a terminal
+};
+
+}  // namespace fp6serve::loader

@@ -1,0 +1,66 @@
+// GPU quantize + prepack equals the CPU's fpx::quantize_pack byte for byte.
+#include "backend/cuda/fpx_quantize.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "backend/cuda/device.h"
+#include "core/half.h"
+#include "fpx/pack.h"
+#include "backend/cuda/device_buffer.h"
+
+namespace fp6serve {
+namespace {
+
+TEST(CudaQuantize, EqualsTheCpuPackerBitForBit) {
+  if (cuda::device_count() == 0) GTEST_SKIP() << "no GPU";
+  std::mt19937 rng(std::random_device{}());
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  const std::pair<int64_t, int64_t> shapes[] = {{1, 1}, {17, 130}, {100, 4097}, {256, 512}};
+  for (fpx::Format f : {fpx::kE3M2, fpx::kE2M2, fpx::kE2M1, fpx::kE2M3})
+    for (DType target : {DType::kF16, DType::kBF16})
+      for (DType src : {DType::kBF16, DType::kF16, DType::kF32})
+        for (auto [rows, cols] : shapes) {
+          std::vector<uint8_t> host(static_cast<size_t>(rows * cols) * dtype_size(src));
+          for (int64_t i = 0; i < rows * cols; ++i) {
+            float v = normal(rng);
+            if (i % 97 == 5) v = 0.0f;  // zeros and an all-zero row
+            if (i / cols == rows / 2) v = 0.0f;
+            if (src == DType::kF32) std::memcpy(host.data() + 4 * i, &v, 4);
+            const uint16_t b = src == DType::kF16 ? f32_to_f16_bits(v) : f32_to_bf16_bits(v);
+            if (src != DType::kF32) std::memcpy(host.data() + 2 * i, &b, 2);
+          }
+          const fpx::PackedWeight want = fpx::quantize_pack({host.data(), src, rows, cols, "w"}, f, target);
+          cuda::DeviceBuffer dsrc(host.size()), dpacked(want.bytes()), dscales(want.scales.size() * 4);
+          dsrc.upload(host.data(), host.size());
+          const int64_t bad = cuda::quantize_pack(dsrc.data(), src, rows, cols, want.plan, fpx::Codec(f).params(),
+                                                  dpacked.as<uint8_t>(), dscales.as<float>(), nullptr);
+          ASSERT_EQ(bad, -1);
+          std::vector<uint8_t> got(want.bytes());
+          std::vector<float> scales(want.scales.size());
+          dpacked.download(got.data(), got.size());
+          dscales.download(scales.data(), scales.size() * 4);
+          ASSERT_EQ(std::memcmp(got.data(), want.data.data(), got.size()), 0)
+              << f.name() << " " << dtype_name(target) << " " << dtype_name(src) << " " << rows << "x" << cols;
+          ASSERT_EQ(scales, want.scales);
+        }
+}
+
+TEST(CudaQuantize, ReportsTheFirstNanOrInf) {
+  if (cuda::device_count() == 0) GTEST_SKIP() << "no GPU";
+  std::vector<float> w(40 * 300, 0.5f);
+  w[7 * 300 + 11] = NAN;
+  w[30 * 300 + 2] = INFINITY;
+  cuda::DeviceBuffer dsrc(w.size() * 4), dpacked(48 * 384), dscales(48 * 4);
+  dsrc.upload(w.data(), dsrc.size());
+  const auto plan = fpx::pack_plan(fpx::kE3M2, DType::kF16);
+  EXPECT_EQ(cuda::quantize_pack(dsrc.data(), DType::kF32, 40, 300, plan, fpx::Codec(fpx::kE3M2).params(),
+                                dpacked.as<uint8_t>(), dscales.as<float>(), nullptr),
+            7 * 300 + 11);
+}
+
+}  // namespace
+}  // namespace fp6serve

@@ -1,0 +1,123 @@
+// fp6serve quantize's output loads without quantizing again and computes the same logits.
+#include "loader/prequantized.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <numeric>
+
+#include "fp6serve/error.h"
+#include "transformer/model.h"
+#include "tests/support/fixture.h"
+
+namespace fp6serve::loader {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::vector<float> logits_of(Model& m, const std::vector<int32_t>& ids) {
+  KvCache cache = m.make_kv_cache(16, 16);
+  std::vector<int32_t> table(16);
+  std::iota(table.begin(), table.end(), 0);
+  Batch b;
+  b.add(ids.data(), static_cast<int64_t>(ids.size()), 0, table, true, true);
+  const Tensor l = m.forward(b, cache);
+  return {l.data_as<float>(), l.data_as<float>() + l.numel()};
+}
+
+TEST(Prequantized, RoundTripGivesIdenticalLogits) {
+  for (const char* name : testing::kFixtures) {
+    for (bool quantize_head : {false, true}) {
+      const fs::path out = fs::temp_directory_path() / ("fp6serve-preq-" + std::to_string(::getpid()) + name);
+      fs::remove_all(out);
+      Options o = testing::options("wf6af16");
+      o.quantize_lm_head = quantize_head;
+      write_prequantized(testing::fixture_dir(name), out,
+                         {model::QuantizationMode::parse("wf6af16"), quantize_head, DType::kF16, false});
+      for (const char* f : {"config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"})
+        EXPECT_TRUE(fs::exists(out / f)) << f;
+      // Smaller than the FP16 original (much smaller once the model is not dominated by the
+      // embedding table).
+      EXPECT_LT(fs::file_size(out / "model.safetensors"), fs::file_size(fs::path(testing::fixture_dir(name)) / "model.safetensors"));
+
+      auto direct = Model::load(testing::fixture_dir(name), o);
+      auto loaded = Model::load(out, o);
+      const auto ids = testing::Reference(name).ids("input_ids_2");
+      EXPECT_EQ(logits_of(*direct, ids), logits_of(*loaded, ids)) << name;
+      EXPECT_EQ(loaded->weights().lm_head->quantized, quantize_head);
+
+      // Naming no mode loads the stored one; asking for another is an error.
+      Options unnamed = o;
+      unnamed.quantization_mode.clear();
+      EXPECT_EQ(Model::load(out, unnamed)->quantization().name, "wf6af16");
+      Options other = o;
+      other.quantization_mode = "wf4af16";
+      try {
+        Model::load(out, other);
+        ADD_FAILURE() << "loaded a wf6af16 checkpoint as wf4af16";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("prequantized as wf6af16"), std::string::npos) << e.what();
+      }
+      fs::remove_all(out);
+    }
+  }
+}
+
+TEST(Prequantized, RefusesToOverwriteItsInputOrQuantizeUnquantizedModes) {
+  LinearSpec spec{model::QuantizationMode::parse("wf6af16"), false, DType::kF16, false};
+  EXPECT_THROW(write_prequantized(testing::fixture_dir("tiny-llama"), testing::fixture_dir("tiny-llama"), spec), Error);
+  spec.mode = model::QuantizationMode::parse("fp16");
+  EXPECT_THROW(write_prequantized(testing::fixture_dir("tiny-llama"), "/tmp/x-never", spec), Error);
+}
+
+}  // namespace
+}  // namespace fp6serve::loader
+
+namespace fp6serve::loader {
+namespace {
+
+// A checkpoint split over two shards with model.safetensors.index.json loads like the single file.
+TEST(Checkpoint, ShardedFilesLoadLikeOne) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("fp6serve-sharded-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string src = testing::fixture_dir("tiny-qwen2");
+  for (const char* f : {"config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"})
+    fs::copy_file(fs::path(src) / f, dir / f);
+  nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
+  {
+    SafetensorsFile whole(fs::path(src) / "model.safetensors");
+    SafetensorsWriter a, b;
+    int i = 0;
+    for (const auto& [name, t] : whole.tensors()) {
+      const bool first = i++ % 2 == 0;
+      (first ? a : b).add(name, t.dtype, t.shape, t.data, t.bytes);
+      index["weight_map"][name] = first ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+    }
+    a.write(dir / "model-00001-of-00002.safetensors");
+    b.write(dir / "model-00002-of-00002.safetensors");
+  }
+  std::ofstream(dir / "model.safetensors.index.json") << index.dump();
+  const Options o = testing::options("");
+  const auto ids = testing::Reference("tiny-qwen2").ids("input_ids_2");
+  auto whole = Model::load(src, o);
+  auto sharded = Model::load(dir, o);
+  EXPECT_EQ(logits_of(*whole, ids), logits_of(*sharded, ids));
+  // An index naming a shard that does not hold the tensor is an error naming both.
+  index["weight_map"]["model.norm.weight"] = "model-00001-of-00002.safetensors";
+  index["weight_map"]["model.embed_tokens.weight"] = "model-00002-of-00002.safetensors";
+  std::ofstream(dir / "model.safetensors.index.json") << index.dump();
+  try {
+    Model::load(dir, o);
+    ADD_FAILURE() << "a wrong weight_map was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("does not hold it"), std::string::npos) << e.what();
+  }
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace fp6serve::loader
