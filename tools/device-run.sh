@@ -71,6 +71,12 @@ if want test; then
   [ $rc -ne 0 ] && status=$rc
   echo "cuda tests: rc=$rc in $((SECONDS - start)) s: $(grep -E 'tests passed|tests failed' "$OUT/ctest-cuda.log" | tail -1)" | tee -a "$summary"
   [ $rc -ne 0 ] && grep -E "Failure|FAILED|Expected|Which is|error" "$OUT/ctest-cuda.log" | head -40
+  # The op table (a CPU-label program) runs its CUDA rows only where there is a GPU: here.
+  build-device/tests/fp6serve_tests --gtest_filter='OpTable*' >"$OUT/op-table.log" 2>&1
+  rc=$?
+  [ $rc -ne 0 ] && status=$rc
+  echo "op table: rc=$rc: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/op-table.log" | tr '\n' ' ')" | tee -a "$summary"
+  [ $rc -ne 0 ] && grep -E "Failure|FAILED|Expected|Which is|nmse" "$OUT/op-table.log" | head -40
 fi
 
 if want bench; then

@@ -1,5 +1,5 @@
 // Turning a row of logits into the next token, defined once for both backends: the CPU
-// reference (kernels/cpu/sampling.h) and the GPU twin (kernels/cuda/sampling.h) pick the same
+// reference (cpu/sampling.h) and the GPU twin (cuda/sampling.h) pick the same
 // token bit for bit, so a seeded request samples the same text on either device.
 //
 // The order is Hugging Face's: repetition penalty (over prompt and output), OpenAI's presence
@@ -50,7 +50,7 @@ struct PenaltyEntry {
   int32_t repeat;
 };
 
-// One row's sampling, stateless (engine/sampling.h makes it from a request's parameters and
+// One row's sampling, stateless (engine/sampler.h makes it from a request's parameters and
 // generator).
 struct SampleRow {
   float inv_temperature = 0.0f;  // 0: greedy (argmax, the lowest id among ties)

@@ -1,8 +1,9 @@
 // Lexer and parser of the Jinja subset used by chat templates, with the settings transformers
 // renders them with: trim_blocks and lstrip_blocks on, a single trailing newline dropped,
-// loop controls (break/continue) and the {% generation %} tag. The lexer follows jinja2's
-// rules for whitespace control byte for byte; the grammar follows jinja2's precedence
-// (filters and tests bind tighter than arithmetic, `not` looser than comparisons).
+// loop controls (break/continue) and the {% generation %} tag. The lexer (jinja_lexer.cc)
+// follows jinja2's rules for whitespace control byte for byte; the grammar (jinja_parser.cc)
+// follows jinja2's precedence (filters and tests bind tighter than arithmetic, `not` looser
+// than comparisons). This header is the AST both the parser and the evaluator use.
 #pragma once
 
 #include <memory>

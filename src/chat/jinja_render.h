@@ -3,6 +3,10 @@
 // templates use, Python's string and dict methods, and the globals transformers provides
 // (raise_exception, strftime_now, namespace, range, dict). Rendering is bounded: output size,
 // total work and call depth are limited, so a hostile template fails instead of hanging.
+//
+// jinja_render.cc holds the evaluator; the rest of the interpreter is in internal files:
+// jinja_operators (arithmetic, comparison, lookup), jinja_methods and python_strings (Python's
+// methods), jinja_globals, jinja_filters (filters and tests) and jinja_runtime (shared parts).
 #pragma once
 
 #include <cstdint>

@@ -66,9 +66,9 @@ struct Row {
 
 // Decode: `b` sequences, each with `context` tokens cached at its last step; `steps` steps
 // of one token per sequence, timed after one warm-up step.
-Row decode(Model& m, int64_t b, int64_t context, int steps, double read_gbs) {
+Row decode(Model& m, int64_t b, int64_t context, int steps, double read_gbs, int64_t block) {
   const model::ModelConfig& c = m.config();
-  const int64_t block = 16, first = context - steps;  // the steps end at position context - 1
+  const int64_t first = context - steps;  // the steps end at position context - 1
   const int64_t blocks = (context + block - 1) / block;
   const size_t kv_token = m.backend().kv_block_bytes(block) / block;
   const size_t need = static_cast<size_t>(b * blocks) * m.backend().kv_block_bytes(block);
@@ -106,8 +106,8 @@ Row decode(Model& m, int64_t b, int64_t context, int steps, double read_gbs) {
 
 // Prefill of one prompt of `len` tokens and its first token (greedy, on the device), median of
 // 3 after a warm-up.
-Row prefill(Model& m, int64_t len) {
-  const int64_t block = 16, blocks = (len + block - 1) / block;
+Row prefill(Model& m, int64_t len, int64_t block) {
+  const int64_t blocks = (len + block - 1) / block;
   Row r;
   KvCache cache = m.make_kv_cache(blocks, block);
   std::vector<int32_t> table(static_cast<size_t>(blocks)), tokens(static_cast<size_t>(len));
@@ -163,9 +163,9 @@ int run(const BenchOptions& o, bool is_decode) {
                                m->weights().bytes() / double(1 << 30), free_gib(*m));
     if (is_decode) {
       for (int64_t ctx : contexts)
-        for (int64_t b : batches) results[mode][{ctx, b}] = decode(*m, b, ctx, o.steps, read_gbs);
+        for (int64_t b : batches) results[mode][{ctx, b}] = decode(*m, b, ctx, o.steps, read_gbs, options.kv_block_size);
     } else {
-      for (int64_t len : prompts) results[mode][{len, 1}] = prefill(*m, len);
+      for (int64_t len : prompts) results[mode][{len, 1}] = prefill(*m, len, options.kv_block_size);
     }
     memory[mode] += "; " + m->backend().describe();
   }

@@ -94,7 +94,9 @@ std::string message_text(const json& m, size_t i) {
   if (c.is_array()) {
     std::string text;
     for (const json& part : c) {
-      if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
+      const bool text_part = part.is_object() && part.contains("type") && part["type"] == "text" &&
+                             part.contains("text") && part["text"].is_string();
+      if (!text_part)
         bad(where, fmt::format("'{}' parts must be {{\"type\": \"text\", \"text\": ...}} (only text is supported)", where));
       text += part["text"].get<std::string>();
     }

@@ -1,4 +1,5 @@
 #include "core/half.h"
+#include "tests/support/random.h"
 
 #include <gtest/gtest.h>
 
@@ -22,7 +23,7 @@ TEST(Half, EveryF16DecodesLikeTheCompiler) {
 }
 
 TEST(Half, F32ToF16RoundsLikeTheCompiler) {
-  std::mt19937 rng(1);
+  std::mt19937 rng(static_cast<uint32_t>(testing::test_seed()));
   std::uniform_int_distribution<uint32_t> bits;
   auto check = [](uint32_t u) {
     const float f = std::bit_cast<float>(u);

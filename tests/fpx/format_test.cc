@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "fp6serve/error.h"
+#include "tests/support/random.h"
 
 namespace fp6serve::fpx {
 namespace {
@@ -93,7 +94,7 @@ uint8_t brute_force_encode(const Codec& codec, float x) {
 }
 
 TEST(Format, RoundToNearestEvenMatchesBruteForce) {
-  std::mt19937 rng(20240611);
+  std::mt19937 rng(static_cast<uint32_t>(testing::test_seed()));
   int64_t total = 0;
   for (Format f : kListed) {
     const Codec codec(f);

@@ -10,6 +10,7 @@
 
 #include "core/half.h"
 #include "fp6serve/error.h"
+#include "tests/support/random.h"
 
 namespace fp6serve::fpx {
 namespace {
@@ -120,7 +121,7 @@ std::vector<uint8_t> random_codes(std::mt19937& rng, Format f, int64_t rows, int
 // segment words. The half it gets must be the raw placement of the right element's code,
 // and that half's value must be the code's value times 2^raw_exponent_offset.
 TEST(PackPlan, EmulatedGpuLanesGetTheirFragmentsInPlace) {
-  std::mt19937 rng(3);
+  std::mt19937 rng(static_cast<uint32_t>(testing::test_seed()));
   for (const PackPlan& plan : all_plans()) {
     const Format f = plan.format;
     const Codec codec(f);
@@ -160,7 +161,7 @@ TEST(PackPlan, EmulatedGpuLanesGetTheirFragmentsInPlace) {
 }
 
 TEST(Pack, UnpackIsTheExactInverseOnRandomShapes) {
-  std::mt19937 rng(11);
+  std::mt19937 rng(static_cast<uint32_t>(testing::test_seed()));
   const std::pair<int64_t, int64_t> shapes[] = {{1, 1}, {15, 127}, {16, 128}, {17, 129}, {33, 300}, {64, 256}, {5, 1000}, {100, 7}};
   for (const PackPlan& plan : all_plans()) {
     for (auto [rows, cols] : shapes) {
@@ -187,7 +188,7 @@ TEST(Pack, UnpackIsTheExactInverseOnRandomShapes) {
 }
 
 TEST(Pack, QuantizePackEqualsPackOfQuantize) {
-  std::mt19937 rng(5);
+  std::mt19937 rng(static_cast<uint32_t>(testing::test_seed()));
   std::normal_distribution<float> normal;
   const int64_t rows = 45, cols = 390;
   std::vector<uint16_t> w(rows * cols);

@@ -8,12 +8,13 @@
 
 #include "core/half.h"
 #include "fp6serve/error.h"
+#include "tests/support/random.h"
 
 namespace fp6serve::fpx {
 namespace {
 
 TEST(Quantize, ScaleIsRowMaxOverFormatMaxAndCodesAreRtn) {
-  std::mt19937 rng(7);
+  std::mt19937 rng(static_cast<uint32_t>(testing::test_seed()));
   std::normal_distribution<float> normal(0.0f, 0.02f);
   const int64_t rows = 37, cols = 301;
   std::vector<float> w(rows * cols);
@@ -36,7 +37,7 @@ TEST(Quantize, ScaleIsRowMaxOverFormatMaxAndCodesAreRtn) {
 }
 
 TEST(Quantize, SixteenBitInputsGiveTheSameCodesAsTheirFloatValues) {
-  std::mt19937 rng(8);
+  std::mt19937 rng(static_cast<uint32_t>(testing::test_seed()));
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const int64_t rows = 19, cols = 77;
   std::vector<uint16_t> h(rows * cols), b(rows * cols);
@@ -100,7 +101,7 @@ TEST(Quantize, RejectsNonFloatAndEmpty) {
 // Relative RMS error of RTN on Gaussian weights, the number docs/format.md reports per
 // format; the bound catches a broken rounding or scale.
 TEST(Quantize, RelativeRmsErrorOnGaussianWeights) {
-  std::mt19937 rng(42);
+  std::mt19937 rng(static_cast<uint32_t>(testing::test_seed()));
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const int64_t rows = 256, cols = 4096;
   std::vector<float> w(rows * cols);

@@ -1,4 +1,4 @@
-// The CPU reference of sampling (kernels/sampling.h has the semantics): also what the CPU
+// The CPU reference of sampling (backend/sampling.h has the semantics): also what the CPU
 // backend runs.
 #pragma once
 

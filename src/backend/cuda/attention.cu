@@ -1,4 +1,4 @@
-// Attention over the paged KV cache (transformer_ops.h), two kernels chosen per token by
+// Attention over the paged KV cache (ops.h), two kernels chosen per token by
 // plan_attention:
 //
 // - Every token when the head dim has an instance (16, 32, 64, 80, 96, 128: dispatch_tile_dim):

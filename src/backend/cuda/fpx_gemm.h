@@ -1,4 +1,4 @@
-// Internal: the launches of the FPx kernels (fpx_gemm.cu), called by fpx_linear.cc. Free of
+// Internal: the launches of the FPx kernels (fpx_gemm.cu), called by linear.cc. Free of
 // {fmt} so that CUDA sources can include it.
 #pragma once
 

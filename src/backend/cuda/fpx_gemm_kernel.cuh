@@ -33,10 +33,10 @@
 // CTA stores FP32 partials to the workspace, and the last CTA of a (row block, token block)
 // to arrive (a counter in the workspace) adds them in split order, writes Y and resets the
 // counter: no memset, no second kernel, deterministic sums. The split is chosen on the host
-// (fpx_linear.cc).
+// (linear.cc).
 //
 // Architectures: mma.sync m16n8k16 and cp.async, sm_80 and newer (built for sm_80 and
-// sm_90a; the H100 runs this path). Large n goes to dequantize + cuBLAS (fpx_linear.cc).
+// sm_90a; the H100 runs this path). Large n goes to dequantize + cuBLAS (linear.cc).
 #pragma once
 
 #include <cuda_bf16.h>

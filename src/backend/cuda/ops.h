@@ -1,8 +1,9 @@
-// The CUDA twins of kernels/cpu/ops.h: the transformer ops of the GPU runtime other than the
-// linear layers. Activations and the KV cache are FP16 or BF16 (`dtype`); all arithmetic
+// The CUDA twins of cpu/ops.h: the transformer ops of the GPU runtime other than the linear
+// layers, each op's .cu file paired by name with its CPU .cc (norm, rope_kv, attention,
+// elementwise). Activations and the KV cache are FP16 or BF16 (`dtype`); all arithmetic
 // (norms, rotary angles, softmax, accumulations) is f32. Every launch is asynchronous on the
-// given stream and graph-capturable (no allocation, no host sync). tests/cuda/ compares each
-// op with its CPU twin on random inputs.
+// given stream and graph-capturable (no allocation, no host sync). tests/backend/cuda/ and
+// the op table (tests/backend/ops_test.cc) compare each op with its CPU twin on random inputs.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -14,11 +15,7 @@
 
 namespace fp6serve::cuda {
 
-// out[i, :] = table[tokens[i], :] (table in `table_dtype`, out in `dtype`). Token ids were
-// checked on the host.
-void embedding(const void* table, DType table_dtype, int64_t dim, const int32_t* tokens, int64_t n, void* out,
-               DType dtype, cudaStream_t stream);
-
+// --- norm.cu
 // out = x * rsqrt(mean(x^2) + eps) * w (w f32). With residual: residual += x first, and the
 // norm is taken of the sum (the fused add of the previous sub-layer).
 void rms_norm(const void* x, const float* w, int64_t rows, int64_t dim, double eps, void* out, DType dtype,
@@ -35,6 +32,7 @@ struct PagedKvView {
   int64_t head_dim;
 };
 
+// --- rope_kv.cu
 // Per token of the batch (device arrays): its position and its cache slot
 // (block_id * block_size + position % block_size).
 // Rotates q (heads) and k (kv_heads) in place in qkv [n, (heads + 2 kv_heads) * head_dim] and
@@ -42,6 +40,7 @@ struct PagedKvView {
 void rope_write_kv(void* qkv, int64_t n, int64_t heads, const int32_t* positions, const int32_t* slots,
                    const float* inv_freq, const PagedKvView& kv, DType dtype, cudaStream_t stream);
 
+// --- attention.cu
 // Causal attention of every new token over its sequence's cached keys and values (the new
 // tokens' keys and values were written by rope_write_kv). plan_attention divides the tokens
 // on the host:
@@ -85,6 +84,12 @@ void paged_attention(const void* qkv, const AttentionWork& work, int64_t heads, 
                      size_t workspace_floats, DType dtype, cudaStream_t stream);
 // Workspace (in floats) that paged_attention needs for a plan and the given context.
 size_t paged_attention_workspace(const AttentionWork& work, int64_t heads, int64_t head_dim, int64_t max_context);
+
+// --- elementwise.cu
+// out[i, :] = table[tokens[i], :] (table in `table_dtype`, out in `dtype`). Token ids were
+// checked on the host.
+void embedding(const void* table, DType table_dtype, int64_t dim, const int32_t* tokens, int64_t n, void* out,
+               DType dtype, cudaStream_t stream);
 
 // gate_up [n, 2 * inter] -> out [n, inter] = silu(gate) * up.
 void silu_mul(const void* gate_up, int64_t n, int64_t inter, void* out, DType dtype, cudaStream_t stream);

@@ -1,4 +1,4 @@
-// Sampling on the GPU: the twin of cpu::sample_row (kernels/sampling.h has the semantics and
+// Sampling on the GPU: the twin of cpu::sample_row (backend/sampling.h has the semantics and
 // why the two agree bit for bit). Only tokens and log-probabilities come back to the host,
 // not the logits.
 #pragma once

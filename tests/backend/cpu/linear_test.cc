@@ -8,6 +8,7 @@
 #include "core/half.h"
 #include "fp6serve/error.h"
 #include "backend/cpu/linear_reference.h"
+#include "tests/support/random.h"
 
 namespace fp6serve::cpu {
 namespace {
@@ -50,7 +51,7 @@ std::vector<float> read_y(const std::vector<uint8_t>& raw, DType act, size_t n) 
 }
 
 TEST(CpuLinear, FpxMatchesTheDoubleReference) {
-  std::mt19937 rng(99);
+  std::mt19937 rng(static_cast<uint32_t>(testing::test_seed()));
   struct Shape {
     int64_t rows, cols;
   };
@@ -93,7 +94,7 @@ TEST(CpuLinear, FpxMatchesTheDoubleReference) {
 }
 
 TEST(CpuLinear, BothTargetsGiveTheSameProducts) {
-  std::mt19937 rng(4);
+  std::mt19937 rng(static_cast<uint32_t>(testing::test_seed()));
   std::normal_distribution<float> normal;
   const int64_t rows = 48, cols = 384, n = 4;
   std::vector<float> w(rows * cols), x(n * cols);
@@ -107,7 +108,7 @@ TEST(CpuLinear, BothTargetsGiveTheSameProducts) {
 }
 
 TEST(CpuLinear, DenseMatchesTheDoubleReference) {
-  std::mt19937 rng(17);
+  std::mt19937 rng(static_cast<uint32_t>(testing::test_seed()));
   std::normal_distribution<float> normal(0.0f, 0.05f);
   for (auto [rows, cols] : {std::pair<int64_t, int64_t>{33, 100}, {64, 256}, {5, 3}}) {
     for (DType wd : {DType::kF32, DType::kF16, DType::kBF16}) {

@@ -2,6 +2,7 @@
 // thresholds that keep ties, the draw in vocabulary order. (tests/engine/sampling_test.cc
 // covers the request-level behaviour; tests/cuda/sampling_test.cc the GPU twin.)
 #include "backend/cpu/sampling.h"
+#include "tests/support/random.h"
 
 #include <gtest/gtest.h>
 
@@ -12,7 +13,7 @@ namespace fp6serve {
 namespace {
 
 TEST(SamplingMath, ExpNonpositiveIsAccurateAndZeroBelowItsRange) {
-  std::mt19937 rng(std::random_device{}());
+  std::mt19937 rng(static_cast<uint32_t>(testing::test_seed()));
   std::uniform_real_distribution<float> z(-86.99f, 0.0f);  // above the cut to 0 at -87
   for (int i = 0; i < 100000; ++i) {
     const float x = i == 0 ? 0.0f : z(rng);

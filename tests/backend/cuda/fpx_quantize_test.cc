@@ -11,13 +11,14 @@
 #include "core/half.h"
 #include "fpx/pack.h"
 #include "backend/cuda/device_buffer.h"
+#include "tests/support/random.h"
 
 namespace fp6serve {
 namespace {
 
 TEST(CudaQuantize, EqualsTheCpuPackerBitForBit) {
   if (cuda::device_count() == 0) GTEST_SKIP() << "no GPU";
-  std::mt19937 rng(std::random_device{}());
+  std::mt19937 rng(static_cast<uint32_t>(testing::test_seed()));
   std::normal_distribution<float> normal(0.0f, 0.02f);
   const std::pair<int64_t, int64_t> shapes[] = {{1, 1}, {17, 130}, {100, 4097}, {256, 512}};
   for (fpx::Format f : {fpx::kE3M2, fpx::kE2M2, fpx::kE2M1, fpx::kE2M3})

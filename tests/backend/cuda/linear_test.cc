@@ -18,13 +18,14 @@
 #include "fpx/pack.h"
 #include "backend/cpu/linear_reference.h"
 #include "backend/cuda/fpx_gemm.h"
+#include "tests/support/random.h"
 
 namespace fp6serve {
 namespace {
 
 struct Case {
   DType act;
-  std::mt19937 rng{std::random_device{}()};
+  std::mt19937 rng{static_cast<uint32_t>(testing::test_seed())};
 
   uint16_t bits(float v) const { return act == DType::kF16 ? f32_to_f16_bits(v) : f32_to_bf16_bits(v); }
   float value(uint16_t b) const { return act == DType::kF16 ? f16_bits_to_f32(b) : bf16_bits_to_f32(b); }

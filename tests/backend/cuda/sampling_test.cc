@@ -9,13 +9,14 @@
 #include "backend/cuda/device.h"
 #include "core/half.h"
 #include "backend/cpu/sampling.h"
+#include "tests/support/random.h"
 
 namespace fp6serve {
 namespace {
 
 TEST(CudaSampling, EqualsTheCpuReferenceRowForRow) {
   if (cuda::device_count() == 0) GTEST_SKIP() << "no GPU";
-  std::mt19937_64 rng(std::random_device{}());
+  std::mt19937_64 rng(testing::test_seed());
   for (const DType dtype : {DType::kF16, DType::kBF16})
     for (const int64_t vocab : {int64_t{1000}, int64_t{32000}, int64_t{128256}}) {
       SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << ", vocab " << vocab);

@@ -1,0 +1,316 @@
+// The Jinja operators on values (declared in jinja_operators.h): Python's arithmetic,
+// comparisons, `in`, slicing, and jinja2's attribute and item lookup.
+#include "chat/jinja_operators.h"
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "chat/jinja_methods.h"
+
+namespace fp6serve::jinja {
+namespace {
+
+// Python slice semantics over `n` items: negative bounds count from the end, out-of-range
+// bounds clamp, a negative step walks backwards from the end.
+std::vector<size_t> slice_indices(int64_t n, const Value* start_v, const Value* stop_v, const Value* step_v) {
+  const auto bound = [](const Value* v) -> std::optional<int64_t> {
+    if (!v || v->is_none()) return std::nullopt;
+    return require_int(*v, "slice index");
+  };
+  const int64_t step = bound(step_v).value_or(1);
+  if (step == 0) fail("slice step cannot be zero");
+  const auto clamp = [&](std::optional<int64_t> v, int64_t def) {
+    if (!v) return def;
+    int64_t x = *v;
+    if (x < 0) x += n;
+    if (step > 0) return std::clamp<int64_t>(x, 0, n);
+    return std::clamp<int64_t>(x, -1, n - 1);
+  };
+  const int64_t start = clamp(bound(start_v), step > 0 ? 0 : n - 1);
+  const int64_t stop = clamp(bound(stop_v), step > 0 ? n : -1);
+  std::vector<size_t> out;
+  for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) out.push_back(static_cast<size_t>(i));
+  return out;
+}
+
+// Python's // on ints rounds toward negative infinity (C++ truncates toward zero).
+int64_t floor_div(int64_t a, int64_t b) {
+  if (b == 0) fail("integer division or modulo by zero");
+  if (a == INT64_MIN && b == -1) fail("integer overflow");
+  int64_t q = a / b;
+  if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
+  return q;
+}
+
+}  // namespace
+
+int64_t floor_mod(int64_t a, int64_t b) {
+  if (b == 0) fail("integer division or modulo by zero");
+  if (b == -1) return 0;  // INT64_MIN % -1 traps in C++
+  int64_t r = a % b;
+  if (r != 0 && ((r < 0) != (b < 0))) r += b;
+  return r;
+}
+
+int64_t checked(bool overflow, int64_t v) {
+  if (overflow) fail("integer overflow");
+  return v;
+}
+
+Value unary_op(ExprKind kind, const Value& operand) {
+  const Value& v = require_defined(operand);
+  if (!v.is_number())
+    fail(fmt::format("bad operand type for unary {}: '{}'", kind == ExprKind::kNeg ? '-' : '+', v.type_name()));
+  if (kind == ExprKind::kPos) return v.kind() == Value::Kind::kBool ? Value::integer(v.as_int()) : v;
+  if (v.kind() == Value::Kind::kFloat) return Value::floating(-v.as_float());
+  return Value::integer(checked(v.as_int() == INT64_MIN, -v.as_int()));
+}
+
+Value binary_op(Budget& budget, BinOp op, const Value& a, const Value& b) {
+  // jinja2's `~` converts both sides with str(), so an Undefined side joins as "".
+  if (op == BinOp::kConcat) {
+    std::string s = to_str(a);
+    s += to_str(b);
+    return budget.make_string(std::move(s));
+  }
+  require_defined(a);
+  require_defined(b);
+  const auto type_error = [&](const char* sym) -> Value {
+    fail(fmt::format("unsupported operand type(s) for {}: '{}' and '{}'", sym, a.type_name(), b.type_name()));
+  };
+  switch (op) {
+    case BinOp::kAdd:
+      if (a.is_string() && b.is_string()) return budget.make_string(a.as_string() + b.as_string());
+      // Python concatenates list + list and tuple + tuple, never a list with a tuple.
+      if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
+        ValueList items = a.as_list();
+        items.insert(items.end(), b.as_list().begin(), b.as_list().end());
+        budget.charge(items.size());
+        return Value::list(std::move(items), a.is_tuple());
+      }
+      if (a.is_string() || b.is_string()) {
+        fail(
+            fmt::format("can only concatenate str (not \"{}\") to str", a.is_string() ? b.type_name() : a.type_name()));
+      }
+      if (!a.is_number() || !b.is_number()) return type_error("+");
+      if (a.is_integral() && b.is_integral()) {
+        int64_t r = 0;
+        if (__builtin_add_overflow(a.as_int(), b.as_int(), &r)) fail("integer overflow");
+        return Value::integer(r);
+      }
+      return Value::floating(a.as_float() + b.as_float());
+    case BinOp::kSub:
+      if (!a.is_number() || !b.is_number()) return type_error("-");
+      if (a.is_integral() && b.is_integral()) {
+        int64_t r = 0;
+        if (__builtin_sub_overflow(a.as_int(), b.as_int(), &r)) fail("integer overflow");
+        return Value::integer(r);
+      }
+      return Value::floating(a.as_float() - b.as_float());
+    case BinOp::kMul: {
+      // Sequence repetition, either way round ('ab' * 3, 3 * [x]); a negative count gives
+      // an empty sequence. The size is checked before building, so 'x' * 10**9 fails at once.
+      const Value* seq = a.is_string() || a.is_list() ? &a : b.is_string() || b.is_list() ? &b : nullptr;
+      if (seq) {
+        const Value& count = seq == &a ? b : a;
+        if (!count.is_integral())
+          fail(fmt::format("can't multiply sequence by non-int of type '{}'", count.type_name()));
+        const int64_t n = std::max<int64_t>(count.as_int(), 0);
+        if (seq->is_string()) {
+          budget.check_size(static_cast<size_t>(std::min<int64_t>(n, INT32_MAX)) * seq->as_string().size());
+          std::string out;
+          for (int64_t i = 0; i < n; ++i) out += seq->as_string();
+          return budget.make_string(std::move(out));
+        }
+        budget.check_size(static_cast<size_t>(std::min<int64_t>(n, INT32_MAX)) * seq->as_list().size());
+        ValueList out;
+        for (int64_t i = 0; i < n; ++i) out.insert(out.end(), seq->as_list().begin(), seq->as_list().end());
+        budget.charge(out.size());
+        return Value::list(std::move(out), seq->is_tuple());
+      }
+      if (!a.is_number() || !b.is_number()) return type_error("*");
+      if (a.is_integral() && b.is_integral()) {
+        int64_t r = 0;
+        if (__builtin_mul_overflow(a.as_int(), b.as_int(), &r)) fail("integer overflow");
+        return Value::integer(r);
+      }
+      return Value::floating(a.as_float() * b.as_float());
+    }
+    case BinOp::kDiv:  // always a float in Python 3
+      if (!a.is_number() || !b.is_number()) return type_error("/");
+      if (b.as_float() == 0) fail("division by zero");
+      return Value::floating(a.as_float() / b.as_float());
+    case BinOp::kFloorDiv:
+      if (!a.is_number() || !b.is_number()) return type_error("//");
+      if (a.is_integral() && b.is_integral()) return Value::integer(floor_div(a.as_int(), b.as_int()));
+      if (b.as_float() == 0) fail("float floor division by zero");
+      return Value::floating(std::floor(a.as_float() / b.as_float()));
+    case BinOp::kMod:
+      if (!a.is_number() || !b.is_number()) return type_error("%");
+      if (a.is_integral() && b.is_integral()) return Value::integer(floor_mod(a.as_int(), b.as_int()));
+      {
+        // The float remainder takes the divisor's sign too, unlike fmod's.
+        const double y = b.as_float();
+        if (y == 0) fail("float modulo");
+        double r = std::fmod(a.as_float(), y);
+        if (r != 0 && ((r < 0) != (y < 0))) r += y;
+        return Value::floating(r);
+      }
+    case BinOp::kPow:
+      if (!a.is_number() || !b.is_number()) return type_error("**");
+      // int ** non-negative int stays an int (by repeated multiplication, stopping early at
+      // 0 or 1); a negative exponent or a float gives a float.
+      if (a.is_integral() && b.is_integral() && b.as_int() >= 0) {
+        int64_t r = 1, base = a.as_int();
+        for (int64_t e = b.as_int(); e > 0; --e) {
+          if (__builtin_mul_overflow(r, base, &r)) fail("integer overflow");
+          if (r == 0 || r == 1) break;
+        }
+        return Value::integer(r);
+      }
+      return Value::floating(std::pow(a.as_float(), b.as_float()));
+    default:
+      return Value();
+  }
+}
+
+// Ordering uses compare_values (jinja_value.h), which fails where Python raises TypeError
+// ('<' between str and int); an Undefined operand fails first, with its own message.
+bool compare_op(CmpOp op, const Value& a, const Value& b) {
+  switch (op) {
+    case CmpOp::kEq:
+      return values_equal(a, b);
+    case CmpOp::kNe:
+      return !values_equal(a, b);
+    case CmpOp::kIn:
+      return contains(b, a);
+    case CmpOp::kNotIn:
+      return !contains(b, a);
+    default:
+      break;
+  }
+  require_defined(a);
+  require_defined(b);
+  const int c = compare_values(a, b);
+  switch (op) {
+    case CmpOp::kLt:
+      return c < 0;
+    case CmpOp::kLe:
+      return c <= 0;
+    case CmpOp::kGt:
+      return c > 0;
+    default:
+      return c >= 0;
+  }
+}
+
+bool contains(const Value& container, const Value& item) {
+  switch (container.kind()) {
+    case Value::Kind::kUndefined:
+      return false;
+    case Value::Kind::kString:
+      if (!item.is_string())
+        fail(fmt::format("'in <string>' requires string as left operand, not {}", item.type_name()));
+      return container.as_string().find(item.as_string()) != std::string::npos;
+    case Value::Kind::kList:
+      for (const Value& v : container.as_list()) {
+        if (values_equal(v, item)) return true;
+      }
+      return false;
+    case Value::Kind::kDict:  // keys are strings, so nothing else is in a dict
+      return item.is_string() && container.as_dict().find(item.as_string()) != nullptr;
+    default:
+      fail(fmt::format("argument of type '{}' is not iterable", container.type_name()));
+  }
+}
+
+Value slice_value(Budget& budget, const Value& obj, const Value* start, const Value* stop, const Value* step) {
+  if (obj.is_string()) {
+    const auto cps = decode_utf8(obj.as_string());
+    std::u32string out;
+    for (size_t i : slice_indices(static_cast<int64_t>(cps.size()), start, stop, step)) out += cps[i];
+    return budget.make_string(encode_utf8(out));
+  }
+  if (obj.is_list()) {
+    const auto& items = obj.as_list();
+    ValueList out;
+    for (size_t i : slice_indices(static_cast<int64_t>(items.size()), start, stop, step)) out.push_back(items[i]);
+    budget.charge(out.size());
+    return Value::list(std::move(out), obj.is_tuple());
+  }
+  fail(fmt::format("'{}' object is not subscriptable", obj.type_name()));
+}
+
+Value get_attr(const Value& obj, const std::string& name) {
+  require_defined(obj);
+  // The sandbox hides underscore attributes (__class__ and the like); only using them fails.
+  if (!name.empty() && name[0] == '_') return Value::undefined(fmt::format("access to '{}' is unsafe", name));
+  if (Value method = bound_method(obj, name); !method.is_undefined()) return method;
+  switch (obj.kind()) {
+    case Value::Kind::kDict:
+      if (const Value* v = obj.as_dict().find(name)) return *v;
+      break;
+    case Value::Kind::kNamespace:
+      if (const Value* v = obj.as_namespace()->attrs.find(name)) return *v;
+      break;
+    default:
+      break;
+  }
+  return Value::undefined(fmt::format("'{} object' has no attribute '{}'", obj.type_name(), name));
+}
+
+Value get_item(const Value& obj, const Value& key) {
+  require_defined(obj);
+  switch (obj.kind()) {
+    case Value::Kind::kList:
+      if (key.is_integral()) {
+        const auto& items = obj.as_list();
+        int64_t i = key.as_int();
+        if (i < 0) i += static_cast<int64_t>(items.size());
+        if (i >= 0 && i < static_cast<int64_t>(items.size())) return items[static_cast<size_t>(i)];
+        return Value::undefined(fmt::format("'{} object' has no element {}", obj.type_name(), key.as_int()));
+      }
+      break;
+    case Value::Kind::kString:
+      if (key.is_integral()) {
+        const auto cps = decode_utf8(obj.as_string());
+        int64_t i = key.as_int();
+        if (i < 0) i += static_cast<int64_t>(cps.size());
+        if (i >= 0 && i < static_cast<int64_t>(cps.size())) {
+          std::string s;
+          append_utf8(s, cps[static_cast<size_t>(i)]);
+          return Value::string(std::move(s));
+        }
+        return Value::undefined(fmt::format("'str object' has no element {}", key.as_int()));
+      }
+      break;
+    case Value::Kind::kDict:
+      if (key.is_string()) {
+        if (const Value* v = obj.as_dict().find(key.as_string())) return *v;
+      }
+      break;
+    default:
+      break;
+  }
+  if (key.is_string()) return get_attr(obj, key.as_string());
+  return Value::undefined(fmt::format("'{} object' has no element {}", obj.type_name(), to_repr(key)));
+}
+
+Value attribute_path(const Value& item, const std::string& path) {
+  Value v = item;
+  size_t start = 0;
+  while (true) {
+    const size_t dot = path.find('.', start);
+    const std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    const bool digits =
+        !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
+    v = get_item(v, digits ? Value::integer(std::stoll(part)) : Value::string(part));
+    if (dot == std::string::npos) return v;
+    start = dot + 1;
+  }
+}
+
+}  // namespace fp6serve::jinja
