@@ -1,7 +1,7 @@
 // Throwing helpers: FP6_THROW(kind, fmt, args...) and FP6_CHECK(cond, kind, fmt, args...).
 // Messages are formatted with {fmt}; internal checks add file:line so a bug report points home.
 // CUDA sources (.cu) do not include this header: nvcc cannot compile {fmt} 9 in C++20 mode;
-// they use kernels/cuda/cuda_check.h.
+// they use backend/cuda/cuda_check.h.
 #pragma once
 
 #include <fmt/format.h>
