@@ -161,14 +161,16 @@ Value binary_op(Budget& budget, BinOp op, const Value& a, const Value& b) {
       }
     case BinOp::kPow:
       if (!a.is_number() || !b.is_number()) return type_error("**");
-      // int ** non-negative int stays an int (by repeated multiplication, stopping early at
-      // 0 or 1); a negative exponent or a float gives a float.
+      // int ** non-negative int stays an int; a negative exponent or a float gives a float.
+      // Bases 0, 1 and -1 are answered directly; any other overflows int64 (an error) within
+      // 63 multiplications.
       if (a.is_integral() && b.is_integral() && b.as_int() >= 0) {
-        int64_t r = 1, base = a.as_int();
-        for (int64_t e = b.as_int(); e > 0; --e) {
+        const int64_t base = a.as_int(), e = b.as_int();
+        if (base == 0 || base == 1) return Value::integer(e == 0 ? 1 : base);
+        if (base == -1) return Value::integer(e % 2 ? -1 : 1);
+        int64_t r = 1;
+        for (int64_t k = 0; k < e; ++k)
           if (__builtin_mul_overflow(r, base, &r)) fail("integer overflow");
-          if (r == 0 || r == 1) break;
-        }
         return Value::integer(r);
       }
       return Value::floating(std::pow(a.as_float(), b.as_float()));

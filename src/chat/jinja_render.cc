@@ -319,8 +319,10 @@ class Renderer {
       }
       case ExprKind::kAttr:
         return get_attr(eval(*e.target), e.name);
-      case ExprKind::kItem:
-        return get_item(eval(*e.target), eval(*e.args[0]));
+      case ExprKind::kItem: {
+        Value target = eval(*e.target);  // before the index, as Python
+        return get_item(target, eval(*e.args[0]));
+      }
       case ExprKind::kSlice:
         return eval_slice(e);
       case ExprKind::kCall:
@@ -348,8 +350,10 @@ class Renderer {
       case ExprKind::kCond:
         if (eval(*e.args[0]).truthy()) return eval(*e.args[1]);
         return e.args[2] ? eval(*e.args[2]) : Value::undefined("the conditional expression's else is undefined");
-      case ExprKind::kBinary:
-        return binary_op(budget_, e.bin_op, eval(*e.target), eval(*e.args[0]));
+      case ExprKind::kBinary: {  // left before right, as Python (a call's arguments have no order)
+        Value left = eval(*e.target);
+        return binary_op(budget_, e.bin_op, std::move(left), eval(*e.args[0]));
+      }
       case ExprKind::kCompare: {  // a < b < c: each operand evaluated once, stopping at false
         Value left = eval(*e.args[0]);
         for (size_t i = 0; i < e.cmp_ops.size(); ++i) {
