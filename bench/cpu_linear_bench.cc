@@ -12,11 +12,11 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/linear.h"
 #include "core/half.h"
 #include "core/host_buffer.h"
 #include "core/thread_pool.h"
 #include "fpx/pack.h"
-#include "backend/cpu/linear.h"
 
 namespace fp6serve {
 namespace {
@@ -79,7 +79,8 @@ void BM_MemoryRead(benchmark::State& state) {
 void BM_FpxGemv(benchmark::State& state) {
   const int64_t rows = state.range(0), cols = state.range(1), n = state.range(2);
   const auto src = random_bf16(rows * cols, 1);
-  const fpx::PackedWeight first = fpx::quantize_pack({src.data(), DType::kBF16, rows, cols, "w"}, fpx::kE3M2, DType::kF16);
+  const fpx::PackedWeight first =
+      fpx::quantize_pack({src.data(), DType::kBF16, rows, cols, "w"}, fpx::kE3M2, DType::kF16);
   // Copies of the packed weight, enough to overflow the caches.
   const size_t copies = std::max<size_t>(2, kRotateBytes / first.bytes() + 1);
   std::vector<fpx::PackedWeight> weights;
@@ -134,7 +135,12 @@ BENCHMARK(BM_FpxGemv)
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime()
     ->MinTime(1.0);
-BENCHMARK(BM_Prepack)->Args({57344, 8192, 0})->Args({57344, 8192, 1})->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+BENCHMARK(BM_Prepack)
+    ->Args({57344, 8192, 0})
+    ->Args({57344, 8192, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Iterations(3);
 
 // Remembers each run's bytes/s and time, then prints the summary table.
 class SummaryReporter : public benchmark::ConsoleReporter {
@@ -144,8 +150,8 @@ class SummaryReporter : public benchmark::ConsoleReporter {
     for (const Run& r : runs) {
       if (r.run_type != Run::RT_Iteration || r.error_occurred) continue;
       const auto it = r.counters.find("bytes_per_second");
-      rows_.push_back({r.benchmark_name(), it == r.counters.end() ? 0.0 : double(it->second),
-                       r.GetAdjustedRealTime(), r.time_unit});
+      rows_.push_back({r.benchmark_name(), it == r.counters.end() ? 0.0 : double(it->second), r.GetAdjustedRealTime(),
+                       r.time_unit});
     }
   }
   void Finalize() override {
@@ -156,8 +162,9 @@ class SummaryReporter : public benchmark::ConsoleReporter {
       if (r.name.rfind("BM_MemoryRead", 0) == 0) read = r.bytes_per_second;
     }
     fmt::print("\n{} threads, CPU path {}\n", ThreadPool::global()->size(), cpu::isa_name(cpu::best_isa()));
-    fmt::print("| benchmark | time | GB/s | % of copy ({:.1f} GB/s) | % of read ({:.1f} GB/s) |\n|---|---|---|---|---|\n",
-               copy / 1e9, read / 1e9);
+    fmt::print(
+        "| benchmark | time | GB/s | % of copy ({:.1f} GB/s) | % of read ({:.1f} GB/s) |\n|---|---|---|---|---|\n",
+        copy / 1e9, read / 1e9);
     for (const auto& r : rows_) {
       const std::string unit = benchmark::GetTimeUnitString(r.unit);
       if (r.bytes_per_second > 0)

@@ -9,8 +9,8 @@
 #include <chrono>
 #include <random>
 
-#include "engine/engine.h"
 #include "backend/cpu/sampling.h"
+#include "engine/engine.h"
 #include "tokenizer/tokenizer.h"
 
 namespace fp6serve {
@@ -36,15 +36,15 @@ class NullBackend : public Backend {
     return Tensor::wrap(nullptr, {rows, cols}, DType::kF32, Device::kCpu);
   }
   void begin_forward(const Batch&, const KvCache&) override {}
-  void embed(const Tensor&, const Batch&, Tensor&) override {}
+  void embed(const Tensor&, Tensor&) override {}
   void rms_norm(const Tensor&, const Tensor&, double, Tensor&) override {}
   void add_rms_norm(Tensor&, const Tensor&, const Tensor&, double, Tensor&) override {}
   void linear(const Tensor&, const model::LinearWeight&, Tensor&) override {}
-  void rope_write_kv(Tensor&, const Batch&, KvCache&, int64_t) override {}
-  void attention(const Tensor&, const Batch&, const KvCache&, int64_t, Tensor&) override {}
+  void rope_write_kv(Tensor&, KvCache&, int64_t) override {}
+  void attention(const Tensor&, const KvCache&, int64_t, Tensor&) override {}
   void silu_mul(const Tensor&, Tensor&) override {}
   void add(Tensor&, const Tensor&) override {}
-  void gather_logit_rows(const Tensor&, const Batch&, Tensor&) override {}
+  void gather_logit_rows(const Tensor&, Tensor&) override {}
   Tensor to_host_f32(const Tensor& x) override { return fixed_logits(x.dim(0)); }
   // The CPU backend's sampling (the engine's host cost when the model runs on the CPU).
   std::vector<Sample> sample(const Tensor& x, const std::vector<SampleRow>& rows) override {

@@ -21,12 +21,12 @@
 #include <string>
 #include <vector>
 
-#include "bench/fpx_tile_sweep.h"
-#include "backend/cuda/device.h"
-#include "fpx/pack.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device.h"
 #include "backend/cuda/fpx_gemm.h"
 #include "backend/cuda/linear.h"
+#include "bench/fpx_tile_sweep.h"
+#include "fpx/pack.h"
 
 #ifdef FP6SERVE_HAVE_FP6_LLM
 #include <cuda_fp16.h>
@@ -44,9 +44,9 @@ struct Shape {
   const char* name;
   int64_t rows, cols;
 };
-const Shape kShapes[] = {{"7B qkv", 12288, 4096},       {"7B o", 4096, 4096},       {"7B gate+up", 22016, 4096},
-                         {"7B down", 4096, 11008},      {"70B qkv", 10240, 8192},   {"70B o", 8192, 8192},
-                         {"70B gate+up", 57344, 8192},  {"70B down", 8192, 28672}};
+const Shape kShapes[] = {{"7B qkv", 12288, 4096},      {"7B o", 4096, 4096},     {"7B gate+up", 22016, 4096},
+                         {"7B down", 4096, 11008},     {"70B qkv", 10240, 8192}, {"70B o", 8192, 8192},
+                         {"70B gate+up", 57344, 8192}, {"70B down", 8192, 28672}};
 
 // Median per-call time in µs of `call(i)` over batches of calls.
 double time_us(const std::function<void(int)>& call, int per_batch = 20, int batches = 9) {
@@ -75,7 +75,8 @@ double time_us(const std::function<void(int)>& call, int per_batch = 20, int bat
 
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
-  const bool quick = mode == "--quick", profile = mode == "--profile", tiles = !quick && !profile && mode != "--no-tiles";
+  const bool quick = mode == "--quick", profile = mode == "--profile",
+             tiles = !quick && !profile && mode != "--no-tiles";
   cuda::require_device();
   cudaDeviceProp prop{};
   FP6_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -86,7 +87,8 @@ int main(int argc, char** argv) {
   const size_t big = size_t{2} << 30;
   cuda::DeviceBuffer src(big), dst(big);
   FP6_CUDA_CHECK(cudaMemset(src.data(), 1, big));
-  const double copy_us = time_us([&](int) { FP6_CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data(), big, cudaMemcpyDeviceToDevice)); }, 3, 5);
+  const double copy_us = time_us(
+      [&](int) { FP6_CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data(), big, cudaMemcpyDeviceToDevice)); }, 3, 5);
   const double copy_gbs = 2.0 * big / copy_us / 1e3, read_gbs = cuda::read_bandwidth_gbs();
   fmt::print("D2D copy {:.0f} GB/s (read+write), read {:.0f} GB/s\n", copy_gbs, read_gbs);
   src = cuda::DeviceBuffer();
@@ -95,18 +97,24 @@ int main(int argc, char** argv) {
   std::vector<int64_t> ns = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
   constexpr int64_t kMaxFusedN = 1024;
   const std::vector<int> kSweep = {1, 2, 3, 4, 6, 8, 12, 16, 24, 32};
-  std::string sweep = "| shape | N | heuristic split | µs | best split | µs | best/heuristic |\n|---|---|---|---|---|---|---|\n";
+  std::string sweep =
+      "| shape | N | heuristic split | µs | best split | µs | best/heuristic |\n|---|---|---|---|---|---|---|\n";
   if (quick) ns = {1, 16, 64, 256};
   if (profile) ns = {1, 16, 64};
   const std::vector<bench::TileVariant>& variants = bench::fpx_tile_variants();
   // Tile sweep: per variant, cuBLAS time / the variant's best time, per shape.
   std::vector<std::vector<double>> tile_speedups(variants.size());
-  std::string tile_table = "| N | tile (tokens, warps, row tiles per warp, stages) | rows per CTA | per shape: best µs (split) | geomean speedup over cuBLAS FP16 |\n|---|---|---|---|---|\n";
+  std::string tile_table =
+      "| N | tile (tokens, warps, row tiles per warp, stages) | rows per CTA | per shape: best µs (split) | geomean "
+      "speedup over cuBLAS FP16 |\n|---|---|---|---|---|\n";
   std::vector<std::string> tile_cells(variants.size());
-  std::string dequant_table = "| shape | rows dequantized | µs | % of copy roofline (packed read + 16-bit write) |\n|---|---|---|---|\n";
+  std::string dequant_table =
+      "| shape | rows dequantized | µs | % of copy roofline (packed read + 16-bit write) |\n|---|---|---|---|\n";
   std::vector<double> ref_speedups[12];  // FP6-LLM over cuBLAS, per N index
-  std::string table = "| shape | N | cuBLAS FP16 µs | FP6 µs | path | speedup | FP6 GB/s | % of read BW | fused µs (split) | dequant+cuBLAS µs | FP6-LLM µs (split) |\n"
-                      "|---|---|---|---|---|---|---|---|---|---|---|\n";
+  std::string table =
+      "| shape | N | cuBLAS FP16 µs | FP6 µs | path | speedup | FP6 GB/s | % of read BW | fused µs (split) | "
+      "dequant+cuBLAS µs | FP6-LLM µs (split) |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|\n";
   std::vector<std::vector<double>> speedups(ns.size());
   for (const Shape& s : kShapes) {
     if (profile && std::string(s.name) != "7B o" && std::string(s.name) != "70B gate+up") continue;
@@ -121,8 +129,8 @@ int main(int argc, char** argv) {
       cuda::DeviceBuffer w(fp16_bytes);
       cuda::fill_normal(w.data(), s.rows * s.cols, 17 + i, 0.02f, false);
       if (i < copies6)
-        fp6[static_cast<size_t>(i)] = cuda::quantize_on_device(w.data(), DType::kF16, s.rows, s.cols, fpx::kE3M2,
-                                                               DType::kF16, s.name);
+        fp6[static_cast<size_t>(i)] =
+            cuda::quantize_on_device(w.data(), DType::kF16, s.rows, s.cols, fpx::kE3M2, DType::kF16, s.name);
       if (i < copies16) {
         cuda::DeviceDenseWeight& d = dense[static_cast<size_t>(i)];
         d.dtype = DType::kF16;
@@ -168,88 +176,115 @@ int main(int argc, char** argv) {
         double best = 1e30;
         int best_s = 1;
         for (int sp : n <= 256 ? std::vector<int>{1, 2, 3, 4, 6, 8, 12, 16} : std::vector<int>{1}) {
-          const double t = time_us([&](int i) {
-            FP6_CUDA_CHECK(fp6_linear_kernel(nullptr, ref_w[static_cast<size_t>(i % copies6)].as<uint4>(),
-                                             ref_scales.as<half>(), x.as<half>(), y.as<half>(), s.rows, n, s.cols,
-                                             ref_ws.as<float>(), sp));
-          }, reps);
+          const double t = time_us(
+              [&](int i) {
+                FP6_CUDA_CHECK(fp6_linear_kernel(nullptr, ref_w[static_cast<size_t>(i % copies6)].as<uint4>(),
+                                                 ref_scales.as<half>(), x.as<half>(), y.as<half>(), s.rows, n, s.cols,
+                                                 ref_ws.as<float>(), sp));
+              },
+              reps);
           if (t < best) best = t, best_s = sp;
         }
         ref_cell = fmt::format("{:.1f} (s={})", best, best_s);
         ref_us = best;
       }
 #endif
-      const double t16 = time_us([&](int i) {
-        cuda::dense_linear(x.data(), DType::kF16, n, dense[static_cast<size_t>(i % copies16)], nullptr, y.data(), nullptr, 0, nullptr);
-      }, reps);
-      const double t6 = time_us([&](int i) {
-        cuda::fpx_linear(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, nullptr);
-      }, reps);
+      const double t16 = time_us(
+          [&](int i) {
+            cuda::dense_linear(x.data(), DType::kF16, n, dense[static_cast<size_t>(i % copies16)], nullptr, y.data(),
+                               nullptr, 0, nullptr);
+          },
+          reps);
+      const double t6 = time_us(
+          [&](int i) {
+            cuda::fpx_linear(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, nullptr);
+          },
+          reps);
       std::string fused, dq;
       if (n <= kMaxFusedN)
-        fused = fmt::format("{:.1f}", time_us([&](int i) {
-          cuda::fpx_linear_fused(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, 0, nullptr);
-        }, reps));
+        fused = fmt::format("{:.1f}", time_us(
+                                          [&](int i) {
+                                            cuda::fpx_linear_fused(x.data(), DType::kF16, n, fp6_at(i), nullptr,
+                                                                   y.data(), ws.data(), ws_bytes, 0, nullptr);
+                                          },
+                                          reps));
       if (n == ns.front()) {  // the dequantization of the large-n path alone, once per shape
         const int64_t tiles = std::min<int64_t>(
-            fp6[0].row_tiles(), static_cast<int64_t>((cuda::fpx_dequant_workspace_bytes(fp6[0]) - cuda::kFpxCounterBytes) /
-                                                     (s.cols * 2 * 16)));
-        const double tdq = time_us([&](int i) {
-          const cuda::FpxLaunch l = cuda::fpx_launch_for(fp6_at(i), x.data(), n, nullptr, y.data(), ws.data(), nullptr);
-          cuda::launch_fpx_dequant(l, 0, tiles, ws.as<uint8_t>() + cuda::kFpxCounterBytes);
-        }, reps);
+            fp6[0].row_tiles(),
+            static_cast<int64_t>((cuda::fpx_dequant_workspace_bytes(fp6[0]) - cuda::kFpxCounterBytes) /
+                                 (s.cols * 2 * 16)));
+        const double tdq = time_us(
+            [&](int i) {
+              const cuda::FpxLaunch l =
+                  cuda::fpx_launch_for(fp6_at(i), x.data(), n, nullptr, y.data(), ws.data(), nullptr);
+              cuda::launch_fpx_dequant(l, 0, tiles, ws.as<uint8_t>() + cuda::kFpxCounterBytes);
+            },
+            reps);
         const double bytes = tiles * 16 * s.cols * (2.0 + static_cast<double>(packed_bytes) / (s.rows * s.cols));
         dequant_table += fmt::format("| {} | {} | {:.1f} | {:.0f}% |\n", s.name, tiles * 16, tdq,
                                      100.0 * bytes / tdq / 1e3 / copy_gbs);
       }
       if (n >= 16)  // the large-n path too, to locate the crossover
-        dq = fmt::format("{:.1f}", time_us([&](int i) {
-          cuda::fpx_linear_dequant_gemm(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, nullptr);
-        }, reps));
+        dq = fmt::format("{:.1f}", time_us(
+                                       [&](int i) {
+                                         cuda::fpx_linear_dequant_gemm(x.data(), DType::kF16, n, fp6_at(i), nullptr,
+                                                                       y.data(), ws.data(), ws_bytes, nullptr);
+                                       },
+                                       reps));
       const double gbs = packed_bytes / t6 / 1e3;
       speedups[ni].push_back(t16 / t6);
       if (ref_us > 0) ref_speedups[ni].push_back(t16 / ref_us);
-      table += fmt::format("| {} {}x{} | {} | {:.1f} | {:.1f} | {} | {:.2f}x | {:.0f} | {:.0f}% | {} (s={}) | {} | {} |\n",
-                           s.name, s.rows, s.cols, n, t16, t6,
-                           cuda::fpx_path(fp6[0], n) == cuda::FpxPath::kFused ? "fused" : "dequant+cuBLAS", t16 / t6,
-                           gbs, 100.0 * gbs / read_gbs, fused, cuda::fpx_splits(fp6[0], n), dq, ref_cell);
+      table += fmt::format(
+          "| {} {}x{} | {} | {:.1f} | {:.1f} | {} | {:.2f}x | {:.0f} | {:.0f}% | {} (s={}) | {} | {} |\n", s.name,
+          s.rows, s.cols, n, t16, t6, cuda::fpx_path(fp6[0], n) == cuda::FpxPath::kFused ? "fused" : "dequant+cuBLAS",
+          t16 / t6, gbs, 100.0 * gbs / read_gbs, fused, cuda::fpx_splits(fp6[0], n), dq, ref_cell);
       // Split-K sweep of the fused kernel: the heuristic against the best split found here.
       if (n == 1 || n == 16 || n == 64) {
         double best = 1e30;
         int best_s = 1;
         for (int sp : kSweep) {
           if (sp > fp6[0].col_units()) break;
-          const double t = time_us([&](int i) {
-            cuda::fpx_linear_fused(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, sp, nullptr);
-          }, reps);
+          const double t = time_us(
+              [&](int i) {
+                cuda::fpx_linear_fused(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, sp,
+                                       nullptr);
+              },
+              reps);
           if (t < best) best = t, best_s = sp;
         }
-        const double heur = time_us([&](int i) {
-          cuda::fpx_linear_fused(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, 0, nullptr);
-        }, reps);
-        sweep += fmt::format("| {} | {} | {} | {:.1f} | {} | {:.1f} | {:.0f}% |\n", s.name, n, cuda::fpx_splits(fp6[0], n),
-                             heur, best_s, best, 100.0 * best / heur);
+        const double heur = time_us(
+            [&](int i) {
+              cuda::fpx_linear_fused(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, 0,
+                                     nullptr);
+            },
+            reps);
+        sweep += fmt::format("| {} | {} | {} | {:.1f} | {} | {:.1f} | {:.0f}% |\n", s.name, n,
+                             cuda::fpx_splits(fp6[0], n), heur, best_s, best, 100.0 * best / heur);
       }
     }
     // Tile sweep: each CTA shape at its best split, for N equal to its token tile (1 for 8).
     for (size_t v = 0; tiles && v < variants.size(); ++v) {
       const bench::TileVariant& tv = variants[v];
       const int64_t n = tv.n == 8 ? 1 : tv.n;
-      const double t16 = time_us([&](int i) {
-        cuda::dense_linear(x.data(), DType::kF16, n, dense[static_cast<size_t>(i % copies16)], nullptr, y.data(), nullptr, 0, nullptr);
-      }, 10, 5);
+      const double t16 = time_us(
+          [&](int i) {
+            cuda::dense_linear(x.data(), DType::kF16, n, dense[static_cast<size_t>(i % copies16)], nullptr, y.data(),
+                               nullptr, 0, nullptr);
+          },
+          10, 5);
       double best = 1e30;
       int best_s = 1;
       for (int sp : kSweep) {
-        if (sp > fp6[0].col_units() ||
-            cuda::fpx_fused_workspace_bytes(fp6[0], n, sp) > ws_bytes ||
+        if (sp > fp6[0].col_units() || cuda::fpx_fused_workspace_bytes(fp6[0], n, sp) > ws_bytes ||
             static_cast<size_t>((s.rows + tv.rows() - 1) / tv.rows()) * sizeof(int) > cuda::kFpxCounterBytes)
           break;
-        const double t = time_us([&](int i) {
-          cuda::FpxLaunch l = cuda::fpx_launch_for(fp6_at(i), x.data(), n, nullptr, y.data(), ws.data(), nullptr);
-          l.splits = sp;
-          bench::launch_fpx_tile_variant(l, v);
-        }, 10, 5);
+        const double t = time_us(
+            [&](int i) {
+              cuda::FpxLaunch l = cuda::fpx_launch_for(fp6_at(i), x.data(), n, nullptr, y.data(), ws.data(), nullptr);
+              l.splits = sp;
+              bench::launch_fpx_tile_variant(l, v);
+            },
+            10, 5);
         if (t < best) best = t, best_s = sp;
       }
       tile_speedups[v].push_back(t16 / best);
@@ -273,7 +308,8 @@ int main(int argc, char** argv) {
     tile_table += fmt::format("| {} | ({}, {}, {}, {}) | {} | {}| {} |\n", tv.n == 8 ? 1 : tv.n, tv.n, tv.warps,
                               tv.row_tiles_per_warp, tv.stages, tv.rows(), tile_cells[v], geomean(tile_speedups[v]));
   }
-  fmt::print("=== table ===\ndevice: {}; D2D copy {:.0f} GB/s, read {:.0f} GB/s\n\n{}\n{}=== end ===\n", cuda::device_summary(),
-             copy_gbs, read_gbs, table, summary + "\n" + sweep + "\n" + dequant_table + (tiles ? "\n" + tile_table : std::string()));
+  fmt::print("=== table ===\ndevice: {}; D2D copy {:.0f} GB/s, read {:.0f} GB/s\n\n{}\n{}=== end ===\n",
+             cuda::device_summary(), copy_gbs, read_gbs, table,
+             summary + "\n" + sweep + "\n" + dequant_table + (tiles ? "\n" + tile_table : std::string()));
   return 0;
 }

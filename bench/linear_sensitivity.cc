@@ -6,7 +6,7 @@
 
 #include <algorithm>
 
-#include "tests/support/dequantizing_backend.h"
+#include "tests/support/delegating_backend.h"
 #include "tests/support/fixture.h"
 
 namespace fp6serve {
@@ -59,4 +59,6 @@ int run() {
 }  // namespace
 }  // namespace fp6serve
 
-int main() { return fp6serve::run(); }
+int main() {
+  return fp6serve::run();
+}

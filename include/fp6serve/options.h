@@ -30,13 +30,13 @@ struct Options {
   bool progress = true;  // a progress bar while loading (when stderr is a terminal)
 
   // --- Where it runs
-  std::string device = "auto";  // auto (the GPU when there is one), cpu, cuda
-  int threads = 0;              // CPU threads; 0: every core            [FP6SERVE_THREADS]
-  std::string cpu_isa = "best"; // best, avx512, avx2, scalar            [FP6SERVE_CPU_ISA]
-  bool cuda_graphs = true;      // record decode passes as CUDA graphs   [FP6SERVE_CUDA_GRAPHS]
+  std::string device = "auto";   // auto (the GPU when there is one), cpu, cuda
+  int threads = 0;               // CPU threads; 0: every core            [FP6SERVE_THREADS]
+  std::string cpu_isa = "best";  // best, avx512, avx2, scalar            [FP6SERVE_CPU_ISA]
+  bool cuda_graphs = true;       // record decode passes as CUDA graphs   [FP6SERVE_CUDA_GRAPHS]
   // Tokens above which an FPx linear dequantizes and calls cuBLAS instead of the fused
   // kernel; 0: the crossover measured on the H100 (backend/cuda/linear.h).
-  int64_t fpx_crossover = 0;    //                                       [FP6SERVE_FPX_CROSSOVER]
+  int64_t fpx_crossover = 0;  //                                       [FP6SERVE_FPX_CROSSOVER]
 
   // --- The engine
   int64_t max_batch_tokens = 768;  // tokens per forward pass (the Dynamic SplitFuse budget)

@@ -9,9 +9,9 @@ void check_batch(const Batch& batch, int64_t vocab, int64_t num_blocks, int64_t 
     FP6_CHECK(t >= 0 && t < vocab, kInvalidArgument, "token id {} is outside the vocabulary [0, {})", t, vocab);
   for (size_t i = 0; i < batch.seqs.size(); ++i) {
     const BatchSeq& s = batch.seqs[i];
-    FP6_CHECK(static_cast<int64_t>(s.block_table.size()) * block_size >= s.start_pos + s.token_count,
-              kInvalidArgument, "sequence {} needs {} positions but its {} KV blocks hold {}", i,
-              s.start_pos + s.token_count, s.block_table.size(), s.block_table.size() * block_size);
+    FP6_CHECK(static_cast<int64_t>(s.block_table.size()) * block_size >= s.start_pos + s.token_count, kInvalidArgument,
+              "sequence {} needs {} positions but its {} KV blocks hold {}", i, s.start_pos + s.token_count,
+              s.block_table.size(), s.block_table.size() * block_size);
     for (int32_t b : s.block_table)
       FP6_CHECK(b >= 0 && b < num_blocks, kInvalidArgument, "KV block {} outside the cache of {} blocks", b,
                 num_blocks);
@@ -24,8 +24,8 @@ std::vector<int32_t> kv_slots(const Batch& batch, int64_t block_size) {
   for (const BatchSeq& s : batch.seqs)
     for (int64_t t = 0; t < s.token_count; ++t) {
       const int64_t p = s.start_pos + t;
-      slots.push_back(static_cast<int32_t>(s.block_table[static_cast<size_t>(p / block_size)] * block_size +
-                                           p % block_size));
+      slots.push_back(
+          static_cast<int32_t>(s.block_table[static_cast<size_t>(p / block_size)] * block_size + p % block_size));
     }
   return slots;
 }

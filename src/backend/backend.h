@@ -6,7 +6,6 @@
 #pragma once
 
 #include <memory>
-
 #include <string>
 #include <vector>
 
@@ -62,10 +61,11 @@ class Backend {
   // A new activation tensor [rows, cols].
   virtual Tensor activations(int64_t rows, int64_t cols) = 0;
 
-  // Called once at the start of each forward pass, before any activations() or op, with its
-  // batch: validates it against the cache (check_batch) and prepares the per-token arrays
-  // (a GPU backend uploads them here, once for all layers, and recycles the previous pass's
-  // activation memory: activations live for one pass).
+  // Called once at the start of each forward pass, with its batch, after the weights are
+  // adopted (a backend may size workspaces for the weights it holds) and before any
+  // activations() or op: validates the batch against the cache (check_batch) and prepares
+  // the per-token arrays (a GPU backend uploads them here, once for all layers, and recycles
+  // the previous pass's activation memory: activations live for one pass).
   virtual void begin_forward(const Batch& batch, const KvCache& cache) = 0;
 
   // Recording the ops of a pass (CUDA graphs). After begin_forward and the activations:
@@ -78,21 +78,21 @@ class Backend {
   virtual bool end_recording() { return true; }
   virtual void abort_recording() {}  // an op threw while recording
 
-  // Ops. `batch` is the host plan of the forward pass.
-  virtual void embed(const Tensor& table, const Batch& batch, Tensor& out) = 0;
+  // Ops of the pass begin_forward announced (its batch: tokens, positions, block tables,
+  // logit rows), which must outlive the pass.
+  virtual void embed(const Tensor& table, Tensor& out) = 0;
   virtual void rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& out) = 0;
   virtual void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, double eps, Tensor& out) = 0;
   virtual void linear(const Tensor& x, const LinearWeight& w, Tensor& y) = 0;
   // qkv [tokens, q + 2 kv]: rotates q and k in place and writes k, v into the layer's cache.
-  virtual void rope_write_kv(Tensor& qkv, const Batch& batch, KvCache& cache, int64_t layer) = 0;
+  virtual void rope_write_kv(Tensor& qkv, KvCache& cache, int64_t layer) = 0;
   // out [tokens, q] = attention of qkv's q over the cached keys and values.
-  virtual void attention(const Tensor& qkv, const Batch& batch, const KvCache& cache, int64_t layer,
-                         Tensor& out) = 0;
+  virtual void attention(const Tensor& qkv, const KvCache& cache, int64_t layer, Tensor& out) = 0;
   virtual void silu_mul(const Tensor& gate_up, Tensor& out) = 0;
   virtual void add(Tensor& acc, const Tensor& x) = 0;
   // out [batch.logit_rows.size(), cols] = x[batch.logit_rows, :]
-  virtual void gather_logit_rows(const Tensor& x, const Batch& batch, Tensor& out) = 0;
-  // A tensor of the backend (activations, logits) as a host f32 tensor.
+  virtual void gather_logit_rows(const Tensor& x, Tensor& out) = 0;
+  // A copy of a tensor of the backend (activations, logits) as a host f32 tensor.
   virtual Tensor to_host_f32(const Tensor& x) = 0;
   // The next token of each row of logits [rows.size(), vocab] (backend/sampling.h).
   virtual std::vector<Sample> sample(const Tensor& logits, const std::vector<SampleRow>& rows) = 0;

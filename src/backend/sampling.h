@@ -17,11 +17,10 @@
 // are reported values, not decisions, and agree to rounding.
 #pragma once
 
-#include <cstdint>
-#include <vector>
-
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <vector>
 
 #if defined(__CUDACC__)
 #define FP6_HOST_DEVICE __host__ __device__
@@ -58,8 +57,8 @@ struct SampleRow {
   float min_p = 0.0f;            // 0: off
   double top_p = 1.0;            // 1: off
   double repetition_penalty = 1.0;
-  double u = 0.0;  // uniform in [0, 1), the draw
-  int32_t top_logprobs = -1;  // -1: none; n: the chosen token's and the n most likely
+  double u = 0.0;                       // uniform in [0, 1), the draw
+  int32_t top_logprobs = -1;            // -1: none; n: the chosen token's and the n most likely
   std::vector<PenaltyEntry> penalties;  // distinct tokens
 };
 

@@ -1,8 +1,8 @@
 #include "chat/chat_template.h"
 
-#include "core/check.h"
 #include "chat/jinja_parser.h"
 #include "chat/jinja_render.h"
+#include "core/check.h"
 
 namespace fp6serve {
 namespace {

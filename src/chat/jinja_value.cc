@@ -583,7 +583,9 @@ std::vector<char32_t> decode_utf8(std::string_view s) {
   return out;
 }
 
-void append_utf8(std::string& out, char32_t cp) { out += text::codepoint_to_utf8(static_cast<uint32_t>(cp)); }
+void append_utf8(std::string& out, char32_t cp) {
+  out += text::codepoint_to_utf8(static_cast<uint32_t>(cp));
+}
 
 std::string encode_utf8(const std::u32string_view cps) {
   std::string out;

@@ -33,8 +33,8 @@ std::vector<int64_t> parse_int_list(const std::string& text, const char* option,
 
 void add_model_options(CLI::App* cmd, Options& o, ModelFlags& flags, bool engine) {
   cmd->add_option("--quantization-mode", o.quantization_mode,
-                  std::string(model::QuantizationMode::kChoices) + " (default: " +
-                      model::QuantizationMode::kDefault + ", or a prequantized checkpoint's own)");
+                  std::string(model::QuantizationMode::kChoices) + " (default: " + model::QuantizationMode::kDefault +
+                      ", or a prequantized checkpoint's own)");
   cmd->add_flag("--quantize-lm-head", o.quantize_lm_head, "Quantize lm_head too");
   cmd->add_option("--device", o.device, "auto, cpu or cuda")->capture_default_str();
   cmd->add_option("--threads", o.threads, "CPU threads (0: every core)")->capture_default_str();
@@ -65,8 +65,9 @@ void add_generate_options(CLI::App* cmd, GenerateOptions& g) {
   cmd->add_option("--seed", g.seed, "Random seed for sampling");
   cmd->add_option("--stop", g.stop, "Stop string (repeatable)");
   cmd->add_flag("--ignore-eos", g.ignore_eos, "Do not stop at end-of-sequence tokens");
-  cmd->add_flag("--no-special-tokens", [&g](int64_t) { g.add_special_tokens = false; },
-                "Do not add BOS/special tokens to the prompt");
+  cmd->add_flag(
+      "--no-special-tokens", [&g](int64_t) { g.add_special_tokens = false; },
+      "Do not add BOS/special tokens to the prompt");
 }
 
 }  // namespace fp6serve::cli

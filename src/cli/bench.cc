@@ -40,7 +40,9 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-double free_gib(Model& m) { return m.backend().memory().free / double(1 << 30); }
+double free_gib(Model& m) {
+  return m.backend().memory().free / double(1 << 30);
+}
 
 // Builds the random-weight model of one mode, or says why it cannot (e.g. FP16 70B on 80 GB).
 std::unique_ptr<Model> build(const model::ModelConfig& config, const std::string& mode, const Options& options,
@@ -163,7 +165,8 @@ int run(const BenchOptions& o, bool is_decode) {
                                m->weights().bytes() / double(1 << 30), free_gib(*m));
     if (is_decode) {
       for (int64_t ctx : contexts)
-        for (int64_t b : batches) results[mode][{ctx, b}] = decode(*m, b, ctx, o.steps, read_gbs, options.kv_block_size);
+        for (int64_t b : batches)
+          results[mode][{ctx, b}] = decode(*m, b, ctx, o.steps, read_gbs, options.kv_block_size);
     } else {
       for (int64_t len : prompts) results[mode][{len, 1}] = prefill(*m, len, options.kv_block_size);
     }
@@ -203,8 +206,8 @@ int run(const BenchOptions& o, bool is_decode) {
     }
     if (modes.size() > 1) {
       const auto a = results[modes.front()].find(key), z = results[base].find(key);
-      const bool both = a != results[modes.front()].end() && z != results[base].end() && a->second.ms > 0 &&
-                        z->second.ms > 0;
+      const bool both =
+          a != results[modes.front()].end() && z != results[base].end() && a->second.ms > 0 && z->second.ms > 0;
       line += both ? fmt::format(" {:.2f}x |", z->second.ms / a->second.ms) : " |";
     }
     fmt::print("{}\n", line);
@@ -224,10 +227,12 @@ Action add_bench(CLI::App& app) {
   for (CLI::App* sub : {decode_cmd, prefill_cmd}) {
     sub->add_option("--random-weights", o->shape,
                     "llama2-7b, llama2-13b, llama2-70b, llama3-8b, or a config.json (default llama2-7b)");
-    sub->add_option("--modes", o->modes, "quantization modes, comma-separated; the last is the baseline (default wf6af16,fp16)");
+    sub->add_option("--modes", o->modes,
+                    "quantization modes, comma-separated; the last is the baseline (default wf6af16,fp16)");
   }
   decode_cmd->add_option("--batch", o->batches, "batch sizes (default 1,2,4,8,16,32,64)");
-  decode_cmd->add_option("--context", o->contexts, "tokens in each sequence's cache at the last step (default 128,1024,4096)");
+  decode_cmd->add_option("--context", o->contexts,
+                         "tokens in each sequence's cache at the last step (default 128,1024,4096)");
   decode_cmd->add_option("--steps", o->steps, "timed steps (default 16)");
   prefill_cmd->add_option("--prompt-len", o->prompts, "prompt lengths (default 512,2048)");
   return [o, decode_cmd] { return run(*o, decode_cmd->parsed()); };

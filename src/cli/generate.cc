@@ -21,7 +21,8 @@ Action add_generate(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("generate", "Generate text from a prompt with a Hugging Face model");
-  cmd->add_option("--model", a->model, "Model directory (Hugging Face checkpoint or fp6serve quantize output)")->required();
+  cmd->add_option("--model", a->model, "Model directory (Hugging Face checkpoint or fp6serve quantize output)")
+      ->required();
   auto* prompt = cmd->add_option("--prompt", a->prompt, "Prompt text");
   auto* ids = cmd->add_option("--prompt-ids", a->prompt_ids, "Prompt as comma-separated token ids, e.g. 1,2,3");
   prompt->excludes(ids);

@@ -16,7 +16,8 @@ Action add_quantize(CLI::App& app) {
     Options options;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand("quantize", "Quantize a Hugging Face checkpoint once and save it (docs/checkpoint.md)");
+  CLI::App* cmd =
+      app.add_subcommand("quantize", "Quantize a Hugging Face checkpoint once and save it (docs/checkpoint.md)");
   cmd->add_option("--model", a->model, "Hugging Face model directory")->required();
   cmd->add_option("--out", a->out, "Output directory")->required();
   cmd->add_option("--quantization-mode", a->options.quantization_mode,

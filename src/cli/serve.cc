@@ -3,8 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <csignal>
-#include <filesystem>
 #include <cstdlib>
+#include <filesystem>
 #include <thread>
 
 #include "cli/commands.h"
@@ -28,7 +28,8 @@ Action add_serve(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("serve", "Serve a model with an OpenAI-compatible HTTP API");
-  cmd->add_option("--model", a->model, "Model directory (Hugging Face checkpoint or fp6serve quantize output)")->required();
+  cmd->add_option("--model", a->model, "Model directory (Hugging Face checkpoint or fp6serve quantize output)")
+      ->required();
   add_model_options(cmd, a->options, a->flags, true);
 #ifdef FP6SERVE_WITH_SERVER
   server::ServerOptions& so = a->server;
@@ -47,8 +48,9 @@ Action add_serve(CLI::App& app) {
 #endif
   return [a]() -> int {
 #ifndef FP6SERVE_WITH_SERVER
-    FP6_THROW(kUnsupported, "this fp6serve was built without cpp-httplib, so it has no HTTP server "
-                            "(install libcpp-httplib-dev and rebuild)");
+    FP6_THROW(kUnsupported,
+              "this fp6serve was built without cpp-httplib, so it has no HTTP server "
+              "(install libcpp-httplib-dev and rebuild)");
 #else
     // Signals go to a watcher thread only (every later thread inherits the blocked mask), so
     // SIGINT/SIGTERM start a graceful shutdown instead of killing the process.
@@ -71,7 +73,8 @@ Action add_serve(CLI::App& app) {
     so.max_body_bytes = static_cast<size_t>(a->max_body_mib * (1 << 20));
     server::HttpServer http(service, so);
     http.bind();
-    fmt::print("fp6serve: serving '{}' on http://{}:{} ({})\n", so.model_name, so.host, http.port(), service.describe());
+    fmt::print("fp6serve: serving '{}' on http://{}:{} ({})\n", so.model_name, so.host, http.port(),
+               service.describe());
     std::fflush(stdout);
     std::thread watcher([&] {
       int sig = 0;

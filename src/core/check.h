@@ -19,14 +19,13 @@ template <typename... Args>
 
 #define FP6_THROW(kind, ...) ::fp6serve::throw_error(::fp6serve::ErrorKind::kind, __VA_ARGS__)
 
-#define FP6_CHECK(cond, kind, ...)         \
-  do {                                     \
+#define FP6_CHECK(cond, kind, ...)             \
+  do {                                         \
     if (!(cond)) FP6_THROW(kind, __VA_ARGS__); \
   } while (0)
 
 // A broken invariant inside fp6serve (never the user's fault).
-#define FP6_ASSERT(cond)                                                                       \
-  do {                                                                                         \
-    if (!(cond))                                                                               \
-      FP6_THROW(kInternal, "internal error: {} failed at {}:{}", #cond, __FILE__, __LINE__);   \
+#define FP6_ASSERT(cond)                                                                                \
+  do {                                                                                                  \
+    if (!(cond)) FP6_THROW(kInternal, "internal error: {} failed at {}:{}", #cond, __FILE__, __LINE__); \
   } while (0)

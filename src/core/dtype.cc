@@ -10,23 +10,33 @@ namespace fp6serve {
 size_t dtype_size(DType dtype) {
   switch (dtype) {
     case DType::kF32:
-    case DType::kI32: return 4;
+    case DType::kI32:
+      return 4;
     case DType::kF16:
-    case DType::kBF16: return 2;
-    case DType::kI64: return 8;
-    case DType::kU8: return 1;
+    case DType::kBF16:
+      return 2;
+    case DType::kI64:
+      return 8;
+    case DType::kU8:
+      return 1;
   }
   FP6_ASSERT(false);
 }
 
 const char* dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return "f32";
-    case DType::kF16: return "f16";
-    case DType::kBF16: return "bf16";
-    case DType::kI32: return "i32";
-    case DType::kI64: return "i64";
-    case DType::kU8: return "u8";
+    case DType::kF32:
+      return "f32";
+    case DType::kF16:
+      return "f16";
+    case DType::kBF16:
+      return "bf16";
+    case DType::kI32:
+      return "i32";
+    case DType::kI64:
+      return "i64";
+    case DType::kU8:
+      return "u8";
   }
   FP6_ASSERT(false);
 }
@@ -44,7 +54,9 @@ bool is_float_dtype(DType dtype) {
 
 void convert_to_f32(const void* src, DType src_dtype, float* dst, size_t n) {
   switch (src_dtype) {
-    case DType::kF32: std::memcpy(dst, src, n * sizeof(float)); return;
+    case DType::kF32:
+      std::memcpy(dst, src, n * sizeof(float));
+      return;
     case DType::kF16: {
       const auto* s = static_cast<const uint16_t*>(src);
       for (size_t i = 0; i < n; ++i) dst[i] = f16_bits_to_f32(s[i]);
@@ -55,13 +67,16 @@ void convert_to_f32(const void* src, DType src_dtype, float* dst, size_t n) {
       for (size_t i = 0; i < n; ++i) dst[i] = bf16_bits_to_f32(s[i]);
       return;
     }
-    default: FP6_THROW(kInvalidArgument, "convert_to_f32: {} is not a float dtype", dtype_name(src_dtype));
+    default:
+      FP6_THROW(kInvalidArgument, "convert_to_f32: {} is not a float dtype", dtype_name(src_dtype));
   }
 }
 
 void convert_from_f32(const float* src, void* dst, DType dst_dtype, size_t n) {
   switch (dst_dtype) {
-    case DType::kF32: std::memcpy(dst, src, n * sizeof(float)); return;
+    case DType::kF32:
+      std::memcpy(dst, src, n * sizeof(float));
+      return;
     case DType::kF16: {
       auto* d = static_cast<uint16_t*>(dst);
       for (size_t i = 0; i < n; ++i) d[i] = f32_to_f16_bits(src[i]);
@@ -72,7 +87,8 @@ void convert_from_f32(const float* src, void* dst, DType dst_dtype, size_t n) {
       for (size_t i = 0; i < n; ++i) d[i] = f32_to_bf16_bits(src[i]);
       return;
     }
-    default: FP6_THROW(kInvalidArgument, "convert_from_f32: {} is not a float dtype", dtype_name(dst_dtype));
+    default:
+      FP6_THROW(kInvalidArgument, "convert_from_f32: {} is not a float dtype", dtype_name(dst_dtype));
   }
 }
 

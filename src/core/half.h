@@ -44,6 +44,8 @@ inline uint16_t f32_to_bf16_bits(float value) {
   return static_cast<uint16_t>(x >> 16);
 }
 
-inline float bf16_bits_to_f32(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
+inline float bf16_bits_to_f32(uint16_t h) {
+  return std::bit_cast<float>(static_cast<uint32_t>(h) << 16);
+}
 
 }  // namespace fp6serve

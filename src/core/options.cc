@@ -21,8 +21,7 @@ void Options::validate() const {
             fpx_crossover);
   FP6_CHECK(max_batch_tokens >= 1, kInvalidArgument, "max_batch_tokens must be at least 1, got {}", max_batch_tokens);
   FP6_CHECK(max_num_seqs >= 1, kInvalidArgument, "max_num_seqs must be at least 1, got {}", max_num_seqs);
-  FP6_CHECK(max_model_len >= 0, kInvalidArgument, "max_model_len must be >= 0 (0: the model's), got {}",
-            max_model_len);
+  FP6_CHECK(max_model_len >= 0, kInvalidArgument, "max_model_len must be >= 0 (0: the model's), got {}", max_model_len);
   FP6_CHECK(kv_block_size >= 1 && kv_block_size <= 1024, kInvalidArgument, "kv_block_size must be in [1, 1024], got {}",
             kv_block_size);
   FP6_CHECK(kv_cache_blocks >= 0, kInvalidArgument, "kv_cache_blocks must be >= 0, got {}", kv_cache_blocks);
@@ -47,7 +46,8 @@ int64_t env_integer(const char* name, const char* value, int64_t lo, int64_t hi)
 }  // namespace
 
 void apply_environment(Options& o) {
-  if (const char* v = env("FP6SERVE_THREADS")) o.threads = static_cast<int>(env_integer("FP6SERVE_THREADS", v, 0, 4096));
+  if (const char* v = env("FP6SERVE_THREADS"))
+    o.threads = static_cast<int>(env_integer("FP6SERVE_THREADS", v, 0, 4096));
   if (const char* v = env("FP6SERVE_CPU_ISA")) o.cpu_isa = v;
   if (const char* v = env("FP6SERVE_CUDA_GRAPHS")) o.cuda_graphs = env_integer("FP6SERVE_CUDA_GRAPHS", v, 0, 1) != 0;
   if (const char* v = env("FP6SERVE_FPX_CROSSOVER"))

@@ -14,7 +14,9 @@ Progress::Progress(std::string label, int64_t total, bool enabled)
       start_(std::chrono::steady_clock::now()),
       last_draw_(start_) {}
 
-Progress::~Progress() { finish(); }
+Progress::~Progress() {
+  finish();
+}
 
 void Progress::advance(int64_t amount, const std::string& note) {
   done_ += amount;

@@ -7,7 +7,9 @@
 
 namespace fp6serve {
 
-const char* device_name(Device device) { return device == Device::kCpu ? "cpu" : "cuda"; }
+const char* device_name(Device device) {
+  return device == Device::kCpu ? "cpu" : "cuda";
+}
 
 namespace {
 
@@ -50,7 +52,8 @@ Tensor Tensor::zeros(std::vector<int64_t> shape, DType dtype) {
   return t;
 }
 
-Tensor Tensor::wrap(void* data, std::vector<int64_t> shape, DType dtype, Device device, std::shared_ptr<void> keep_alive) {
+Tensor Tensor::wrap(void* data, std::vector<int64_t> shape, DType dtype, Device device,
+                    std::shared_ptr<void> keep_alive) {
   check_shape(shape);
   Tensor t;
   t.shape_ = std::move(shape);
@@ -70,8 +73,8 @@ Tensor Tensor::reshape(std::vector<int64_t> shape) const {
 }
 
 Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
-  FP6_CHECK(rank() >= 1 && begin >= 0 && begin <= end && end <= shape_[0], kInternal, "slice_rows({}, {}) of {}",
-            begin, end, shape_string());
+  FP6_CHECK(rank() >= 1 && begin >= 0 && begin <= end && end <= shape_[0], kInternal, "slice_rows({}, {}) of {}", begin,
+            end, shape_string());
   Tensor t = *this;
   const size_t row_bytes = shape_[0] ? bytes() / static_cast<size_t>(shape_[0]) : 0;
   t.data_ = static_cast<uint8_t*>(data_) + static_cast<size_t>(begin) * row_bytes;

@@ -44,7 +44,9 @@ class Tensor {
 
   void* data() const { return data_; }
   template <typename T>
-  T* data_as() const { return static_cast<T*>(data_); }
+  T* data_as() const {
+    return static_cast<T*>(data_);
+  }
 
   // Same storage, new shape with the same element count.
   Tensor reshape(std::vector<int64_t> shape) const;

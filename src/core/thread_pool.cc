@@ -35,7 +35,9 @@ ThreadPool::~ThreadPool() {
 
 namespace {
 
-int cores() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+int cores() {
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
 
 std::mutex g_global_mutex;
 std::shared_ptr<ThreadPool> g_global;

@@ -1,8 +1,8 @@
 #include "engine/engine.h"
 
-#include <algorithm>
-
 #include <fmt/format.h>
+
+#include <algorithm>
 
 #include "core/check.h"
 #include "engine/output.h"
@@ -40,11 +40,16 @@ ContextLengthError::ContextLengthError(int64_t limit, int64_t prompt_tokens, int
 
 const char* finish_reason_name(FinishReason reason) {
   switch (reason) {
-    case FinishReason::kNone: return "none";
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kCancelled: return "cancelled";
-    case FinishReason::kError: return "error";
+    case FinishReason::kNone:
+      return "none";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kError:
+      return "error";
   }
   return "?";
 }
@@ -69,10 +74,10 @@ struct Engine::Sequence {
   Sampler sampler;
   OutputStream output;
   std::vector<int32_t> blocks;
-  int64_t cached = 0;       // tokens whose keys and values are in the cache
-  int64_t scheduled = 0;    // tokens in the current batch
-  bool decoding = false;    // its whole prompt (and what it generated) is cached
-  StreamChunk news;         // accumulated for the callback at the end of the step
+  int64_t cached = 0;     // tokens whose keys and values are in the cache
+  int64_t scheduled = 0;  // tokens in the current batch
+  bool decoding = false;  // its whole prompt (and what it generated) is cached
+  StreamChunk news;       // accumulated for the callback at the end of the step
   FinishReason finished = FinishReason::kNone;
 
   int64_t tokens() const { return static_cast<int64_t>(prompt.size() + generated.size()); }
@@ -90,9 +95,8 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, const Options& options,
       max_batch_tokens_(options.max_batch_tokens),
       // Every running sequence must be able to decode in the same step.
       max_num_seqs_(std::min(options.max_num_seqs, options.max_batch_tokens)),
-      max_model_len_(options.max_model_len > 0
-                         ? std::min(options.max_model_len, model.config().max_position_embeddings)
-                         : model.config().max_position_embeddings),
+      max_model_len_(options.max_model_len > 0 ? std::min(options.max_model_len, model.config().max_position_embeddings)
+                                               : model.config().max_position_embeddings),
       blocks_(kv_cache_blocks(model.backend(), options), options.kv_block_size) {
   options.validate();
   if (defaults_.eos_token_ids.empty() && tokenizer.eos_id()) defaults_.eos_token_ids.push_back(*tokenizer.eos_id());
@@ -106,15 +110,16 @@ uint64_t Engine::submit(std::vector<int32_t> prompt, const GenerateOptions& opti
   FP6_CHECK(!prompt.empty(), kInvalidArgument, "the prompt is empty");
   options.validate();
   const auto len = static_cast<int64_t>(prompt.size());
-  if (len + options.max_new_tokens > max_model_len_) throw ContextLengthError(max_model_len_, len, options.max_new_tokens);
+  if (len + options.max_new_tokens > max_model_len_)
+    throw ContextLengthError(max_model_len_, len, options.max_new_tokens);
   FP6_CHECK(blocks_.blocks_for(len + options.max_new_tokens) <= blocks_.num_blocks(), kInvalidArgument,
-            "prompt + max_tokens need {} KV blocks but the cache has {}", blocks_.blocks_for(len + options.max_new_tokens),
-            blocks_.num_blocks());
+            "prompt + max_tokens need {} KV blocks but the cache has {}",
+            blocks_.blocks_for(len + options.max_new_tokens), blocks_.num_blocks());
   const int32_t vocab = static_cast<int32_t>(model_.config().vocab_size);
   for (int32_t t : prompt)
     FP6_CHECK(t >= 0 && t < vocab, kInvalidArgument, "prompt token id {} is outside the vocabulary [0, {})", t, vocab);
-  auto s = std::make_unique<Sequence>(next_id_++, std::move(prompt), options, std::move(on_chunk), tokenizer_,
-                                      defaults_);
+  auto s =
+      std::make_unique<Sequence>(next_id_++, std::move(prompt), options, std::move(on_chunk), tokenizer_, defaults_);
   const uint64_t id = s->id;
   std::lock_guard lock(inbox_mutex_);
   inbox_.push_back(std::move(s));

@@ -40,9 +40,9 @@ struct StreamChunk {
   std::vector<int32_t> token_ids;  // tokens generated since the last chunk
   std::vector<Sample> samples;     // their log-probabilities, when requested
   FinishReason finish = FinishReason::kNone;
-  std::string error;               // with kError
+  std::string error;  // with kError
   int64_t prompt_tokens = 0;
-  int64_t generated_tokens = 0;    // so far
+  int64_t generated_tokens = 0;  // so far
 };
 using StreamCallback = std::function<void(const StreamChunk&)>;
 
@@ -123,7 +123,7 @@ class Engine {
   std::atomic<uint64_t> next_id_{1};
 
   // Owned by the step() thread.
-  std::deque<std::unique_ptr<Sequence>> waiting_;  // not yet (fully) in the cache, arrival order
+  std::deque<std::unique_ptr<Sequence>> waiting_;   // not yet (fully) in the cache, arrival order
   std::vector<std::unique_ptr<Sequence>> running_;  // fully prefilled, decoding
   EngineStats stats_;
   mutable std::mutex stats_mutex_;

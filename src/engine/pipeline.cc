@@ -95,6 +95,8 @@ Response Pipeline::generate(const std::string& prompt, const GenerateOptions& op
   return generate(encode(prompt, options.add_special_tokens), options, on_text);
 }
 
-std::string Pipeline::describe() const { return impl_->service.describe(); }
+std::string Pipeline::describe() const {
+  return impl_->service.describe();
+}
 
 }  // namespace fp6serve

@@ -6,7 +6,9 @@ namespace fp6serve {
 
 EngineRunner::EngineRunner(Engine& engine) : engine_(engine), thread_([this] { loop(); }) {}
 
-EngineRunner::~EngineRunner() { stop(); }
+EngineRunner::~EngineRunner() {
+  stop();
+}
 
 uint64_t EngineRunner::submit(std::vector<int32_t> prompt, const GenerateOptions& options, StreamCallback on_chunk) {
   const uint64_t id = engine_.submit(std::move(prompt), options, std::move(on_chunk));

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <unordered_map>
 
-
 namespace fp6serve {
 
 Sampler::Sampler(const GenerateOptions& o, const model::GenerationDefaults& d)
@@ -43,8 +42,7 @@ SampleRow Sampler::next_row(std::span<const int32_t> prompt, std::span<const int
     ++e.second;
   }
   for (const auto& [t, e] : seen) {
-    const float subtract =
-        e.second > 0 ? static_cast<float>(presence_penalty_ + frequency_penalty_ * e.second) : 0.0f;
+    const float subtract = e.second > 0 ? static_cast<float>(presence_penalty_ + frequency_penalty_ * e.second) : 0.0f;
     row.penalties.push_back({t, subtract, repeat ? 1 : 0});
   }
   return row;

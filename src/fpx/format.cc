@@ -13,18 +13,21 @@ double Format::max_value() const {
   return (2.0 - std::ldexp(1.0, -man_bits)) * std::ldexp(1.0, (1 << exp_bits) - 1 - bias());
 }
 
-double Format::min_normal() const { return std::ldexp(1.0, 1 - bias()); }
+double Format::min_normal() const {
+  return std::ldexp(1.0, 1 - bias());
+}
 
 double Format::min_subnormal() const {
   return man_bits == 0 ? min_normal() : std::ldexp(1.0, 1 - bias() - man_bits);
 }
 
-std::string Format::name() const { return "e" + std::to_string(exp_bits) + "m" + std::to_string(man_bits); }
+std::string Format::name() const {
+  return "e" + std::to_string(exp_bits) + "m" + std::to_string(man_bits);
+}
 
 void check_format(Format f) {
-  FP6_CHECK(f.valid(), kInvalidArgument,
-            "invalid FPx format e{}m{}: need E >= 1, M >= 0 and 3 <= 1+E+M <= 8", f.exp_bits,
-            f.man_bits);
+  FP6_CHECK(f.valid(), kInvalidArgument, "invalid FPx format e{}m{}: need E >= 1, M >= 0 and 3 <= 1+E+M <= 8",
+            f.exp_bits, f.man_bits);
 }
 
 Format parse_format(std::string_view text) {

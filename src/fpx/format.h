@@ -30,9 +30,7 @@ struct Format {
   double min_subnormal() const;  // 2^(1 - bias - M), or min_normal() when M == 0
 
   std::string name() const;  // "e3m2"
-  friend constexpr bool operator==(Format a, Format b) {
-    return a.exp_bits == b.exp_bits && a.man_bits == b.man_bits;
-  }
+  friend constexpr bool operator==(Format a, Format b) { return a.exp_bits == b.exp_bits && a.man_bits == b.man_bits; }
 };
 
 inline constexpr Format kE3M2{3, 2};  // FP6, the default

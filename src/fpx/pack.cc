@@ -46,8 +46,8 @@ struct SegmentTables {
 };
 
 // Packs one 16-row tile. `codes` is [16, cols_padded] with padding already zero.
-void pack_row_tile(const PackPlan& plan, const SegmentTables& tables, const uint8_t* codes,
-                   int64_t cols_padded, uint8_t* out) {
+void pack_row_tile(const PackPlan& plan, const SegmentTables& tables, const uint8_t* codes, int64_t cols_padded,
+                   uint8_t* out) {
   const int64_t units = cols_padded / kUnitCols;
   for (int64_t u = 0; u < units; ++u) {
     uint8_t* unit = out + u * plan.unit_bytes();
@@ -100,16 +100,14 @@ void for_each_row_tile(PackedWeight& p, const Fill& fill) {
     for (int64_t rt = begin; rt < end; ++rt) {
       std::fill(tile.begin(), tile.end(), 0);
       fill(rt, tile.data(), cp);
-      pack_row_tile(p.plan, tables, tile.data(), cp,
-                    p.data.data() + rt * p.col_units() * p.plan.unit_bytes());
+      pack_row_tile(p.plan, tables, tile.data(), cp, p.data.data() + rt * p.col_units() * p.plan.unit_bytes());
     }
   });
 }
 
 }  // namespace
 
-PackedWeight pack(const uint8_t* codes, const float* scales, int64_t rows, int64_t cols, Format format,
-                  DType target) {
+PackedWeight pack(const uint8_t* codes, const float* scales, int64_t rows, int64_t cols, Format format, DType target) {
   PackedWeight p = make_packed(rows, cols, format, target);
   const uint8_t code_mask = static_cast<uint8_t>(format.num_codes() - 1);
   std::copy(scales, scales + rows, p.scales.begin());

@@ -37,8 +37,7 @@ struct PackedWeight {
 };
 
 // Packs codes ([rows, cols], one per byte) and their row scales.
-PackedWeight pack(const uint8_t* codes, const float* scales, int64_t rows, int64_t cols, Format format,
-                  DType target);
+PackedWeight pack(const uint8_t* codes, const float* scales, int64_t rows, int64_t cols, Format format, DType target);
 inline PackedWeight pack(const QuantizedMatrix& q, DType target) {
   return pack(q.codes.data(), q.scales.data(), q.rows, q.cols, q.format, target);
 }

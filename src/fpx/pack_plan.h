@@ -41,19 +41,21 @@ inline constexpr int kWarpLanes = 32;
 // Which element of the unit lane `lane` holds in half `half` (0 low, 1 high) of register
 // `reg` (0..3) of fragment `fragment` (0..7): the m16n8k16 row-major A fragment layout,
 // with g = lane / 4 and t = lane % 4 giving rows g, g+8 and columns 2t, 2t+1, 2t+8, 2t+9.
-constexpr int unit_row(int lane, int reg) { return lane / 4 + 8 * (reg & 1); }
+constexpr int unit_row(int lane, int reg) {
+  return lane / 4 + 8 * (reg & 1);
+}
 constexpr int unit_col(int lane, int reg, int half, int fragment) {
   return 16 * fragment + 2 * (lane % 4) + half + 8 * (reg >> 1);
 }
 
 struct Segment {
-  int width = 0;             // bits per value: 4, 2 or 1
-  int code_bits[4] = {};     // code_bits[k]: which bit of the code is the segment's k-th bit
-  int targets[4] = {};       // targets[k]: where that bit goes in the 16-bit half
-  int translates[16] = {};   // c_h for each slot h of a word (16 / width slots)
+  int width = 0;            // bits per value: 4, 2 or 1
+  int code_bits[4] = {};    // code_bits[k]: which bit of the code is the segment's k-th bit
+  int targets[4] = {};      // targets[k]: where that bit goes in the 16-bit half
+  int translates[16] = {};  // c_h for each slot h of a word (16 / width slots)
 
   constexpr int slots() const { return 16 / width; }
-  constexpr int words_per_lane() const { return 2 * width; }   // per unit
+  constexpr int words_per_lane() const { return 2 * width; }  // per unit
   constexpr int fragments_per_word() const { return 4 / width; }
   // Left-rotation that moves slot h's bits onto the targets.
   constexpr int rotation(int slot) const { return (32 - translates[slot]) & 31; }
@@ -75,7 +77,8 @@ struct PackPlan {
   constexpr int unit_bytes() const { return kUnitRows * kUnitCols * format.bits() / 8; }
   // Bytes of a [rows, cols] matrix packed with this plan (padded to whole 16x128 units).
   constexpr size_t packed_bytes(int64_t rows, int64_t cols) const {
-    return static_cast<size_t>((rows + kUnitRows - 1) / kUnitRows * ((cols + kUnitCols - 1) / kUnitCols) * unit_bytes());
+    return static_cast<size_t>((rows + kUnitRows - 1) / kUnitRows * ((cols + kUnitCols - 1) / kUnitCols) *
+                               unit_bytes());
   }
   constexpr int region_offset(int s) const {
     int off = 0;
@@ -91,9 +94,7 @@ struct PackPlan {
     return region_offset(s) + (word / per_chunk) * kWarpLanes * chunk + lane * chunk + (word % per_chunk) * 4;
   }
   // log2 of (raw 16-bit value / FPx value): bias-15 for F16, bias-127 for BF16.
-  constexpr int raw_exponent_offset() const {
-    return format.bias() - (target == DType::kF16 ? 15 : 127);
-  }
+  constexpr int raw_exponent_offset() const { return format.bias() - (target == DType::kF16 ? 15 : 127); }
 };
 
 // Raw placement needs the FPx exponent range inside the half's finite exponents and the
@@ -163,8 +164,7 @@ constexpr int target_position(Format f, DType target, int code_bit) {
 }
 
 // Tries to assign the unassigned code bits (mask `free_bits`) to segments widths[s..n).
-constexpr bool assign(Format f, DType target, const int* widths, int n, int s, uint32_t free_bits,
-                      PackPlan& plan) {
+constexpr bool assign(Format f, DType target, const int* widths, int n, int s, uint32_t free_bits, PackPlan& plan) {
   if (s == n) return free_bits == 0;
   const int w = widths[s];
   const int b = f.bits();

@@ -13,18 +13,17 @@ namespace {
 
 void check_view(const MatrixView& src) {
   FP6_CHECK(is_float_dtype(src.dtype), kInvalidArgument,
-            "tensor '{}': cannot quantize dtype {} (need f32, f16 or bf16)", src.name,
-            dtype_name(src.dtype));
-  FP6_CHECK(src.rows > 0 && src.cols > 0, kInvalidArgument,
-            "tensor '{}': cannot quantize an empty [{}, {}] matrix", src.name, src.rows, src.cols);
+            "tensor '{}': cannot quantize dtype {} (need f32, f16 or bf16)", src.name, dtype_name(src.dtype));
+  FP6_CHECK(src.rows > 0 && src.cols > 0, kInvalidArgument, "tensor '{}': cannot quantize an empty [{}, {}] matrix",
+            src.name, src.rows, src.cols);
   FP6_CHECK(src.data != nullptr, kInvalidArgument, "tensor '{}': no data", src.name);
 }
 
 [[noreturn]] void throw_non_finite(const MatrixView& src, int64_t row, const float* values) {
   for (int64_t c = 0; c < src.cols; ++c) {
     if (!std::isfinite(values[c])) {
-      FP6_THROW(kBadInput, "tensor '{}' has {} at [{}, {}] (shape [{}, {}]): cannot quantize",
-                src.name, std::isnan(values[c]) ? "NaN" : "Inf", row, c, src.rows, src.cols);
+      FP6_THROW(kBadInput, "tensor '{}' has {} at [{}, {}] (shape [{}, {}]): cannot quantize", src.name,
+                std::isnan(values[c]) ? "NaN" : "Inf", row, c, src.rows, src.cols);
     }
   }
   FP6_ASSERT(false);
@@ -32,15 +31,15 @@ void check_view(const MatrixView& src) {
 
 }  // namespace
 
-void quantize_rows(const MatrixView& src, const Codec& codec, int64_t row_begin, int64_t row_end,
-                   uint8_t* codes, int64_t codes_stride, float* scales) {
+void quantize_rows(const MatrixView& src, const Codec& codec, int64_t row_begin, int64_t row_end, uint8_t* codes,
+                   int64_t codes_stride, float* scales) {
   check_view(src);
   const auto max_value = static_cast<float>(codec.format().max_value());
   std::vector<float> row(static_cast<size_t>(src.cols));
   const size_t element = dtype_size(src.dtype);
   for (int64_t r = row_begin; r < row_end; ++r) {
-    convert_to_f32(static_cast<const uint8_t*>(src.data) + static_cast<size_t>(r * src.cols) * element,
-                   src.dtype, row.data(), row.size());
+    convert_to_f32(static_cast<const uint8_t*>(src.data) + static_cast<size_t>(r * src.cols) * element, src.dtype,
+                   row.data(), row.size());
     float amax = 0.0f;
     uint32_t non_finite = 0;
     for (float v : row) {

@@ -33,8 +33,8 @@ struct QuantizedMatrix {
 
 // Quantizes rows [row_begin, row_end) of src into codes (row stride codes_stride) and
 // scales, both indexed from row_begin. Single-threaded; quantize() and the packers split rows.
-void quantize_rows(const MatrixView& src, const Codec& codec, int64_t row_begin, int64_t row_end,
-                   uint8_t* codes, int64_t codes_stride, float* scales);
+void quantize_rows(const MatrixView& src, const Codec& codec, int64_t row_begin, int64_t row_end, uint8_t* codes,
+                   int64_t codes_stride, float* scales);
 
 // The whole matrix, rows spread over the thread pool.
 QuantizedMatrix quantize(const MatrixView& src, Format format);

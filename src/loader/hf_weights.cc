@@ -17,9 +17,12 @@ namespace {
 
 DType float_dtype(const TensorInfo& t, const Checkpoint& ckpt) {
   switch (t.dtype) {
-    case StDType::kF32: return DType::kF32;
-    case StDType::kF16: return DType::kF16;
-    case StDType::kBF16: return DType::kBF16;
+    case StDType::kF32:
+      return DType::kF32;
+    case StDType::kF16:
+      return DType::kF16;
+    case StDType::kBF16:
+      return DType::kBF16;
     default:
       FP6_THROW(kBadInput, "{}: tensor '{}' has dtype {}; expected F16, BF16 or F32", ckpt.file_of(t.name).string(),
                 t.name, st_dtype_name(t.dtype));
@@ -60,7 +63,6 @@ std::vector<Expected> expected_tensors(const ModelConfig& c) {
   }
   return out;
 }
-
 
 fpx::MatrixView view_of(const TensorInfo& t, const Checkpoint& ckpt) {
   return {t.data, float_dtype(t, ckpt), t.shape[0], t.shape.size() > 1 ? t.shape[1] : 1, t.name};

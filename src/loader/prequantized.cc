@@ -21,19 +21,27 @@ namespace {
 
 StDType st_dtype(DType d) {
   switch (d) {
-    case DType::kF32: return StDType::kF32;
-    case DType::kF16: return StDType::kF16;
-    case DType::kBF16: return StDType::kBF16;
-    default: FP6_THROW(kInternal, "no safetensors dtype for {}", dtype_name(d));
+    case DType::kF32:
+      return StDType::kF32;
+    case DType::kF16:
+      return StDType::kF16;
+    case DType::kBF16:
+      return StDType::kBF16;
+    default:
+      FP6_THROW(kInternal, "no safetensors dtype for {}", dtype_name(d));
   }
 }
 
 DType float_dtype(StDType d, const std::string& name) {
   switch (d) {
-    case StDType::kF32: return DType::kF32;
-    case StDType::kF16: return DType::kF16;
-    case StDType::kBF16: return DType::kBF16;
-    default: FP6_THROW(kBadInput, "tensor '{}' has dtype {}; expected F16, BF16 or F32", name, st_dtype_name(d));
+    case StDType::kF32:
+      return DType::kF32;
+    case StDType::kF16:
+      return DType::kF16;
+    case StDType::kBF16:
+      return DType::kBF16;
+    default:
+      FP6_THROW(kBadInput, "tensor '{}' has dtype {}; expected F16, BF16 or F32", name, st_dtype_name(d));
   }
 }
 
@@ -43,7 +51,8 @@ json read_meta(const Checkpoint& ckpt) {
   try {
     return json::parse(it->second);
   } catch (const json::exception& e) {
-    FP6_THROW(kBadInput, "{}: the '{}' metadata is malformed JSON: {}", ckpt.dir().string(), kPrequantizedKey, e.what());
+    FP6_THROW(kBadInput, "{}: the '{}' metadata is malformed JSON: {}", ckpt.dir().string(), kPrequantizedKey,
+              e.what());
   }
 }
 
@@ -65,7 +74,8 @@ class StreamingWriter : public WeightSink {
     json info = {{"rows", h.rows}, {"cols", h.cols}, {"quantized", h.packed != nullptr}, {"bias", !h.bias.empty()}};
     if (h.packed) {
       const fpx::PackedWeight& p = *h.packed;
-      put(name + ".fpx_units", StDType::kU8, {p.row_tiles(), p.col_units(), p.plan.unit_bytes()}, p.data.data(), p.bytes());
+      put(name + ".fpx_units", StDType::kU8, {p.row_tiles(), p.col_units(), p.plan.unit_bytes()}, p.data.data(),
+          p.bytes());
       put(name + ".fpx_scales", StDType::kF32, {p.rows_padded()}, p.scales.data(), p.scales.size() * sizeof(float));
     } else {
       put(name + ".weight", st_dtype(h.dense.dtype()), h.dense.shape(), h.dense.data(), h.dense.bytes());
@@ -113,7 +123,9 @@ class StreamingWriter : public WeightSink {
 
 }  // namespace
 
-bool is_prequantized(const Checkpoint& ckpt) { return ckpt.metadata().count(kPrequantizedKey) > 0; }
+bool is_prequantized(const Checkpoint& ckpt) {
+  return ckpt.metadata().count(kPrequantizedKey) > 0;
+}
 
 model::QuantizationMode prequantized_mode(const Checkpoint& ckpt) {
   const json meta = read_meta(ckpt);
@@ -186,7 +198,8 @@ void read_prequantized(const Checkpoint& ckpt, const ModelConfig& config, DType 
   auto read_tensor = [&](WeightId id, const std::vector<int64_t>& shape) {
     const std::string name = model::weight_name(id);
     const TensorInfo& t = ckpt.get(name);
-    FP6_CHECK(t.shape == shape, kBadInput, "{}: '{}' has shape {}", ckpt.file_of(name).string(), name, t.shape_string());
+    FP6_CHECK(t.shape == shape, kBadInput, "{}: '{}' has shape {}", ckpt.file_of(name).string(), name,
+              t.shape_string());
     Tensor host = Tensor::empty(t.shape, float_dtype(t.dtype, name));
     std::memcpy(host.data(), t.data, t.bytes);
     return host;
@@ -233,9 +246,8 @@ void write_prequantized(const fs::path& model_dir, const fs::path& out_dir, cons
     std::ifstream in(model_dir / "config.json");
     cfg = json::parse(in);
   }
-  cfg["quantization_config"] = {{"quant_method", "fp6serve"},
-                                {"quantization_mode", spec.mode.name},
-                                {"fpx_format", spec.mode.format.name()}};
+  cfg["quantization_config"] = {
+      {"quant_method", "fp6serve"}, {"quantization_mode", spec.mode.name}, {"fpx_format", spec.mode.format.name()}};
   std::ofstream(out_dir / "config.json") << cfg.dump(2) << "\n";
   for (const char* f : {"tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja",
                         "special_tokens_map.json", "tokenizer.model"}) {

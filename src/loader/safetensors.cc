@@ -24,10 +24,10 @@ struct DTypeName {
   size_t size;
 };
 constexpr DTypeName kDTypes[] = {
-    {StDType::kF64, "F64", 8},    {StDType::kF32, "F32", 4},         {StDType::kF16, "F16", 2},
-    {StDType::kBF16, "BF16", 2},  {StDType::kI64, "I64", 8},         {StDType::kI32, "I32", 4},
-    {StDType::kI16, "I16", 2},    {StDType::kI8, "I8", 1},           {StDType::kU8, "U8", 1},
-    {StDType::kBool, "BOOL", 1},  {StDType::kF8E4M3, "F8_E4M3", 1}, {StDType::kF8E5M2, "F8_E5M2", 1},
+    {StDType::kF64, "F64", 8},   {StDType::kF32, "F32", 4},        {StDType::kF16, "F16", 2},
+    {StDType::kBF16, "BF16", 2}, {StDType::kI64, "I64", 8},        {StDType::kI32, "I32", 4},
+    {StDType::kI16, "I16", 2},   {StDType::kI8, "I8", 1},          {StDType::kU8, "U8", 1},
+    {StDType::kBool, "BOOL", 1}, {StDType::kF8E4M3, "F8_E4M3", 1}, {StDType::kF8E5M2, "F8_E5M2", 1},
 };
 
 }  // namespace
@@ -55,8 +55,8 @@ SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
   size_ = static_cast<size_t>(st.st_size);
   if (size_ < 8) {
     ::close(fd);
-    FP6_THROW(kBadInput, "{}: truncated safetensors file ({} bytes, less than the 8-byte header length)",
-              path.string(), size_);
+    FP6_THROW(kBadInput, "{}: truncated safetensors file ({} bytes, less than the 8-byte header length)", path.string(),
+              size_);
   }
   map_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
@@ -75,7 +75,8 @@ SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
               path.string(), header_len, size_);
     json header;
     try {
-      header = json::parse(reinterpret_cast<const char*>(base + 8), reinterpret_cast<const char*>(base + 8 + header_len));
+      header =
+          json::parse(reinterpret_cast<const char*>(base + 8), reinterpret_cast<const char*>(base + 8 + header_len));
     } catch (const json::exception& e) {
       FP6_THROW(kBadInput, "{}: the JSON header is malformed: {}", path.string(), e.what());
     }
@@ -91,8 +92,9 @@ SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
         }
         continue;
       }
-      FP6_CHECK(entry.is_object() && entry.contains("dtype") && entry.contains("shape") && entry.contains("data_offsets"),
-                kBadInput, "{}: tensor '{}' lacks dtype, shape or data_offsets", path.string(), name);
+      FP6_CHECK(
+          entry.is_object() && entry.contains("dtype") && entry.contains("shape") && entry.contains("data_offsets"),
+          kBadInput, "{}: tensor '{}' lacks dtype, shape or data_offsets", path.string(), name);
       TensorInfo t;
       t.name = name;
       const json& dt = entry["dtype"];
@@ -205,7 +207,8 @@ void SafetensorsWriter::write(const fs::path& path) const {
   json header = json::object();
   uint64_t offset = 0;
   for (const Entry& e : entries_) {
-    header[e.name] = {{"dtype", st_dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {offset, offset + e.bytes}}};
+    header[e.name] = {
+        {"dtype", st_dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {offset, offset + e.bytes}}};
     offset += e.bytes;
   }
   if (!metadata_.empty()) header["__metadata__"] = metadata_;

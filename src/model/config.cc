@@ -16,15 +16,17 @@ using json = nlohmann::json;
 
 const char* family_name(Family family) {
   switch (family) {
-    case Family::kLlama: return "llama";
-    case Family::kMistral: return "mistral";
-    case Family::kQwen2: return "qwen2";
+    case Family::kLlama:
+      return "llama";
+    case Family::kMistral:
+      return "mistral";
+    case Family::kQwen2:
+      return "qwen2";
   }
   return "?";
 }
 
 namespace {
-
 
 json parse_json(const std::string& text, const std::string& source) {
   try {
@@ -89,8 +91,10 @@ void parse_rope(const Fields& f, ModelConfig& c) {
   // transformers 5: rope_parameters {rope_theta, rope_type, ...}; 4.x: rope_theta + rope_scaling.
   const json* params = nullptr;
   std::string params_key;
-  if (f.has("rope_parameters")) params = &f.j["rope_parameters"], params_key = "rope_parameters";
-  else if (f.has("rope_scaling")) params = &f.j["rope_scaling"], params_key = "rope_scaling";
+  if (f.has("rope_parameters"))
+    params = &f.j["rope_parameters"], params_key = "rope_parameters";
+  else if (f.has("rope_scaling"))
+    params = &f.j["rope_scaling"], params_key = "rope_scaling";
   c.rope.theta = f.positive_number_or("rope_theta", 10000.0);
   if (!params) return;
   FP6_CHECK(params->is_object(), kBadInput, "{}: field '{}' must be an object", f.source, params_key);
@@ -146,10 +150,16 @@ ModelConfig ModelConfig::shape(const std::string& name) {
                                         {"llama3-8b", 128256, 4096, 14336, 32, 32, 8, 8192, 500000}};
   for (const Preset& p : kPresets)
     if (name == p.name)
-      return parse(json{{"model_type", "llama"}, {"vocab_size", p.vocab}, {"hidden_size", p.hidden},
-                        {"intermediate_size", p.inter}, {"num_hidden_layers", p.layers},
-                        {"num_attention_heads", p.heads}, {"num_key_value_heads", p.kv_heads},
-                        {"max_position_embeddings", p.max_pos}, {"rms_norm_eps", 1e-5}, {"rope_theta", p.theta},
+      return parse(json{{"model_type", "llama"},
+                        {"vocab_size", p.vocab},
+                        {"hidden_size", p.hidden},
+                        {"intermediate_size", p.inter},
+                        {"num_hidden_layers", p.layers},
+                        {"num_attention_heads", p.heads},
+                        {"num_key_value_heads", p.kv_heads},
+                        {"max_position_embeddings", p.max_pos},
+                        {"rms_norm_eps", 1e-5},
+                        {"rope_theta", p.theta},
                         {"torch_dtype", "float16"}}
                        .dump(),
                    name);
@@ -163,12 +173,14 @@ ModelConfig ModelConfig::parse(const std::string& text, const std::string& sourc
   const json j = parse_json(text, source);
   const Fields f{j, source};
   ModelConfig c;
-  FP6_CHECK(f.has("model_type") && j["model_type"].is_string(), kBadInput, "{}: field 'model_type' is missing",
-            source);
+  FP6_CHECK(f.has("model_type") && j["model_type"].is_string(), kBadInput, "{}: field 'model_type' is missing", source);
   c.model_type = j["model_type"].get<std::string>();
-  if (c.model_type == "llama") c.family = Family::kLlama;
-  else if (c.model_type == "mistral") c.family = Family::kMistral;
-  else if (c.model_type == "qwen2") c.family = Family::kQwen2;
+  if (c.model_type == "llama")
+    c.family = Family::kLlama;
+  else if (c.model_type == "mistral")
+    c.family = Family::kMistral;
+  else if (c.model_type == "qwen2")
+    c.family = Family::kQwen2;
   else
     FP6_THROW(kUnsupported, "{}: model_type '{}' is not supported (supported: llama, mistral, qwen2)", source,
               c.model_type);
@@ -190,8 +202,7 @@ ModelConfig ModelConfig::parse(const std::string& text, const std::string& sourc
               c.hidden_size, c.num_heads);
     c.head_dim = c.hidden_size / c.num_heads;
   }
-  FP6_CHECK(c.head_dim % 2 == 0, kBadInput, "{}: head_dim ({}) must be even for rotary embeddings", source,
-            c.head_dim);
+  FP6_CHECK(c.head_dim % 2 == 0, kBadInput, "{}: head_dim ({}) must be even for rotary embeddings", source, c.head_dim);
   c.max_position_embeddings = f.positive_int_or("max_position_embeddings", 4096);
   c.rms_norm_eps = f.positive_number_or("rms_norm_eps", 1e-6);
   c.tie_word_embeddings = f.boolean_or("tie_word_embeddings", c.family == Family::kQwen2);
@@ -206,8 +217,11 @@ ModelConfig ModelConfig::parse(const std::string& text, const std::string& sourc
       c.mlp_bias = f.boolean_or("mlp_bias", false);
       break;
     }
-    case Family::kMistral: break;
-    case Family::kQwen2: c.qkv_bias = true; break;
+    case Family::kMistral:
+      break;
+    case Family::kQwen2:
+      c.qkv_bias = true;
+      break;
   }
   // Mistral v0.1 ships sliding_window 4096; Qwen2 ships one but disables it.
   const bool sliding = c.family == Family::kQwen2 ? f.boolean_or("use_sliding_window", false) : true;

@@ -43,9 +43,9 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   RopeConfig rope;
   bool tie_word_embeddings = false;
-  bool qkv_bias = false;  // q, k, v projections carry biases (qwen2; llama attention_bias)
-  bool o_bias = false;    // o projection carries a bias (llama attention_bias)
-  bool mlp_bias = false;  // gate, up, down carry biases (llama mlp_bias)
+  bool qkv_bias = false;       // q, k, v projections carry biases (qwen2; llama attention_bias)
+  bool o_bias = false;         // o projection carries a bias (llama attention_bias)
+  bool mlp_bias = false;       // gate, up, down carry biases (llama mlp_bias)
   int64_t sliding_window = 0;  // 0: full attention
   DType dtype = DType::kBF16;  // the checkpoint's declared dtype
   std::optional<int32_t> bos_token_id;

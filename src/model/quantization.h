@@ -14,8 +14,9 @@ struct QuantizationMode {
   // The mode a model gets when the user names none (and the checkpoint is not prequantized).
   static constexpr const char* kDefault = "wf6af16";
   // What parse() accepts, for help texts and errors.
-  static constexpr const char* kChoices = "wf6af16 (FP6 e3m2), wf5af16 (e2m2), wf4af16 (e2m1), any eXmY, or fp16, "
-                                          "bf16, fp32 (unquantized)";
+  static constexpr const char* kChoices =
+      "wf6af16 (FP6 e3m2), wf5af16 (e2m2), wf4af16 (e2m1), any eXmY, or fp16, "
+      "bf16, fp32 (unquantized)";
 
   std::string name;
   bool quantized = true;

@@ -86,7 +86,9 @@ HttpServer::HttpServer(Service& service, ServerOptions options)
   register_routes();
 }
 
-HttpServer::~HttpServer() { shutdown(); }
+HttpServer::~HttpServer() {
+  shutdown();
+}
 
 std::shared_ptr<HttpServer::Group> HttpServer::submit_group(const ParsedRequest& req) {
   auto group = std::make_shared<Group>();
@@ -111,8 +113,10 @@ std::shared_ptr<HttpServer::Group> HttpServer::submit_group(const ParsedRequest&
           if (!g) return;
           const auto now = Clock::now();
           if (!c.token_ids.empty()) {
-            if (!g->got_token[choice]) metrics_.observe_ttft(std::chrono::duration<double>(now - g->arrival).count());
-            else metrics_.observe_inter_token(std::chrono::duration<double>(now - g->last_token[choice]).count());
+            if (!g->got_token[choice])
+              metrics_.observe_ttft(std::chrono::duration<double>(now - g->arrival).count());
+            else
+              metrics_.observe_inter_token(std::chrono::duration<double>(now - g->last_token[choice]).count());
             g->got_token[choice] = true;
             g->last_token[choice] = now;
           }
@@ -148,9 +152,10 @@ ParsedRequest HttpServer::parse(const std::string& body, bool chat) const {
     throw ApiError(400, std::string("the request body is not valid JSON: ") + e.what());
   }
   if (chat && !chat_template_)
-    throw ApiError(400, chat_template_error_.empty()
-                            ? "this model ships no chat template; use /v1/completions"
-                            : "this model's chat template could not be parsed: " + chat_template_error_,
+    throw ApiError(400,
+                   chat_template_error_.empty()
+                       ? "this model ships no chat template; use /v1/completions"
+                       : "this model's chat template could not be parsed: " + chat_template_error_,
                    "messages");
   return parse_request(parsed, chat, {service_, options_.model_name, chat_template_.get()});
 }
@@ -224,11 +229,10 @@ void HttpServer::respond_stream(std::shared_ptr<Group> group, const ParsedReques
             continue;
           }
           const auto& [i, c] = next;
-          const std::string out =
-              c.finish == FinishReason::kError
-                  ? sse(error_body("generation failed: " + c.error, "server_error", "", ""))
-                  : sse(stream_chunk(group->id, group->created, options_.model_name, req.chat,
-                                     static_cast<int64_t>(i), c, !started[i], req.logprobs, tok));
+          const std::string out = c.finish == FinishReason::kError
+                                      ? sse(error_body("generation failed: " + c.error, "server_error", "", ""))
+                                      : sse(stream_chunk(group->id, group->created, options_.model_name, req.chat,
+                                                         static_cast<int64_t>(i), c, !started[i], req.logprobs, tok));
           started[i] = true;
           if (c.finish != FinishReason::kNone) completion_tokens += c.generated_tokens;
           if (!write(out)) return false;
@@ -267,7 +271,8 @@ void HttpServer::register_routes() {
     }
     if (api && !options_.api_key.empty() && req.get_header_value("Authorization") != "Bearer " + options_.api_key) {
       send_error(res, 401,
-                 req.has_header("Authorization") ? "Incorrect API key provided." : "Missing API key: send 'Authorization: Bearer <key>'.",
+                 req.has_header("Authorization") ? "Incorrect API key provided."
+                                                 : "Missing API key: send 'Authorization: Bearer <key>'.",
                  "", "invalid_api_key");
       metrics_.count_request(req.path, 401);
       return httplib::Server::HandlerResponse::Handled;
@@ -278,9 +283,12 @@ void HttpServer::register_routes() {
   // Unknown routes and oversized bodies get the OpenAI error shape too.
   s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
-    if (res.status == 404) send_error(res, 404, "no route " + req.method + " " + req.path, "", "not_found");
-    else if (res.status == 413) send_error(res, 413, "the request body is too large", "", "request_too_large");
-    else send_error(res, res.status, "request failed with HTTP status " + std::to_string(res.status));
+    if (res.status == 404)
+      send_error(res, 404, "no route " + req.method + " " + req.path, "", "not_found");
+    else if (res.status == 413)
+      send_error(res, 413, "the request body is too large", "", "request_too_large");
+    else
+      send_error(res, res.status, "request failed with HTTP status " + std::to_string(res.status));
   });
 
   auto generation = [this](bool chat) {
@@ -328,14 +336,15 @@ void HttpServer::register_routes() {
 }
 
 void HttpServer::bind() {
-  port_ = options_.port == 0 ? http_->bind_to_any_port(options_.host) : (http_->bind_to_port(options_.host, options_.port)
-                                                                            ? options_.port
-                                                                            : -1);
+  port_ = options_.port == 0 ? http_->bind_to_any_port(options_.host)
+                             : (http_->bind_to_port(options_.host, options_.port) ? options_.port : -1);
   FP6_CHECK(port_ > 0, kInvalidArgument, "cannot listen on {}:{} (in use, or not an address of this machine)",
             options_.host, options_.port);
 }
 
-void HttpServer::serve() { http_->listen_after_bind(); }
+void HttpServer::serve() {
+  http_->listen_after_bind();
+}
 
 void HttpServer::shutdown() {
   std::call_once(shutdown_once_, [this] {

@@ -20,15 +20,15 @@
 namespace httplib {
 class Server;
 struct Response;
-}
+}  // namespace httplib
 
 namespace fp6serve::server {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8000;                       // 0: any free port (see HttpServer::port)
-  std::string api_key;                   // empty: no authentication
-  std::string model_name;                // what /v1/models lists and requests must name
+  int port = 8000;         // 0: any free port (see HttpServer::port)
+  std::string api_key;     // empty: no authentication
+  std::string model_name;  // what /v1/models lists and requests must name
   size_t max_body_bytes = size_t{8} << 20;
   int threads = 256;                     // HTTP workers: each streaming client holds one
   double shutdown_grace_seconds = 10.0;  // in-flight requests may finish this long

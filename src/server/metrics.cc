@@ -20,8 +20,8 @@ Metrics::Metrics() {
     return h;
   };
   ttft_ = make({0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80});
-  itl_ = make({0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5,
-               0.75, 1, 2.5});
+  itl_ = make({0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
+               0.075, 0.1,    0.15,  0.2,  0.3,   0.4,  0.5,   0.75, 1,    2.5});
   e2e_ = make({0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480});
 }
 
@@ -57,13 +57,16 @@ void Metrics::render_histogram(std::string& out, const std::string& name, const 
     out += fmt::format("{}_bucket{{le=\"{}\"}} {}\n", name, h.bounds[i], cumulative);
   }
   cumulative += h.counts.back();
-  out += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n{}_sum {}\n{}_count {}\n", name, cumulative, name, h.sum, name, h.count);
+  out += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n{}_sum {}\n{}_count {}\n", name, cumulative, name, h.sum, name,
+                     h.count);
 }
 
 std::string Metrics::render(const Gauges& g) const {
   std::lock_guard lock(mutex_);
   std::string out;
-  out += "# HELP fp6serve_requests_total HTTP requests by endpoint and status code.\n# TYPE fp6serve_requests_total counter\n";
+  out +=
+      "# HELP fp6serve_requests_total HTTP requests by endpoint and status code.\n# TYPE fp6serve_requests_total "
+      "counter\n";
   for (const auto& [key, n] : requests_)
     out += fmt::format("fp6serve_requests_total{{endpoint=\"{}\",status=\"{}\"}} {}\n", key.first, key.second, n);
   out += fmt::format(
@@ -76,7 +79,8 @@ std::string Metrics::render(const Gauges& g) const {
   render_histogram(out, "fp6serve_inter_token_latency_seconds", "Time between consecutive tokens of a request.", itl_);
   render_histogram(out, "fp6serve_e2e_request_latency_seconds", "Time from request arrival to its last token.", e2e_);
   out += fmt::format(
-      "# HELP fp6serve_queue_length Requests waiting for their prompt to be processed.\n# TYPE fp6serve_queue_length gauge\n"
+      "# HELP fp6serve_queue_length Requests waiting for their prompt to be processed.\n# TYPE fp6serve_queue_length "
+      "gauge\n"
       "fp6serve_queue_length {}\n"
       "# HELP fp6serve_running_requests Requests decoding.\n# TYPE fp6serve_running_requests gauge\n"
       "fp6serve_running_requests {}\n"
@@ -84,7 +88,8 @@ std::string Metrics::render(const Gauges& g) const {
       "fp6serve_kv_blocks_in_use {}\n"
       "# HELP fp6serve_kv_blocks_total KV cache blocks.\n# TYPE fp6serve_kv_blocks_total gauge\n"
       "fp6serve_kv_blocks_total {}\n"
-      "# HELP fp6serve_preemptions_total Sequences preempted for KV blocks.\n# TYPE fp6serve_preemptions_total counter\n"
+      "# HELP fp6serve_preemptions_total Sequences preempted for KV blocks.\n# TYPE fp6serve_preemptions_total "
+      "counter\n"
       "fp6serve_preemptions_total {}\n",
       g.waiting, g.running, g.kv_blocks_used, g.kv_blocks_total, g.preemptions);
   return out;

@@ -17,18 +17,25 @@ json error_body(const std::string& message, const std::string& type, const std::
 
 const char* openai_finish_reason(FinishReason reason) {
   switch (reason) {
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kCancelled: return "abort";
-    case FinishReason::kError: return "error";
-    case FinishReason::kNone: break;
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kCancelled:
+      return "abort";
+    case FinishReason::kError:
+      return "error";
+    case FinishReason::kNone:
+      break;
   }
   return nullptr;
 }
 
 namespace {
 
-[[noreturn]] void bad(const std::string& param, const std::string& message) { throw ApiError(400, message, param); }
+[[noreturn]] void bad(const std::string& param, const std::string& message) {
+  throw ApiError(400, message, param);
+}
 
 // Typed field readers: absent or null gives nullopt, a wrong type is a 400 naming the field.
 std::optional<double> number(const json& b, const char* key, double lo, double hi) {
@@ -73,9 +80,12 @@ std::vector<std::vector<int32_t>> completion_prompts(const json& b, const Tokeni
     out.push_back(token_list(p, "prompt", vocab));
   } else if (p.is_array() && !p.empty()) {
     for (const json& item : p) {
-      if (item.is_string()) out.push_back(tok.encode(item.get<std::string>(), true));
-      else if (item.is_array()) out.push_back(token_list(item, "prompt", vocab));
-      else bad("prompt", "'prompt' must be a string, a list of strings, or token ids");
+      if (item.is_string())
+        out.push_back(tok.encode(item.get<std::string>(), true));
+      else if (item.is_array())
+        out.push_back(token_list(item, "prompt", vocab));
+      else
+        bad("prompt", "'prompt' must be a string, a list of strings, or token ids");
     }
   } else {
     bad("prompt", "'prompt' must be a non-empty string, a list of strings, or token ids");
@@ -97,7 +107,8 @@ std::string message_text(const json& m, size_t i) {
       const bool text_part = part.is_object() && part.contains("type") && part["type"] == "text" &&
                              part.contains("text") && part["text"].is_string();
       if (!text_part)
-        bad(where, fmt::format("'{}' parts must be {{\"type\": \"text\", \"text\": ...}} (only text is supported)", where));
+        bad(where,
+            fmt::format("'{}' parts must be {{\"type\": \"text\", \"text\": ...}} (only text is supported)", where));
       text += part["text"].get<std::string>();
     }
     return text;
@@ -119,7 +130,8 @@ std::vector<int32_t> chat_prompt(const json& b, const ApiContext& ctx) {
     const std::string role = m["role"].get<std::string>();
     if (role != "system" && role != "user" && role != "assistant" && role != "tool" && role != "developer")
       bad(fmt::format("messages[{}].role", i), fmt::format("messages[{}].role '{}' is not one of system, user, "
-                                                            "assistant, tool, developer", i, role));
+                                                           "assistant, tool, developer",
+                                                           i, role));
     json msg = m;
     msg["content"] = message_text(m, i);
     messages.push_back(std::move(msg));
@@ -140,13 +152,15 @@ std::vector<std::string> stop_strings(const json& b) {
   std::vector<std::string> out;
   if (!b.contains("stop") || b["stop"].is_null()) return out;
   const json& s = b["stop"];
-  if (s.is_string()) out.push_back(s.get<std::string>());
+  if (s.is_string())
+    out.push_back(s.get<std::string>());
   else if (s.is_array())
     for (const json& x : s) {
       if (!x.is_string()) bad("stop", "'stop' must be a string or a list of strings");
       out.push_back(x.get<std::string>());
     }
-  else bad("stop", "'stop' must be a string or a list of strings");
+  else
+    bad("stop", "'stop' must be a string or a list of strings");
   if (out.size() > 16) bad("stop", "at most 16 stop strings");
   for (const auto& x : out)
     if (x.empty()) bad("stop", "stop strings must not be empty");
@@ -160,16 +174,17 @@ ParsedRequest parse_request(const json& b, bool chat, const ApiContext& ctx) {
   if (b.contains("model") && !b["model"].is_null()) {
     if (!b["model"].is_string()) bad("model", "'model' must be a string");
     if (b["model"].get<std::string>() != ctx.model_name)
-      throw ApiError(404, fmt::format("The model `{}` does not exist. This server serves `{}`.",
-                                      b["model"].get<std::string>(), ctx.model_name),
+      throw ApiError(404,
+                     fmt::format("The model `{}` does not exist. This server serves `{}`.",
+                                 b["model"].get<std::string>(), ctx.model_name),
                      "model", "model_not_found");
   }
   const Service& svc = ctx.service;
   ParsedRequest r;
   r.chat = chat;
   const int64_t vocab = svc.config().vocab_size;
-  r.prompts = chat ? std::vector<std::vector<int32_t>>{chat_prompt(b, ctx)}
-                   : completion_prompts(b, svc.tokenizer(), vocab);
+  r.prompts =
+      chat ? std::vector<std::vector<int32_t>>{chat_prompt(b, ctx)} : completion_prompts(b, svc.tokenizer(), vocab);
 
   GenerateOptions& g = r.options;
   g.temperature = number(b, "temperature", 0, 2);
@@ -214,7 +229,9 @@ ParsedRequest parse_request(const json& b, bool chat, const ApiContext& ctx) {
 
 namespace {
 
-std::string token_text(const Tokenizer& tok, int32_t id) { return tok.decode(std::vector<int32_t>{id}, false); }
+std::string token_text(const Tokenizer& tok, int32_t id) {
+  return tok.decode(std::vector<int32_t>{id}, false);
+}
 
 json bytes_of(const std::string& s) {
   json a = json::array();
@@ -225,7 +242,9 @@ json bytes_of(const std::string& s) {
 // Legacy completions logprobs: tokens, token_logprobs, top_logprobs, text_offset.
 json completion_logprobs(const std::vector<int32_t>& tokens, const std::vector<Sample>& samples, const Tokenizer& tok,
                          size_t text_offset) {
-  json j = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()},
+  json j = {{"tokens", json::array()},
+            {"token_logprobs", json::array()},
+            {"top_logprobs", json::array()},
             {"text_offset", json::array()}};
   for (size_t i = 0; i < samples.size() && i < tokens.size(); ++i) {
     const std::string t = token_text(tok, tokens[i]);
@@ -262,9 +281,13 @@ json dump_safe_string(const std::string& s) {
 }  // namespace
 
 json completion_response(const std::string& id, int64_t created, const std::string& model, bool chat,
-                         const std::vector<Choice>& choices, int64_t prompt_tokens, bool logprobs, const Tokenizer& tok) {
-  json out = {{"id", id}, {"object", chat ? "chat.completion" : "text_completion"}, {"created", created},
-              {"model", model}, {"choices", json::array()}};
+                         const std::vector<Choice>& choices, int64_t prompt_tokens, bool logprobs,
+                         const Tokenizer& tok) {
+  json out = {{"id", id},
+              {"object", chat ? "chat.completion" : "text_completion"},
+              {"created", created},
+              {"model", model},
+              {"choices", json::array()}};
   int64_t completion = 0;
   for (size_t i = 0; i < choices.size(); ++i) {
     const Choice& c = choices[i];
@@ -279,15 +302,17 @@ json completion_response(const std::string& id, int64_t created, const std::stri
     out["choices"].push_back(choice);
     completion += c.generated_tokens;
   }
-  out["usage"] = {{"prompt_tokens", prompt_tokens}, {"completion_tokens", completion},
+  out["usage"] = {{"prompt_tokens", prompt_tokens},
+                  {"completion_tokens", completion},
                   {"total_tokens", prompt_tokens + completion}};
   return out;
 }
 
 json stream_chunk(const std::string& id, int64_t created, const std::string& model, bool chat, int64_t index,
                   const StreamChunk& c, bool first, bool logprobs, const Tokenizer& tok) {
-  json choice = {{"index", index}, {"finish_reason", c.finish == FinishReason::kNone ? json(nullptr)
-                                                                                     : json(openai_finish_reason(c.finish))}};
+  json choice = {
+      {"index", index},
+      {"finish_reason", c.finish == FinishReason::kNone ? json(nullptr) : json(openai_finish_reason(c.finish))}};
   if (chat) {
     json delta = json::object();
     if (first) delta["role"] = "assistant";
@@ -298,16 +323,24 @@ json stream_chunk(const std::string& id, int64_t created, const std::string& mod
     choice["text"] = dump_safe_string(c.text);
     choice["logprobs"] = logprobs ? completion_logprobs(c.token_ids, c.samples, tok, 0) : json(nullptr);
   }
-  return {{"id", id}, {"object", chat ? "chat.completion.chunk" : "text_completion"}, {"created", created},
-          {"model", model}, {"choices", json::array({choice})}};
+  return {{"id", id},
+          {"object", chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", created},
+          {"model", model},
+          {"choices", json::array({choice})}};
 }
 
 json usage_chunk(const std::string& id, int64_t created, const std::string& model, bool chat, int64_t prompt_tokens,
                  int64_t completion_tokens) {
-  return {{"id", id}, {"object", chat ? "chat.completion.chunk" : "text_completion"}, {"created", created},
-          {"model", model}, {"choices", json::array()},
-          {"usage", {{"prompt_tokens", prompt_tokens}, {"completion_tokens", completion_tokens},
-                     {"total_tokens", prompt_tokens + completion_tokens}}}};
+  return {{"id", id},
+          {"object", chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", created},
+          {"model", model},
+          {"choices", json::array()},
+          {"usage",
+           {{"prompt_tokens", prompt_tokens},
+            {"completion_tokens", completion_tokens},
+            {"total_tokens", prompt_tokens + completion_tokens}}}};
 }
 
 }  // namespace fp6serve::server

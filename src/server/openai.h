@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "chat/chat_template.h"
 #include "engine/engine.h"
 #include "engine/service.h"
-#include "chat/chat_template.h"
 
 namespace fp6serve::server {
 
@@ -21,7 +21,10 @@ class ApiError : public std::runtime_error {
  public:
   ApiError(int status, std::string message, std::string param = "", std::string code = "",
            std::string type = "invalid_request_error")
-      : std::runtime_error(message), status(status), param(std::move(param)), code(std::move(code)),
+      : std::runtime_error(message),
+        status(status),
+        param(std::move(param)),
+        code(std::move(code)),
         type(std::move(type)) {}
   int status;
   std::string param;
@@ -31,17 +34,17 @@ class ApiError : public std::runtime_error {
 
 // {"error": {"message", "type", "param", "code"}}
 nlohmann::ordered_json error_body(const std::string& message, const std::string& type, const std::string& param,
-                          const std::string& code);
+                                  const std::string& code);
 
 // A valid request: the engine's options for each of its choices, and what only HTTP has.
 struct ParsedRequest {
   bool chat = false;
   std::vector<std::vector<int32_t>> prompts;  // one per prompt (completions may send several)
   GenerateOptions options;
-  int64_t n = 1;           // choices per prompt; choice k samples with seed + k
+  int64_t n = 1;  // choices per prompt; choice k samples with seed + k
   bool stream = false;
   bool include_usage = false;
-  bool logprobs = false;   // chat: per-token logprobs; completions: logprobs >= 0
+  bool logprobs = false;     // chat: per-token logprobs; completions: logprobs >= 0
   std::string length_param;  // the field to name when the request exceeds the context
 };
 
@@ -66,12 +69,13 @@ struct Choice {
 
 // prompt_tokens: summed over distinct prompts (the n choices of one prompt share it).
 nlohmann::ordered_json completion_response(const std::string& id, int64_t created, const std::string& model, bool chat,
-                                   const std::vector<Choice>& choices, int64_t prompt_tokens, bool logprobs,
-                                   const Tokenizer& tokenizer);
-nlohmann::ordered_json stream_chunk(const std::string& id, int64_t created, const std::string& model, bool chat, int64_t index,
-                            const StreamChunk& chunk, bool first, bool logprobs, const Tokenizer& tokenizer);
+                                           const std::vector<Choice>& choices, int64_t prompt_tokens, bool logprobs,
+                                           const Tokenizer& tokenizer);
+nlohmann::ordered_json stream_chunk(const std::string& id, int64_t created, const std::string& model, bool chat,
+                                    int64_t index, const StreamChunk& chunk, bool first, bool logprobs,
+                                    const Tokenizer& tokenizer);
 nlohmann::ordered_json usage_chunk(const std::string& id, int64_t created, const std::string& model, bool chat,
-                           int64_t prompt_tokens, int64_t completion_tokens);
+                                   int64_t prompt_tokens, int64_t completion_tokens);
 // OpenAI's finish reasons: "stop", "length"; a cancelled request reports "abort".
 const char* openai_finish_reason(FinishReason reason);
 

@@ -16,8 +16,8 @@ BpeModel::BpeModel(const json& m, const std::string& source) {
   const std::string type = m.value("type", "BPE");
   FP6_CHECK(type == "BPE", kUnsupported, "{}: model.type '{}' is not supported (only BPE)", source, type);
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
-    FP6_CHECK(!m.contains(key) || m[key].is_null() || m[key] == "", kUnsupported, "{}: model.{} is not supported", source,
-              key);
+    FP6_CHECK(!m.contains(key) || m[key].is_null() || m[key] == "", kUnsupported, "{}: model.{} is not supported",
+              source, key);
   FP6_CHECK(!m.contains("dropout") || m["dropout"].is_null() || m["dropout"] == 0.0, kUnsupported,
             "{}: model.dropout (BPE dropout) is not supported", source);
   FP6_CHECK(m.contains("vocab") && m["vocab"].is_object() && !m["vocab"].empty(), kBadInput,

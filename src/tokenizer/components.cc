@@ -151,7 +151,9 @@ void split_piece(const text::Regex& re, Behavior behavior, bool invert, const st
       case Behavior::kRemoved:
         if (!match) pieces.push_back(part);
         break;
-      case Behavior::kIsolated: pieces.push_back(part); break;
+      case Behavior::kIsolated:
+        pieces.push_back(part);
+        break;
       case Behavior::kMergedWithPrevious:
         if (match && !pieces.empty() && !std::get<0>(spans[i - 1]))
           pieces.back() += part;
@@ -164,7 +166,8 @@ void split_piece(const text::Regex& re, Behavior behavior, bool invert, const st
         else
           pieces.push_back(part);
         break;
-      case Behavior::kMergedWithNext: break;
+      case Behavior::kMergedWithNext:
+        break;
     }
   }
   for (auto& p : pieces)
@@ -298,8 +301,8 @@ class ByteFallbackDecoder : public Decoder {
       pending = 0;
     };
     for (auto& t : tokens) {
-      if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' && std::isxdigit(static_cast<unsigned char>(t[3])) &&
-          std::isxdigit(static_cast<unsigned char>(t[4]))) {
+      if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' &&
+          std::isxdigit(static_cast<unsigned char>(t[3])) && std::isxdigit(static_cast<unsigned char>(t[4]))) {
         bytes += static_cast<char>(std::stoi(t.substr(3, 2), nullptr, 16));
         ++pending;
       } else {
@@ -445,8 +448,10 @@ std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const json& j, const std::stri
   if (type == "Metaspace") {
     auto m = std::make_unique<Metaspace>();
     m->replacement = j.value("replacement", m->replacement);
-    if (j.contains("prepend_scheme") && j["prepend_scheme"].is_string()) m->prepend_scheme = j["prepend_scheme"];
-    else if (j.contains("add_prefix_space")) m->prepend_scheme = j.value("add_prefix_space", true) ? "always" : "never";
+    if (j.contains("prepend_scheme") && j["prepend_scheme"].is_string())
+      m->prepend_scheme = j["prepend_scheme"];
+    else if (j.contains("add_prefix_space"))
+      m->prepend_scheme = j.value("add_prefix_space", true) ? "always" : "never";
     m->split = j.value("split", true);
     return m;
   }
@@ -492,8 +497,7 @@ std::unique_ptr<Decoder> parse_decoder(const json& j, const std::string& source,
             source, path, type);
 }
 
-std::unique_ptr<PostProcessor> parse_post_processor(const json& j, const std::string& source,
-                                                    const std::string& path) {
+std::unique_ptr<PostProcessor> parse_post_processor(const json& j, const std::string& source, const std::string& path) {
   if (j.is_null()) return nullptr;
   const std::string type = type_of(j, source, path);
   if (type == "Sequence") return parse_sequence<PostSequence>(j, "processors", source, path, parse_post_processor);

@@ -41,7 +41,8 @@ class PostProcessor {
 };
 
 // `source` names the file and `path` the JSON path, for error messages. A null json gives null.
-std::unique_ptr<Normalizer> parse_normalizer(const nlohmann::json& j, const std::string& source, const std::string& path);
+std::unique_ptr<Normalizer> parse_normalizer(const nlohmann::json& j, const std::string& source,
+                                             const std::string& path);
 std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const nlohmann::json& j, const std::string& source,
                                                   const std::string& path);
 std::unique_ptr<Decoder> parse_decoder(const nlohmann::json& j, const std::string& source, const std::string& path);

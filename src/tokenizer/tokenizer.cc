@@ -30,7 +30,6 @@ struct AddedToken {
   bool single_word;
 };
 
-
 // tokenizer_config.json writes special tokens as strings or as {"content": ...} objects.
 std::string token_string(const json& v) {
   if (v.is_string()) return v.get<std::string>();
@@ -38,7 +37,9 @@ std::string token_string(const json& v) {
   return "";
 }
 
-bool is_word_char(unsigned char c) { return std::isalnum(c) || c == '_' || c >= 0x80; }
+bool is_word_char(unsigned char c) {
+  return std::isalnum(c) || c == '_' || c >= 0x80;
+}
 
 }  // namespace
 
@@ -105,7 +106,8 @@ Tokenizer Tokenizer::load(const fs::path& dir) {
   return t;
 }
 
-Tokenizer Tokenizer::parse(const std::string& tokenizer_json, const std::string& config_json, const std::string& source) {
+Tokenizer Tokenizer::parse(const std::string& tokenizer_json, const std::string& config_json,
+                           const std::string& source) {
   auto impl = std::make_unique<Impl>();
   json j;
   try {
@@ -143,9 +145,8 @@ Tokenizer Tokenizer::parse(const std::string& tokenizer_json, const std::string&
     impl->added_by_first_byte[static_cast<unsigned char>(a.content[0])].push_back(k);
   }
   for (auto& [byte, list] : impl->added_by_first_byte)
-    std::stable_sort(list.begin(), list.end(), [&](size_t a, size_t b) {
-      return impl->added[a].content.size() > impl->added[b].content.size();
-    });
+    std::stable_sort(list.begin(), list.end(),
+                     [&](size_t a, size_t b) { return impl->added[a].content.size() > impl->added[b].content.size(); });
 
   if (!config_json.empty()) {
     json c;
@@ -166,7 +167,8 @@ Tokenizer Tokenizer::parse(const std::string& tokenizer_json, const std::string&
           if (t.value("name", "") == "default") impl->chat_template = t.value("template", "");
       }
     }
-    if (c.contains("add_bos_token") && c["add_bos_token"].is_boolean()) impl->force_bos = c["add_bos_token"].get<bool>();
+    if (c.contains("add_bos_token") && c["add_bos_token"].is_boolean())
+      impl->force_bos = c["add_bos_token"].get<bool>();
   }
   Tokenizer t(std::move(impl));
   Impl& m = *t.impl_;
@@ -217,7 +219,8 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_to
     if (skip_special_tokens && m.special[id]) continue;
     tokens.push_back(m.id_to_token[id]);
   }
-  if (m.decoder) m.decoder->apply(tokens);
+  if (m.decoder)
+    m.decoder->apply(tokens);
   else if (tokens.size() > 1) {
     // The tokenizers library joins with spaces when there is no decoder.
     std::string joined = tokens[0];
@@ -229,7 +232,9 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_to
   return out;
 }
 
-int32_t Tokenizer::vocab_size() const { return static_cast<int32_t>(impl_->id_to_token.size()); }
+int32_t Tokenizer::vocab_size() const {
+  return static_cast<int32_t>(impl_->id_to_token.size());
+}
 
 std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {
   for (const AddedToken& a : impl_->added)
@@ -243,12 +248,24 @@ std::string Tokenizer::id_to_token(int32_t id) const {
   return impl_->id_to_token[id];
 }
 
-bool Tokenizer::is_special(int32_t id) const { return id >= 0 && id < vocab_size() && impl_->special[id]; }
-std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos_id; }
-std::optional<int32_t> Tokenizer::eos_id() const { return impl_->eos_id; }
-const std::string& Tokenizer::bos_token() const { return impl_->bos_token; }
-const std::string& Tokenizer::eos_token() const { return impl_->eos_token; }
-const std::string& Tokenizer::chat_template() const { return impl_->chat_template; }
+bool Tokenizer::is_special(int32_t id) const {
+  return id >= 0 && id < vocab_size() && impl_->special[id];
+}
+std::optional<int32_t> Tokenizer::bos_id() const {
+  return impl_->bos_id;
+}
+std::optional<int32_t> Tokenizer::eos_id() const {
+  return impl_->eos_id;
+}
+const std::string& Tokenizer::bos_token() const {
+  return impl_->bos_token;
+}
+const std::string& Tokenizer::eos_token() const {
+  return impl_->eos_token;
+}
+const std::string& Tokenizer::chat_template() const {
+  return impl_->chat_template;
+}
 
 IncrementalDecoder::IncrementalDecoder(const Tokenizer& tokenizer, bool skip_special_tokens)
     : tokenizer_(tokenizer), skip_special_(skip_special_tokens) {}

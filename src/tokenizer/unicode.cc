@@ -112,7 +112,9 @@ const ByteTable& table() {
 
 }  // namespace
 
-const std::string& byte_to_unicode(uint8_t b) { return table().to_unicode[b]; }
+const std::string& byte_to_unicode(uint8_t b) {
+  return table().to_unicode[b];
+}
 
 int unicode_to_byte(std::string_view ch) {
   const auto& m = table().to_byte;
@@ -131,15 +133,24 @@ std::string normalize(std::string_view s, NormalForm form) {
   if (s.empty()) return {};
   int options = UTF8PROC_STABLE;
   switch (form) {
-    case NormalForm::kNfc: options |= UTF8PROC_COMPOSE; break;
-    case NormalForm::kNfd: options |= UTF8PROC_DECOMPOSE; break;
-    case NormalForm::kNfkc: options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT; break;
-    case NormalForm::kNfkd: options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT; break;
+    case NormalForm::kNfc:
+      options |= UTF8PROC_COMPOSE;
+      break;
+    case NormalForm::kNfd:
+      options |= UTF8PROC_DECOMPOSE;
+      break;
+    case NormalForm::kNfkc:
+      options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
+      break;
+    case NormalForm::kNfkd:
+      options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
+      break;
   }
   utf8proc_uint8_t* out = nullptr;
   const std::string valid = utf8_lossy(s);
-  const auto n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(valid.data()),
-                              static_cast<utf8proc_ssize_t>(valid.size()), &out, static_cast<utf8proc_option_t>(options));
+  const auto n =
+      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(valid.data()), static_cast<utf8proc_ssize_t>(valid.size()),
+                   &out, static_cast<utf8proc_option_t>(options));
   if (n < 0) return valid;
   std::string result(reinterpret_cast<char*>(out), static_cast<size_t>(n));
   std::free(out);
@@ -171,8 +182,8 @@ Regex::Regex(const std::string& pattern, bool literal) : code_(std::make_unique<
   PCRE2_SIZE offset = 0;
   // PCRE2_LITERAL admits no UCP (nothing in a literal needs Unicode properties anyway).
   const uint32_t options = PCRE2_UTF | PCRE2_MATCH_INVALID_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
-  code_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options, &err, &offset,
-                              nullptr);
+  code_->code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options, &err, &offset, nullptr);
   if (!code_->code) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(err, message, sizeof(message));
@@ -189,8 +200,8 @@ std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view subject)
   pcre2_match_data* md = pcre2_match_data_create_from_pattern(code_->code, nullptr);
   size_t start = 0;
   while (start <= subject.size()) {
-    const int rc = pcre2_match(code_->code, reinterpret_cast<PCRE2_SPTR>(subject.data()), subject.size(), start, 0, md,
-                               nullptr);
+    const int rc =
+        pcre2_match(code_->code, reinterpret_cast<PCRE2_SPTR>(subject.data()), subject.size(), start, 0, md, nullptr);
     if (rc < 0) break;
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
     if (ov[1] == ov[0]) {

@@ -28,11 +28,20 @@ class Adopter : public loader::WeightSink {
   void tensor(WeightId id, Tensor host) override {
     Tensor t = backend_.adopt_tensor(std::move(host));
     switch (id.kind) {
-      case WeightKind::kEmbed: weights_.embed = std::move(t); return;
-      case WeightKind::kFinalNorm: weights_.final_norm = std::move(t); return;
-      case WeightKind::kInputNorm: layer(id).input_norm = std::move(t); return;
-      case WeightKind::kPostNorm: layer(id).post_norm = std::move(t); return;
-      default: FP6_THROW(kInternal, "weight {} is not a tensor", model::weight_name(id));
+      case WeightKind::kEmbed:
+        weights_.embed = std::move(t);
+        return;
+      case WeightKind::kFinalNorm:
+        weights_.final_norm = std::move(t);
+        return;
+      case WeightKind::kInputNorm:
+        layer(id).input_norm = std::move(t);
+        return;
+      case WeightKind::kPostNorm:
+        layer(id).post_norm = std::move(t);
+        return;
+      default:
+        FP6_THROW(kInternal, "weight {} is not a tensor", model::weight_name(id));
     }
   }
 
@@ -40,12 +49,23 @@ class Adopter : public loader::WeightSink {
     const WeightId id = host.id;
     auto w = backend_.adopt_linear(std::move(host));
     switch (id.kind) {
-      case WeightKind::kQkv: layer(id).qkv = std::move(w); return;
-      case WeightKind::kO: layer(id).o = std::move(w); return;
-      case WeightKind::kGateUp: layer(id).gate_up = std::move(w); return;
-      case WeightKind::kDown: layer(id).down = std::move(w); return;
-      case WeightKind::kLmHead: weights_.lm_head = std::move(w); return;
-      default: FP6_THROW(kInternal, "weight {} is not a linear layer", model::weight_name(id));
+      case WeightKind::kQkv:
+        layer(id).qkv = std::move(w);
+        return;
+      case WeightKind::kO:
+        layer(id).o = std::move(w);
+        return;
+      case WeightKind::kGateUp:
+        layer(id).gate_up = std::move(w);
+        return;
+      case WeightKind::kDown:
+        layer(id).down = std::move(w);
+        return;
+      case WeightKind::kLmHead:
+        weights_.lm_head = std::move(w);
+        return;
+      default:
+        FP6_THROW(kInternal, "weight {} is not a linear layer", model::weight_name(id));
     }
   }
 

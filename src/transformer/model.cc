@@ -49,14 +49,14 @@ Tensor Model::run(const Batch& batch, KvCache& cache, const HiddenStateHook& hoo
   Tensor logits = be.activations(rows, c.vocab_size);
 
   auto ops = [&] {
-    be.embed(weights_.embed, batch, residual);
+    be.embed(weights_.embed, residual);
     if (hook) hook(0, residual);
     be.rms_norm(residual, weights_.layers[0].input_norm, eps, h);
     for (int64_t l = 0; l < c.num_layers; ++l) {
       const model::LayerWeights& w = weights_.layers[l];
       be.linear(h, *w.qkv, qkv);
-      be.rope_write_kv(qkv, batch, cache, l);
-      be.attention(qkv, batch, cache, l, attn);
+      be.rope_write_kv(qkv, cache, l);
+      be.attention(qkv, cache, l, attn);
       be.linear(attn, *w.o, proj);
       be.add_rms_norm(residual, proj, w.post_norm, eps, h);
       be.linear(h, *w.gate_up, gate_up);
@@ -74,7 +74,7 @@ Tensor Model::run(const Batch& batch, KvCache& cache, const HiddenStateHook& hoo
       hook(c.num_layers, all);
     }
     if (rows == 0) return;
-    be.gather_logit_rows(residual, batch, last);
+    be.gather_logit_rows(residual, last);
     be.rms_norm(last, weights_.final_norm, eps, normed);
     be.linear(normed, *weights_.lm_head, logits);
   };

@@ -38,7 +38,9 @@ class Model {
   const model::QuantizationMode& quantization() const { return mode_; }
   Backend& backend() { return *backend_; }
   const ModelWeights& weights() const { return weights_; }
-  KvCache make_kv_cache(int64_t num_blocks, int64_t block_size) { return backend_->make_kv_cache(num_blocks, block_size); }
+  KvCache make_kv_cache(int64_t num_blocks, int64_t block_size) {
+    return backend_->make_kv_cache(num_blocks, block_size);
+  }
 
   // Called with the residual stream [tokens, hidden] after the embeddings (0) and after each
   // layer (1..L-1), and with the final-norm output (L): Hugging Face's output_hidden_states.

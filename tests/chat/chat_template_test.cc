@@ -157,9 +157,9 @@ TEST(ChatTemplate, RuntimeErrorsNameTheLine) {
 // Both checked against jinja2 3.1: integer powers of -1, and the left operand evaluated (and
 // failing) first.
 TEST(ChatTemplate, ArithmeticAndEvaluationOrderFollowPython) {
-  EXPECT_EQ(render_text("{{ (-1) ** 3 }} {{ (-1) ** 4 }} {{ 0 ** 0 }} {{ 2 ** 10 }} {{ (-2) ** 3 }}"), "-1 1 1 1024 -8");
-  const std::string message =
-      error_of([] { render_text("{{ missing.x + other.y }}"); }, ErrorKind::kInvalidArgument);
+  EXPECT_EQ(render_text("{{ (-1) ** 3 }} {{ (-1) ** 4 }} {{ 0 ** 0 }} {{ 2 ** 10 }} {{ (-2) ** 3 }}"),
+            "-1 1 1 1024 -8");
+  const std::string message = error_of([] { render_text("{{ missing.x + other.y }}"); }, ErrorKind::kInvalidArgument);
   EXPECT_NE(message.find("'missing' is undefined"), std::string::npos) << message;
   EXPECT_EQ(message.find("other"), std::string::npos) << message;
 }

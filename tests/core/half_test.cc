@@ -1,11 +1,12 @@
 #include "core/half.h"
-#include "tests/support/random.h"
 
 #include <gtest/gtest.h>
 
 #include <bit>
 #include <cmath>
 #include <random>
+
+#include "tests/support/random.h"
 
 namespace fp6serve {
 namespace {

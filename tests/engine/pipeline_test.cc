@@ -31,11 +31,14 @@ TEST(Pipeline, GreedyBatchMatchesTheReferenceAndStreamsTheSameText) {
     EXPECT_EQ(resp.prompt_ids.front(), 1019);  // BOS from the tokenizer's post-processor
   }
   // Alone, the second prompt gives what it gave in the batch.
-  EXPECT_EQ(pipe({"Seattle is"}, {.max_new_tokens = 8, .temperature = 0.0})[0].generated_ids, responses[1].generated_ids);
+  EXPECT_EQ(pipe({"Seattle is"}, {.max_new_tokens = 8, .temperature = 0.0})[0].generated_ids,
+            responses[1].generated_ids);
 }
 
 TEST(Pipeline, BadOptionsAreErrorsNotCrashes) {
-  EXPECT_THROW(Pipeline(testing::fixture_dir("tiny-llama"), {.quantization_mode = "int3", .progress = false, .device = "cpu"}), Error);
+  EXPECT_THROW(
+      Pipeline(testing::fixture_dir("tiny-llama"), {.quantization_mode = "int3", .progress = false, .device = "cpu"}),
+      Error);
   EXPECT_THROW(Pipeline(testing::fixture_dir("tiny-llama"), {.progress = false, .device = "tpu"}), Error);
   EXPECT_THROW(Pipeline("/no/such/model", {}), Error);
   Pipeline pipe(testing::fixture_dir("tiny-qwen2"), {.progress = false, .device = "cpu"});

@@ -5,13 +5,15 @@
 #include <cmath>
 #include <set>
 
-#include "fp6serve/error.h"
 #include "backend/cpu/sampling.h"
+#include "fp6serve/error.h"
 
 namespace fp6serve {
 namespace {
 
-std::vector<float> logits() { return {1.0f, 3.0f, 2.0f, 0.5f, 2.9f, -1.0f}; }
+std::vector<float> logits() {
+  return {1.0f, 3.0f, 2.0f, 0.5f, 2.9f, -1.0f};
+}
 
 // A request's next token as the CPU backend samples it: the sampler's row, the reference.
 Sample sample(Sampler& s, const std::vector<float>& l, std::span<const int32_t> prompt) {

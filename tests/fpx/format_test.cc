@@ -14,8 +14,8 @@
 namespace fp6serve::fpx {
 namespace {
 
-const Format kListed[] = {kE3M2, kE2M3, kE2M2, kE3M1, kE2M1, kE4M3, kE5M2, Format{1, 1}, Format{2, 0},
-                          Format{6, 1}, Format{7, 0}, Format{3, 4}};
+const Format kListed[] = {kE3M2, kE2M3,        kE2M2,        kE3M1,        kE2M1,        kE4M3,
+                          kE5M2, Format{1, 1}, Format{2, 0}, Format{6, 1}, Format{7, 0}, Format{3, 4}};
 
 // The value of a code straight from the definition, in double.
 double value_of(Format f, int code) {
@@ -71,8 +71,10 @@ int compare_distance(double a, double b, double x) {
   const bool swap = a > b;
   const double lo = swap ? b : a, hi = swap ? a : b;
   int r;
-  if (x <= lo) r = -1;
-  else if (x >= hi) r = 1;
+  if (x <= lo)
+    r = -1;
+  else if (x >= hi)
+    r = 1;
   else {
     const double dl = x - lo, dh = hi - x;  // exact: x lies between two nearby values
     r = dl < dh ? -1 : dl > dh ? 1 : 0;

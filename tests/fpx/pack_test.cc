@@ -15,7 +15,8 @@
 namespace fp6serve::fpx {
 namespace {
 
-const Format kFormats[] = {kE3M2, kE2M3, kE2M2, kE3M1, kE2M1, kE4M3, kE5M2, Format{1, 1}, Format{2, 0}, Format{3, 4}, Format{7, 0}};
+const Format kFormats[] = {kE3M2, kE2M3,        kE2M2,        kE3M1,        kE2M1,       kE4M3,
+                           kE5M2, Format{1, 1}, Format{2, 0}, Format{3, 4}, Format{7, 0}};
 
 std::vector<PackPlan> all_plans() {
   std::vector<PackPlan> plans;
@@ -25,7 +26,9 @@ std::vector<PackPlan> all_plans() {
   return plans;
 }
 
-std::string describe(const PackPlan& p) { return p.format.name() + "/" + dtype_name(p.target); }
+std::string describe(const PackPlan& p) {
+  return p.format.name() + "/" + dtype_name(p.target);
+}
 
 TEST(PackPlan, Fp6IsFourPlusTwoWithTheBitsInPlace) {
   constexpr PackPlan p = make_pack_plan(kE3M2, DType::kF16);  // evaluated at compile time
@@ -162,7 +165,8 @@ TEST(PackPlan, EmulatedGpuLanesGetTheirFragmentsInPlace) {
 
 TEST(Pack, UnpackIsTheExactInverseOnRandomShapes) {
   std::mt19937 rng(static_cast<uint32_t>(testing::test_seed()));
-  const std::pair<int64_t, int64_t> shapes[] = {{1, 1}, {15, 127}, {16, 128}, {17, 129}, {33, 300}, {64, 256}, {5, 1000}, {100, 7}};
+  const std::pair<int64_t, int64_t> shapes[] = {{1, 1},    {15, 127}, {16, 128}, {17, 129},
+                                                {33, 300}, {64, 256}, {5, 1000}, {100, 7}};
   for (const PackPlan& plan : all_plans()) {
     for (auto [rows, cols] : shapes) {
       const auto codes = random_codes(rng, plan.format, rows, cols);

@@ -30,7 +30,8 @@ TEST(Quantize, ScaleIsRowMaxOverFormatMaxAndCodesAreRtn) {
       for (int64_t c = 0; c < cols; ++c) ASSERT_EQ(q.codes[r * cols + c], codec.encode(w[r * cols + c] / scale));
       // The largest element maps to the largest magnitude.
       int max_mag = 0;
-      for (int64_t c = 0; c < cols; ++c) max_mag = std::max<int>(max_mag, q.codes[r * cols + c] & f.max_magnitude_code());
+      for (int64_t c = 0; c < cols; ++c)
+        max_mag = std::max<int>(max_mag, q.codes[r * cols + c] & f.max_magnitude_code());
       EXPECT_EQ(static_cast<uint32_t>(max_mag), f.max_magnitude_code());
     }
   }

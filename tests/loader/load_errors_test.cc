@@ -5,8 +5,8 @@
 #include <fstream>
 
 #include "fp6serve/error.h"
-#include "transformer/model.h"
 #include "tests/support/fixture.h"
+#include "transformer/model.h"
 
 namespace fp6serve::loader {
 namespace {
@@ -24,7 +24,8 @@ class LoadErrors : public ::testing::Test {
       if (f.path().filename() != "reference.safetensors" && f.path().filename() != "reference.json")
         fs::copy_file(f.path(), dir_ / f.path().filename());
     fs::permissions(dir_, fs::perms::owner_all, fs::perm_options::add);
-    for (const auto& f : fs::directory_iterator(dir_)) fs::permissions(f.path(), fs::perms::owner_write, fs::perm_options::add);
+    for (const auto& f : fs::directory_iterator(dir_))
+      fs::permissions(f.path(), fs::perms::owner_write, fs::perm_options::add);
   }
   void TearDown() override { fs::remove_all(dir_); }
 
@@ -69,7 +70,8 @@ class LoadErrors : public ::testing::Test {
 
 void expect_mentions(const Error& e, ErrorKind kind, std::initializer_list<const char*> parts) {
   EXPECT_EQ(e.kind(), kind) << e.what();
-  for (const char* p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << "'" << p << "' not in: " << e.what();
+  for (const char* p : parts)
+    EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << "'" << p << "' not in: " << e.what();
 }
 
 TEST_F(LoadErrors, TheUntouchedCopyLoads) {
@@ -119,7 +121,8 @@ TEST_F(LoadErrors, WrongShape) {
     }
     return true;
   });
-  expect_mentions(load_error(), ErrorKind::kBadInput, {"model.layers.2.mlp.down_proj.weight", "[128, 351]", "[128, 352]"});
+  expect_mentions(load_error(), ErrorKind::kBadInput,
+                  {"model.layers.2.mlp.down_proj.weight", "[128, 351]", "[128, 352]"});
 }
 
 TEST_F(LoadErrors, MissingTensor) {

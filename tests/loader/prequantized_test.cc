@@ -9,8 +9,8 @@
 #include <numeric>
 
 #include "fp6serve/error.h"
-#include "transformer/model.h"
 #include "tests/support/fixture.h"
+#include "transformer/model.h"
 
 namespace fp6serve::loader {
 namespace {
@@ -40,7 +40,8 @@ TEST(Prequantized, RoundTripGivesIdenticalLogits) {
         EXPECT_TRUE(fs::exists(out / f)) << f;
       // Smaller than the FP16 original (much smaller once the model is not dominated by the
       // embedding table).
-      EXPECT_LT(fs::file_size(out / "model.safetensors"), fs::file_size(fs::path(testing::fixture_dir(name)) / "model.safetensors"));
+      EXPECT_LT(fs::file_size(out / "model.safetensors"),
+                fs::file_size(fs::path(testing::fixture_dir(name)) / "model.safetensors"));
 
       auto direct = Model::load(testing::fixture_dir(name), o);
       auto loaded = Model::load(out, o);

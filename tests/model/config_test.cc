@@ -1,11 +1,12 @@
 // config.json in both transformers layouts, model shapes by name (random-weight benchmarks),
 // and quantization modes.
+#include "model/config.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "fp6serve/error.h"
-#include "model/config.h"
 #include "model/quantization.h"
 #include "tests/support/fixture.h"
 
@@ -51,13 +52,15 @@ TEST(QuantizationMode, AnUnknownModeIsAnErrorListingTheChoices) {
     FAIL();
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
-    for (const char* part : {"int3", "wf6af16", "eXmY"}) EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    for (const char* part : {"int3", "wf6af16", "eXmY"})
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
   }
 }
 
 // A transformers 4.x config (torch_dtype, rope_theta, rope_scaling llama3) parses the same.
 TEST(Config, Transformers4LayoutAndLlama3Rope) {
-  const std::string text = R"({"model_type": "llama", "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336,
+  const std::string text =
+      R"({"model_type": "llama", "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336,
     "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "rms_norm_eps": 1e-05,
     "max_position_embeddings": 131072, "rope_theta": 500000.0, "torch_dtype": "bfloat16",
     "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,

@@ -45,14 +45,22 @@ class ServiceEnvironment : public ::testing::Environment {
 };
 [[maybe_unused]] const auto* const kEnvironment = ::testing::AddGlobalTestEnvironment(new ServiceEnvironment);
 
-const Service& service() { return *ServiceEnvironment::service; }
-const Tokenizer& tok() { return service().tokenizer(); }
-const ChatTemplate& chat_template() { return *ServiceEnvironment::chat_template; }
+const Service& service() {
+  return *ServiceEnvironment::service;
+}
+const Tokenizer& tok() {
+  return service().tokenizer();
+}
+const ChatTemplate& chat_template() {
+  return *ServiceEnvironment::chat_template;
+}
 ApiContext context(const ChatTemplate* t = ServiceEnvironment::chat_template.get()) {
   return {service(), kModel, t};
 }
 
-ParsedRequest parse(const json& body, bool chat) { return parse_request(body, chat, context()); }
+ParsedRequest parse(const json& body, bool chat) {
+  return parse_request(body, chat, context());
+}
 
 // The error parse_request throws for `body`: status 0 when it accepted the body, -1 when it threw
 // something that is not an ApiError (the server would answer 500).
@@ -66,7 +74,9 @@ ApiError error_of(const json& body, bool chat, const ApiContext& ctx) {
   }
   return ApiError(0, "accepted");
 }
-ApiError error_of(const json& body, bool chat) { return error_of(body, chat, context()); }
+ApiError error_of(const json& body, bool chat) {
+  return error_of(body, chat, context());
+}
 
 json completion(json extra = json::object()) {
   json b = {{"model", kModel}, {"prompt", "Hello world"}};
@@ -78,26 +88,30 @@ json chat_body(json extra = json::object()) {
   b.update(extra);
   return b;
 }
-json body_for(bool chat, json extra = json::object()) { return chat ? chat_body(extra) : completion(extra); }
+json body_for(bool chat, json extra = json::object()) {
+  return chat ? chat_body(extra) : completion(extra);
+}
 
-#define EXPECT_400(body, chat, field)                                              \
-  do {                                                                             \
-    const json b_ = (body);                                                        \
-    const ApiError e_ = error_of(b_, (chat));                                      \
-    EXPECT_EQ(e_.status, 400) << b_.dump() << " -> " << e_.what();                 \
-    EXPECT_EQ(e_.param, (field)) << b_.dump() << " -> " << e_.what();              \
-    EXPECT_EQ(e_.type, "invalid_request_error") << b_.dump();                      \
-    EXPECT_EQ(e_.code, "") << b_.dump();                                           \
+#define EXPECT_400(body, chat, field)                                 \
+  do {                                                                \
+    const json b_ = (body);                                           \
+    const ApiError e_ = error_of(b_, (chat));                         \
+    EXPECT_EQ(e_.status, 400) << b_.dump() << " -> " << e_.what();    \
+    EXPECT_EQ(e_.param, (field)) << b_.dump() << " -> " << e_.what(); \
+    EXPECT_EQ(e_.type, "invalid_request_error") << b_.dump();         \
+    EXPECT_EQ(e_.code, "") << b_.dump();                              \
   } while (0)
 
-#define EXPECT_ACCEPTED(body, chat)                                      \
-  do {                                                                   \
-    const json b_ = (body);                                              \
-    const ApiError e_ = error_of(b_, (chat));                            \
-    EXPECT_EQ(e_.status, 0) << b_.dump() << " -> " << e_.what();         \
+#define EXPECT_ACCEPTED(body, chat)                              \
+  do {                                                           \
+    const json b_ = (body);                                      \
+    const ApiError e_ = error_of(b_, (chat));                    \
+    EXPECT_EQ(e_.status, 0) << b_.dump() << " -> " << e_.what(); \
   } while (0)
 
-std::string token_text(int32_t id) { return tok().decode(std::vector<int32_t>{id}, false); }
+std::string token_text(int32_t id) {
+  return tok().decode(std::vector<int32_t>{id}, false);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Requests: the typed fields
@@ -206,16 +220,26 @@ TEST(OpenAiRequest, BoundariesAreAccepted) {
     const char* field;
     json value;
   };
-  const Case cases[] = {{"temperature", 0},          {"temperature", 2},
-                        {"top_p", 1},                {"top_p", 1e-9},
-                        {"top_k", -1},               {"top_k", 0},
-                        {"top_k", 1 << 20},          {"min_p", 0},
-                        {"min_p", 0.999999},         {"repetition_penalty", 1e-3},
-                        {"repetition_penalty", 10},  {"presence_penalty", -2},
-                        {"presence_penalty", 2},     {"frequency_penalty", -2},
-                        {"frequency_penalty", 2},    {"n", 1},
-                        {"n", 16},                   {"max_tokens", 1},
-                        {"max_tokens", 1 << 24},     {"seed", std::numeric_limits<int64_t>::min()},
+  const Case cases[] = {{"temperature", 0},
+                        {"temperature", 2},
+                        {"top_p", 1},
+                        {"top_p", 1e-9},
+                        {"top_k", -1},
+                        {"top_k", 0},
+                        {"top_k", 1 << 20},
+                        {"min_p", 0},
+                        {"min_p", 0.999999},
+                        {"repetition_penalty", 1e-3},
+                        {"repetition_penalty", 10},
+                        {"presence_penalty", -2},
+                        {"presence_penalty", 2},
+                        {"frequency_penalty", -2},
+                        {"frequency_penalty", 2},
+                        {"n", 1},
+                        {"n", 16},
+                        {"max_tokens", 1},
+                        {"max_tokens", 1 << 24},
+                        {"seed", std::numeric_limits<int64_t>::min()},
                         {"seed", std::numeric_limits<int64_t>::max()}};
   for (bool chat : {false, true})
     for (const Case& c : cases) EXPECT_ACCEPTED(body_for(chat, {{c.field, c.value}}), chat);
@@ -231,8 +255,7 @@ TEST(OpenAiRequest, TopKMinusOneMeansOff) {
 TEST(OpenAiRequest, SeedTakesAnyInt64) {
   EXPECT_EQ(parse(completion({{"seed", 0}}), false).options.seed, 0u);
   EXPECT_EQ(parse(completion({{"seed", -1}}), false).options.seed, std::numeric_limits<uint64_t>::max());
-  EXPECT_EQ(parse(completion({{"seed", std::numeric_limits<int64_t>::min()}}), false).options.seed,
-            uint64_t{1} << 63);
+  EXPECT_EQ(parse(completion({{"seed", std::numeric_limits<int64_t>::min()}}), false).options.seed, uint64_t{1} << 63);
   EXPECT_FALSE(parse(completion({{"seed", nullptr}}), false).options.seed);
 }
 
@@ -343,7 +366,8 @@ TEST(OpenAiRequest, StreamAndStreamOptions) {
     EXPECT_400(body_for(chat, {{"stream", "true"}}), chat, "stream");
     EXPECT_400(body_for(chat, {{"stream", true}, {"stream_options", "usage"}}), chat, "stream_options");
     EXPECT_400(body_for(chat, {{"stream", true}, {"stream_options", {true}}}), chat, "stream_options");
-    const ApiError e = error_of(body_for(chat, {{"stream", true}, {"stream_options", {{"include_usage", "yes"}}}}), chat);
+    const ApiError e =
+        error_of(body_for(chat, {{"stream", true}, {"stream_options", {{"include_usage", "yes"}}}}), chat);
     EXPECT_EQ(e.status, 400) << e.what();
     EXPECT_THAT(e.param, HasSubstr("include_usage"));  // today "include_usage", not "stream_options.include_usage"
   }
@@ -355,15 +379,32 @@ TEST(OpenAiRequest, WrongTypesNameTheField) {
     json value;
   };
   const Case cases[] = {
-      {"temperature", "0.5"},      {"temperature", true},        {"top_p", true},
-      {"top_p", {0.5}},            {"top_k", 1.5},               {"top_k", "5"},
-      {"top_k", 5.0},              {"min_p", json::array()},     {"min_p", "0.1"},
-      {"repetition_penalty", json::object()},                    {"presence_penalty", "0"},
-      {"frequency_penalty", false}, {"seed", 1.5},               {"seed", "1"},
-      {"ignore_eos", 1},           {"ignore_eos", "true"},       {"n", 2.0},
-      {"n", "2"},                  {"stream", 1},                {"max_tokens", "three"},
-      {"max_tokens", 3.0},         {"echo", "yes"},              {"echo", 1},
-      {"model", 5},                {"model", {"tiny"}},          {"stop", true},
+      {"temperature", "0.5"},
+      {"temperature", true},
+      {"top_p", true},
+      {"top_p", {0.5}},
+      {"top_k", 1.5},
+      {"top_k", "5"},
+      {"top_k", 5.0},
+      {"min_p", json::array()},
+      {"min_p", "0.1"},
+      {"repetition_penalty", json::object()},
+      {"presence_penalty", "0"},
+      {"frequency_penalty", false},
+      {"seed", 1.5},
+      {"seed", "1"},
+      {"ignore_eos", 1},
+      {"ignore_eos", "true"},
+      {"n", 2.0},
+      {"n", "2"},
+      {"stream", 1},
+      {"max_tokens", "three"},
+      {"max_tokens", 3.0},
+      {"echo", "yes"},
+      {"echo", 1},
+      {"model", 5},
+      {"model", {"tiny"}},
+      {"stop", true},
   };
   for (bool chat : {false, true})
     for (const Case& c : cases) EXPECT_400(body_for(chat, {{c.field, c.value}}), chat, c.field);
@@ -375,15 +416,31 @@ TEST(OpenAiRequest, OutOfRangeValuesNameTheField) {
     json value;
   };
   const Case cases[] = {
-      {"temperature", -0.1},          {"temperature", 2.01},          {"temperature", 1e300},
-      {"top_p", 0},                   {"top_p", 0.0},                 {"top_p", -0.5},
-      {"top_p", 1.01},                {"top_k", -2},                  {"top_k", (1 << 20) + 1},
-      {"min_p", 1.0},                 {"min_p", -0.01},               {"repetition_penalty", 0},
-      {"repetition_penalty", 1e-4},   {"repetition_penalty", 10.5},   {"presence_penalty", -2.1},
-      {"presence_penalty", 2.1},      {"frequency_penalty", -2.5},    {"frequency_penalty", 3},
-      {"n", 0},                       {"n", 17},                      {"n", -1},
-      {"max_tokens", 0},              {"max_tokens", -5},             {"max_tokens", (1 << 24) + 1},
-      {"max_tokens", std::numeric_limits<uint64_t>::max()},          // wraps to -1 when read as int64: still refused
+      {"temperature", -0.1},
+      {"temperature", 2.01},
+      {"temperature", 1e300},
+      {"top_p", 0},
+      {"top_p", 0.0},
+      {"top_p", -0.5},
+      {"top_p", 1.01},
+      {"top_k", -2},
+      {"top_k", (1 << 20) + 1},
+      {"min_p", 1.0},
+      {"min_p", -0.01},
+      {"repetition_penalty", 0},
+      {"repetition_penalty", 1e-4},
+      {"repetition_penalty", 10.5},
+      {"presence_penalty", -2.1},
+      {"presence_penalty", 2.1},
+      {"frequency_penalty", -2.5},
+      {"frequency_penalty", 3},
+      {"n", 0},
+      {"n", 17},
+      {"n", -1},
+      {"max_tokens", 0},
+      {"max_tokens", -5},
+      {"max_tokens", (1 << 24) + 1},
+      {"max_tokens", std::numeric_limits<uint64_t>::max()},  // wraps to -1 when read as int64: still refused
       {"n", uint64_t{1} << 63},
   };
   for (bool chat : {false, true})
@@ -483,13 +540,13 @@ TEST(OpenAiPrompt, MaxTokensAppliesToEveryPrompt) {
 }
 
 TEST(OpenAiPrompt, EmptyAndMalformedPromptsAreErrors) {
-  const json bad[] = {json::array(),                  // no prompt at all
-                      json::array({json::array()}),   // an empty token list
-                      json{json{1}, json::array()},   // the second one empty
+  const json bad[] = {json::array(),                 // no prompt at all
+                      json::array({json::array()}),  // an empty token list
+                      json{json{1}, json::array()},  // the second one empty
                       json(nullptr),
                       json(5),
                       json::object(),
-                      json{1.5},                      // not integers
+                      json{1.5},  // not integers
                       json{true},
                       json{"a", 5},
                       json{json{1, "a"}},
@@ -601,8 +658,8 @@ TEST(OpenAiChat, NonTextPartsAreRefused) {
       json{{{"type", "image_url"}, {"image_url", {{"url", "http://x/y.png"}}}}},
       json{{{"type", "text"}, {"text", "ok"}}, {{"type", "input_audio"}, {"input_audio", json::object()}}},
       json{"just a string"},
-      json{{{"type", "text"}}},                  // no text
-      json{{{"type", "text"}, {"text", 5}}},     // text not a string
+      json{{{"type", "text"}}},               // no text
+      json{{{"type", "text"}, {"text", 5}}},  // text not a string
       json{{{"text", "no type"}}},
       json{nullptr},
       json(5),
@@ -666,8 +723,9 @@ TEST(OpenAiChat, TemplateErrorsAreA400NamingMessages) {
 }
 
 TEST(OpenAiChat, OtherMessageFieldsReachTheTemplate) {
-  const ChatTemplate named("{% for m in messages %}[{{ m['role'] }}:{{ m['name'] }}:{{ m['content'] }}]{% endfor %}"
-                           "{% if add_generation_prompt %}>{% endif %}");
+  const ChatTemplate named(
+      "{% for m in messages %}[{{ m['role'] }}:{{ m['name'] }}:{{ m['content'] }}]{% endfor %}"
+      "{% if add_generation_prompt %}>{% endif %}");
   const json messages = {{{"role", "user"}, {"name", "alice"}, {"content", {{{"type", "text"}, {"text", "hi"}}}}}};
   const json body = chat_body({{"messages", messages}});
   const ParsedRequest r = parse_request(body, true, context(&named));
@@ -684,7 +742,9 @@ TEST(OpenAiResponse, FinishReasons) {
   EXPECT_EQ(openai_finish_reason(FinishReason::kNone), nullptr);
 }
 
-std::vector<int32_t> some_tokens() { return tok().encode("Hello world, the capital", false); }
+std::vector<int32_t> some_tokens() {
+  return tok().encode("Hello world, the capital", false);
+}
 
 // A sample per token: logprob -(i+1)/4 and `top` alternatives (the token itself first).
 std::vector<Sample> samples_for(const std::vector<int32_t>& tokens, int top) {
@@ -845,8 +905,9 @@ TEST(OpenAiResponse, ChatLogprobsLayout) {
   }
   // Fewer samples than tokens: only the sampled ones are reported.
   choices[0].samples.resize(2);
-  EXPECT_EQ(completion_response("id", 1, kModel, true, choices, 3, true, tok())["choices"][0]["logprobs"]["content"].size(),
-            2u);
+  EXPECT_EQ(
+      completion_response("id", 1, kModel, true, choices, 3, true, tok())["choices"][0]["logprobs"]["content"].size(),
+      2u);
 }
 
 TEST(OpenAiResponse, ChatStreamChunks) {

@@ -2,17 +2,15 @@
 // directories and the arrays of reference.safetensors.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
-#include <cstring>
-#include <fstream>
-#include <string>
-#include <vector>
-
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <numeric>
+#include <string>
+#include <vector>
 
 #include "core/half.h"
 #include "loader/safetensors.h"
@@ -22,12 +20,13 @@ namespace fp6serve::testing {
 
 inline const char* kFixtures[] = {"tiny-llama", "tiny-llama2-sp", "tiny-qwen2"};
 
-inline std::string fixture_dir(const std::string& name) { return std::string(FP6SERVE_TEST_DATA) + "/" + name; }
+inline std::string fixture_dir(const std::string& name) {
+  return std::string(FP6SERVE_TEST_DATA) + "/" + name;
+}
 
 class Reference {
  public:
-  explicit Reference(const std::string& name)
-      : file_(fixture_dir(name) + "/reference.safetensors") {
+  explicit Reference(const std::string& name) : file_(fixture_dir(name) + "/reference.safetensors") {
     std::ifstream in(fixture_dir(name) + "/reference.json");
     json = nlohmann::json::parse(in);
   }

@@ -21,7 +21,9 @@ nlohmann::json reference(const std::string& name) {
   return nlohmann::json::parse(in);
 }
 
-bool valid_utf8(const std::string& s) { return text::utf8_lossy(s) == s; }
+bool valid_utf8(const std::string& s) {
+  return text::utf8_lossy(s) == s;
+}
 
 class TokenizerFixture : public ::testing::TestWithParam<std::string> {};
 
@@ -123,10 +125,11 @@ TEST(Tokenizer, MalformedFilesNameTheProblem) {
     return j.dump();
   };
   expect(edit([](auto& j) { j["model"]["type"] = "WordPiece"; }), ErrorKind::kUnsupported, "WordPiece");
-  expect(edit([](auto& j) { j["normalizer"] = {{"type", "BertNormalizer"}}; }), ErrorKind::kUnsupported,
-         "normalizer");
-  expect(edit([](auto& j) { j["pre_tokenizer"] = {{"type", "Whitespace"}}; }), ErrorKind::kUnsupported,
-         "pre_tokenizer");
+  expect(edit([](auto& j) { j["normalizer"] = {{"type", "BertNormalizer"}}; }), ErrorKind::kUnsupported, "normalizer");
+  expect(edit([](auto& j) {
+           j["pre_tokenizer"] = {{"type", "Whitespace"}};
+         }),
+         ErrorKind::kUnsupported, "pre_tokenizer");
   expect(edit([](auto& j) { j["decoder"] = {{"type", "WordPiece"}}; }), ErrorKind::kUnsupported, "decoder");
   expect(edit([](auto& j) { j["model"].erase("vocab"); }), ErrorKind::kBadInput, "model.vocab");
   expect(edit([](auto& j) { j["model"]["merges"][0] = "nonexistent tokens"; }), ErrorKind::kBadInput, "merge 0");

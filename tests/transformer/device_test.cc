@@ -1,8 +1,9 @@
 // Choosing the backend from --device and the quantization mode.
+#include "transformer/device.h"
+
 #include <gtest/gtest.h>
 
 #include "fp6serve/error.h"
-#include "transformer/device.h"
 #include "tests/support/fixture.h"
 
 namespace fp6serve {

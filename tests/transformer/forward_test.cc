@@ -2,12 +2,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <map>
-#include <cmath>
 #include <numeric>
 
-#include "tests/support/dequantizing_backend.h"
+#include "tests/support/delegating_backend.h"
 #include "tests/support/fixture.h"
 #include "transformer/model.h"
 
@@ -15,12 +15,12 @@ namespace fp6serve {
 namespace {
 
 using testing::fixture_dir;
-using testing::kFixtures;
-using testing::Reference;
 using testing::for_each_reference_row;
-using testing::prompt_logits;
-using testing::options;
+using testing::kFixtures;
 using testing::kl_divergence;
+using testing::options;
+using testing::prompt_logits;
+using testing::Reference;
 
 bool same_argmax(const float* a, const float* b, int64_t n) {
   return std::max_element(a, a + n) - a == std::max_element(b, b + n) - b;
@@ -157,8 +157,9 @@ TEST(QuantizedModel, EqualsTheFp32ModelOfItsDequantizedWeights) {
     Reference ref(name);
     const ModelConfig config = ModelConfig::load(fixture_dir(name));
     auto fpx_model = Model::load(fixture_dir(name), options("wf6af16"));
-    auto deq_model = Model::load(fixture_dir(name), options("wf6af16"),
-                                 std::make_unique<testing::DequantizingBackend>(config, [](model::WeightId) { return true; }));
+    auto deq_model =
+        Model::load(fixture_dir(name), options("wf6af16"),
+                    std::make_unique<testing::DequantizingBackend>(config, [](model::WeightId) { return true; }));
     const auto ids = ref.ids("input_ids_3");
     const auto a = prompt_logits(*fpx_model, ids), b = prompt_logits(*deq_model, ids);
     float max_diff = 0, max_ref = 0;

@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <cstring>
+
 #include "backend/cpu/linear.h"
 #include "backend/cpu/ops.h"
 #include "backend/cpu/sampling.h"
@@ -73,19 +75,26 @@ class CpuBackend : public Backend {
 
   void begin_forward(const Batch& batch, const KvCache& cache) override {
     check_batch(batch, config_.vocab_size, cache.num_blocks, cache.block_size);
+    pass_ = &batch;
     slots_ = kv_slots(batch, cache.block_size);
+    seqs_.clear();
+    for (const BatchSeq& s : batch.seqs)
+      seqs_.push_back({s.token_begin, s.token_count, s.start_pos, s.block_table.data(),
+                       static_cast<int64_t>(s.block_table.size())});
   }
 
-  void embed(const Tensor& table, const Batch& batch, Tensor& out) override {
-    embedding(table.data(), table.dtype(), table.dim(0), table.dim(1), batch.tokens.data(), batch.num_tokens(),
-                   out.data_as<float>());
+  void embed(const Tensor& table, Tensor& out) override {
+    embedding(table.data(), table.dtype(), table.dim(0), table.dim(1), pass_->tokens.data(), pass_->num_tokens(),
+              out.data_as<float>());
   }
 
   void rms_norm(const Tensor& x, const Tensor& w, double eps, Tensor& out) override {
+    FP6_ASSERT(w.dtype() == DType::kF32);
     cpu::rms_norm(x.data_as<float>(), w.data_as<float>(), x.dim(0), x.dim(1), eps, out.data_as<float>());
   }
 
   void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, double eps, Tensor& out) override {
+    FP6_ASSERT(w.dtype() == DType::kF32);
     cpu::add_rms_norm(residual.data_as<float>(), x.data_as<float>(), w.data_as<float>(), x.dim(0), x.dim(1), eps,
                       out.data_as<float>());
   }
@@ -100,15 +109,15 @@ class CpuBackend : public Backend {
                    isa_);
   }
 
-  void rope_write_kv(Tensor& qkv, const Batch& batch, KvCache& cache, int64_t layer) override {
-    cpu::rope_write_kv(qkv.data_as<float>(), batch.num_tokens(), config_.num_heads, batch.positions.data(),
+  void rope_write_kv(Tensor& qkv, KvCache& cache, int64_t layer) override {
+    cpu::rope_write_kv(qkv.data_as<float>(), pass_->num_tokens(), config_.num_heads, pass_->positions.data(),
                        slots_.data(), inv_freq_.data(), paged(cache, layer));
   }
 
-  void attention(const Tensor& qkv, const Batch& batch, const KvCache& cache, int64_t layer, Tensor& out) override {
-    const auto seqs = attention_seqs(batch);
-    cpu::attention(qkv.data_as<float>(), qkv.dim(1), config_.num_heads, seqs.data(), static_cast<int64_t>(seqs.size()),
-                   paged(cache, layer), config_.sliding_window, out.data_as<float>());
+  void attention(const Tensor& qkv, const KvCache& cache, int64_t layer, Tensor& out) override {
+    cpu::attention(qkv.data_as<float>(), qkv.dim(1), config_.num_heads, seqs_.data(),
+                   static_cast<int64_t>(seqs_.size()), paged(cache, layer), config_.sliding_window,
+                   out.data_as<float>());
   }
 
   void silu_mul(const Tensor& gate_up, Tensor& out) override {
@@ -117,27 +126,28 @@ class CpuBackend : public Backend {
 
   void add(Tensor& acc, const Tensor& x) override { cpu::add(acc.data_as<float>(), x.data_as<float>(), acc.numel()); }
 
-  void gather_logit_rows(const Tensor& x, const Batch& batch, Tensor& out) override {
-    gather_rows(x.data_as<float>(), x.dim(1), batch.logit_rows.data(), static_cast<int64_t>(batch.logit_rows.size()),
+  void gather_logit_rows(const Tensor& x, Tensor& out) override {
+    gather_rows(x.data_as<float>(), x.dim(1), pass_->logit_rows.data(), static_cast<int64_t>(pass_->logit_rows.size()),
                 out.data_as<float>());
   }
 
-  Tensor to_host_f32(const Tensor& x) override { return x; }
+  Tensor to_host_f32(const Tensor& x) override {
+    Tensor copy = Tensor::empty(x.shape(), DType::kF32);
+    std::memcpy(copy.data(), x.data(), x.bytes());
+    return copy;
+  }
   std::vector<Sample> sample(const Tensor& logits, const std::vector<SampleRow>& rows) override {
     return sample_rows(logits.data_as<float>(), logits.dim(1), rows);
   }
 
  private:
-  static std::vector<AttentionSeq> attention_seqs(const Batch& batch) {
-    std::vector<AttentionSeq> out;
-    for (const BatchSeq& s : batch.seqs)
-      out.push_back({s.token_begin, s.token_count, s.start_pos, s.block_table.data(),
-                     static_cast<int64_t>(s.block_table.size())});
-    return out;
-  }
   PagedKv paged(const KvCache& cache, int64_t layer) const {
-    return {cache.k[layer].data_as<float>(), cache.v[layer].data_as<float>(), cache.num_blocks, cache.block_size,
-            config_.num_kv_heads, config_.head_dim};
+    return {cache.k[layer].data_as<float>(),
+            cache.v[layer].data_as<float>(),
+            cache.num_blocks,
+            cache.block_size,
+            config_.num_kv_heads,
+            config_.head_dim};
   }
 
   // Options::cpu_isa, checked against this machine.
@@ -154,7 +164,10 @@ class CpuBackend : public Backend {
   ModelConfig config_;
   std::vector<float> inv_freq_;
   CpuIsa isa_;
-  std::vector<int32_t> slots_;  // each token's KV slot in this pass
+  // The pass begin_forward announced: its batch, each token's KV slot, each sequence's slice.
+  const Batch* pass_ = nullptr;
+  std::vector<int32_t> slots_;
+  std::vector<AttentionSeq> seqs_;
 };
 
 }  // namespace

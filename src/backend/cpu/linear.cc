@@ -4,23 +4,31 @@
 #include <cstring>
 #include <vector>
 
+#include "backend/cpu/linear_isa.h"
 #include "core/check.h"
 #include "core/thread_pool.h"
-#include "backend/cpu/linear_isa.h"
 
 namespace fp6serve::cpu {
 
 #ifndef FP6SERVE_X86_SIMD
-const IsaKernels* isa_kernels_avx512() { return nullptr; }
-const IsaKernels* isa_kernels_avx2() { return nullptr; }
+const IsaKernels* isa_kernels_avx512() {
+  return nullptr;
+}
+const IsaKernels* isa_kernels_avx2() {
+  return nullptr;
+}
 #endif
 
 const char* isa_name(CpuIsa isa) {
   switch (isa) {
-    case CpuIsa::kBest: return "best";
-    case CpuIsa::kScalar: return "scalar";
-    case CpuIsa::kAvx2: return "avx2";
-    case CpuIsa::kAvx512: return "avx512";
+    case CpuIsa::kBest:
+      return "best";
+    case CpuIsa::kScalar:
+      return "scalar";
+    case CpuIsa::kAvx2:
+      return "avx2";
+    case CpuIsa::kAvx512:
+      return "avx512";
   }
   return "unknown";
 }
@@ -28,16 +36,17 @@ const char* isa_name(CpuIsa isa) {
 bool isa_available(CpuIsa isa) {
   switch (isa) {
     case CpuIsa::kBest:
-    case CpuIsa::kScalar: return true;
+    case CpuIsa::kScalar:
+      return true;
 #ifdef FP6SERVE_X86_SIMD
     case CpuIsa::kAvx2:
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     case CpuIsa::kAvx512:
-      return isa_available(CpuIsa::kAvx2) && __builtin_cpu_supports("avx512f") &&
-             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512dq");
+      return isa_available(CpuIsa::kAvx2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
 #else
-    default: return false;
+    default:
+      return false;
 #endif
   }
   return false;
@@ -54,12 +63,14 @@ namespace {
 
 const IsaKernels* resolve(CpuIsa isa) {
   if (isa == CpuIsa::kBest) isa = best_isa();
-  FP6_CHECK(isa_available(isa), kUnsupported, "CPU instruction set {} is not available on this machine",
-            isa_name(isa));
+  FP6_CHECK(isa_available(isa), kUnsupported, "CPU instruction set {} is not available on this machine", isa_name(isa));
   switch (isa) {
-    case CpuIsa::kAvx512: return isa_kernels_avx512();
-    case CpuIsa::kAvx2: return isa_kernels_avx2();
-    default: return nullptr;
+    case CpuIsa::kAvx512:
+      return isa_kernels_avx512();
+    case CpuIsa::kAvx2:
+      return isa_kernels_avx2();
+    default:
+      return nullptr;
   }
 }
 
@@ -143,8 +154,8 @@ float load_scalar(const void* w, DType dtype, int64_t i) {
   return f;
 }
 
-void dense_rows_scalar(const void* w, DType w_dtype, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
-                       const float* x, int64_t n, float* out) {
+void dense_rows_scalar(const void* w, DType w_dtype, int64_t rows, int64_t cols, int64_t r0, int64_t r1, const float* x,
+                       int64_t n, float* out) {
   std::vector<float> row(static_cast<size_t>(cols));
   for (int64_t r = r0; r < r1; ++r) {
     for (int64_t c = 0; c < cols; ++c) row[c] = load_scalar(w, w_dtype, r * cols + c);
@@ -161,8 +172,7 @@ void dense_rows_scalar(const void* w, DType w_dtype, int64_t rows, int64_t cols,
 void fpx_linear(const void* x, DType act, int64_t n, const fpx::PackedWeight& w, const float* bias, void* y,
                 CpuIsa isa) {
   check_activations(act, n);
-  FP6_CHECK(w.rows > 0 && w.cols > 0 && w.data.data() != nullptr, kInvalidArgument,
-            "fpx_linear: empty weight");
+  FP6_CHECK(w.rows > 0 && w.cols > 0 && w.data.data() != nullptr, kInvalidArgument, "fpx_linear: empty weight");
   if (n == 0) return;
   const int64_t cp = w.cols_padded();
   std::vector<float> x32 = to_f32(x, act, n, w.cols, cp);
@@ -177,9 +187,8 @@ void fpx_linear(const void* x, DType act, int64_t n, const fpx::PackedWeight& w,
       simd->fpx_rows(w, b, e, x_perm.data(), n, row_scale.data(), out.data());
     });
   } else {
-    ThreadPool::global()->parallel_for(w.row_tiles(), [&](int64_t b, int64_t e) {
-      fpx_rows_scalar(w, b, e, x32.data(), n, out.data());
-    });
+    ThreadPool::global()->parallel_for(
+        w.row_tiles(), [&](int64_t b, int64_t e) { fpx_rows_scalar(w, b, e, x32.data(), n, out.data()); });
   }
   finish(out, bias, n, w.rows, act, y);
 }
@@ -189,8 +198,7 @@ void dense_linear(const void* x, DType act, int64_t n, const void* w, DType w_dt
   check_activations(act, n);
   FP6_CHECK(is_float_dtype(w_dtype), kInvalidArgument, "dense_linear: weights must be f32, f16 or bf16, not {}",
             dtype_name(w_dtype));
-  FP6_CHECK(rows > 0 && cols > 0 && w != nullptr, kInvalidArgument, "dense_linear: empty weight [{}, {}]", rows,
-            cols);
+  FP6_CHECK(rows > 0 && cols > 0 && w != nullptr, kInvalidArgument, "dense_linear: empty weight [{}, {}]", rows, cols);
   if (n == 0) return;
   std::vector<float> x32 = to_f32(x, act, n, cols, cols);
   std::vector<float> out(static_cast<size_t>(n * rows));

@@ -6,6 +6,8 @@
 
 namespace fp6serve::cpu {
 
-const IsaKernels* isa_kernels_avx2() { return &avx2::kKernels; }
+const IsaKernels* isa_kernels_avx2() {
+  return &avx2::kKernels;
+}
 
 }  // namespace fp6serve::cpu

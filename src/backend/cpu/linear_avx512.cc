@@ -6,6 +6,8 @@
 
 namespace fp6serve::cpu {
 
-const IsaKernels* isa_kernels_avx512() { return &avx512::kKernels; }
+const IsaKernels* isa_kernels_avx512() {
+  return &avx512::kKernels;
+}
 
 }  // namespace fp6serve::cpu

@@ -2,8 +2,7 @@
 
 namespace fp6serve::cpu {
 
-std::vector<double> fpx_linear_reference(const float* x, int64_t n, const fpx::QuantizedMatrix& w,
-                                         const float* bias) {
+std::vector<double> fpx_linear_reference(const float* x, int64_t n, const fpx::QuantizedMatrix& w, const float* bias) {
   const fpx::Codec codec(w.format);
   std::vector<double> y(static_cast<size_t>(n * w.rows));
   for (int64_t i = 0; i < n; ++i) {
@@ -17,8 +16,8 @@ std::vector<double> fpx_linear_reference(const float* x, int64_t n, const fpx::Q
   return y;
 }
 
-std::vector<double> dense_linear_reference(const float* x, int64_t n, const float* w, int64_t rows,
-                                           int64_t cols, const float* bias) {
+std::vector<double> dense_linear_reference(const float* x, int64_t n, const float* w, int64_t rows, int64_t cols,
+                                           const float* bias) {
   std::vector<double> y(static_cast<size_t>(n * rows));
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t r = 0; r < rows; ++r) {

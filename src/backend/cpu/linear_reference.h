@@ -10,11 +10,10 @@
 namespace fp6serve::cpu {
 
 // y[n, r] = sum_c x[n, c] * scale[r] * decode(code[r, c]) (+ bias[r]), in double.
-std::vector<double> fpx_linear_reference(const float* x, int64_t n, const fpx::QuantizedMatrix& w,
-                                         const float* bias);
+std::vector<double> fpx_linear_reference(const float* x, int64_t n, const fpx::QuantizedMatrix& w, const float* bias);
 
 // y[n, r] = sum_c x[n, c] * w[r, c] (+ bias[r]) for w [rows, cols] in f32.
-std::vector<double> dense_linear_reference(const float* x, int64_t n, const float* w, int64_t rows,
-                                           int64_t cols, const float* bias);
+std::vector<double> dense_linear_reference(const float* x, int64_t n, const float* w, int64_t rows, int64_t cols,
+                                           const float* bias);
 
 }  // namespace fp6serve::cpu

@@ -20,8 +20,8 @@
 #include <cstdint>
 #include <cstring>
 
-#include "fpx/pack.h"
 #include "backend/cpu/linear_isa.h"
+#include "fpx/pack.h"
 
 #ifndef FP6_SIMD_WIDTH
 #error "define FP6_SIMD_WIDTH (8 or 16) before including linear_simd.h"
@@ -29,8 +29,8 @@
 
 namespace fp6serve::cpu::FP6_SIMD_NS {
 
-constexpr int kW = FP6_SIMD_WIDTH;   // 32-bit elements per vector
-constexpr int kL = kW / 4;            // GPU lanes per vector
+constexpr int kW = FP6_SIMD_WIDTH;  // 32-bit elements per vector
+constexpr int kL = kW / 4;          // GPU lanes per vector
 constexpr int kTokenBlock = kW == 16 ? 8 : 4;
 constexpr int kMaxSegments = 8;
 
@@ -77,7 +77,7 @@ inline float hsum(f32v v) {
 // Per-segment constants of the decoder for one plan, expanded to vectors.
 struct Decoder {
   int num_segments = 0;
-  bool half_load[kMaxSegments] = {};       // 1-bit segments: 8 bytes per lane, half a vector
+  bool half_load[kMaxSegments] = {};  // 1-bit segments: 8 bytes per lane, half a vector
   int chunk_bytes[kMaxSegments] = {};
   int chunk_offset[kMaxSegments][2] = {};  // byte offset of the chunk that holds fragment quad c
   u32v gather[kMaxSegments][2] = {};       // element (q, p) <- loaded word index
@@ -200,10 +200,18 @@ inline void fpx_row_tile(const fpx::PackedWeight& w, const Decoder& dec, int64_t
       for (int sub = 0; sub < 4 / kL; ++sub) {
         const float* xb = x_perm + t0 * cp;
         switch (dec.num_segments) {
-          case 1: fpx_tile_quad_n<1>(nt, dec, tile, next_tile, units, unit_bytes, g, sub, xb, cp, sums); break;
-          case 2: fpx_tile_quad_n<2>(nt, dec, tile, next_tile, units, unit_bytes, g, sub, xb, cp, sums); break;
-          case 3: fpx_tile_quad_n<3>(nt, dec, tile, next_tile, units, unit_bytes, g, sub, xb, cp, sums); break;
-          default: fpx_tile_quad_n<4>(nt, dec, tile, next_tile, units, unit_bytes, g, sub, xb, cp, sums); break;
+          case 1:
+            fpx_tile_quad_n<1>(nt, dec, tile, next_tile, units, unit_bytes, g, sub, xb, cp, sums);
+            break;
+          case 2:
+            fpx_tile_quad_n<2>(nt, dec, tile, next_tile, units, unit_bytes, g, sub, xb, cp, sums);
+            break;
+          case 3:
+            fpx_tile_quad_n<3>(nt, dec, tile, next_tile, units, unit_bytes, g, sub, xb, cp, sums);
+            break;
+          default:
+            fpx_tile_quad_n<4>(nt, dec, tile, next_tile, units, unit_bytes, g, sub, xb, cp, sums);
+            break;
         }
       }
       for (int r = 0; r < 2; ++r) {
@@ -223,9 +231,11 @@ inline f32v load_weight(const void* w, int64_t index) {
     return load_f(static_cast<const float*>(w) + index);
   } else if constexpr (kWeight == DType::kF16) {
 #if FP6_SIMD_WIDTH == 16
-    return (f32v)_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(w) + index)));
+    return (f32v)_mm512_cvtph_ps(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(w) + index)));
 #else
-    return (f32v)_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + index)));
+    return (f32v)_mm256_cvtph_ps(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + index)));
 #endif
   } else {
     u32v v;
@@ -249,8 +259,8 @@ inline float load_weight_scalar(const void* w, int64_t index) {
 }
 
 template <DType kWeight>
-inline void dense_rows(const void* w, int64_t cols, int64_t r0, int64_t r1, const float* x, int64_t n,
-                       float* out, int64_t rows) {
+inline void dense_rows(const void* w, int64_t cols, int64_t r0, int64_t r1, const float* x, int64_t n, float* out,
+                       int64_t rows) {
   constexpr int kRows = 4;
   const int64_t vec_end = cols / kW * kW;
   for (int64_t rb = r0; rb < r1; rb += kRows) {
@@ -287,9 +297,12 @@ inline void fpx_rows(const fpx::PackedWeight& w, int64_t tile_begin, int64_t til
 inline void dense_rows_any(const void* w, DType w_dtype, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
                            const float* x, int64_t n, float* out) {
   switch (w_dtype) {
-    case DType::kF32: return dense_rows<DType::kF32>(w, cols, r0, r1, x, n, out, rows);
-    case DType::kF16: return dense_rows<DType::kF16>(w, cols, r0, r1, x, n, out, rows);
-    default: return dense_rows<DType::kBF16>(w, cols, r0, r1, x, n, out, rows);
+    case DType::kF32:
+      return dense_rows<DType::kF32>(w, cols, r0, r1, x, n, out, rows);
+    case DType::kF16:
+      return dense_rows<DType::kF16>(w, cols, r0, r1, x, n, out, rows);
+    default:
+      return dense_rows<DType::kBF16>(w, cols, r0, r1, x, n, out, rows);
   }
 }
 

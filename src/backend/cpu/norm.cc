@@ -23,8 +23,7 @@ void rms_norm(const float* x, const float* w, int64_t rows, int64_t dim, double 
   });
 }
 
-void add_rms_norm(float* residual, const float* x, const float* w, int64_t rows, int64_t dim, double eps,
-                  float* out) {
+void add_rms_norm(float* residual, const float* x, const float* w, int64_t rows, int64_t dim, double eps, float* out) {
   ThreadPool::global()->parallel_for(rows, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       float* r = residual + i * dim;

@@ -16,8 +16,7 @@ namespace fp6serve::cpu {
 void rms_norm(const float* x, const float* w, int64_t rows, int64_t dim, double eps, float* out);
 // residual += x, then out = rms_norm(residual): the pre-norm of the next sub-layer fused
 // with the residual add of the previous one.
-void add_rms_norm(float* residual, const float* x, const float* w, int64_t rows, int64_t dim, double eps,
-                  float* out);
+void add_rms_norm(float* residual, const float* x, const float* w, int64_t rows, int64_t dim, double eps, float* out);
 
 // One layer's paged KV cache: k and v are [num_blocks, block_size, kv_heads, head_dim] f32.
 struct PagedKv {
@@ -44,7 +43,7 @@ void rope_write_kv(float* qkv, int64_t n, int64_t heads, const int32_t* position
 // --- attention.cc
 // One sequence's slice of a forward batch.
 struct AttentionSeq {
-  int64_t token_begin;         // its rows in the batch
+  int64_t token_begin;  // its rows in the batch
   int64_t token_count;
   int64_t start_pos;           // position of its first new token
   const int32_t* block_table;  // blocks covering positions [0, start_pos + token_count)

@@ -40,11 +40,9 @@ Sample sample_row(const float* logits, int64_t vocab, const SampleRow& row, Samp
     order.resize(static_cast<size_t>(vocab));
     std::iota(order.begin(), order.end(), 0);
     const auto n = static_cast<std::ptrdiff_t>(std::min<int64_t>(row.top_logprobs, vocab));
-    std::partial_sort(order.begin(), order.begin() + n, order.end(), [&](int32_t a, int32_t b) {
-      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-    });
-    for (std::ptrdiff_t i = 0; i < n; ++i)
-      out.top.push_back({order[i], static_cast<float>(logits[order[i]] - lse)});
+    std::partial_sort(order.begin(), order.begin() + n, order.end(),
+                      [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+    for (std::ptrdiff_t i = 0; i < n; ++i) out.top.push_back({order[i], static_cast<float>(logits[order[i]] - lse)});
   }
 
   work.assign(logits, logits + vocab);

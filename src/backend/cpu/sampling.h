@@ -12,10 +12,10 @@ namespace fp6serve::cpu {
 
 // Buffers sample_row needs, kept between calls so that a row allocates nothing.
 struct SampleScratch {
-  std::vector<float> work;                            // penalized logits, then weights
-  std::vector<uint32_t> keys;                         // top-k
-  std::vector<std::pair<uint32_t, uint64_t>> cand;    // top-p: (key, mass)
-  std::vector<int32_t> order;                         // top log-probabilities
+  std::vector<float> work;                          // penalized logits, then weights
+  std::vector<uint32_t> keys;                       // top-k
+  std::vector<std::pair<uint32_t, uint64_t>> cand;  // top-p: (key, mass)
+  std::vector<int32_t> order;                       // top log-probabilities
 };
 
 // The next token of one row of `vocab` f32 logits.

@@ -29,8 +29,8 @@
 #include <type_traits>
 
 #include "backend/cuda/dtype.cuh"
-#include "backend/cuda/ptx.cuh"
 #include "backend/cuda/ops.h"
+#include "backend/cuda/ptx.cuh"
 
 namespace fp6serve::cuda {
 
@@ -43,16 +43,16 @@ constexpr int kMaxDimPerLane = 8;   // head_dim <= 256
 constexpr int kAttnWarps = 4;
 
 // The split-context kernel: one CTA of kAttnWarps warps per (single token, head, context
-// chunk). Each warp takes 32 positions at a time, a lane per position: the lane computes its key's dot product with q (q in shared
-// memory, the key row read with 16-byte loads when head_dim % 8 == 0), the warp updates its
-// online softmax, then accumulates the 32 value rows (lane = dimension). The warps' partial
-// softmaxes are merged in shared memory. With splits > 1 the CTA leaves (max, sum,
-// unnormalized output) in the workspace for combine.
+// chunk). Each warp takes 32 positions at a time, a lane per position: the lane computes its key's dot product with q
+// (q in shared memory, the key row read with 16-byte loads when head_dim % 8 == 0), the warp updates its online
+// softmax, then accumulates the 32 value rows (lane = dimension). The warps' partial softmaxes are merged in shared
+// memory. With splits > 1 the CTA leaves (max, sum, unnormalized output) in the workspace for combine.
 template <typename T, bool kVec, int kDims>  // kDims: head dimensions per lane (head_dim <= 32 kDims)
 __global__ void __launch_bounds__(kAttnWarps * 32)
-    attention_kernel(const T* qkv, const int32_t* singles, int64_t heads, int64_t kv_heads, int64_t head_dim, const int32_t* positions,
-                     const int32_t* seq_of_token, const int32_t* block_tables, int64_t max_blocks, const T* k_cache,
-                     const T* v_cache, int64_t block_size, int64_t window, int splits, float* workspace, T* out) {
+    attention_kernel(const T* qkv, const int32_t* singles, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                     const int32_t* positions, const int32_t* seq_of_token, const int32_t* block_tables,
+                     int64_t max_blocks, const T* k_cache, const T* v_cache, int64_t block_size, int64_t window,
+                     int splits, float* workspace, T* out) {
   allow_dependents_to_launch();
   __shared__ float qs[32 * kMaxDimPerLane];
   __shared__ float part_m[kAttnWarps], part_l[kAttnWarps];
@@ -164,8 +164,8 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
 
 template <typename T>
 // tokens[i * stride]: the token of item i (single tokens: stride 1; one-token tiles: 2).
-__global__ void attention_combine_kernel(const int32_t* tokens, int stride, int64_t heads, int64_t head_dim,
-                                         int splits, const float* workspace, T* out) {
+__global__ void attention_combine_kernel(const int32_t* tokens, int stride, int64_t heads, int64_t head_dim, int splits,
+                                         const float* workspace, T* out) {
   allow_dependents_to_launch();
   const int64_t th = blockIdx.x;  // item * heads + head
   const int64_t token = tokens[th / heads * stride], h = th % heads;
@@ -181,11 +181,9 @@ __global__ void attention_combine_kernel(const int32_t* tokens, int stride, int6
   }
 }
 
-
 int context_splits(int64_t max_context) {
   return static_cast<int>(std::max<int64_t>(1, (max_context + kContextChunk - 1) / kContextChunk));
 }
-
 
 // --- the Tensor-Core kernel of query tiles ---
 
@@ -206,10 +204,10 @@ constexpr int tile_smem_bytes() {
 // blockIdx.y: the head. scale_log2: log2(e) / sqrt(head_dim).
 template <typename T, int kD>
 __global__ void __launch_bounds__(kTileThreads)
-    tile_attention_kernel(const T* qkv, const int32_t* tiles, int64_t heads, int64_t kv_heads,
-                             const int32_t* positions, const int32_t* seq_of_token, const int32_t* block_tables,
-                             int64_t max_blocks, const T* k_cache, const T* v_cache, int64_t block_size,
-                             int64_t window, float scale_log2, int64_t split_keys, float* workspace, T* out) {
+    tile_attention_kernel(const T* qkv, const int32_t* tiles, int64_t heads, int64_t kv_heads, const int32_t* positions,
+                          const int32_t* seq_of_token, const int32_t* block_tables, int64_t max_blocks,
+                          const T* k_cache, const T* v_cache, int64_t block_size, int64_t window, float scale_log2,
+                          int64_t split_keys, float* workspace, T* out) {
   allow_dependents_to_launch();
   constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
   constexpr int kStride = kD + 8, kChunks = kD / 8, kKSlices = kD / 16, kDimTiles = kD / 8;
@@ -245,7 +243,9 @@ __global__ void __launch_bounds__(kTileThreads)
       const int64_t j = kb + r;
       const bool in = j < k_end;
       int64_t off = 0;
-      if (in) off = ((static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size) * kv_heads + kvh) * kD + cc * 8;
+      if (in)
+        off = ((static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size) * kv_heads + kvh) * kD +
+              cc * 8;
       const int64_t dst = (buf * kTileK + r) * kStride + cc * 8;
       cp_async16(ks + dst, k_cache + off, in ? 16 : 0);
       cp_async16(vs + dst, v_cache + off, in ? 16 : 0);
@@ -271,7 +271,8 @@ __global__ void __launch_bounds__(kTileThreads)
     __syncthreads();
     if (b == 0)
 #pragma unroll
-      for (int kk = 0; kk < kKSlices; ++kk) ldmatrix_x4(qf[kk], qs + (row0 + lane % 16) * kStride + kk * 16 + 8 * (lane / 16));
+      for (int kk = 0; kk < kKSlices; ++kk)
+        ldmatrix_x4(qf[kk], qs + (row0 + lane % 16) * kStride + kk * 16 + 8 * (lane / 16));
     const bool visible = warp_active && kb <= warp_last && (window == 0 || kb + kTileK - 1 > warp_first - window);
     if (visible) {
       const T* kbuf = ks + (b & 1) * kTileK * kStride;
@@ -321,7 +322,7 @@ __global__ void __launch_bounds__(kTileThreads)
       for (int dt = 0; dt < kDimTiles; ++dt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) o[dt][e] *= corr[e >> 1];
-      // O += P V: the S accumulators of two key tiles are the A fragment of 16 keys.
+          // O += P V: the S accumulators of two key tiles are the A fragment of 16 keys.
 #pragma unroll
       for (int k16 = 0; k16 < kTileK / 16; ++k16) {
         const uint32_t a[4] = {pack2<T>(s[2 * k16][0], s[2 * k16][1]), pack2<T>(s[2 * k16][2], s[2 * k16][3]),
@@ -372,13 +373,26 @@ __global__ void __launch_bounds__(kTileThreads)
 template <typename F>
 bool dispatch_tile_dim(int64_t head_dim, F&& f) {
   switch (head_dim) {
-    case 16: f.template operator()<16>(); return true;
-    case 32: f.template operator()<32>(); return true;
-    case 64: f.template operator()<64>(); return true;
-    case 80: f.template operator()<80>(); return true;
-    case 96: f.template operator()<96>(); return true;
-    case 128: f.template operator()<128>(); return true;
-    default: return false;
+    case 16:
+      f.template operator()<16>();
+      return true;
+    case 32:
+      f.template operator()<32>();
+      return true;
+    case 64:
+      f.template operator()<64>();
+      return true;
+    case 80:
+      f.template operator()<80>();
+      return true;
+    case 96:
+      f.template operator()<96>();
+      return true;
+    case 128:
+      f.template operator()<128>();
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -479,8 +493,9 @@ void paged_attention(const void* qkv, const AttentionWork& work, int64_t heads, 
     const dim3 grid(static_cast<unsigned>(work.num_singles * heads), static_cast<unsigned>(splits));
     const bool vec = kv.head_dim % 8 == 0 && sizeof(T) == 2;
     auto pick = [&]<int kDims>() { return vec ? attention_kernel<T, true, kDims> : attention_kernel<T, false, kDims>; };
-    auto* kernel = kv.head_dim <= 64 ? pick.template operator()<2>()
-                   : kv.head_dim <= 128 ? pick.template operator()<4>() : pick.template operator()<8>();
+    auto* kernel = kv.head_dim <= 64    ? pick.template operator()<2>()
+                   : kv.head_dim <= 128 ? pick.template operator()<4>()
+                                        : pick.template operator()<8>();
     kernel<<<grid, kAttnWarps * 32, 0, stream>>>(static_cast<const T*>(qkv), work.singles, heads, kv.kv_heads,
                                                  kv.head_dim, positions, seq_of_token, block_tables, max_blocks,
                                                  static_cast<const T*>(kv.k), static_cast<const T*>(kv.v),

@@ -186,8 +186,9 @@ class CudaBackend : public Backend {
     arena_used_ = 0;
     check_batch(batch, config_.vocab_size, cache.num_blocks, cache.block_size);
     upload_pass(batch, cache);
-    const int64_t n = batch.num_tokens(), rows = static_cast<int64_t>(batch.logit_rows.size());
-    size_workspaces(n, rows);
+    num_tokens_ = batch.num_tokens();
+    num_logit_rows_ = static_cast<int64_t>(batch.logit_rows.size());
+    size_workspaces(num_tokens_, num_logit_rows_);
     graph_key_ = pass_key(batch, cache);
   }
 
@@ -202,15 +203,17 @@ class CudaBackend : public Backend {
   bool end_recording() override { return !graphs_.capturing() || graphs_.end(graph_key_, stream_); }
   void abort_recording() override { graphs_.abort(stream_); }
 
-  void embed(const Tensor& table, const Batch& batch, Tensor& out) override {
-    embedding(table.data(), table.dtype(), table.dim(1), tokens_, batch.num_tokens(), out.data(), act_, stream_);
+  void embed(const Tensor& table, Tensor& out) override {
+    embedding(table.data(), table.dtype(), table.dim(1), tokens_, num_tokens_, out.data(), act_, stream_);
   }
 
   void rms_norm(const Tensor& x, const Tensor& w, double eps, Tensor& out) override {
+    FP6_ASSERT(w.dtype() == DType::kF32);
     cuda::rms_norm(x.data(), w.data_as<float>(), x.dim(0), x.dim(1), eps, out.data(), act_, stream_);
   }
 
   void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, double eps, Tensor& out) override {
+    FP6_ASSERT(w.dtype() == DType::kF32);
     cuda::add_rms_norm(residual.data(), x.data(), w.data_as<float>(), x.dim(0), x.dim(1), eps, out.data(), act_,
                        stream_);
   }
@@ -223,15 +226,15 @@ class CudaBackend : public Backend {
     fpx_linear(x.data(), act_, n, *w.fpx, bias, y.data(), linear_ws_.data(), linear_ws_.size(), stream_, crossover_);
   }
 
-  void rope_write_kv(Tensor& qkv, const Batch& batch, KvCache& cache, int64_t layer) override {
-    cuda::rope_write_kv(qkv.data(), batch.num_tokens(), config_.num_heads, positions_, slots_,
-                        inv_freq_, view(cache, layer), act_, stream_);
+  void rope_write_kv(Tensor& qkv, KvCache& cache, int64_t layer) override {
+    cuda::rope_write_kv(qkv.data(), num_tokens_, config_.num_heads, positions_, slots_, inv_freq_, view(cache, layer),
+                        act_, stream_);
   }
 
-  void attention(const Tensor& qkv, const Batch&, const KvCache& cache, int64_t layer, Tensor& out) override {
-    paged_attention(qkv.data(), attn_work_, config_.num_heads, positions_, seq_of_token_, tables_,
-                          max_blocks_, view(cache, layer), config_.sliding_window, max_context_, out.data(),
-                          attn_ws_.buf.as<float>(), attn_floats_, act_, stream_);
+  void attention(const Tensor& qkv, const KvCache& cache, int64_t layer, Tensor& out) override {
+    paged_attention(qkv.data(), attn_work_, config_.num_heads, positions_, seq_of_token_, tables_, max_blocks_,
+                    view(cache, layer), config_.sliding_window, max_context_, out.data(), attn_ws_.buf.as<float>(),
+                    attn_floats_, act_, stream_);
   }
 
   void silu_mul(const Tensor& gate_up, Tensor& out) override {
@@ -240,9 +243,8 @@ class CudaBackend : public Backend {
 
   void add(Tensor& acc, const Tensor& x) override { cuda::add(acc.data(), x.data(), acc.numel(), act_, stream_); }
 
-  void gather_logit_rows(const Tensor& x, const Batch& batch, Tensor& out) override {
-    gather_rows(x.data(), x.dim(1), logit_rows_, static_cast<int64_t>(batch.logit_rows.size()), out.data(), act_,
-                      stream_);
+  void gather_logit_rows(const Tensor& x, Tensor& out) override {
+    gather_rows(x.data(), x.dim(1), logit_rows_, num_logit_rows_, out.data(), act_, stream_);
   }
 
   std::vector<Sample> sample(const Tensor& logits, const std::vector<SampleRow>& rows) override {
@@ -291,7 +293,9 @@ class CudaBackend : public Backend {
     pass_buf_.reserve(staging_.size());
     FP6_CUDA_CHECK(
         cudaMemcpyAsync(pass_buf_.buf.data(), staging_.data(), staging_.size(), cudaMemcpyHostToDevice, stream_));
-    auto at = [&]<typename T>(size_t offset) { return reinterpret_cast<const T*>(pass_buf_.buf.as<uint8_t>() + offset); };
+    auto at = [&]<typename T>(size_t offset) {
+      return reinterpret_cast<const T*>(pass_buf_.buf.as<uint8_t>() + offset);
+    };
     attn_work_.tiles = at.operator()<int32_t>(o_tiles);
     attn_work_.num_tiles = static_cast<int64_t>(plan.tiles.size() / 2);
     attn_work_.singles = at.operator()<int32_t>(o_singles);
@@ -314,8 +318,8 @@ class CudaBackend : public Backend {
     size_t& need = workspace_need_[{n, rows}];  // once per batch shape, not per step
     if (need == 0)
       for (const DeviceFpxWeight* w : fpx_weights_)
-        need = std::max({need, fpx_linear_workspace_bytes(*w, n, crossover_),
-                         fpx_linear_workspace_bytes(*w, rows, crossover_)});
+        need = std::max(
+            {need, fpx_linear_workspace_bytes(*w, n, crossover_), fpx_linear_workspace_bytes(*w, rows, crossover_)});
     if (need > linear_ws_.size()) {
       linear_ws_ = DeviceBuffer(need);
       FP6_CUDA_CHECK(cudaMemset(linear_ws_.data(), 0, need));  // the workspace contract
@@ -392,7 +396,7 @@ class CudaBackend : public Backend {
   const int32_t* slots_ = nullptr;
   const int32_t* seq_of_token_ = nullptr;
   const int32_t* tables_ = nullptr;
-  int64_t max_blocks_ = 1, max_context_ = 0;
+  int64_t num_tokens_ = 0, num_logit_rows_ = 0, max_blocks_ = 1, max_context_ = 0;
   size_t attn_floats_ = 0;
 };
 

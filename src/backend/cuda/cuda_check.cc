@@ -24,11 +24,13 @@ void throw_cuda_error(cudaError_t err, const char* expr, const char* file, int l
 }
 
 void throw_cublas_error(cublasStatus_t status, const char* expr, const char* file, int line) {
-  throw Error(ErrorKind::kCuda, fmt::format("{}:{}: {}: {}", source_path(file), line, expr, cublasGetStatusString(status)));
+  throw Error(ErrorKind::kCuda,
+              fmt::format("{}:{}: {}: {}", source_path(file), line, expr, cublasGetStatusString(status)));
 }
 
 void throw_requirement(ErrorKind kind, const std::string& message, const char* file, int line) {
-  throw Error(kind, kind == ErrorKind::kInternal ? fmt::format("{} ({}:{})", message, source_path(file), line) : message);
+  throw Error(kind,
+              kind == ErrorKind::kInternal ? fmt::format("{} ({}:{})", message, source_path(file), line) : message);
 }
 
 }  // namespace fp6serve::cuda

@@ -19,15 +19,15 @@ namespace fp6serve::cuda {
 
 }  // namespace fp6serve::cuda
 
-#define FP6_CUDA_CHECK(expr)                                                                           \
-  do {                                                                                                 \
-    const cudaError_t fp6_err_ = (expr);                                                               \
+#define FP6_CUDA_CHECK(expr)                                                                              \
+  do {                                                                                                    \
+    const cudaError_t fp6_err_ = (expr);                                                                  \
     if (fp6_err_ != cudaSuccess) ::fp6serve::cuda::throw_cuda_error(fp6_err_, #expr, __FILE__, __LINE__); \
   } while (0)
 
-#define FP6_CUBLAS_CHECK(expr)                                                                                 \
-  do {                                                                                                         \
-    const cublasStatus_t fp6_st_ = (expr);                                                                     \
+#define FP6_CUBLAS_CHECK(expr)                                                                                      \
+  do {                                                                                                              \
+    const cublasStatus_t fp6_st_ = (expr);                                                                          \
     if (fp6_st_ != CUBLAS_STATUS_SUCCESS) ::fp6serve::cuda::throw_cublas_error(fp6_st_, #expr, __FILE__, __LINE__); \
   } while (0)
 
@@ -35,7 +35,7 @@ namespace fp6serve::cuda {
 #define FP6_CUDA_CHECK_LAUNCH() FP6_CUDA_CHECK(cudaGetLastError())
 
 // FP6_CUDA_REQUIRE(cond, kind, message-as-std::string)
-#define FP6_CUDA_REQUIRE(cond, kind, message)                                                                   \
-  do {                                                                                                          \
+#define FP6_CUDA_REQUIRE(cond, kind, message)                                                                     \
+  do {                                                                                                            \
     if (!(cond)) ::fp6serve::cuda::throw_requirement(::fp6serve::ErrorKind::kind, (message), __FILE__, __LINE__); \
   } while (0)

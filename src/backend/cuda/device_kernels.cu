@@ -46,7 +46,8 @@ void fill_normal(void* p, int64_t n, uint64_t seed, float stddev, bool bf16) {
 }
 
 void read_all(const void* p, size_t bytes, void* sink) {
-  read_kernel<<<sm_count() * 8, 512>>>(static_cast<const uint4*>(p), static_cast<int64_t>(bytes / 16), static_cast<uint4*>(sink));
+  read_kernel<<<sm_count() * 8, 512>>>(static_cast<const uint4*>(p), static_cast<int64_t>(bytes / 16),
+                                       static_cast<uint4*>(sink));
   FP6_CUDA_CHECK_LAUNCH();
 }
 

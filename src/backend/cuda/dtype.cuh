@@ -10,34 +10,48 @@
 #include <string>
 #include <type_traits>
 
-#include "core/dtype.h"
 #include "backend/cuda/cuda_check.h"
+#include "core/dtype.h"
 
 namespace fp6serve::cuda {
 
 template <typename T>
 __device__ __forceinline__ float to_float(T v);
 template <>
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__half v) {
+  return __half2float(v);
+}
 template <>
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
 template <>
-__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(float v) {
+  return v;
+}
 
 template <typename T>
 __device__ __forceinline__ T from_float(float v);
 template <>
-__device__ __forceinline__ __half from_float(float v) { return __float2half_rn(v); }
+__device__ __forceinline__ __half from_float(float v) {
+  return __float2half_rn(v);
+}
 template <>
-__device__ __forceinline__ __nv_bfloat16 from_float(float v) { return __float2bfloat16_rn(v); }
+__device__ __forceinline__ __nv_bfloat16 from_float(float v) {
+  return __float2bfloat16_rn(v);
+}
 template <>
-__device__ __forceinline__ float from_float(float v) { return v; }
+__device__ __forceinline__ float from_float(float v) {
+  return v;
+}
 
 // A 16-bit value given as its bits, as f32 (T: __half or __nv_bfloat16).
 template <typename T>
 __device__ __forceinline__ float bits_to_float(uint16_t b) {
-  if constexpr (std::is_same_v<T, __half>) return __half2float(__ushort_as_half(b));
-  else return __bfloat162float(__ushort_as_bfloat16(b));
+  if constexpr (std::is_same_v<T, __half>)
+    return __half2float(__ushort_as_half(b));
+  else
+    return __bfloat162float(__ushort_as_bfloat16(b));
 }
 
 // Two floats rounded to T and packed into one 32-bit register, lo in the low half.
@@ -56,12 +70,19 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
 template <typename F>
 void dispatch(DType dtype, F&& f) {
   switch (dtype) {
-    case DType::kF16: f.template operator()<__half>(); return;
-    case DType::kBF16: f.template operator()<__nv_bfloat16>(); return;
-    case DType::kF32: f.template operator()<float>(); return;
-    default: FP6_CUDA_REQUIRE(false, kInvalidArgument, std::string("CUDA ops take f16, bf16 or f32, not ") + dtype_name(dtype));
+    case DType::kF16:
+      f.template operator()<__half>();
+      return;
+    case DType::kBF16:
+      f.template operator()<__nv_bfloat16>();
+      return;
+    case DType::kF32:
+      f.template operator()<float>();
+      return;
+    default:
+      FP6_CUDA_REQUIRE(false, kInvalidArgument,
+                       std::string("CUDA ops take f16, bf16 or f32, not ") + dtype_name(dtype));
   }
 }
-
 
 }  // namespace fp6serve::cuda

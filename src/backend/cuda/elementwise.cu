@@ -48,7 +48,9 @@ __global__ void to_f32_kernel(const T* x, int64_t n, float* out) {
     out[i] = to_float(x[i]);
 }
 
-unsigned elementwise_blocks(int64_t n) { return static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 65535)); }
+unsigned elementwise_blocks(int64_t n) {
+  return static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 65535));
+}
 
 }  // namespace
 
@@ -58,7 +60,7 @@ void embedding(const void* table, DType table_dtype, int64_t dim, const int32_t*
   dispatch(table_dtype, [&]<typename Tin>() {
     dispatch(dtype, [&]<typename Tout>() {
       embedding_kernel<<<static_cast<unsigned>(n), 256, 0, stream>>>(static_cast<const Tin*>(table), dim, tokens,
-                                                                      static_cast<Tout*>(out));
+                                                                     static_cast<Tout*>(out));
     });
   });
   FP6_CUDA_CHECK_LAUNCH();
@@ -85,8 +87,8 @@ void gather_rows(const void* x, int64_t cols, const int64_t* rows, int64_t n, vo
                  cudaStream_t stream) {
   if (n == 0) return;
   dispatch(dtype, [&]<typename T>() {
-    gather_rows_kernel<T><<<static_cast<unsigned>(n), 256, 0, stream>>>(static_cast<const T*>(x), cols, rows,
-                                                                         static_cast<T*>(out));
+    gather_rows_kernel<T>
+        <<<static_cast<unsigned>(n), 256, 0, stream>>>(static_cast<const T*>(x), cols, rows, static_cast<T*>(out));
   });
   FP6_CUDA_CHECK_LAUNCH();
 }

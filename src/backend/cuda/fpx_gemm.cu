@@ -11,10 +11,9 @@ namespace {
 constexpr int kDequantWarps = 4;
 
 template <int kE, int kM, bool kBf16>
-__global__ void __launch_bounds__(kDequantWarps * 32) dequant_kernel(const uint8_t* __restrict__ w,
-                                                            const float* __restrict__ scales, int64_t cols,
-                                                            int64_t col_units, int64_t rt0, int64_t units,
-                                                            uint16_t* __restrict__ out) {
+__global__ void __launch_bounds__(kDequantWarps * 32)
+    dequant_kernel(const uint8_t* __restrict__ w, const float* __restrict__ scales, int64_t cols, int64_t col_units,
+                   int64_t rt0, int64_t units, uint16_t* __restrict__ out) {
   constexpr fpx::PackPlan plan = fpx::make_pack_plan(fpx::Format{kE, kM}, kBf16 ? DType::kBF16 : DType::kF16);
   __shared__ __align__(16) uint16_t tile[kDequantWarps][fpx::kUnitRows][kXStride];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -71,8 +70,9 @@ void dispatch_tile(int64_t n, F&& f) {
 template <int kE, int kM, bool kBf16>
 void launch_dequant(const FpxLaunch& l, int64_t rt0, int64_t rt1, uint16_t* out) {
   const int64_t units = (rt1 - rt0) * l.col_units;
-  dequant_kernel<kE, kM, kBf16><<<static_cast<unsigned>((units + kDequantWarps - 1) / kDequantWarps), kDequantWarps * 32, 0, l.stream>>>(
-      l.w, l.scales, l.cols, l.col_units, rt0, units, out);
+  dequant_kernel<kE, kM, kBf16>
+      <<<static_cast<unsigned>((units + kDequantWarps - 1) / kDequantWarps), kDequantWarps * 32, 0, l.stream>>>(
+          l.w, l.scales, l.cols, l.col_units, rt0, units, out);
   FP6_CUDA_CHECK_LAUNCH();
 }
 
@@ -82,8 +82,10 @@ void dispatch_format(const FpxLaunch& l, F&& f) {
   const fpx::Format fmt = l.plan.format;
   const bool bf16 = l.plan.target == DType::kBF16;
   auto pick = [&]<int kE, int kM>() {
-    if (bf16) f.template operator()<kE, kM, true>();
-    else f.template operator()<kE, kM, false>();
+    if (bf16)
+      f.template operator()<kE, kM, true>();
+    else
+      f.template operator()<kE, kM, false>();
   };
   if (fmt == fpx::kE3M2) return pick.template operator()<3, 2>();
   if (fmt == fpx::kE2M2) return pick.template operator()<2, 2>();
@@ -94,7 +96,9 @@ void dispatch_format(const FpxLaunch& l, F&& f) {
 
 }  // namespace
 
-bool fpx_gpu_format_supported(fpx::Format f) { return f == fpx::kE3M2 || f == fpx::kE2M2 || f == fpx::kE2M1; }
+bool fpx_gpu_format_supported(fpx::Format f) {
+  return f == fpx::kE3M2 || f == fpx::kE2M2 || f == fpx::kE2M1;
+}
 
 void launch_fpx_gemm(const FpxLaunch& l) {
   dispatch_format(l, [&]<int kE, int kM, bool kBf16>() {
@@ -120,8 +124,10 @@ template <typename T>
 __global__ void add_bias_kernel(T* y, const float* bias, int64_t rows, int64_t total) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
     float v;
-    if constexpr (std::is_same_v<T, __half>) v = __half2float(y[i]) + bias[i % rows], y[i] = __float2half_rn(v);
-    else v = __bfloat162float(y[i]) + bias[i % rows], y[i] = __float2bfloat16_rn(v);
+    if constexpr (std::is_same_v<T, __half>)
+      v = __half2float(y[i]) + bias[i % rows], y[i] = __float2half_rn(v);
+    else
+      v = __bfloat162float(y[i]) + bias[i % rows], y[i] = __float2bfloat16_rn(v);
   }
 }
 

@@ -19,15 +19,15 @@ inline constexpr size_t kFpxCounterBytes = size_t{256} << 10;
 
 struct FpxLaunch {
   fpx::PackPlan plan;
-  const uint8_t* w;      // packed units
-  const float* scales;   // [rows padded]
-  const float* bias;     // [rows] or null
+  const uint8_t* w;     // packed units
+  const float* scales;  // [rows padded]
+  const float* bias;    // [rows] or null
   int64_t rows, cols, row_tiles, col_units;
-  const void* x;         // [n, cols] in plan.target
-  void* y;               // [n, rows] in plan.target
+  const void* x;  // [n, cols] in plan.target
+  void* y;        // [n, rows] in plan.target
   int64_t n;
-  int splits;            // K ranges per row block; > 1 needs the workspace below
-  void* workspace;       // counters (kFpxCounterBytes), then f32 partials [splits][n][rows padded]
+  int splits;       // K ranges per row block; > 1 needs the workspace below
+  void* workspace;  // counters (kFpxCounterBytes), then f32 partials [splits][n][rows padded]
   cudaStream_t stream;
 };
 

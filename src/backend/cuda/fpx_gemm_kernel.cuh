@@ -66,7 +66,9 @@ struct Tile {
     return kWarps * kRowTilesPerWarp * unit_bytes + kN * kXStride * 2;
   }
   template <int kUnitBytes>
-  static constexpr int smem_bytes() { return kStages * stage_bytes(kUnitBytes); }
+  static constexpr int smem_bytes() {
+    return kStages * stage_bytes(kUnitBytes);
+  }
 };
 
 // 2^-raw_exponent_offset: multiplies a raw half back to the FPx value (exact power of two).
@@ -76,8 +78,10 @@ constexpr float raw_to_value(const fpx::PackPlan& plan) {
 
 template <bool kBf16>
 __device__ __forceinline__ uint16_t to_bits(float v) {
-  if constexpr (kBf16) return __bfloat16_as_ushort(__float2bfloat16_rn(v));
-  else return __half_as_ushort(__float2half_rn(v));
+  if constexpr (kBf16)
+    return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+  else
+    return __half_as_ushort(__float2half_rn(v));
 }
 
 // One lane's words of a unit, per segment (a 4-bit segment has 8 per lane).
@@ -228,8 +232,8 @@ __global__ void __launch_bounds__(Cfg::kWarps * 32) fpx_gemm_kernel(const GemmAr
 #pragma unroll
     for (int j = 0; j < kRT; ++j) read_unit_words<plan>(st + (warp * kRT + j) * kUnitBytes, lane, words[j]);
     // ldmatrix rows: lane l addresses token 8 * (l / 16) + l % 8, columns 8 * (l / 8 % 2) on.
-    const uint16_t* xb =
-        reinterpret_cast<const uint16_t*>(st + kWeightBytes) + (8 * (lane / 16) + lane % 8) * kXStride + 8 * (lane / 8 % 2);
+    const uint16_t* xb = reinterpret_cast<const uint16_t*>(st + kWeightBytes) +
+                         (8 * (lane / 16) + lane % 8) * kXStride + 8 * (lane / 8 % 2);
 #pragma unroll
     for (int f = 0; f < fpx::kUnitFragments; ++f) {
       // B fragments of this k16 slice, read once and used by every row tile of the warp.

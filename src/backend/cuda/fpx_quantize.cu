@@ -14,9 +14,12 @@ namespace {
 
 __device__ __forceinline__ float load(const void* p, int64_t i, DType d) {
   switch (d) {
-    case DType::kF16: return __half2float(static_cast<const __half*>(p)[i]);
-    case DType::kBF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-    default: return static_cast<const float*>(p)[i];
+    case DType::kF16:
+      return __half2float(static_cast<const __half*>(p)[i]);
+    case DType::kBF16:
+      return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    default:
+      return static_cast<const float*>(p)[i];
   }
 }
 
@@ -58,7 +61,8 @@ __global__ void pack_kernel(const void* src, DType dtype, int64_t rows, int64_t 
         for (int half = 0; half < 2; ++half) {
           const int64_t col = cu * fpx::kUnitCols + fpx::unit_col(lane, reg, half, fragment);
           uint32_t code = 0;  // padding is +0
-          if (row < rows && col < cols) code = fpx::encode(enc, __fdiv_rn(load(src, row * cols + col, dtype), scales[row]));
+          if (row < rows && col < cols)
+            code = fpx::encode(enc, __fdiv_rn(load(src, row * cols + col, dtype), scales[row]));
           for (int k = 0; k < seg.width; ++k)
             w |= ((code >> seg.code_bits[k]) & 1u) << ((seg.targets[k] + seg.translates[h] + 16 * half) % 32);
         }
@@ -72,7 +76,8 @@ __global__ void pack_kernel(const void* src, DType dtype, int64_t rows, int64_t 
 
 int64_t quantize_pack(const void* src, DType src_dtype, int64_t rows, int64_t cols, const fpx::PackPlan& plan,
                       const fpx::EncodeParams& encode, uint8_t* packed, float* scales, cudaStream_t stream) {
-  FP6_CUDA_REQUIRE(rows > 0 && cols > 0 && plan.num_segments > 0, kInvalidArgument, "quantize_pack: empty matrix or plan");
+  FP6_CUDA_REQUIRE(rows > 0 && cols > 0 && plan.num_segments > 0, kInvalidArgument,
+                   "quantize_pack: empty matrix or plan");
   FP6_CUDA_REQUIRE(src_dtype == DType::kF16 || src_dtype == DType::kBF16 || src_dtype == DType::kF32, kInvalidArgument,
                    "quantize_pack: the source must be f16, bf16 or f32");
   const int64_t rows_padded = (rows + fpx::kUnitRows - 1) / fpx::kUnitRows * fpx::kUnitRows;
@@ -81,7 +86,8 @@ int64_t quantize_pack(const void* src, DType src_dtype, int64_t rows, int64_t co
   FP6_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&bad), sizeof(*bad), stream));
   FP6_CUDA_CHECK(cudaMemsetAsync(bad, 0xFF, sizeof(*bad), stream));
   FP6_CUDA_CHECK(cudaMemsetAsync(scales, 0, static_cast<size_t>(rows_padded) * sizeof(float), stream));
-  row_scale_kernel<<<static_cast<unsigned>(rows), 256, 0, stream>>>(src, src_dtype, cols, encode.max_value, scales, bad);
+  row_scale_kernel<<<static_cast<unsigned>(rows), 256, 0, stream>>>(src, src_dtype, cols, encode.max_value, scales,
+                                                                    bad);
   FP6_CUDA_CHECK_LAUNCH();
   pack_kernel<<<static_cast<unsigned>(rows_padded / fpx::kUnitRows * col_units), 32, 0, stream>>>(
       src, src_dtype, rows, cols, plan, encode, scales, packed, col_units);

@@ -7,11 +7,11 @@
 #include <mutex>
 #include <vector>
 
-#include "core/check.h"
-#include "fpx/pack.h"
+#include "backend/cuda/device.h"
 #include "backend/cuda/fpx_gemm.h"
 #include "backend/cuda/fpx_quantize.h"
-#include "backend/cuda/device.h"
+#include "core/check.h"
+#include "fpx/pack.h"
 
 namespace fp6serve::cuda {
 
@@ -80,7 +80,9 @@ int64_t row_blocks(const DeviceFpxWeight& w, int64_t n) {
   const int64_t tiles = fpx_gemm_rows_per_cta(n) / fpx::kUnitRows;
   return (w.row_tiles() + tiles - 1) / tiles;
 }
-int64_t token_blocks(int64_t n) { return (n + kFpxGemmMaxTokens - 1) / kFpxGemmMaxTokens; }
+int64_t token_blocks(int64_t n) {
+  return (n + kFpxGemmMaxTokens - 1) / kFpxGemmMaxTokens;
+}
 size_t partial_bytes(const DeviceFpxWeight& w, int64_t n, int splits) {
   return splits > 1 ? static_cast<size_t>(splits * n * w.row_tiles() * fpx::kUnitRows) * sizeof(float) : 0;
 }
@@ -199,8 +201,8 @@ void fpx_linear_dequant_gemm(const void* x, DType act, int64_t n, const DeviceFp
             kFpxCounterBytes + tile_bytes, fpx_dequant_workspace_bytes(w));
   const FpxLaunch l = fpx_launch_for(w, x, n, bias, y, workspace, stream);
   void* dequantized = static_cast<uint8_t*>(workspace) + kFpxCounterBytes;  // the counters stay untouched
-  const int64_t tiles_per_block = std::min<int64_t>(dequant_block_rows(w) / fpx::kUnitRows,
-                                                    static_cast<int64_t>((workspace_bytes - kFpxCounterBytes) / tile_bytes));
+  const int64_t tiles_per_block = std::min<int64_t>(
+      dequant_block_rows(w) / fpx::kUnitRows, static_cast<int64_t>((workspace_bytes - kFpxCounterBytes) / tile_bytes));
   for (int64_t rt0 = 0; rt0 < l.row_tiles; rt0 += tiles_per_block) {
     const int64_t rt1 = std::min(l.row_tiles, rt0 + tiles_per_block);
     launch_fpx_dequant(l, rt0, rt1, dequantized);
@@ -210,7 +212,9 @@ void fpx_linear_dequant_gemm(const void* x, DType act, int64_t n, const DeviceFp
   if (bias) launch_add_bias(y, act, bias, w.rows, n, stream);
 }
 
-size_t dense_linear_workspace_bytes(const DeviceDenseWeight&, int64_t) { return 0; }
+size_t dense_linear_workspace_bytes(const DeviceDenseWeight&, int64_t) {
+  return 0;
+}
 
 void dense_linear(const void* x, DType act, int64_t n, const DeviceDenseWeight& w, const float* bias, void* y, void*,
                   size_t, cudaStream_t stream) {

@@ -17,10 +17,10 @@
 #include <cstdint>
 #include <string>
 
-#include "core/dtype.h"
-#include "fpx/pack_plan.h"
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/fpx_gemm.h"
+#include "core/dtype.h"
+#include "fpx/pack_plan.h"
 
 namespace fp6serve::fpx {
 struct PackedWeight;
@@ -61,8 +61,7 @@ FpxPath fpx_path(const DeviceFpxWeight& w, int64_t n, int64_t crossover = kFpxCr
 
 size_t fpx_linear_workspace_bytes(const DeviceFpxWeight& w, int64_t n, int64_t crossover = kFpxCrossoverTokens);
 void fpx_linear(const void* x, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,
-                void* workspace, size_t workspace_bytes, cudaStream_t stream,
-                int64_t crossover = kFpxCrossoverTokens);
+                void* workspace, size_t workspace_bytes, cudaStream_t stream, int64_t crossover = kFpxCrossoverTokens);
 // The fused kernel alone, with an explicit K split (0: the heuristic) — for benchmarks.
 void fpx_linear_fused(const void* x, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,
                       void* workspace, size_t workspace_bytes, int splits, cudaStream_t stream);

@@ -48,9 +48,8 @@ void rope_write_kv(void* qkv, int64_t n, int64_t heads, const int32_t* positions
   if (n == 0) return;
   dispatch(dtype, [&]<typename T>() {
     const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(heads + kv.kv_heads));
-    rope_write_kv_kernel<T><<<grid, 64, 0, stream>>>(
-        static_cast<T*>(qkv), heads, kv.kv_heads, kv.head_dim, positions, slots, inv_freq, static_cast<T*>(kv.k),
-        static_cast<T*>(kv.v));
+    rope_write_kv_kernel<T><<<grid, 64, 0, stream>>>(static_cast<T*>(qkv), heads, kv.kv_heads, kv.head_dim, positions,
+                                                     slots, inv_freq, static_cast<T*>(kv.k), static_cast<T*>(kv.v));
   });
   FP6_CUDA_CHECK_LAUNCH();
 }

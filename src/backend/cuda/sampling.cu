@@ -46,7 +46,9 @@ struct ArgMax {
 };
 
 // a before b in (value desc, id asc) order.
-__device__ __forceinline__ bool before(const ArgMax& a, const ArgMax& b) { return a.v > b.v || (a.v == b.v && a.i < b.i); }
+__device__ __forceinline__ bool before(const ArgMax& a, const ArgMax& b) {
+  return a.v > b.v || (a.v == b.v && a.i < b.i);
+}
 
 template <typename T>
 __device__ __forceinline__ T shfl_xor(T v, int o) {
@@ -174,8 +176,12 @@ __global__ void __launch_bounds__(kThreads)
     uint32_t k_floor = 0;
     uint64_t unused = 0;
     if (a.top_k > 0 && a.top_k < vocab)
-      radix_select(vocab, [&](int64_t i) { return std::pair<uint32_t, uint64_t>{sampling::order_key(w[i]), 1}; },
-                   static_cast<uint64_t>(a.top_k), k_floor, unused);
+      radix_select(
+          vocab,
+          [&](int64_t i) {
+            return std::pair<uint32_t, uint64_t>{sampling::order_key(w[i]), 1};
+          },
+          static_cast<uint64_t>(a.top_k), k_floor, unused);
     uint64_t total = 0;
     for (int64_t i = tid; i < vocab; i += kThreads) {
       const float z = w[i];
@@ -187,8 +193,12 @@ __global__ void __launch_bounds__(kThreads)
     total = block_all_reduce(total, [](uint64_t x, uint64_t y) { return x + y; });
     uint32_t p_floor = 0;
     if (a.top_p < 1.0)
-      radix_select(vocab, [&](int64_t i) { return std::pair<uint32_t, uint64_t>{sampling::order_key(w[i]), sampling::mass(w[i])}; },
-                   sampling::top_p_target(a.top_p, total), p_floor, total);
+      radix_select(
+          vocab,
+          [&](int64_t i) {
+            return std::pair<uint32_t, uint64_t>{sampling::order_key(w[i]), sampling::mass(w[i])};
+          },
+          sampling::top_p_target(a.top_p, total), p_floor, total);
     __syncthreads();  // the slices below cross the strided ownership of the loops above
     const uint64_t point = sampling::draw_point(a.u, total);
     const int64_t slice = (vocab + kThreads - 1) / kThreads;
@@ -215,7 +225,9 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+size_t align256(size_t bytes) {
+  return (bytes + 255) / 256 * 256;
+}
 
 }  // namespace
 

@@ -8,9 +8,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/dtype.h"
 #include "backend/cuda/device_buffer.h"
 #include "backend/sampling.h"
+#include "core/dtype.h"
 
 namespace fp6serve::cuda {
 

@@ -5,9 +5,9 @@
 #include <cmath>
 #include <random>
 
+#include "backend/cpu/linear_reference.h"
 #include "core/half.h"
 #include "fp6serve/error.h"
-#include "backend/cpu/linear_reference.h"
 #include "tests/support/random.h"
 
 namespace fp6serve::cpu {
@@ -84,8 +84,8 @@ TEST(CpuLinear, FpxMatchesTheDoubleReference) {
             const void* xin = act == DType::kF32 ? static_cast<const void*>(x.data()) : x16.data();
             fpx_linear(xin, act, n, packed, with_bias ? bias.data() : nullptr, y.data(), isa);
             expect_close(read_y(y, act, n * rows), ref, mag, act,
-                         f.name() + " " + std::to_string(rows) + "x" + std::to_string(cols) + " n=" +
-                             std::to_string(n) + " " + dtype_name(act) + " " + isa_name(isa));
+                         f.name() + " " + std::to_string(rows) + "x" + std::to_string(cols) +
+                             " n=" + std::to_string(n) + " " + dtype_name(act) + " " + isa_name(isa));
           }
         }
       }
@@ -133,7 +133,8 @@ TEST(CpuLinear, DenseMatchesTheDoubleReference) {
             std::vector<uint8_t> y(n * rows * dtype_size(act), 0xFF);
             const void* xin = act == DType::kF32 ? static_cast<const void*>(x.data()) : x16.data();
             dense_linear(xin, act, n, wp, wd, rows, cols, nullptr, y.data(), isa);
-            expect_close(read_y(y, act, n * rows), ref, mag, act, std::string("dense ") + dtype_name(wd) + " " + isa_name(isa));
+            expect_close(read_y(y, act, n * rows), ref, mag, act,
+                         std::string("dense ") + dtype_name(wd) + " " + isa_name(isa));
           }
         }
       }

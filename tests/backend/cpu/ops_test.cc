@@ -1,12 +1,13 @@
 // CPU transformer ops on cases whose answers are known independently.
 #include "backend/cpu/ops.h"
-#include "tests/support/random.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <numeric>
 #include <random>
+
+#include "tests/support/random.h"
 
 namespace fp6serve::cpu {
 namespace {

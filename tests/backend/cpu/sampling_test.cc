@@ -2,12 +2,13 @@
 // thresholds that keep ties, the draw in vocabulary order. (tests/engine/sampling_test.cc
 // covers the request-level behaviour; tests/cuda/sampling_test.cc the GPU twin.)
 #include "backend/cpu/sampling.h"
-#include "tests/support/random.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
+
+#include "tests/support/random.h"
 
 namespace fp6serve {
 namespace {

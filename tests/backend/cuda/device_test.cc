@@ -1,8 +1,9 @@
+#include "backend/cuda/device.h"
+
 #include <gtest/gtest.h>
 
 #include <vector>
 
-#include "backend/cuda/device.h"
 #include "backend/cuda/device_buffer.h"
 
 namespace fp6serve {

@@ -8,9 +8,9 @@
 #include <random>
 
 #include "backend/cuda/device.h"
+#include "backend/cuda/device_buffer.h"
 #include "core/half.h"
 #include "fpx/pack.h"
-#include "backend/cuda/device_buffer.h"
 #include "tests/support/random.h"
 
 namespace fp6serve {

@@ -13,11 +13,11 @@
 #include <cmath>
 #include <random>
 
+#include "backend/cpu/linear_reference.h"
 #include "backend/cuda/device.h"
+#include "backend/cuda/fpx_gemm.h"
 #include "core/half.h"
 #include "fpx/pack.h"
-#include "backend/cpu/linear_reference.h"
-#include "backend/cuda/fpx_gemm.h"
 #include "tests/support/random.h"
 
 namespace fp6serve {
@@ -51,7 +51,8 @@ struct Problem {
   int64_t n = 0;
   bool with_bias = false;
 
-  Problem(Case& c, fpx::Format f, int64_t rows, int64_t cols, int64_t n_, bool with_bias_) : n(n_), with_bias(with_bias_) {
+  Problem(Case& c, fpx::Format f, int64_t rows, int64_t cols, int64_t n_, bool with_bias_)
+      : n(n_), with_bias(with_bias_) {
     std::normal_distribution<float> normal(0.0f, 1.0f);
     std::vector<float> wf(rows * cols), b(rows);
     for (float& v : wf) v = normal(c.rng) * 0.05f;
@@ -103,7 +104,8 @@ class CudaFpxLinear : public ::testing::TestWithParam<DType> {
 
 TEST_P(CudaFpxLinear, MatchesTheReferenceOnOddShapesAllPathsAndFormats) {
   Case c{GetParam()};
-  const std::pair<int64_t, int64_t> shapes[] = {{1, 1}, {17, 64}, {100, 130}, {4095, 257}, {64, 4097}, {512, 1024}, {100, 8197}};
+  const std::pair<int64_t, int64_t> shapes[] = {{1, 1},     {17, 64},    {100, 130}, {4095, 257},
+                                                {64, 4097}, {512, 1024}, {100, 8197}};
   const int64_t ns[] = {1, 2, 3, 7, 8, 9, 16, 17, 33, 64, 65, 128, 300, 1024};
   for (fpx::Format f : {fpx::kE3M2, fpx::kE2M2, fpx::kE2M1})
     for (auto [rows, cols] : shapes)
@@ -116,7 +118,9 @@ TEST_P(CudaFpxLinear, MatchesTheReferenceOnOddShapesAllPathsAndFormats) {
         for (int path : {-1, 0, -2})
           ASSERT_LT(rel_l2(p.run(c.act, path, ws), p.ref, c), c.bound())
               << f.name() << " " << rows << "x" << cols << " n=" << n << " " << dtype_name(c.act) << " path "
-              << (path == -1 ? "dispatch" : path == 0 ? "fused" : "dequant+cuBLAS");
+              << (path == -1  ? "dispatch"
+                  : path == 0 ? "fused"
+                              : "dequant+cuBLAS");
       }
 }
 
@@ -151,8 +155,8 @@ TEST_P(CudaFpxLinear, DequantizePathWorksInRowBlocksAsSmallAsTheWorkspaceAllows)
     EXPECT_LT(rel_l2(p.run(c.act, -2, ws), p.ref, c), c.bound()) << rows << "-row blocks";
   }
   cuda::DeviceBuffer small(cuda::kFpxCounterBytes + 15 * 257 * 2);
-  EXPECT_THROW(cuda::fpx_linear_dequant_gemm(p.x.data(), c.act, 33, p.w, nullptr, p.y.data(), small.data(), small.size(),
-                                             nullptr),
+  EXPECT_THROW(cuda::fpx_linear_dequant_gemm(p.x.data(), c.act, 33, p.w, nullptr, p.y.data(), small.data(),
+                                             small.size(), nullptr),
                Error);
 }
 
@@ -160,8 +164,9 @@ TEST_P(CudaFpxLinear, RejectsAWorkspaceTooSmallAndTheWrongActivationType) {
   Case c{GetParam()};
   Problem p(c, fpx::kE3M2, 64, 256, 3, false);
   cuda::DeviceBuffer small(16);
-  EXPECT_THROW(cuda::fpx_linear_fused(p.x.data(), c.act, 3, p.w, nullptr, p.y.data(), small.data(), small.size(), 4, nullptr),
-               Error);
+  EXPECT_THROW(
+      cuda::fpx_linear_fused(p.x.data(), c.act, 3, p.w, nullptr, p.y.data(), small.data(), small.size(), 4, nullptr),
+      Error);
   // No tokens: nothing to do, and no division by zero in sizing the call.
   EXPECT_EQ(cuda::fpx_splits(p.w, 0), 1);
   EXPECT_GT(cuda::fpx_linear_workspace_bytes(p.w, 0), 0u);

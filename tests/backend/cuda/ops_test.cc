@@ -1,5 +1,7 @@
 // The CUDA transformer ops against their CPU twins (kernels/cpu/ops.h) on fresh random
 // inputs, in FP16 and BF16, with outputs poisoned (NaN) before every launch.
+#include "backend/cpu/ops.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -8,10 +10,9 @@
 #include <random>
 
 #include "backend/cuda/device.h"
-#include "core/half.h"
-#include "backend/cpu/ops.h"
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/ops.h"
+#include "core/half.h"
 #include "tests/support/random.h"
 
 namespace fp6serve {
@@ -129,8 +130,8 @@ TEST(AttentionPlan, TilesForPromptsAndDecodeSplitsWhenTheGpuIsNotFull) {
   // Chunks of >= kAttentionMinTileTokens become tiles of <= kAttentionTileTokens, other tokens
   // one-token tiles, the longest key range first; no split with prompt tiles in the batch.
   const auto plan = cuda::plan_attention({700, 1500, 0, 64}, {40, 1, 7, 150}, 8, 128, 132);
-  EXPECT_EQ(plan.tiles, (std::vector<int32_t>{40, 1, 0, 40, 176, 22, 112, 64, 48, 64, 47, 1, 46, 1, 45, 1, 44, 1, 43,
-                                              1, 42, 1, 41, 1}));
+  EXPECT_EQ(plan.tiles, (std::vector<int32_t>{40, 1, 0,  40, 176, 22, 112, 64, 48, 64, 47, 1,
+                                              46, 1, 45, 1,  44,  1,  43,  1,  42, 1,  41, 1}));
   EXPECT_TRUE(plan.singles.empty());
   EXPECT_EQ(plan.splits, 1);
   // A head dim without a Tensor-Core instance: every token single.
@@ -207,9 +208,12 @@ void CudaOpsCheckAttention(CudaOps& t, int64_t hd, int64_t heads, int64_t kv_hea
                       t.dtype(), nullptr);
   const cuda::AttentionPlan plan = cuda::plan_attention(starts, counts, heads, hd, 132);
   auto dtiles = up(plan.tiles), dsingles = up(plan.singles);
-  const cuda::AttentionWork work{dtiles.as<int32_t>(),  static_cast<int64_t>(plan.tiles.size() / 2),
-                                 dsingles.as<int32_t>(), static_cast<int64_t>(plan.singles.size()),
-                                 plan.splits,            plan.split_keys};
+  const cuda::AttentionWork work{dtiles.as<int32_t>(),
+                                 static_cast<int64_t>(plan.tiles.size() / 2),
+                                 dsingles.as<int32_t>(),
+                                 static_cast<int64_t>(plan.singles.size()),
+                                 plan.splits,
+                                 plan.split_keys};
   const bool tiled = hd == 16 || hd == 32 || hd == 64 || hd == 80 || hd == 96 || hd == 128;
   EXPECT_EQ(work.num_tiles > 0, tiled);  // the kernel under test is the one planned
   EXPECT_EQ(work.num_singles > 0, !tiled);

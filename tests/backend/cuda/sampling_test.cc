@@ -6,9 +6,9 @@
 
 #include <random>
 
+#include "backend/cpu/sampling.h"
 #include "backend/cuda/device.h"
 #include "core/half.h"
-#include "backend/cpu/sampling.h"
 #include "tests/support/random.h"
 
 namespace fp6serve {
@@ -44,9 +44,9 @@ TEST(CudaSampling, EqualsTheCpuReferenceRowForRow) {
           for (int k = 0; k < 300; ++k)
             s.penalties.push_back({static_cast<int32_t>(rng() % vocab), static_cast<float>(uni(rng)), k % 2});
           std::sort(s.penalties.begin(), s.penalties.end(), [](auto& a, auto& b) { return a.token < b.token; });
-          s.penalties.erase(std::unique(s.penalties.begin(), s.penalties.end(),
-                                        [](auto& a, auto& b) { return a.token == b.token; }),
-                            s.penalties.end());
+          s.penalties.erase(
+              std::unique(s.penalties.begin(), s.penalties.end(), [](auto& a, auto& b) { return a.token == b.token; }),
+              s.penalties.end());
         }
         if (kind == 7 || r % 5 == 0) s.top_logprobs = static_cast<int32_t>(rng() % 21);
         s.u = uni(rng);

@@ -1,14 +1,15 @@
 // The engine over the CUDA backend: many prompts at once with a small token budget (prompt
 // chunks and decodes share passes) and a small KV cache (preemption), through the public API.
+#include "fp6serve/pipeline.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdio>
 #include <string>
 #include <vector>
 
-#include "transformer/device.h"
-#include "fp6serve/pipeline.h"
 #include "tests/support/fixture.h"
+#include "transformer/device.h"
 
 namespace fp6serve {
 namespace {

@@ -3,23 +3,23 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <numeric>
 
+#include "tests/support/fixture.h"
 #include "transformer/device.h"
 #include "transformer/model.h"
-#include "tests/support/fixture.h"
 
 namespace fp6serve {
 namespace {
 
 using testing::fixture_dir;
 using testing::for_each_reference_row;
-using testing::prompt_logits;
-using testing::options;
 using testing::kl_divergence;
+using testing::options;
+using testing::prompt_logits;
 using testing::Reference;
 
 std::unique_ptr<Model> load_gpu(const std::string& name, const std::string& mode) {
@@ -35,7 +35,9 @@ std::vector<double> fp16_noise(const Reference& ref) {
   return out;
 }
 
-int64_t argmax(const float* x, int64_t n) { return std::max_element(x, x + n) - x; }
+int64_t argmax(const float* x, int64_t n) {
+  return std::max_element(x, x + n) - x;
+}
 
 class GpuFixture : public ::testing::TestWithParam<std::string> {
  protected:
@@ -124,7 +126,8 @@ TEST_P(GpuFixture, ChunksAndDecodeStepsInMixedBatchesEqualTheWholePrompt) {
         max_ref = std::max(max_ref, std::fabs(double{whole_a[(pa + r) * vocab + v]}));
       }
     for (int64_t r = 0; r < cb; ++r, l += vocab)
-      for (int64_t v = 0; v < vocab; ++v) max_diff = std::max(max_diff, std::fabs(double{l[v]} - whole_b[(pb + r) * vocab + v]));
+      for (int64_t v = 0; v < vocab; ++v)
+        max_diff = std::max(max_diff, std::fabs(double{l[v]} - whole_b[(pb + r) * vocab + v]));
     pa += ca;
     pb += cb;
   }
