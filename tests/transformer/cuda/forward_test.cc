@@ -22,9 +22,10 @@ using testing::options;
 using testing::prompt_logits;
 using testing::Reference;
 
-std::unique_ptr<Model> load_gpu(const std::string& name, const std::string& mode) {
+std::unique_ptr<Model> load_gpu(const std::string& name, const std::string& mode, bool cuda_graphs = true) {
   Options o = options(mode);
   o.device = "cuda";
+  o.cuda_graphs = cuda_graphs;
   return Model::load(fixture_dir(name), o);
 }
 
@@ -139,9 +140,7 @@ TEST_P(GpuFixture, ChunksAndDecodeStepsInMixedBatchesEqualTheWholePrompt) {
 TEST_P(GpuFixture, GraphReplaysEqualDirectLaunches) {
   Reference ref(GetParam());
   auto decode_logits = [&](bool graphs) {
-    setenv("FP6SERVE_CUDA_GRAPHS", graphs ? "1" : "0", 1);
-    auto m = load_gpu(GetParam(), "wf6af16");
-    unsetenv("FP6SERVE_CUDA_GRAPHS");
+    auto m = load_gpu(GetParam(), "wf6af16", graphs);
     std::vector<float> all;  // the prompt, then 11 decode steps of one shape
     testing::greedy_decode(*m, ref.ids("input_ids_2"), 12, &all);
     // The first run must really replay recordings, or both runs would be direct launches.
