@@ -1,5 +1,9 @@
 #include "backend/cpu/linear.h"
 
+#ifdef FP6SERVE_X86_SIMD
+#include <cpuid.h>
+#endif
+
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -33,6 +37,17 @@ const char* isa_name(CpuIsa isa) {
   return "unknown";
 }
 
+#ifdef FP6SERVE_X86_SIMD
+namespace {
+// CPUID leaf 1, ECX bit 29 (clang's __builtin_cpu_supports does not know "f16c"). The OS
+// saves the AVX state whenever avx2 is reported, so the bit alone is enough beside it.
+bool has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
+}
+}  // namespace
+#endif
+
 bool isa_available(CpuIsa isa) {
   switch (isa) {
     case CpuIsa::kBest:
@@ -40,7 +55,7 @@ bool isa_available(CpuIsa isa) {
       return true;
 #ifdef FP6SERVE_X86_SIMD
     case CpuIsa::kAvx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
     case CpuIsa::kAvx512:
       return isa_available(CpuIsa::kAvx2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
              __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
