@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(cmake ninja-build g++ pkg-config ccache libgtest-dev libgmock-dev libbenchmark-dev
-          nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev libcpp-httplib-dev libpcre2-dev libutf8proc-dev
+          nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev libboost-dev libpcre2-dev libutf8proc-dev
           clang-format)
 missing=()
 for p in "${packages[@]}"; do

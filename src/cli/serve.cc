@@ -42,6 +42,13 @@ Action add_serve(CLI::App& app) {
   cmd->add_option("--max-body-mib", a->max_body_mib, "Largest request body in MiB")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd->add_option("--max-connections", so.max_connections, "Open connections at most; more are answered 503")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  cmd->add_option("--request-timeout", so.request_timeout_seconds,
+                  "Seconds a whole request may take to arrive (idle keep-alive time included)")
+      ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str();
   cmd->add_option("--shutdown-grace", so.shutdown_grace_seconds,
                   "Seconds in-flight requests may finish after SIGINT/SIGTERM")
       ->capture_default_str();

@@ -1,366 +1,271 @@
 #include "server/http_server.h"
 
-#include <httplib.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/write.hpp>
 #include <chrono>
-#include <deque>
-#include <random>
+#include <mutex>
+#include <thread>
 
 #include "core/check.h"
-#include "server/openai.h"
+#include "server/connection.h"
+#include "server/generation.h"
 
 namespace fp6serve::server {
 
 using json = nlohmann::ordered_json;
+using tcp = net::ip::tcp;
 using Clock = std::chrono::steady_clock;
-
-// The engine requests of one HTTP request (n choices of each prompt) and the chunks they
-// produce, handed from the engine's thread to the HTTP thread.
-struct HttpServer::Group {
-  std::mutex mutex;
-  std::condition_variable ready;
-  std::deque<std::pair<size_t, StreamChunk>> chunks;  // (choice index, chunk)
-  std::vector<uint64_t> ids;
-  size_t unfinished = 0;
-  Clock::time_point arrival = Clock::now();
-  std::vector<Clock::time_point> last_token;  // per choice
-  std::vector<bool> got_token;
-  std::string id;  // the response's "id"
-  int64_t created = 0;
-  int64_t prompt_tokens = 0;  // over the distinct prompts
-
-  size_t choices() const { return last_token.size(); }
-
-  enum class Next { kChunk, kDone, kTimeout };
-  // The next chunk, waiting up to `timeout` for one; kDone when every choice has finished
-  // and every chunk was taken.
-  Next next(std::pair<size_t, StreamChunk>& out, std::chrono::milliseconds timeout) {
-    std::unique_lock lock(mutex);
-    if (!ready.wait_for(lock, timeout, [&] { return !chunks.empty() || unfinished == 0; })) return Next::kTimeout;
-    if (chunks.empty()) return Next::kDone;
-    out = std::move(chunks.front());
-    chunks.pop_front();
-    return Next::kChunk;
-  }
-};
 
 namespace {
 
-std::string random_id(const char* prefix) {
-  static thread_local std::mt19937_64 rng(std::random_device{}());
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string s = prefix;
-  for (int i = 0; i < 24; ++i) s += kHex[rng() % 16];
-  return s;
+// Compares the whole length whatever the contents, so the time taken does not tell how much
+// of a guessed key was right.
+bool same_secret(std::string_view a, std::string_view b) {
+  unsigned diff = a.size() == b.size() ? 0u : 1u;
+  for (size_t i = 0; i < std::max(a.size(), b.size()); ++i)
+    diff |= static_cast<unsigned>(i < a.size() ? a[i] : 0) ^ static_cast<unsigned>(i < b.size() ? b[i] : 0);
+  return diff == 0;
 }
 
-int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+// Lets the server hold as many sockets as the hard limit allows (the soft limit is often 1024).
+void raise_open_file_limit() {
+  rlimit r{};
+  if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+    r.rlim_cur = r.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &r);
+  }
 }
 
-void send_error(httplib::Response& res, int status, const std::string& message, const std::string& param = "",
-                const std::string& code = "", const std::string& type = "invalid_request_error") {
-  res.status = status;
-  res.set_content(error_body(message, type, param, code).dump(), "application/json");
-}
-
-std::string sse(const json& j) {
-  return "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
+std::chrono::milliseconds millis(double seconds) {
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
 }
 
 }  // namespace
 
-HttpServer::HttpServer(Service& service, ServerOptions options)
-    : service_(service), options_(std::move(options)), http_(std::make_unique<httplib::Server>()) {
-  if (options_.model_name.empty()) options_.model_name = service_.model_dir();
-  const std::string& source = service_.tokenizer().chat_template();
-  if (!source.empty()) {
-    try {
-      chat_template_ = std::make_unique<ChatTemplate>(source);
-    } catch (const Error& e) {
-      chat_template_error_ = e.what();
-      spdlog::warn("the model's chat template does not parse; /v1/chat/completions is off: {}", e.what());
+struct HttpServer::Impl : Connection::Handler {
+  Impl(Service& s, ServerOptions o)
+      : service(s),
+        options(std::move(o)),
+        acceptor(io),
+        work(static_cast<size_t>(std::max(1, options.work_threads))),
+        context{service, options.model_name, nullptr, "", metrics, active, in_flight, work.get_executor()} {
+    if (context.model_name.empty()) context.model_name = options.model_name = service.model_dir();
+    limits.max_body_bytes = options.max_body_bytes;
+    limits.request_timeout = millis(options.request_timeout_seconds);
+    limits.write_timeout = millis(options.write_timeout_seconds);
+    const std::string& source = service.tokenizer().chat_template();
+    if (!source.empty()) {
+      try {
+        chat_template = std::make_unique<ChatTemplate>(source);
+        context.chat_template = chat_template.get();
+      } catch (const Error& e) {
+        context.chat_template_error = e.what();
+        spdlog::warn("the model's chat template does not parse; /v1/chat/completions is off: {}", e.what());
+      }
     }
   }
-  register_routes();
+
+  void on_request(const std::shared_ptr<Connection>& conn, Request req) override;
+  void on_unreadable(const std::shared_ptr<Connection>& conn, http::status status, const std::string& why) override;
+  void reply_error(const std::shared_ptr<Connection>& conn, const char* route, int status, const std::string& message,
+                   const std::string& code, const std::string& type = "invalid_request_error", bool close = false,
+                   std::vector<std::pair<std::string, std::string>> headers = {});
+  void reply_json(const std::shared_ptr<Connection>& conn, const char* route, int status, const json& body);
+  void accept();
+  void refuse(tcp::socket socket);
+
+  Service& service;
+  ServerOptions options;
+  net::io_context io;
+  tcp::acceptor acceptor;
+  net::thread_pool work;
+  Metrics metrics;
+  ActiveRequests active;
+  std::atomic<int> in_flight{0};
+  std::atomic<int> open{0};
+  std::atomic<bool> draining{false};
+  std::unique_ptr<ChatTemplate> chat_template;
+  GenerationContext context;
+  ConnectionLimits limits;
+  int port = 0;
+  std::once_flag shutdown_once;
+};
+
+void HttpServer::Impl::reply_json(const std::shared_ptr<Connection>& conn, const char* route, int status,
+                                  const json& body) {
+  metrics.count_request(route, status);
+  conn->reply(static_cast<http::status>(status), "application/json", dump_json(body));
 }
+
+void HttpServer::Impl::reply_error(const std::shared_ptr<Connection>& conn, const char* route, int status,
+                                   const std::string& message, const std::string& code, const std::string& type,
+                                   bool close, std::vector<std::pair<std::string, std::string>> headers) {
+  metrics.count_request(route, status);
+  conn->reply(static_cast<http::status>(status), "application/json", dump_json(error_body(message, type, "", code)),
+              close, std::move(headers));
+}
+
+void HttpServer::Impl::on_unreadable(const std::shared_ptr<Connection>& conn, http::status status,
+                                     const std::string& why) {
+  const int code = static_cast<int>(status);
+  reply_error(conn, "other", code, why, code == 413 ? "request_too_large" : "", "invalid_request_error", true);
+}
+
+void HttpServer::Impl::on_request(const std::shared_ptr<Connection>& conn, Request req) {
+  const std::string_view target = req.target();
+  const std::string path(target.substr(0, target.find('?')));
+  const http::verb method = req.method();
+  struct Route {
+    const char* path;
+    http::verb method;
+  };
+  static constexpr Route kRoutes[] = {{"/health", http::verb::get},
+                                      {"/metrics", http::verb::get},
+                                      {"/v1/models", http::verb::get},
+                                      {"/v1/completions", http::verb::post},
+                                      {"/v1/chat/completions", http::verb::post}};
+  const Route* route = nullptr;
+  for (const Route& r : kRoutes)
+    if (path == r.path) route = &r;
+  // Metric labels are the route table's, never a client's string.
+  const char* label = route ? route->path : "other";
+  const bool api = path.rfind("/v1/", 0) == 0;
+  if (api && draining) return reply_error(conn, label, 503, "the server is shutting down", "", "server_error");
+  if (api && !options.api_key.empty()) {
+    const auto auth = req.find(http::field::authorization);
+    if (auth == req.end())
+      return reply_error(conn, label, 401, "Missing API key: send 'Authorization: Bearer <key>'.", "invalid_api_key");
+    if (!same_secret(auth->value(), "Bearer " + options.api_key))
+      return reply_error(conn, label, 401, "Incorrect API key provided.", "invalid_api_key");
+  }
+  if (!route)
+    return reply_error(conn, label, 404, "no route " + std::string(req.method_string()) + " " + path, "not_found");
+  if (method != route->method)
+    return reply_error(conn, label, 405, "method " + std::string(req.method_string()) + " is not allowed on " + path,
+                       "method_not_allowed", "invalid_request_error", false,
+                       {{"Allow", std::string(http::to_string(route->method))}});
+  if (path == "/health") {
+    return reply_json(conn, label, draining ? 503 : 200, json{{"status", draining ? "shutting_down" : "ok"}});
+  }
+  if (path == "/metrics") {
+    const EngineStats st = service.engine().stats();
+    metrics.count_request(label, 200);
+    return conn->reply(http::status::ok, "text/plain; version=0.0.4",
+                       metrics.render({st.waiting, st.running, st.kv_blocks_used, st.kv_blocks_total, st.preemptions,
+                                       open.load(), in_flight.load()}));
+  }
+  if (path == "/v1/models") {
+    return reply_json(conn, label, 200,
+                      {{"object", "list"},
+                       {"data", json::array({{{"id", context.model_name},
+                                              {"object", "model"},
+                                              {"created", std::chrono::duration_cast<std::chrono::seconds>(
+                                                              std::chrono::system_clock::now().time_since_epoch())
+                                                              .count()},
+                                              {"owned_by", "fp6serve"},
+                                              {"max_model_len", service.engine().max_model_len()}}})}});
+  }
+  Generation::start(context, conn, path == "/v1/chat/completions", std::move(req.body()));
+}
+
+void HttpServer::Impl::accept() {
+  acceptor.async_accept(net::make_strand(io), [this](boost::beast::error_code ec, tcp::socket socket) {
+    if (ec) {
+      if (acceptor.is_open()) accept();
+      return;
+    }
+    if (open >= options.max_connections) {
+      refuse(std::move(socket));
+    } else {
+      ++open;
+      std::shared_ptr<void> slot(nullptr, [this](void*) { --open; });
+      std::make_shared<Connection>(std::move(socket), limits, *this, std::move(slot))->start();
+    }
+    accept();
+  });
+}
+
+// Over the connection limit: a short 503, written without reading the request, then close.
+void HttpServer::Impl::refuse(tcp::socket socket) {
+  metrics.count_request("other", 503);
+  static const std::string kBusy = [] {
+    const std::string body = dump_json(error_body("the server has too many open connections; retry later",
+                                                  "server_error", "", "too_many_connections"));
+    return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+           "Retry-After: 1\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body;
+  }();
+  auto s = std::make_shared<tcp::socket>(std::move(socket));
+  net::async_write(*s, net::buffer(kBusy), [s](boost::beast::error_code, size_t) {
+    boost::beast::error_code ignored;
+    s->shutdown(tcp::socket::shutdown_both, ignored);
+    s->close(ignored);
+  });
+}
+
+HttpServer::HttpServer(Service& service, ServerOptions options)
+    : impl_(std::make_unique<Impl>(service, std::move(options))) {}
 
 HttpServer::~HttpServer() {
   shutdown();
-}
-
-std::shared_ptr<HttpServer::Group> HttpServer::submit_group(const ParsedRequest& req) {
-  auto group = std::make_shared<Group>();
-  const size_t choices = req.prompts.size() * static_cast<size_t>(req.n);
-  group->last_token.resize(choices);
-  group->got_token.assign(choices, false);
-  group->unfinished = choices;
-  for (const auto& p : req.prompts) group->prompt_tokens += static_cast<int64_t>(p.size());
-  group->id = random_id(req.chat ? "chatcmpl-" : "cmpl-");
-  group->created = unix_now();
-  EngineRunner& runner = service_.runner();
-  try {
-    for (size_t p = 0; p < req.prompts.size(); ++p)
-      for (int64_t k = 0; k < req.n; ++k) {
-        const size_t choice = p * static_cast<size_t>(req.n) + static_cast<size_t>(k);
-        GenerateOptions options = req.options;
-        // n samples of one prompt differ: each its own seed (derived from the request's).
-        if (options.seed) *options.seed += static_cast<uint64_t>(k);
-        std::weak_ptr<Group> weak = group;
-        group->ids.push_back(runner.submit(req.prompts[p], options, [this, weak, choice](const StreamChunk& c) {
-          auto g = weak.lock();
-          if (!g) return;
-          const auto now = Clock::now();
-          if (!c.token_ids.empty()) {
-            if (!g->got_token[choice])
-              metrics_.observe_ttft(std::chrono::duration<double>(now - g->arrival).count());
-            else
-              metrics_.observe_inter_token(std::chrono::duration<double>(now - g->last_token[choice]).count());
-            g->got_token[choice] = true;
-            g->last_token[choice] = now;
-          }
-          if (c.finish != FinishReason::kNone) {
-            metrics_.observe_e2e(std::chrono::duration<double>(now - g->arrival).count());
-            metrics_.add_tokens(c.prompt_tokens, c.generated_tokens);
-          }
-          if (c.finish != FinishReason::kNone) forget({c.request_id});
-          std::lock_guard lock(g->mutex);
-          g->chunks.emplace_back(choice, c);
-          if (c.finish != FinishReason::kNone) --g->unfinished;
-          g->ready.notify_all();
-        }));
-      }
-  } catch (...) {
-    cancel(*group);
-    throw;
-  }
-  std::lock_guard lock(active_mutex_);
-  active_.insert(group->ids.begin(), group->ids.end());
-  return group;
-}
-
-void HttpServer::cancel(const Group& group) {
-  for (uint64_t id : group.ids) service_.runner().cancel(id);
-}
-
-ParsedRequest HttpServer::parse(const std::string& body, bool chat) const {
-  json parsed;
-  try {
-    parsed = json::parse(body);
-  } catch (const json::exception& e) {
-    throw ApiError(400, std::string("the request body is not valid JSON: ") + e.what());
-  }
-  if (chat && !chat_template_)
-    throw ApiError(400,
-                   chat_template_error_.empty()
-                       ? "this model ships no chat template; use /v1/completions"
-                       : "this model's chat template could not be parsed: " + chat_template_error_,
-                   "messages");
-  return parse_request(parsed, chat, {service_, options_.model_name, chat_template_.get()});
-}
-
-bool HttpServer::handle_generation(const std::string& body, bool chat, httplib::Response& res) {
-  const ParsedRequest req = parse(body, chat);
-  std::shared_ptr<Group> group;
-  try {
-    group = submit_group(req);
-  } catch (const ContextLengthError& e) {
-    throw ApiError(400, e.what(), req.length_param, "context_length_exceeded");
-  } catch (const Error& e) {
-    throw ApiError(e.kind() == ErrorKind::kInvalidArgument ? 400 : 500, e.what());
-  }
-  if (!req.stream) {
-    respond_json(*group, req, res);
-    return false;
-  }
-  respond_stream(group, req, res);
-  return true;
-}
-
-// The whole response once every choice has finished.
-void HttpServer::respond_json(Group& group, const ParsedRequest& req, httplib::Response& res) {
-  std::vector<Choice> choices(group.choices());
-  std::pair<size_t, StreamChunk> next;
-  for (;;) {
-    const Group::Next got = group.next(next, std::chrono::milliseconds(200));
-    if (got == Group::Next::kDone) break;
-    if (got == Group::Next::kTimeout) continue;
-    auto& [i, c] = next;
-    Choice& ch = choices[i];
-    ch.text += c.text;
-    ch.tokens.insert(ch.tokens.end(), c.token_ids.begin(), c.token_ids.end());
-    ch.samples.insert(ch.samples.end(), c.samples.begin(), c.samples.end());
-    ch.generated_tokens = c.generated_tokens;
-    if (c.finish == FinishReason::kError) {
-      cancel(group);
-      throw ApiError(500, "generation failed: " + c.error, "", "", "server_error");
-    }
-    if (c.finish != FinishReason::kNone) ch.finish = c.finish;
-  }
-  res.set_content(completion_response(group.id, group.created, options_.model_name, req.chat, choices,
-                                      group.prompt_tokens, req.logprobs, service_.tokenizer())
-                      .dump(-1, ' ', false, json::error_handler_t::replace),
-                  "application/json");
-}
-
-// SSE chunks as they come, [DONE] last. A failed write means the client left: everything it
-// asked for is cancelled so its KV blocks are freed at the next step. While nothing comes (a
-// long prompt), an SSE comment every 500 ms finds out whether the client is still there.
-void HttpServer::respond_stream(std::shared_ptr<Group> group, const ParsedRequest& req, httplib::Response& res) {
-  res.set_header("Cache-Control", "no-cache");
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [this, group, req](size_t, httplib::DataSink& sink) {
-        const Tokenizer& tok = service_.tokenizer();
-        std::vector<bool> started(group->choices(), false);
-        int64_t completion_tokens = 0;
-        auto write = [&](const std::string& out) {
-          if (sink.is_writable() && sink.write(out.data(), out.size())) return true;
-          cancel(*group);
-          return false;
-        };
-        std::pair<size_t, StreamChunk> next;
-        for (;;) {
-          const Group::Next got = group->next(next, std::chrono::milliseconds(500));
-          if (got == Group::Next::kDone) break;
-          if (got == Group::Next::kTimeout) {
-            if (!write(": keep-alive\n\n")) return false;
-            continue;
-          }
-          const auto& [i, c] = next;
-          const std::string out = c.finish == FinishReason::kError
-                                      ? sse(error_body("generation failed: " + c.error, "server_error", "", ""))
-                                      : sse(stream_chunk(group->id, group->created, options_.model_name, req.chat,
-                                                         static_cast<int64_t>(i), c, !started[i], req.logprobs, tok));
-          started[i] = true;
-          if (c.finish != FinishReason::kNone) completion_tokens += c.generated_tokens;
-          if (!write(out)) return false;
-        }
-        std::string tail;
-        if (req.include_usage)
-          tail += sse(usage_chunk(group->id, group->created, options_.model_name, req.chat, group->prompt_tokens,
-                                  completion_tokens));
-        tail += "data: [DONE]\n\n";
-        if (!write(tail)) return false;
-        sink.done();
-        return true;
-      },
-      [this, group](bool success) {
-        if (!success) cancel(*group);
-        --in_flight_;
-      });
-}
-
-void HttpServer::forget(const std::vector<uint64_t>& ids) {
-  std::lock_guard lock(active_mutex_);
-  for (uint64_t id : ids) active_.erase(id);
-}
-
-void HttpServer::register_routes() {
-  httplib::Server& s = *http_;
-  s.new_task_queue = [threads = options_.threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
-  s.set_payload_max_length(options_.max_body_bytes);
-
-  s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    const bool api = req.path.rfind("/v1/", 0) == 0;
-    if (api && draining_) {
-      send_error(res, 503, "the server is shutting down", "", "", "server_error");
-      metrics_.count_request(req.path, 503);
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    if (api && !options_.api_key.empty() && req.get_header_value("Authorization") != "Bearer " + options_.api_key) {
-      send_error(res, 401,
-                 req.has_header("Authorization") ? "Incorrect API key provided."
-                                                 : "Missing API key: send 'Authorization: Bearer <key>'.",
-                 "", "invalid_api_key");
-      metrics_.count_request(req.path, 401);
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    return httplib::Server::HandlerResponse::Unhandled;
-  });
-
-  // Unknown routes and oversized bodies get the OpenAI error shape too.
-  s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return;
-    if (res.status == 404)
-      send_error(res, 404, "no route " + req.method + " " + req.path, "", "not_found");
-    else if (res.status == 413)
-      send_error(res, 413, "the request body is too large", "", "request_too_large");
-    else
-      send_error(res, res.status, "request failed with HTTP status " + std::to_string(res.status));
-  });
-
-  auto generation = [this](bool chat) {
-    return [this, chat](const httplib::Request& req, httplib::Response& res) {
-      const std::string endpoint = chat ? "/v1/chat/completions" : "/v1/completions";
-      ++in_flight_;
-      bool streaming = false;
-      try {
-        streaming = handle_generation(req.body, chat, res);
-        res.status = 200;
-      } catch (const ApiError& e) {
-        send_error(res, e.status, e.what(), e.param, e.code, e.type);
-      } catch (const Error& e) {
-        send_error(res, e.kind() == ErrorKind::kInvalidArgument ? 400 : 500, e.what(), "", "",
-                   e.kind() == ErrorKind::kInvalidArgument ? "invalid_request_error" : "server_error");
-      } catch (const std::exception& e) {
-        send_error(res, 500, e.what(), "", "", "server_error");
-      }
-      if (!streaming) --in_flight_;
-      metrics_.count_request(endpoint, res.status);
-    };
-  };
-  s.Post("/v1/completions", generation(false));
-  s.Post("/v1/chat/completions", generation(true));
-
-  s.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
-    const json body = {{"object", "list"},
-                       {"data", json::array({{{"id", options_.model_name},
-                                              {"object", "model"},
-                                              {"created", unix_now()},
-                                              {"owned_by", "fp6serve"},
-                                              {"max_model_len", service_.engine().max_model_len()}}})}};
-    res.set_content(body.dump(), "application/json");
-    metrics_.count_request("/v1/models", 200);
-  });
-  s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(json{{"status", draining_ ? "shutting_down" : "ok"}}.dump(), "application/json");
-    res.status = draining_ ? 503 : 200;
-  });
-  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    const EngineStats st = service_.engine().stats();
-    res.set_content(metrics_.render({st.waiting, st.running, st.kv_blocks_used, st.kv_blocks_total, st.preemptions}),
-                    "text/plain; version=0.0.4");
-  });
+  impl_->work.join();
 }
 
 void HttpServer::bind() {
-  port_ = options_.port == 0 ? http_->bind_to_any_port(options_.host)
-                             : (http_->bind_to_port(options_.host, options_.port) ? options_.port : -1);
-  FP6_CHECK(port_ > 0, kInvalidArgument, "cannot listen on {}:{} (in use, or not an address of this machine)",
-            options_.host, options_.port);
+  Impl& s = *impl_;
+  raise_open_file_limit();
+  boost::beast::error_code ec;
+  const auto address = net::ip::make_address(s.options.host, ec);
+  FP6_CHECK(!ec, kInvalidArgument, "cannot listen on {}: not an IP address", s.options.host);
+  const tcp::endpoint endpoint(address, static_cast<unsigned short>(s.options.port));
+  s.acceptor.open(endpoint.protocol(), ec);
+  // SO_REUSEADDR only (never SO_REUSEPORT): a second server on a port in use fails here.
+  if (!ec) s.acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) s.acceptor.bind(endpoint, ec);
+  if (!ec) s.acceptor.listen(s.options.listen_backlog, ec);
+  FP6_CHECK(!ec, kInvalidArgument, "cannot listen on {}:{}: {}", s.options.host, s.options.port, ec.message());
+  s.port = s.acceptor.local_endpoint().port();
+}
+
+int HttpServer::port() const {
+  return impl_->port;
 }
 
 void HttpServer::serve() {
-  http_->listen_after_bind();
+  Impl& s = *impl_;
+  auto guard = net::make_work_guard(s.io);
+  s.accept();
+  std::vector<std::thread> threads;
+  for (int i = 1; i < std::max(1, s.options.io_threads); ++i) threads.emplace_back([&] { s.io.run(); });
+  s.io.run();
+  for (auto& t : threads) t.join();
 }
 
 void HttpServer::shutdown() {
-  std::call_once(shutdown_once_, [this] {
-    draining_ = true;
-    auto wait_idle = [this](double seconds) {
+  Impl& s = *impl_;
+  std::call_once(s.shutdown_once, [&s] {
+    s.draining = true;
+    auto wait_idle = [&s](double seconds) {
       const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
-      while (in_flight_ > 0 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      while (s.in_flight > 0 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
     };
-    wait_idle(options_.shutdown_grace_seconds);
-    // What is left is cancelled; the engine's thread delivers that, ending streams and waits.
-    {
-      std::lock_guard lock(active_mutex_);
-      for (uint64_t id : active_) service_.runner().cancel(id);
-    }
-    wait_idle(5.0);
-    http_->stop();
+    wait_idle(s.options.shutdown_grace_seconds);
+    // What is left is cancelled; the engine delivers that within a step, ending the answers.
+    s.active.cancel_all(s.service.runner());
+    wait_idle(30.0);
+    if (s.in_flight > 0) spdlog::warn("shutting down with {} requests still unanswered", s.in_flight.load());
+    net::post(s.io, [&s] {
+      boost::beast::error_code ignored;
+      s.acceptor.close(ignored);
+    });
+    s.io.stop();
   });
 }
+
 }  // namespace fp6serve::server

@@ -1,26 +1,19 @@
 // The OpenAI-compatible HTTP server: /v1/completions, /v1/chat/completions (both with SSE
-// streaming), /v1/models, /health, /metrics. The service's runner steps the continuous-
-// batching engine; HTTP worker threads submit requests and wait for their chunks. A bad
-// request is answered with OpenAI's error JSON and never disturbs the others; a client that
-// disconnects mid-stream has its request cancelled and its KV blocks freed.
+// streaming), /v1/models, /health, /metrics.
+//
+// Sized for load and for hostile clients (docs/security.md): a few I/O threads serve every
+// connection asynchronously (no thread per client: slow or idle connections cannot starve
+// /health), a listen backlog of 1024, a connection limit past which clients get 503, one
+// deadline for each whole request, a deadline on every write, bounded request sizes and JSON
+// nesting. Requests are parsed on a small work pool and run by the service's engine; a bad
+// request is answered with OpenAI's error JSON and never disturbs the others, and a client
+// that leaves (streaming or not) has its requests cancelled and its KV blocks freed.
 #pragma once
 
-#include <atomic>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
-#include <set>
 #include <string>
-#include <vector>
 
-#include "chat/chat_template.h"
 #include "engine/service.h"
-#include "server/metrics.h"
-
-namespace httplib {
-class Server;
-struct Response;
-}  // namespace httplib
 
 namespace fp6serve::server {
 
@@ -30,8 +23,13 @@ struct ServerOptions {
   std::string api_key;     // empty: no authentication
   std::string model_name;  // what /v1/models lists and requests must name
   size_t max_body_bytes = size_t{8} << 20;
-  int threads = 256;                     // HTTP workers: each streaming client holds one
-  double shutdown_grace_seconds = 10.0;  // in-flight requests may finish this long
+  int max_connections = 1024;            // open at once; more are answered 503 and closed
+  int listen_backlog = 1024;             // connections waiting to be accepted (the kernel caps it at somaxconn)
+  double request_timeout_seconds = 30;   // a whole request, idle keep-alive time included
+  double write_timeout_seconds = 60;     // a client that reads nothing of its answer this long is dropped
+  int io_threads = 2;                    // network I/O (asynchronous; a few serve thousands of clients)
+  int work_threads = 2;                  // parsing and tokenizing requests
+  double shutdown_grace_seconds = 10.0;  // in-flight requests may finish this long after shutdown()
 };
 
 class HttpServer {
@@ -39,41 +37,19 @@ class HttpServer {
   HttpServer(Service& service, ServerOptions options);
   ~HttpServer();
 
-  // Binds; throws kInvalidArgument when it cannot.
+  // Binds and listens; throws Error(kInvalidArgument) when it cannot (in use, not an address
+  // of this machine).
   void bind();
-  int port() const { return port_; }
+  int port() const;
   // Serves until shutdown(). Call bind() first.
   void serve();
-  // Graceful: new requests get 503, in-flight ones get the grace period, then the rest are
+  // Graceful: new API requests get 503, in-flight ones get the grace period, then the rest are
   // cancelled and serve() returns. Safe from any thread, idempotent.
   void shutdown();
 
  private:
-  struct Group;
-  void register_routes();
-  // One generation request: parse, submit, answer. Fills res; returns true when a stream was
-  // set up (its provider then owns in_flight_).
-  bool handle_generation(const std::string& body, bool chat, httplib::Response& res);
-  struct ParsedRequest parse(const std::string& body, bool chat) const;
-  std::shared_ptr<Group> submit_group(const struct ParsedRequest& req);
-  void respond_json(Group& group, const struct ParsedRequest& req, httplib::Response& res);
-  void respond_stream(std::shared_ptr<Group> group, const struct ParsedRequest& req, httplib::Response& res);
-  void cancel(const Group& group);
-  void forget(const std::vector<uint64_t>& ids);
-
-  Service& service_;
-  ServerOptions options_;
-  std::unique_ptr<httplib::Server> http_;
-  std::unique_ptr<ChatTemplate> chat_template_;
-  std::string chat_template_error_;
-  Metrics metrics_;
-  int port_ = 0;
-
-  std::atomic<bool> draining_{false};
-  std::atomic<int> in_flight_{0};  // generation requests being answered (streams included)
-  std::mutex active_mutex_;
-  std::set<uint64_t> active_;  // engine request ids not finished yet
-  std::once_flag shutdown_once_;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace fp6serve::server

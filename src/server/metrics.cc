@@ -4,6 +4,23 @@
 
 namespace fp6serve::server {
 
+namespace {
+
+// Prometheus label values escape backslash, double quote and newline.
+std::string escape_label(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
 void Metrics::Histogram::observe(double v) {
   size_t i = 0;
   while (i < bounds.size() && v > bounds[i]) ++i;
@@ -68,7 +85,8 @@ std::string Metrics::render(const Gauges& g) const {
       "# HELP fp6serve_requests_total HTTP requests by endpoint and status code.\n# TYPE fp6serve_requests_total "
       "counter\n";
   for (const auto& [key, n] : requests_)
-    out += fmt::format("fp6serve_requests_total{{endpoint=\"{}\",status=\"{}\"}} {}\n", key.first, key.second, n);
+    out += fmt::format("fp6serve_requests_total{{endpoint=\"{}\",status=\"{}\"}} {}\n", escape_label(key.first),
+                       key.second, n);
   out += fmt::format(
       "# HELP fp6serve_prompt_tokens_total Prompt tokens processed.\n# TYPE fp6serve_prompt_tokens_total counter\n"
       "fp6serve_prompt_tokens_total {}\n"
@@ -90,8 +108,13 @@ std::string Metrics::render(const Gauges& g) const {
       "fp6serve_kv_blocks_total {}\n"
       "# HELP fp6serve_preemptions_total Sequences preempted for KV blocks.\n# TYPE fp6serve_preemptions_total "
       "counter\n"
-      "fp6serve_preemptions_total {}\n",
-      g.waiting, g.running, g.kv_blocks_used, g.kv_blocks_total, g.preemptions);
+      "fp6serve_preemptions_total {}\n"
+      "# HELP fp6serve_open_connections HTTP connections open.\n# TYPE fp6serve_open_connections gauge\n"
+      "fp6serve_open_connections {}\n"
+      "# HELP fp6serve_requests_in_flight Generation requests not answered yet.\n"
+      "# TYPE fp6serve_requests_in_flight gauge\n"
+      "fp6serve_requests_in_flight {}\n",
+      g.waiting, g.running, g.kv_blocks_used, g.kv_blocks_total, g.preemptions, g.open_connections, g.in_flight);
   return out;
 }
 

@@ -14,6 +14,7 @@ class Metrics {
  public:
   Metrics();
 
+  // endpoint: one of the server's route names (a fixed set: never a client's string).
   void count_request(const std::string& endpoint, int status);
   void add_tokens(int64_t prompt, int64_t generated);
   void observe_ttft(double seconds);
@@ -26,6 +27,8 @@ class Metrics {
     int64_t kv_blocks_used = 0;
     int64_t kv_blocks_total = 0;
     int64_t preemptions = 0;
+    int64_t open_connections = 0;
+    int64_t in_flight = 0;  // generation requests not answered yet
   };
   // The Prometheus text, with the engine's gauges of this moment.
   std::string render(const Gauges& gauges) const;

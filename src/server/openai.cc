@@ -15,6 +15,39 @@ json error_body(const std::string& message, const std::string& type, const std::
             {"code", code.empty() ? json(nullptr) : json(code)}}}};
 }
 
+std::string dump_json(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+ErrorReply error_reply(std::exception_ptr error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const ApiError& e) {
+    return {e.status, error_body(e.what(), e.type, e.param, e.code)};
+  } catch (const Error& e) {
+    switch (e.kind()) {
+      case ErrorKind::kInvalidArgument:
+      case ErrorKind::kBadInput:
+      case ErrorKind::kUnsupported:
+        return {400, error_body(e.what(), "invalid_request_error", "", "")};
+      case ErrorKind::kNotFound:
+        return {404, error_body(e.what(), "invalid_request_error", "", "not_found")};
+      case ErrorKind::kOutOfMemory:
+        return {503, error_body(e.what(), "server_error", "", "out_of_memory")};
+      case ErrorKind::kCuda:
+      case ErrorKind::kInternal:
+        break;
+    }
+    return {500, error_body(e.what(), "server_error", "", "")};
+  } catch (const std::bad_alloc&) {
+    return {503, error_body("the server ran out of memory for this request", "server_error", "", "out_of_memory")};
+  } catch (const std::exception& e) {
+    return {500, error_body(std::string("internal error: ") + e.what(), "server_error", "", "")};
+  } catch (...) {
+    return {500, error_body("internal error", "server_error", "", "")};
+  }
+}
+
 const char* openai_finish_reason(FinishReason reason) {
   switch (reason) {
     case FinishReason::kStop:
@@ -275,7 +308,7 @@ json chat_logprobs(const std::vector<int32_t>& tokens, const std::vector<Sample>
 
 json dump_safe_string(const std::string& s) {
   // Generated text is valid UTF-8 by construction; keep the JSON dump from throwing anyway.
-  return json::parse(json(s).dump(-1, ' ', false, json::error_handler_t::replace));
+  return json::parse(dump_json(json(s)));
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
@@ -35,6 +36,19 @@ class ApiError : public std::runtime_error {
 // {"error": {"message", "type", "param", "code"}}
 nlohmann::ordered_json error_body(const std::string& message, const std::string& type, const std::string& param,
                                   const std::string& code);
+
+// The one place any failure becomes an OpenAI error answer: ApiError as it says; an
+// fp6serve::Error by its kind (invalid argument or bad input 400, not found 404, unsupported
+// 400, out of memory 503, CUDA or internal 500); std::bad_alloc 503; anything else 500.
+struct ErrorReply {
+  int status;
+  nlohmann::ordered_json body;
+};
+ErrorReply error_reply(std::exception_ptr error);
+
+// JSON text for the wire: invalid UTF-8 in a string (a client's bytes quoted in an error)
+// becomes U+FFFD instead of an exception.
+std::string dump_json(const nlohmann::ordered_json& j);
 
 // A valid request: the engine's options for each of its choices, and what only HTTP has.
 struct ParsedRequest {

@@ -69,6 +69,25 @@ status_body POST /v1/completions @/tmp/fp6-e2e-big.json
 check "body over the size limit" 413 "$st" "$body" '"code":"request_too_large"'
 status_body GET /v1/nothing-here
 check "unknown route" 404 "$st" "$body" '"error"'
+status_body GET /v1/completions
+check "wrong method" 405 "$st" "$body" '"code":"method_not_allowed"'
+# A chat message with a field nested 100,000 deep (once a SIGSEGV), and every depth to 85,000.
+for depth in 65 1000 100000; do
+  python3 -c "d=$depth; print('{\"model\": \"tiny\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\", \"x\": ' + '['*d + ']'*d + '}]}')" >/tmp/fp6-e2e-deep.json
+  status_body POST /v1/chat/completions @/tmp/fp6-e2e-deep.json
+  check "JSON nested $depth deep" 400 "$st" "$body" 'nested deeper than 64'
+done
+printf '{"model": "tiny", "prompt": "\xff\xfe not UTF-8"}' >/tmp/fp6-e2e-utf8.json
+status_body POST /v1/completions @/tmp/fp6-e2e-utf8.json
+check "invalid UTF-8 in the body" 400 "$st" "$body" 'ill-formed UTF-8'
+# Unauthenticated requests to made-up paths (one crafted to forge a metric line) add no label.
+for i in $(seq 30); do
+  curl -s -o /dev/null "$base/v1/x$i%22%7D%201%0Afp6serve_running_requests%20999"
+done
+metrics=$(curl -s "$base/metrics")
+if grep -q '^fp6serve_running_requests 999' <<<"$metrics" || [ "$(grep -c '^fp6serve_requests_total' <<<"$metrics")" -gt 20 ]; then
+  echo "FAIL metrics grew with client paths:"; grep '^fp6serve_requests_total' <<<"$metrics" | head; fail=1
+else echo "ok   metrics labels are the routes', not the clients' paths"; fi
 # After all that, a normal request still works.
 status_body POST /v1/completions '{"model": "tiny", "prompt": "hi", "max_tokens": 4, "temperature": 0}'
 check "still serving" 200 "$st" "$body" '"text_completion"'
