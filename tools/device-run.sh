@@ -15,6 +15,12 @@
 #   "llama2-7b llama2-70b"), FP6 against the FP16 mode, with FP6SERVE_DECODE_ARGS (e.g.
 #   "--batch 1,8,64") and FP6SERVE_PREFILL_ARGS (e.g. "--prompt-len 512") added.
 # profile: Nsight Compute metrics of our GEMM on a few shapes (fp6serve_bench_gemm --profile).
+# serve: the serving benchmark (fp6serve bench serve) against `fp6serve serve --random-weights`
+#   for each shape in FP6SERVE_SERVE_SHAPES (default llama2-7b) and each mode in
+#   FP6SERVE_SERVE_MODES (default "wf6af16 fp16"), clients FP6SERVE_SERVE_CLIENTS (default
+#   8,32,64) x generation lengths FP6SERVE_SERVE_GEN (default 250,500,1000), prompts of 100
+#   random ids, FP6SERVE_SERVE_ARGS added; one CSV per shape ($OUT/serve-<shape>.csv, plotted
+#   here afterwards: the GPU machine has no gnuplot).
 # The bench step runs the GPU benchmarks named in FP6SERVE_BENCHES (default: gemm), each with
 # the arguments in FP6SERVE_BENCH_ARGS (e.g. --quick).
 set -uo pipefail
@@ -102,6 +108,39 @@ if want model; then
       rc=$?
       [ $rc -ne 0 ] && status=$rc
       echo "bench $what $shape: rc=$rc" | tee -a "$summary"
+    done
+  done
+fi
+
+if want serve; then
+  for shape in ${FP6SERVE_SERVE_SHAPES:-llama2-7b}; do
+    for mode in ${FP6SERVE_SERVE_MODES:-wf6af16 fp16}; do
+      log=$OUT/serve-$shape-$mode.log
+      build-device/fp6serve serve --random-weights "$shape" --quantization-mode "$mode" --port 0 \
+        --max-num-seqs 256 >"$log" 2>&1 &
+      pid=$!
+      port=""
+      for _ in $(seq 600); do
+        port=$(sed -n 's|.*http://127.0.0.1:\([0-9]*\).*|\1|p' "$log")
+        [ -n "$port" ] || ! kill -0 $pid 2>/dev/null && break
+        sleep 0.2
+      done
+      if [ -z "$port" ]; then
+        echo "serve $shape $mode: did not start: $(tail -2 "$log")" | tee -a "$summary"
+        kill $pid 2>/dev/null
+        continue
+      fi
+      # shellcheck disable=SC2086
+      build-device/fp6serve bench serve --url "http://127.0.0.1:$port" --label "$mode" \
+        --clients "${FP6SERVE_SERVE_CLIENTS:-8,32,64}" --gen-len "${FP6SERVE_SERVE_GEN:-250,500,1000}" \
+        --prompt-len 100 --max-token-id 30000 --csv "$OUT/serve-$shape.csv" ${FP6SERVE_SERVE_ARGS:-} \
+        >"$OUT/bench-serve-$shape-$mode.log" 2>&1
+      rc=$?
+      [ $rc -ne 0 ] && status=$rc
+      kill -TERM $pid
+      wait $pid 2>/dev/null
+      echo "bench serve $shape $mode: rc=$rc" | tee -a "$summary"
+      grep '^|' "$OUT/bench-serve-$shape-$mode.log"
     done
   done
 fi

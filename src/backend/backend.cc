@@ -1,6 +1,9 @@
 #include "backend/backend.h"
 
+#include <random>
+
 #include "core/check.h"
+#include "fpx/pack.h"
 
 namespace fp6serve {
 
@@ -30,12 +33,43 @@ std::vector<int32_t> kv_slots(const Batch& batch, int64_t block_size) {
   return slots;
 }
 
-std::unique_ptr<LinearWeight> Backend::random_linear(int64_t, int64_t, const QuantizationMode&, float, uint64_t) {
-  FP6_THROW(kUnsupported, "random-weight models are built on the GPU; the {} backend cannot make them", describe());
+namespace {
+
+// n values ~ N(0, stddev) in f32 from a seeded generator.
+std::vector<float> normal_values(int64_t n, float stddev, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, stddev);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = normal(rng);
+  return v;
 }
 
-Tensor Backend::random_tensor(const std::vector<int64_t>&, float, uint64_t) {
-  FP6_THROW(kUnsupported, "random-weight models are built on the GPU; the {} backend cannot make them", describe());
+}  // namespace
+
+// Made on the host and adopted like a loaded weight: slow for large shapes, but on every
+// backend (the CUDA backend makes its own on the device).
+std::unique_ptr<LinearWeight> Backend::random_linear(int64_t rows, int64_t cols, const QuantizationMode& mode,
+                                                     float stddev, uint64_t seed) {
+  const std::vector<float> values = normal_values(rows * cols, stddev, seed);
+  HostLinear h;
+  h.id = {model::WeightKind::kLmHead};  // random weights are not named
+  h.rows = rows;
+  h.cols = cols;
+  if (mode.quantized) {
+    const fpx::MatrixView view{values.data(), DType::kF32, rows, cols, "random weight"};
+    h.packed = std::make_unique<fpx::PackedWeight>(fpx::quantize_pack(view, mode.format, pack_target(mode.format)));
+  } else {
+    h.dense = Tensor::empty({rows, cols}, mode.dense_dtype);
+    convert_from_f32(values.data(), h.dense.data(), mode.dense_dtype, values.size());
+  }
+  return adopt_linear(std::move(h));
+}
+
+Tensor Backend::random_tensor(const std::vector<int64_t>& shape, float stddev, uint64_t seed) {
+  const std::vector<float> values = normal_values(shape_numel(shape), stddev, seed);
+  Tensor host = Tensor::empty(shape, act_dtype() == DType::kF32 ? DType::kF16 : act_dtype());
+  convert_from_f32(values.data(), host.data(), host.dtype(), values.size());
+  return adopt_tensor(std::move(host));
 }
 
 }  // namespace fp6serve

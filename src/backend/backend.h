@@ -46,9 +46,9 @@ class Backend {
   // converting to dst's dtype. For tests and tools, not for the hot path.
   virtual void upload(const Tensor& host, Tensor& dst) = 0;
 
-  // Random weights made on the device (random-weight models of real shapes, for benchmarks):
-  // a linear layer of N(0, stddev) 16-bit values, quantized as `mode` says, and a 16-bit
-  // tensor. Backends that cannot make them throw kUnsupported.
+  // Random weights (random-weight models of real shapes, for benchmarks): a linear layer of
+  // N(0, stddev) values, quantized as `mode` says, and a 16-bit tensor (the embeddings). By
+  // default made on the host and adopted; a GPU backend makes them in place.
   virtual std::unique_ptr<LinearWeight> random_linear(int64_t rows, int64_t cols, const QuantizationMode& mode,
                                                       float stddev, uint64_t seed);
   virtual Tensor random_tensor(const std::vector<int64_t>& shape, float stddev, uint64_t seed);

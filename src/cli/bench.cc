@@ -10,6 +10,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "cli/bench_serve.h"
 #include "cli/commands.h"
 #include "core/check.h"
 #include "transformer/device.h"
@@ -219,9 +220,34 @@ int run(const BenchOptions& o, bool is_decode) {
 }  // namespace
 
 Action add_bench(CLI::App& app) {
-  auto* bench = app.add_subcommand("bench", "Benchmark the model on the GPU (random weights of a real shape)");
+  auto* bench = app.add_subcommand("bench", "Benchmarks: the model on the GPU (decode, prefill), a server (serve)");
   bench->require_subcommand(1);
   auto o = std::make_shared<BenchOptions>();
+  auto s = std::make_shared<ServeBenchOptions>();
+  auto serve_cmd =
+      bench->add_subcommand("serve", "Drive an OpenAI-compatible server with concurrent streaming clients");
+  auto clients = std::make_shared<std::string>("32"), gens = std::make_shared<std::string>("250");
+  serve_cmd->add_option("--url", s->url, "The server (http://HOST:PORT)")->capture_default_str();
+  serve_cmd->add_option("--model", s->model, "Model name to request (default: the first of /v1/models)");
+  serve_cmd->add_option("--api-key", s->api_key, "Bearer key (default: $FP6SERVE_API_KEY)");
+  serve_cmd->add_option("--label", s->label, "Name of this server/mode in the CSV and the plot")->capture_default_str();
+  serve_cmd->add_option("--clients", *clients, "Concurrent clients, comma-separated for a sweep")
+      ->capture_default_str();
+  serve_cmd->add_option("--gen-len", *gens, "Tokens to generate, comma-separated for a sweep")->capture_default_str();
+  serve_cmd->add_flag("--random-gen-len", s->random_gen_len, "Draw each request's length in [1, gen-len]");
+  serve_cmd->add_option("--requests", s->requests, "Requests per run (0: 4 x clients, at least 16)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24))
+      ->capture_default_str();
+  serve_cmd->add_option("--prompt-len", s->prompt_len, "Random token ids per prompt")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
+      ->capture_default_str();
+  serve_cmd->add_option("--min-token-id", s->min_token_id, "Smallest random prompt id")->capture_default_str();
+  serve_cmd->add_option("--max-token-id", s->max_token_id, "Largest random prompt id")->capture_default_str();
+  serve_cmd->add_option("--prompt-file", s->prompt_file, "Text prompts, one per line, instead of random ids");
+  serve_cmd->add_option("--seed", s->seed, "Seed of the prompts and lengths")->capture_default_str();
+  serve_cmd->add_option("--timeout", s->timeout_s, "Seconds one request may take")->capture_default_str();
+  serve_cmd->add_option("--csv", s->csv, "Append one row per run to this CSV");
+  serve_cmd->add_option("--plot", s->plot, "Draw the whole CSV (all labels) into this PNG (gnuplot)");
   auto decode_cmd = bench->add_subcommand("decode", "Decode steps: ms/step, tokens/s, % of the bandwidth roofline");
   auto prefill_cmd = bench->add_subcommand("prefill", "Prompt processing: tokens/s");
   for (CLI::App* sub : {decode_cmd, prefill_cmd}) {
@@ -235,7 +261,18 @@ Action add_bench(CLI::App& app) {
                          "tokens in each sequence's cache at the last step (default 128,1024,4096)");
   decode_cmd->add_option("--steps", o->steps, "timed steps (default 16)");
   prefill_cmd->add_option("--prompt-len", o->prompts, "prompt lengths (default 512,2048)");
-  return [o, decode_cmd] { return run(*o, decode_cmd->parsed()); };
+  return [o, s, clients, gens, decode_cmd, serve_cmd] {
+    if (serve_cmd->parsed()) {
+      s->clients = parse_int_list(*clients, "--clients", 1, 1 << 16);
+      s->gen_lens = parse_int_list(*gens, "--gen-len", 1, 1 << 24);
+      FP6_CHECK(s->min_token_id >= 0 && s->min_token_id <= s->max_token_id, kInvalidArgument,
+                "--token-ids {} and --max-token-id {}: need 0 <= min <= max", s->min_token_id, s->max_token_id);
+      if (s->api_key.empty())
+        if (const char* k = std::getenv("FP6SERVE_API_KEY")) s->api_key = k;
+      return run_serve_bench(*s);
+    }
+    return run(*o, decode_cmd->parsed());
+  };
 }
 
 }  // namespace fp6serve::cli

@@ -10,28 +10,27 @@
 #include "cli/commands.h"
 #include "core/check.h"
 #include "engine/service.h"
-#ifdef FP6SERVE_WITH_SERVER
 #include "server/http_server.h"
-#endif
 
 namespace fp6serve::cli {
 
 Action add_serve(CLI::App& app) {
   struct Args {
-    std::string model;
+    std::string model, random_weights;
     Options options;
     ModelFlags flags;
-#ifdef FP6SERVE_WITH_SERVER
     server::ServerOptions server;
-#endif
     double max_body_mib = 8;
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("serve", "Serve a model with an OpenAI-compatible HTTP API");
-  cmd->add_option("--model", a->model, "Model directory (Hugging Face checkpoint or fp6serve quantize output)")
-      ->required();
+  auto* model =
+      cmd->add_option("--model", a->model, "Model directory (Hugging Face checkpoint or fp6serve quantize output)");
+  auto* random = cmd->add_option("--random-weights", a->random_weights,
+                                 "Serve random weights of a shape instead (llama2-7b, llama2-13b, llama2-70b, "
+                                 "llama3-8b, or a config.json) with a synthetic tokenizer: for benchmarks");
+  model->excludes(random);
   add_model_options(cmd, a->options, a->flags, true);
-#ifdef FP6SERVE_WITH_SERVER
   server::ServerOptions& so = a->server;
   cmd->add_option("--host", so.host, "Address to bind (127.0.0.1: this machine only)")->capture_default_str();
   cmd->add_option("--port", so.port, "Port (0: any free port, printed at start)")
@@ -52,13 +51,7 @@ Action add_serve(CLI::App& app) {
   cmd->add_option("--shutdown-grace", so.shutdown_grace_seconds,
                   "Seconds in-flight requests may finish after SIGINT/SIGTERM")
       ->capture_default_str();
-#endif
   return [a]() -> int {
-#ifndef FP6SERVE_WITH_SERVER
-    FP6_THROW(kUnsupported,
-              "this fp6serve was built without cpp-httplib, so it has no HTTP server "
-              "(install libcpp-httplib-dev and rebuild)");
-#else
     // Signals go to a watcher thread only (every later thread inherits the blocked mask), so
     // SIGINT/SIGTERM start a graceful shutdown instead of killing the process.
     sigset_t signals;
@@ -71,9 +64,15 @@ Action add_serve(CLI::App& app) {
     server::ServerOptions& so = a->server;
     if (so.api_key.empty())
       if (const char* k = std::getenv("FP6SERVE_API_KEY")) so.api_key = k;
+    FP6_CHECK(!a->model.empty() || !a->random_weights.empty(), kInvalidArgument,
+              "give --model DIR, or --random-weights SHAPE for a benchmark");
     finish_model_options(a->options, a->flags);
-    Service service(a->model, a->options);
-    if (so.model_name.empty()) {
+    std::unique_ptr<Service> owned = a->model.empty() ? Service::random_weights(a->random_weights, a->options)
+                                                      : std::make_unique<Service>(a->model, a->options);
+    Service& service = *owned;
+    if (so.model_name.empty() && service.random()) {
+      so.model_name = std::filesystem::path(a->random_weights).stem().string() + "-random-weights";
+    } else if (so.model_name.empty()) {
       const std::filesystem::path dir = std::filesystem::path(a->model).lexically_normal();
       so.model_name = dir.filename().empty() ? dir.parent_path().filename().string() : dir.filename().string();
     }
@@ -94,7 +93,6 @@ Action add_serve(CLI::App& app) {
     pthread_kill(watcher.native_handle(), SIGTERM);
     watcher.join();
     return 0;
-#endif
   };
 }
 

@@ -169,7 +169,8 @@ void HttpServer::Impl::on_request(const std::shared_ptr<Connection>& conn, Reque
                                                               std::chrono::system_clock::now().time_since_epoch())
                                                               .count()},
                                               {"owned_by", "fp6serve"},
-                                              {"max_model_len", service.engine().max_model_len()}}})}});
+                                              {"max_model_len", service.engine().max_model_len()},
+                                              {"random_weights", service.random()}}})}});
   }
   Generation::start(context, conn, path == "/v1/chat/completions", std::move(req.body()));
 }
@@ -183,6 +184,10 @@ void HttpServer::Impl::accept() {
     if (open >= options.max_connections) {
       refuse(std::move(socket));
     } else {
+      // Each SSE event goes out when written (Nagle's algorithm held small writes back up to
+      // 40 ms behind the client's delayed ACK).
+      boost::beast::error_code ignored;
+      socket.set_option(tcp::no_delay(true), ignored);
       ++open;
       std::shared_ptr<void> slot(nullptr, [this](void*) { --open; });
       std::make_shared<Connection>(std::move(socket), limits, *this, std::move(slot))->start();
