@@ -112,37 +112,65 @@ if want model; then
   done
 fi
 
+# Starts `fp6serve serve --random-weights SHAPE --quantization-mode MODE` in the background;
+# sets server_pid and server_url, or returns 1 (logged) when it does not start.
+start_server() {
+  local log=$OUT/serve-$1-$2.log
+  build-device/fp6serve serve --random-weights "$1" --quantization-mode "$2" --port 0 --max-num-seqs 256 >"$log" 2>&1 &
+  server_pid=$!
+  local port=""
+  for _ in $(seq 900); do
+    port=$(sed -n 's|.*http://127.0.0.1:\([0-9]*\).*|\1|p' "$log")
+    { [ -n "$port" ] || ! kill -0 $server_pid 2>/dev/null; } && break
+    sleep 0.2
+  done
+  server_url=http://127.0.0.1:$port
+  [ -n "$port" ] && return 0
+  echo "serve $1 $2: did not start: $(tail -2 "$log")" | tee -a "$summary"
+  kill $server_pid 2>/dev/null
+  return 1
+}
+stop_server() {
+  kill -TERM $server_pid
+  wait $server_pid 2>/dev/null
+}
+
 if want serve; then
   for shape in ${FP6SERVE_SERVE_SHAPES:-llama2-7b}; do
     for mode in ${FP6SERVE_SERVE_MODES:-wf6af16 fp16}; do
-      log=$OUT/serve-$shape-$mode.log
-      build-device/fp6serve serve --random-weights "$shape" --quantization-mode "$mode" --port 0 \
-        --max-num-seqs 256 >"$log" 2>&1 &
-      pid=$!
-      port=""
-      for _ in $(seq 600); do
-        port=$(sed -n 's|.*http://127.0.0.1:\([0-9]*\).*|\1|p' "$log")
-        [ -n "$port" ] || ! kill -0 $pid 2>/dev/null && break
-        sleep 0.2
-      done
-      if [ -z "$port" ]; then
-        echo "serve $shape $mode: did not start: $(tail -2 "$log")" | tee -a "$summary"
-        kill $pid 2>/dev/null
-        continue
-      fi
+      start_server "$shape" "$mode" || continue
       # shellcheck disable=SC2086
-      build-device/fp6serve bench serve --url "http://127.0.0.1:$port" --label "$mode" \
+      build-device/fp6serve bench serve --url "$server_url" --label "$mode" \
         --clients "${FP6SERVE_SERVE_CLIENTS:-8,32,64}" --gen-len "${FP6SERVE_SERVE_GEN:-250,500,1000}" \
         --prompt-len 100 --max-token-id 30000 --csv "$OUT/serve-$shape.csv" ${FP6SERVE_SERVE_ARGS:-} \
         >"$OUT/bench-serve-$shape-$mode.log" 2>&1
       rc=$?
       [ $rc -ne 0 ] && status=$rc
-      kill -TERM $pid
-      wait $pid 2>/dev/null
+      stop_server
       echo "bench serve $shape $mode: rc=$rc" | tee -a "$summary"
       grep '^|' "$OUT/bench-serve-$shape-$mode.log"
     done
   done
+fi
+
+# splitfuse: TTFT and inter-token latency of 32 short streams (prompt 100, 250 tokens) alone,
+# then beside 4 clients sending 2000-token prompts (Dynamic SplitFuse should keep the short
+# streams' inter-token latency flat while the long prompts are chunked). Llama-2-7B shape, FP6.
+if want splitfuse; then
+  if start_server llama2-7b wf6af16; then
+    short=(--url "$server_url" --clients 32 --gen-len 250 --requests 96 --prompt-len 100 --max-token-id 30000
+           --csv "$OUT/splitfuse.csv")
+    build-device/fp6serve bench serve "${short[@]}" --label short-alone >"$OUT/splitfuse-alone.log" 2>&1
+    build-device/fp6serve bench serve --url "$server_url" --clients 4 --gen-len 16 --requests 160 --prompt-len 2000 \
+      --max-token-id 30000 --label long-prompts --csv "$OUT/splitfuse-long.csv" >"$OUT/splitfuse-long.log" 2>&1 &
+    long_pid=$!
+    sleep 1
+    build-device/fp6serve bench serve "${short[@]}" --label short-beside-long >"$OUT/splitfuse-beside.log" 2>&1
+    wait $long_pid
+    stop_server
+    echo "splitfuse: done" | tee -a "$summary"
+    grep -h '^| 32\|^| 4 ' "$OUT"/splitfuse-*.log
+  fi
 fi
 
 if want sanitize; then
