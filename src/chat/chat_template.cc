@@ -1,5 +1,6 @@
 #include "chat/chat_template.h"
 
+#include "chat/jinja_error.h"
 #include "chat/jinja_parser.h"
 #include "chat/jinja_render.h"
 #include "core/check.h"
@@ -14,6 +15,11 @@ constexpr size_t kOutputBaseBytes = size_t{1} << 20;
 constexpr size_t kOutputPerInputByte = 8;
 constexpr uint64_t kWorkBase = uint64_t{8} << 20;
 constexpr uint64_t kWorkPerInputByte = 64;
+// Live memory of the values a render builds (strings, lists, dicts, capture buffers). A real
+// template holds a few copies of its output at most (a few MB); 64 MiB stops a template that
+// doubles a list or string in a loop long before it hurts the server.
+constexpr size_t kMemoryBase = size_t{64} << 20;
+constexpr size_t kMemoryPerInputByte = 16;
 constexpr int kMaxCallDepth = 64;
 
 size_t input_bytes(const jinja::Value& v) {
@@ -35,6 +41,17 @@ size_t input_bytes(const jinja::Value& v) {
   }
 }
 
+// The request's JSON as a template value; JSON nested deeper than values may be is the
+// caller's error, reported as fp6serve::Error like every other.
+template <typename Json>
+jinja::Value value_of(const Json& j, const std::string& what) {
+  try {
+    return jinja::Value::from_json(j);
+  } catch (const jinja::RuntimeError& e) {
+    FP6_THROW(kInvalidArgument, "{}: {}", what, e.what());
+  }
+}
+
 template <typename Json>
 std::string render_with(const jinja::Program& program, jinja::Value messages, bool add_generation_prompt,
                         const Json& extra) {
@@ -48,13 +65,14 @@ std::string render_with(const jinja::Program& program, jinja::Value messages, bo
   for (auto it = extra.begin(); it != extra.end(); ++it) {
     FP6_CHECK(it.key() != "messages" && it.key() != "add_generation_prompt", kInvalidArgument,
               "chat template variable '{}' is set by the renderer, not by the caller", it.key());
-    vars.set(it.key(), jinja::Value::from_json(it.value()));
+    vars.set(it.key(), value_of(it.value(), fmt::format("chat template variable '{}'", it.key())));
   }
   size_t in = 0;
   for (const auto& [k, v] : vars.items()) in += k.size() + input_bytes(v);
   jinja::RenderLimits limits;
   limits.max_output_bytes = kOutputBaseBytes + kOutputPerInputByte * in;
   limits.max_work = kWorkBase + kWorkPerInputByte * in;
+  limits.max_memory_bytes = kMemoryBase + kMemoryPerInputByte * in;
   limits.max_call_depth = kMaxCallDepth;
   return jinja::render_program(program, vars, limits);
 }
@@ -62,7 +80,7 @@ std::string render_with(const jinja::Program& program, jinja::Value messages, bo
 template <typename Json>
 jinja::Value messages_from_json(const Json& messages) {
   FP6_CHECK(messages.is_array(), kInvalidArgument, "chat messages must be a JSON array, got {}", messages.type_name());
-  return jinja::Value::from_json(messages);
+  return value_of(messages, "chat messages");
 }
 
 }  // namespace

@@ -30,17 +30,17 @@ Value select(Budget& b, const Value& seq, const Args& args, bool by_attribute, b
   size_t first = 0;
   if (by_attribute) {
     if (args.pos.empty()) fail("selectattr needs an attribute name");
-    attribute = to_str(args.pos[0]);
+    attribute = b.str(args.pos[0]);
     first = 1;
   }
   std::string test;
-  if (args.pos.size() > first) test = to_str(args.pos[first]);
+  if (args.pos.size() > first) test = b.str(args.pos[first]);
   for (size_t i = first + 1; i < args.pos.size(); ++i) rest.pos.push_back(args.pos[i]);
   rest.kw = args.kw;
   ValueList out;
-  for (const Value& item : iterate(seq)) {
+  for (const Value& item : iterate(b, seq)) {
     b.charge(1);
-    const Value probe = by_attribute ? attribute_path(item, attribute) : item;
+    const Value probe = by_attribute ? attribute_path(b, item, attribute) : item;
     const bool pass = test.empty() ? probe.truthy() : apply_test(b, test, probe, rest);
     if (pass == keep_if) out.push_back(item);
   }
@@ -51,32 +51,33 @@ Value select(Budget& b, const Value& seq, const Args& args, bool by_attribute, b
 // Filters that build text take str() of their input, as jinja2's do (`5|upper` is "5").
 
 Value filter_trim(Budget& b, const Value& v, const Args& a) {
-  return b.make_string(strip_chars(to_str(v), a.get(0, "chars"), true, true));
+  return b.make_string(strip_chars(b.str(v), a.get(0, "chars"), true, true));
 }
-Value filter_length(Budget&, const Value& v, const Args&) {
+Value filter_length(Budget& b, const Value& v, const Args&) {
+  if (v.is_string()) b.charge(v.as_string().size() / 16);  // code points are counted
   return Value::integer(length_of(v));
 }
 Value filter_upper(Budget& b, const Value& v, const Args&) {
-  return b.make_string(to_upper(to_str(v)));
+  return b.make_string(to_upper(b.str(v)));
 }
 Value filter_lower(Budget& b, const Value& v, const Args&) {
-  return b.make_string(to_lower(to_str(v)));
+  return b.make_string(to_lower(b.str(v)));
 }
 Value filter_title(Budget& b, const Value& v, const Args&) {
-  return b.make_string(jinja_title(to_str(v)));
+  return b.make_string(jinja_title(b.str(v)));
 }
 Value filter_capitalize(Budget& b, const Value& v, const Args&) {
-  return b.make_string(capitalize(to_str(v)));
+  return b.make_string(capitalize(b.str(v)));
 }
 Value filter_string(Budget& b, const Value& v, const Args&) {
-  return v.is_string() ? v : b.make_string(to_str(v));
+  return v.is_string() ? v : b.make_string(b.str(v));
 }
 // No autoescaping in chat templates, so a "safe" string is just a string.
 Value filter_safe(Budget& b, const Value& v, const Args& a) {
   return filter_string(b, v, a);
 }
 Value filter_escape(Budget& b, const Value& v, const Args&) {
-  return b.make_string(html_escape(to_str(v)));
+  return b.make_string(html_escape(b.str(v)));
 }
 
 // default(value, boolean=false): replaces Undefined only, or with boolean any falsy value.
@@ -91,13 +92,13 @@ Value filter_default(Budget&, const Value& v, const Args& a) {
 Value filter_join(Budget& b, const Value& v, const Args& a) {
   const Value* sep = a.get(0, "d");  // jinja2 names the separator `d`
   const Value* attribute = a.get(1, "attribute");
-  const std::string separator = sep ? to_str(*sep) : std::string();
+  const std::string separator = sep ? b.str(*sep) : std::string();
   std::string out;
   bool first = true;
-  for (const Value& item : iterate(v)) {
+  for (const Value& item : iterate(b, v)) {
     if (!first) out += separator;
     first = false;
-    out += to_str(attribute ? attribute_path(item, to_str(*attribute)) : item);
+    out += b.str(attribute ? attribute_path(b, item, b.str(*attribute)) : item);
     b.check_size(out.size());
   }
   return b.make_string(std::move(out));
@@ -117,30 +118,45 @@ Value filter_tojson(Budget& b, const Value& v, const Args& a) {
     }
   }
   if (const Value* x = a.get(2, "separators"); x && !x->is_none()) {
-    const ValueList parts = iterate(*x);
+    const Iteration parts = iterate(b, *x);
     if (parts.size() != 2) fail("separators must be a pair of strings");
     o.has_separators = true;
     o.item_separator = require_string(parts[0], "separator");
     o.key_separator = require_string(parts[1], "separator");
   }
   if (const Value* x = a.get(3, "sort_keys")) o.sort_keys = x->truthy();
-  return b.make_string(to_json_text(v, o));
+  return b.make_string(b.json(v, o));
 }
 
-Value filter_first(Budget&, const Value& v, const Args&) {
-  const ValueList items = iterate(v);
+// A string's first or last character is read directly, without iterating all of them.
+Value filter_first(Budget& b, const Value& v, const Args&) {
+  if (v.is_string() && !v.as_string().empty()) {
+    const std::string& s = v.as_string();
+    const auto cps = decode_utf8(std::string_view(s).substr(0, 4));
+    std::string first;
+    append_utf8(first, cps[0]);
+    return Value::string(std::move(first));
+  }
+  const Iteration items = iterate(b, v);
   if (items.empty()) return Value::undefined("No first item, sequence was empty.");
-  return items.front();
+  return items[0];
 }
 
-Value filter_last(Budget&, const Value& v, const Args&) {
-  const ValueList items = iterate(v);
+Value filter_last(Budget& b, const Value& v, const Args&) {
+  if (v.is_string() && !v.as_string().empty()) {
+    b.charge(v.as_string().size() / 16);
+    const auto cps = decode_utf8(v.as_string());
+    std::string last;
+    append_utf8(last, cps.back());
+    return Value::string(std::move(last));
+  }
+  const Iteration items = iterate(b, v);
   if (items.empty()) return Value::undefined("No last item, sequence was empty.");
-  return items.back();
+  return items[items.size() - 1];
 }
 
 Value filter_list(Budget& b, const Value& v, const Args&) {
-  return b.make_list(iterate(v));
+  return b.make_list(iterate(b, v).items());
 }
 
 // (key, value) tuples; Undefined gives an empty list, as in jinja2.
@@ -157,7 +173,7 @@ Value filter_replace(Budget& b, const Value& v, const Args& a) {
   const Value* repl = a.get(1, "new");
   if (!old || !repl) fail("replace filter needs old and new");
   const Value* count = a.get(2, "count");
-  return b.make_string(replace_all(to_str(v), to_str(*old), to_str(*repl),
+  return b.make_string(replace_all(b, b.str(v), b.str(*old), b.str(*repl),
                                    count && !count->is_none() ? require_int(*count, "count") : -1));
 }
 
@@ -176,8 +192,17 @@ std::optional<double> parse_float(const std::string& text) {
   return f;
 }
 
+// A float's int value truncated toward zero, as Python's int(); Python's ints grow, ours
+// stop at int64 ("integer overflow" rather than undefined behavior of an out-of-range cast).
+int64_t truncate_float(double f) {
+  const double t = std::trunc(f);
+  // -2^63 is exact in a double; 2^63 is the first value past INT64_MAX.
+  if (!(t >= -9223372036854775808.0 && t < 9223372036854775808.0)) fail("integer overflow");
+  return static_cast<int64_t>(t);
+}
+
 // int(default=0, base=10): a string that is no number gives the default.
-Value filter_int(Budget&, const Value& v, const Args& a) {
+Value filter_int(Budget& b, const Value& v, const Args& a) {
   const Value* def = a.get(0, "default");
   const Value* base_v = a.get(1, "base");
   const Value fallback = def ? *def : Value::integer(0);
@@ -185,34 +210,36 @@ Value filter_int(Budget&, const Value& v, const Args& a) {
   if (v.is_integral()) return Value::integer(v.as_int());
   if (v.kind() == Value::Kind::kFloat) {
     if (!std::isfinite(v.as_float())) return fallback;
-    return Value::integer(static_cast<int64_t>(std::trunc(v.as_float())));
+    return Value::integer(truncate_float(v.as_float()));
   }
   if (v.is_string()) {
+    b.charge(v.as_string().size() / 16);
     const std::string s = strip_chars(v.as_string(), nullptr, true, true);
-    const int base = base_v ? static_cast<int>(require_int(*base_v, "base")) : 10;
+    const int64_t base = base_v ? require_int(*base_v, "base") : 10;
     std::string digits;
     for (char c : s) {
       if (c != '_') digits += c;
     }
-    if (!digits.empty()) {
+    // Python refuses other bases (ValueError), and jinja2 then retries through float.
+    if (!digits.empty() && (base == 0 || (base >= 2 && base <= 36))) {
       char* end = nullptr;
       errno = 0;
-      const long long i = std::strtoll(digits.c_str(), &end, base);
+      const long long i = std::strtoll(digits.c_str(), &end, static_cast<int>(base));
       if (end == digits.c_str() + digits.size() && errno == 0) return Value::integer(i);
     }
     // "42.23"|int is 42, as jinja2 retries through float.
-    if (auto f = parse_float(v.as_string()); f && std::isfinite(*f))
-      return Value::integer(static_cast<int64_t>(std::trunc(*f)));
+    if (auto f = parse_float(v.as_string()); f && std::isfinite(*f)) return Value::integer(truncate_float(*f));
   }
   return fallback;
 }
 
-Value filter_float(Budget&, const Value& v, const Args& a) {
+Value filter_float(Budget& b, const Value& v, const Args& a) {
   const Value* def = a.get(0, "default");
   const Value fallback = def ? *def : Value::floating(0.0);
   require_defined(v);
   if (v.is_number()) return Value::floating(v.as_float());
   if (v.is_string()) {
+    b.charge(v.as_string().size() / 16);
     if (auto f = parse_float(v.as_string())) return Value::floating(*f);
   }
   return fallback;
@@ -220,11 +247,12 @@ Value filter_float(Budget&, const Value& v, const Args& a) {
 
 Value filter_reverse(Budget& b, const Value& v, const Args&) {
   if (v.is_string()) {
+    b.charge(v.as_string().size() / 16);
     auto cps = decode_utf8(v.as_string());
     std::reverse(cps.begin(), cps.end());
     return b.make_string(encode_utf8(std::u32string_view(cps.data(), cps.size())));
   }
-  ValueList items = iterate(v);
+  ValueList items = iterate(b, v).items();
   std::reverse(items.begin(), items.end());
   return b.make_list(std::move(items));
 }
@@ -235,19 +263,19 @@ Value filter_map(Budget& b, const Value& v, const Args& a) {
   ValueList out;
   if (const Value* attribute = a.get(SIZE_MAX, "attribute")) {
     const Value* def = a.get(SIZE_MAX, "default");
-    for (const Value& item : iterate(v)) {
-      Value x = attribute_path(item, to_str(*attribute));
+    for (const Value& item : iterate(b, v)) {
+      Value x = attribute_path(b, item, b.str(*attribute));
       if (x.is_undefined() && def) x = *def;
       out.push_back(std::move(x));
     }
     return b.make_list(std::move(out));
   }
   if (a.pos.empty()) fail("map requires a filter argument");
-  const std::string filter = to_str(a.pos[0]);
+  const std::string filter = b.str(a.pos[0]);
   Args rest;
   rest.pos.assign(a.pos.begin() + 1, a.pos.end());
   rest.kw = a.kw;
-  for (const Value& item : iterate(v)) out.push_back(apply_filter(b, filter, item, rest));
+  for (const Value& item : iterate(b, v)) out.push_back(apply_filter(b, filter, item, rest));
   return b.make_list(std::move(out));
 }
 
@@ -272,13 +300,13 @@ Value filter_abs(Budget&, const Value& v, const Args&) {
 }
 
 // round(precision=0, method='common') always returns a float, as jinja2's does.
-Value filter_round(Budget&, const Value& v, const Args& a) {
+Value filter_round(Budget& b, const Value& v, const Args& a) {
   require_defined(v);
   if (!v.is_number()) fail(fmt::format("type {} doesn't define __round__ method", v.type_name()));
   const Value* precision_v = a.get(0, "precision");
   const Value* method_v = a.get(1, "method");
   const int64_t precision = precision_v ? require_int(*precision_v, "precision") : 0;
-  const std::string method = method_v ? to_str(*method_v) : "common";
+  const std::string method = method_v ? b.str(*method_v) : "common";
   const double scale = std::pow(10.0, static_cast<double>(precision));
   const double x = v.as_float() * scale;
   double rounded;
@@ -295,12 +323,12 @@ Value filter_round(Budget&, const Value& v, const Args& a) {
 }
 
 // sum(attribute=None, start=0), with ints staying ints until a float joins.
-Value filter_sum(Budget&, const Value& v, const Args& a) {
+Value filter_sum(Budget& b, const Value& v, const Args& a) {
   const Value* attribute = a.get(0, "attribute");
   const Value* start = a.get(1, "start");
   Value total = start ? *start : Value::integer(0);
-  for (const Value& item : iterate(v)) {
-    const Value x = attribute ? attribute_path(item, to_str(*attribute)) : item;
+  for (const Value& item : iterate(b, v)) {
+    const Value x = attribute ? attribute_path(b, item, b.str(*attribute)) : item;
     require_defined(x);
     if (!x.is_number() || !total.is_number()) fail("sum filter needs numbers");
     if (x.is_integral() && total.is_integral()) {
@@ -325,15 +353,14 @@ Value filter_sort(Budget& b, const Value& v, const Args& a) {
   const Value* reverse = a.get(0, "reverse");
   const Value* case_sensitive = a.get(1, "case_sensitive");
   const Value* attribute = a.get(2, "attribute");
-  ValueList items = iterate(v);
   std::vector<std::pair<Value, Value>> keyed;
-  for (Value& item : items) {
-    Value key = attribute ? attribute_path(item, to_str(*attribute)) : item;
-    keyed.emplace_back(sort_key(key, case_sensitive && case_sensitive->truthy()), std::move(item));
+  for (const Value& item : iterate(b, v)) {
+    Value key = attribute ? attribute_path(b, item, b.str(*attribute)) : item;
+    keyed.emplace_back(sort_key(key, case_sensitive && case_sensitive->truthy()), item);
   }
   const bool desc = reverse && reverse->truthy();
   std::stable_sort(keyed.begin(), keyed.end(), [&](const auto& x, const auto& y) {
-    return desc ? compare_values(y.first, x.first) < 0 : compare_values(x.first, y.first) < 0;
+    return desc ? compare_values(y.first, x.first, &b) < 0 : compare_values(x.first, y.first, &b) < 0;
   });
   ValueList out;
   for (auto& kv : keyed) out.push_back(std::move(kv.second));
@@ -346,31 +373,34 @@ Value filter_dictsort(Budget& b, const Value& v, const Args& a) {
   const Value* case_sensitive = a.get(0, "case_sensitive");
   const Value* by = a.get(1, "by");
   const Value* reverse = a.get(2, "reverse");
-  const bool by_value = by && to_str(*by) == "value";
+  const bool by_value = by && b.str(*by) == "value";
   const bool cs = case_sensitive && case_sensitive->truthy();
-  std::vector<std::pair<std::string, Value>> items = v.as_dict().items();
-  std::stable_sort(items.begin(), items.end(), [&](const auto& x, const auto& y) {
-    const Value kx = sort_key(by_value ? x.second : Value::string(x.first), cs);
-    const Value ky = sort_key(by_value ? y.second : Value::string(y.first), cs);
-    return reverse && reverse->truthy() ? compare_values(ky, kx) < 0 : compare_values(kx, ky) < 0;
+  // The keys are made once, not in each of the n log n comparisons.
+  std::vector<std::pair<Value, const std::pair<std::string, Value>*>> keyed;
+  for (const auto& kv : v.as_dict().items()) {
+    keyed.emplace_back(sort_key(by_value ? kv.second : Value::string(kv.first), cs), &kv);
+  }
+  const bool desc = reverse && reverse->truthy();
+  std::stable_sort(keyed.begin(), keyed.end(), [&](const auto& x, const auto& y) {
+    return desc ? compare_values(y.first, x.first, &b) < 0 : compare_values(x.first, y.first, &b) < 0;
   });
   ValueList out;
-  for (auto& [k, e] : items) out.push_back(Value::list({Value::string(k), e}, true));
+  for (const auto& [key, kv] : keyed) out.push_back(Value::list({Value::string(kv->first), kv->second}, true));
   return b.make_list(std::move(out));
 }
 
 // min/max(case_sensitive, attribute): the first of equal items wins; empty gives Undefined.
-Value min_max(const Value& v, const Args& a, bool want_max) {
+Value min_max(Budget& b, const Value& v, const Args& a, bool want_max) {
   const Value* case_sensitive = a.get(0, "case_sensitive");
   const Value* attribute = a.get(1, "attribute");
   const bool cs = case_sensitive && case_sensitive->truthy();
-  const ValueList items = iterate(v);
+  const Iteration items = iterate(b, v);
   if (items.empty()) return Value::undefined(fmt::format("No aggregated item, sequence was empty."));
   const Value* best = &items[0];
-  Value best_key = sort_key(attribute ? attribute_path(items[0], to_str(*attribute)) : items[0], cs);
+  Value best_key = sort_key(attribute ? attribute_path(b, items[0], b.str(*attribute)) : items[0], cs);
   for (size_t i = 1; i < items.size(); ++i) {
-    Value key = sort_key(attribute ? attribute_path(items[i], to_str(*attribute)) : items[i], cs);
-    const int c = compare_values(key, best_key);
+    Value key = sort_key(attribute ? attribute_path(b, items[i], b.str(*attribute)) : items[i], cs);
+    const int c = compare_values(key, best_key, &b);
     if (want_max ? c > 0 : c < 0) {
       best = &items[i];
       best_key = std::move(key);
@@ -378,11 +408,11 @@ Value min_max(const Value& v, const Args& a, bool want_max) {
   }
   return *best;
 }
-Value filter_min(Budget&, const Value& v, const Args& a) {
-  return min_max(v, a, false);
+Value filter_min(Budget& b, const Value& v, const Args& a) {
+  return min_max(b, v, a, false);
 }
-Value filter_max(Budget&, const Value& v, const Args& a) {
-  return min_max(v, a, true);
+Value filter_max(Budget& b, const Value& v, const Args& a) {
+  return min_max(b, v, a, true);
 }
 
 // unique(case_sensitive, attribute): first occurrences, in order. Quadratic, hence the charge.
@@ -391,10 +421,10 @@ Value filter_unique(Budget& b, const Value& v, const Args& a) {
   const Value* attribute = a.get(1, "attribute");
   const bool cs = case_sensitive && case_sensitive->truthy();
   ValueList out, keys;
-  for (const Value& item : iterate(v)) {
-    Value key = sort_key(attribute ? attribute_path(item, to_str(*attribute)) : item, cs);
+  for (const Value& item : iterate(b, v)) {
+    Value key = sort_key(attribute ? attribute_path(b, item, b.str(*attribute)) : item, cs);
     b.charge(keys.size());
-    if (std::none_of(keys.begin(), keys.end(), [&](const Value& k) { return values_equal(k, key); })) {
+    if (std::none_of(keys.begin(), keys.end(), [&](const Value& k) { return values_equal(k, key, &b); })) {
       keys.push_back(std::move(key));
       out.push_back(item);
     }
@@ -415,7 +445,7 @@ Value filter_indent(Budget& b, const Value& v, const Args& a) {
               : std::string(static_cast<size_t>(std::clamp<int64_t>(require_int(*width_v, "width"), 0, 1024)), ' ');
   const bool first = first_v && first_v->truthy();
   const bool blank = blank_v && blank_v->truthy();
-  const std::string s = to_str(v);
+  const std::string s = b.str(v);
   std::string out;
   size_t start = 0;
   bool line0 = true;
@@ -425,6 +455,7 @@ Value filter_indent(Budget& b, const Value& v, const Args& a) {
     const bool indent = line0 ? first : (blank || !strip_chars(line, nullptr, true, true).empty());
     if (indent && !(line0 && line.empty() && nl == std::string::npos && !first)) out += pad;
     out += line;
+    b.check_size(out.size());  // a long pad on many short lines multiplies the size
     if (nl == std::string::npos) break;
     out += '\n';
     start = nl + 1;
@@ -433,17 +464,17 @@ Value filter_indent(Budget& b, const Value& v, const Args& a) {
   return b.make_string(std::move(out));
 }
 
-Value filter_attr(Budget&, const Value& v, const Args& a) {
+Value filter_attr(Budget& b, const Value& v, const Args& a) {
   const Value* name = a.get(0, "name");
   if (!name) fail("attr filter needs a name");
   // jinja2's attr looks up attributes only, never items.
-  const Value found = get_attr(v, to_str(*name));
+  const Value found = get_attr(b, v, b.str(*name));
   if (v.is_dict() && found.kind() != Value::Kind::kCallable) return Value::undefined("no such attribute");
   return found;
 }
 
-Value filter_wordcount(Budget&, const Value& v, const Args&) {
-  return Value::integer(static_cast<int64_t>(split_whitespace(to_str(v), -1, false).size()));
+Value filter_wordcount(Budget& b, const Value& v, const Args&) {
+  return Value::integer(static_cast<int64_t>(split_whitespace(b.str(v), -1, false).size()));
 }
 
 // The filter table; `count` and `length`, `d` and `default`, `e` and `escape` are aliases.
@@ -522,7 +553,7 @@ bool test_callable(Budget&, const Value& v, const Args&) {
 }
 // Python's `is`, approximated: same kind and equal value (CPython shares the small ints and
 // short strings templates compare this way).
-bool test_sameas(Budget&, const Value& v, const Args& a) {
+bool test_sameas(Budget& b, const Value& v, const Args& a) {
   const Value& o = test_arg(a, "sameas");
   if (v.kind() != o.kind()) return false;
   switch (v.kind()) {
@@ -532,7 +563,7 @@ bool test_sameas(Budget&, const Value& v, const Args& a) {
     case Value::Kind::kBool:
       return v.as_bool() == o.as_bool();
     default:
-      return values_equal(v, o);
+      return values_equal(v, o, &b);
   }
 }
 bool test_even(Budget&, const Value& v, const Args&) {
@@ -544,33 +575,33 @@ bool test_odd(Budget&, const Value& v, const Args&) {
 bool test_divisibleby(Budget&, const Value& v, const Args& a) {
   return floor_mod(require_int(v, "divisibleby value"), require_int(test_arg(a, "divisibleby"), "divisor")) == 0;
 }
-bool test_eq(Budget&, const Value& v, const Args& a) {
-  return values_equal(v, test_arg(a, "eq"));
+bool test_eq(Budget& b, const Value& v, const Args& a) {
+  return values_equal(v, test_arg(a, "eq"), &b);
 }
-bool test_ne(Budget&, const Value& v, const Args& a) {
-  return !values_equal(v, test_arg(a, "ne"));
+bool test_ne(Budget& b, const Value& v, const Args& a) {
+  return !values_equal(v, test_arg(a, "ne"), &b);
 }
-bool test_lt(Budget&, const Value& v, const Args& a) {
-  return compare_values(require_defined(v), test_arg(a, "lt")) < 0;
+bool test_lt(Budget& b, const Value& v, const Args& a) {
+  return compare_values(require_defined(v), test_arg(a, "lt"), &b) < 0;
 }
-bool test_le(Budget&, const Value& v, const Args& a) {
-  return compare_values(require_defined(v), test_arg(a, "le")) <= 0;
+bool test_le(Budget& b, const Value& v, const Args& a) {
+  return compare_values(require_defined(v), test_arg(a, "le"), &b) <= 0;
 }
-bool test_gt(Budget&, const Value& v, const Args& a) {
-  return compare_values(require_defined(v), test_arg(a, "gt")) > 0;
+bool test_gt(Budget& b, const Value& v, const Args& a) {
+  return compare_values(require_defined(v), test_arg(a, "gt"), &b) > 0;
 }
-bool test_ge(Budget&, const Value& v, const Args& a) {
-  return compare_values(require_defined(v), test_arg(a, "ge")) >= 0;
+bool test_ge(Budget& b, const Value& v, const Args& a) {
+  return compare_values(require_defined(v), test_arg(a, "ge"), &b) >= 0;
 }
-bool test_in(Budget&, const Value& v, const Args& a) {
-  return contains(test_arg(a, "in"), v);
+bool test_in(Budget& b, const Value& v, const Args& a) {
+  return contains(b, test_arg(a, "in"), v);
 }
-bool test_lower(Budget&, const Value& v, const Args&) {
-  const std::string s = to_str(v);
+bool test_lower(Budget& b, const Value& v, const Args&) {
+  const std::string s = b.str(v);
   return to_lower(s) == s;
 }
-bool test_upper(Budget&, const Value& v, const Args&) {
-  const std::string s = to_str(v);
+bool test_upper(Budget& b, const Value& v, const Args&) {
+  const std::string s = b.str(v);
   return to_upper(s) == s;
 }
 // Nothing is Markup without autoescaping.

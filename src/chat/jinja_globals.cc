@@ -2,7 +2,6 @@
 #include "chat/jinja_globals.h"
 
 #include <algorithm>
-#include <cmath>
 #include <ctime>
 #include <memory>
 
@@ -30,7 +29,7 @@ std::vector<std::pair<std::string, Value>> global_functions() {
 Value call_global(Budget& budget, const std::string& name, const Args& args) {
   if (name == "raise_exception") {
     const Value* msg = args.get(0, "message");
-    throw Error(ErrorKind::kInvalidArgument, msg ? to_str(*msg) : std::string());
+    throw Error(ErrorKind::kInvalidArgument, msg ? budget.str(*msg) : std::string());
   }
   if (name == "range") {
     if (args.pos.empty() || args.pos.size() > 3) fail("range expected 1 to 3 arguments");
@@ -43,14 +42,19 @@ Value call_global(Budget& budget, const std::string& name, const Args& args) {
       if (args.pos.size() == 3) step = require_int(args.pos[2], "range argument");
     }
     if (step == 0) fail("range() arg 3 must not be zero");
-    // The length in double: stop - start may not fit an int64.
-    const double count =
-        std::max(0.0, std::ceil((static_cast<double>(stop) - static_cast<double>(start)) / static_cast<double>(step)));
-    if (count > static_cast<double>(kMaxRange)) {
+    // The length, exactly, in 128 bits (stop - start may not fit an int64), and each item as
+    // start + k * step, which stays between start and stop: stepping `i += step` past the last
+    // item could overflow (range(2**63 - 3, 2**63 - 1, 5)).
+    const __int128 span = static_cast<__int128>(stop) - start;
+    const __int128 stride = step > 0 ? static_cast<__int128>(step) : -static_cast<__int128>(step);
+    const __int128 distance = step > 0 ? span : -span;
+    const __int128 count = distance > 0 ? (distance + stride - 1) / stride : 0;
+    if (count > kMaxRange) {
       fail(fmt::format("Range too big. The sandbox blocks ranges larger than MAX_RANGE ({}).", kMaxRange));
     }
     ValueList out;
-    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) out.push_back(Value::integer(i));
+    out.reserve(static_cast<size_t>(count));
+    for (__int128 k = 0; k < count; ++k) out.push_back(Value::integer(static_cast<int64_t>(start + k * step)));
     return budget.make_list(std::move(out));
   }
   // dict(mapping, **kw) and namespace(mapping, **kw): the same arguments; a namespace is the
@@ -62,11 +66,13 @@ Value call_global(Budget& budget, const std::string& name, const Args& args) {
         fail(fmt::format("{}() takes a mapping or keyword arguments", name));
       d = args.pos[0].as_dict();
     }
-    for (const auto& [k, v] : args.kw) d.set(k, v);
+    for (const auto& [k, v] : args.kw) {
+      budget.charge(d.size() / 16);  // set() searches the keys
+      d.set(k, v);
+    }
+    budget.charge(d.size());
     if (name == "dict") return Value::dict(std::move(d));
-    auto ns = std::make_shared<Namespace>();
-    ns->attrs = std::move(d);
-    return Value::ns(std::move(ns));
+    return Value::ns(std::move(d));
   }
   // transformers' strftime_now: datetime.now().strftime(format), local time.
   if (name == "strftime_now") {

@@ -58,7 +58,11 @@ size_t space_run(const std::string& s, size_t pos) {
       ++i;
       continue;
     }
+    // Only a whole multi-byte sequence can be whitespace: a stray byte (decode_utf8 keeps it
+    // as itself, and 0x85 or 0xa0 would look like NEL or NBSP) or a sequence cut off by the
+    // end of the source is not, so the run never steps past the end.
     const size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+    if (c < 0xc0 || i + len > s.size()) break;
     const auto cps = decode_utf8(std::string_view(s).substr(i, len));
     if (cps.size() != 1 || !is_space(cps[0])) break;
     i += len;
@@ -92,7 +96,9 @@ int hex_value(char c) {
 }
 
 // One pass over the normalized source. Positions are tracked lazily: set_position() walks
-// forward from the last token, so computing line:column costs one pass in all.
+// forward from the last token, counting lines and columns as it goes, so computing
+// line:column costs one pass in all (counting each token's column from its line's start
+// instead made a long one-line template quadratic: seconds for 100,000 tokens).
 class Lexer {
  public:
   explicit Lexer(std::string source) : src_(normalize_source(source)) {}
@@ -146,17 +152,21 @@ class Lexer {
     return std::string::npos;
   }
 
-  // Stamps `t` with the line and column of `offset`; offsets must not go backwards.
+  // Stamps `t` with the line and column of `offset`; offsets must not go backwards. Columns
+  // count code points: UTF-8 continuation bytes do not advance them.
   void set_position(Token& t, size_t offset) {
     while (line_pos_ < offset) {
-      if (src_[line_pos_] == '\n') {
+      const char c = src_[line_pos_];
+      if (c == '\n') {
         ++line_;
-        line_start_ = line_pos_ + 1;
+        col_ = 1;
+      } else if ((static_cast<unsigned char>(c) & 0xc0) != 0x80) {
+        ++col_;
       }
       ++line_pos_;
     }
     t.line = line_;
-    t.col = static_cast<int>(count_code_points(std::string_view(src_).substr(line_start_, offset - line_start_))) + 1;
+    t.col = col_;
   }
 
   [[noreturn]] void fail(size_t offset, const std::string& what) {
@@ -519,9 +529,9 @@ class Lexer {
   size_t pos_ = 0;   // where lexing resumes
   bool line_starting_ = true;
   std::vector<Token> tokens_;
-  // set_position()'s cursor: the line it has reached, that line's start, and its offset.
+  // set_position()'s cursor: the offset it has reached, and that offset's line and column.
   int line_ = 1;
-  size_t line_start_ = 0;
+  int col_ = 1;
   size_t line_pos_ = 0;
 };
 
@@ -557,6 +567,38 @@ std::string describe(const Token& t) {
 
 std::vector<Token> tokenize(const std::string& source) {
   return Lexer(source).run();
+}
+
+bool TokenCursor::skip_op(std::string_view op) {
+  if (!is_op(op)) return false;
+  advance();
+  return true;
+}
+
+bool TokenCursor::skip_name(std::string_view name) {
+  if (!is_name(name)) return false;
+  advance();
+  return true;
+}
+
+void TokenCursor::fail_expected(const std::string& expected) const {
+  syntax_error(cur().line, cur().col, fmt::format("expected {}, got {}", expected, describe(cur())));
+}
+
+void TokenCursor::expect_op(std::string_view op) {
+  if (!skip_op(op)) fail_expected(fmt::format("'{}'", op));
+}
+
+std::string TokenCursor::expect_name() {
+  if (cur().kind != TokKind::kName) fail_expected("a name");
+  std::string name = cur().text;
+  advance();
+  return name;
+}
+
+void TokenCursor::expect_block_end() {
+  if (cur().kind != TokKind::kBlockEnd) fail_expected("end of statement block '%}'");
+  advance();
 }
 
 }  // namespace fp6serve::jinja

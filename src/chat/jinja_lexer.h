@@ -1,4 +1,5 @@
-// Internal to the chat engine (used by jinja_parser.cc only): the lexer of the Jinja subset.
+// Internal to the chat engine (used by jinja_parser.cc only): the lexer of the Jinja subset,
+// and the cursor the parser reads its tokens with.
 //
 // tokenize() cuts a template into text and tag tokens the way jinja2's lexer does with
 // transformers' settings, so the parser never sees whitespace control: `{%-`/`-%}` strips,
@@ -6,8 +7,12 @@
 // tokens hold exactly the bytes the template will print.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace fp6serve::jinja {
@@ -28,6 +33,32 @@ std::string describe(const Token& t);
 
 // Throws fp6serve::Error(kBadInput) "chat template syntax error at L:C: what".
 [[noreturn]] void syntax_error(int line, int col, const std::string& what);
+
+// Reads a token list in order, for the parser: the list ends with kEof, which the cursor
+// never passes. The expect_*() calls throw as syntax_error() does, naming what was expected.
+class TokenCursor {
+ public:
+  explicit TokenCursor(std::vector<Token> tokens) : toks_(std::move(tokens)) {}
+
+  const Token& cur() const { return toks_[pos_]; }
+  const Token& peek(size_t ahead = 1) const { return toks_[std::min(pos_ + ahead, toks_.size() - 1)]; }
+  const Token& previous() const { return toks_[pos_ == 0 ? 0 : pos_ - 1]; }
+  void advance() {
+    if (pos_ + 1 < toks_.size()) ++pos_;
+  }
+  bool is_op(std::string_view op) const { return cur().kind == TokKind::kOp && cur().text == op; }
+  bool is_name(std::string_view name) const { return cur().kind == TokKind::kName && cur().text == name; }
+  bool skip_op(std::string_view op);
+  bool skip_name(std::string_view name);
+  [[noreturn]] void fail_expected(const std::string& expected) const;
+  void expect_op(std::string_view op);
+  std::string expect_name();
+  void expect_block_end();
+
+ private:
+  std::vector<Token> toks_;
+  size_t pos_ = 0;
+};
 
 // The tokens of a whole template, ending with one kEof token. Newlines are normalized to \n
 // and one trailing newline dropped first (keep_trailing_newline=False). Throws as

@@ -20,8 +20,10 @@ bool ascii_alpha(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
-// The str methods, `s` being the receiver.
+// The str methods, `s` being the receiver. Most read all of `s` (Python indexes code points,
+// so even find() and the is*() tests decode it), so each call costs work for its length.
 Value call_string_method(Budget& budget, const std::string& s, const std::string& name, const Args& args) {
+  budget.charge(s.size() / 16);
   if (name == "strip" || name == "lstrip" || name == "rstrip") {
     args.check_max(1, name);
     const Value* chars = args.get(0, "chars");
@@ -34,7 +36,7 @@ Value call_string_method(Budget& budget, const std::string& s, const std::string
     const int64_t maxsplit = max ? require_int(*max, "maxsplit") : -1;
     ValueList parts = !sep || sep->is_none()
                           ? split_whitespace(s, maxsplit, name == "rsplit")
-                          : split_on(s, require_string(*sep, "separator"), maxsplit, name == "rsplit");
+                          : split_on(budget, s, require_string(*sep, "separator"), maxsplit, name == "rsplit");
     return budget.make_list(std::move(parts));
   }
   if (name == "startswith" || name == "endswith") {  // a tuple argument: any of its strings
@@ -61,7 +63,7 @@ Value call_string_method(Budget& budget, const std::string& s, const std::string
     const Value* repl = args.get(1, "new");
     if (!old || !repl) fail("replace expected at least 2 arguments");
     const Value* count = args.get(2, "count");
-    return budget.make_string(replace_all(s, require_string(*old, "replace argument"),
+    return budget.make_string(replace_all(budget, s, require_string(*old, "replace argument"),
                                           require_string(*repl, "replace argument"),
                                           count ? require_int(*count, "count") : -1));
   }
@@ -74,10 +76,12 @@ Value call_string_method(Budget& budget, const std::string& s, const std::string
     if (name == "count") {
       if (sub.empty()) return Value::integer(static_cast<int64_t>(count_code_points(s)) + 1);
       int64_t n = 0;
-      for (size_t p = s.find(sub); p != std::string::npos; p = s.find(sub, p + sub.size())) ++n;
+      for (size_t p = find_text(budget, s, sub, 0); p != std::string::npos;
+           p = find_text(budget, s, sub, p + sub.size()))
+        ++n;
       return Value::integer(n);
     }
-    const size_t p = name == "find" ? s.find(sub) : s.rfind(sub);
+    const size_t p = name == "find" ? find_text(budget, s, sub, 0) : rfind_text(budget, s, sub, std::string::npos);
     if (p == std::string::npos) return Value::integer(-1);
     return Value::integer(static_cast<int64_t>(count_code_points(std::string_view(s).substr(0, p))));
   }
@@ -86,7 +90,7 @@ Value call_string_method(Budget& budget, const std::string& s, const std::string
     if (!seq) fail("join() takes exactly one argument (0 given)");
     std::string out;
     bool first = true;
-    for (const Value& v : iterate(*seq)) {
+    for (const Value& v : iterate(budget, *seq)) {
       if (!first) out += s;
       first = false;
       out += require_string(v, "sequence item");
@@ -94,7 +98,7 @@ Value call_string_method(Budget& budget, const std::string& s, const std::string
     }
     return budget.make_string(std::move(out));
   }
-  if (name == "format") return budget.make_string(python_format(s, args));
+  if (name == "format") return budget.make_string(python_format(budget, s, args));
   if (name == "splitlines") return budget.make_list(split_lines(s));
   // The is*() predicates, on ASCII classes (isspace on Unicode whitespace); like Python, all
   // are false on an empty string.
@@ -152,7 +156,7 @@ Value bound_method(const Value& obj, const std::string& name) {
   fn->kind = Callable::Kind::kMethod;
   fn->name = name;
   fn->receiver = obj;
-  return Value::callable(std::move(fn));
+  return Value::callable(std::move(fn), obj.depth() + 1);  // it holds obj: one level more
 }
 
 Value call_method(Budget& budget, const Value& self, const std::string& name, const Args& args) {
@@ -169,7 +173,7 @@ Value call_method(Budget& budget, const Value& self, const std::string& name, co
       const Value* key = args.get(0, "key");
       if (!key) fail("get expected at least 1 argument, got 0");
       if (key->is_string()) {
-        if (const Value* v = d.find(key->as_string())) return *v;
+        if (const Value* v = find_key(budget, d, key->as_string())) return *v;
       }
       const Value* def = args.get(1, "default");
       return def ? *def : Value::none();
@@ -196,12 +200,12 @@ Value call_method(Budget& budget, const Value& self, const std::string& name, co
       if (!x) fail(fmt::format("{}() takes exactly one argument", name));
       int64_t n = 0;
       for (size_t i = 0; i < items.size(); ++i) {
-        if (values_equal(items[i], *x)) {
+        if (values_equal(items[i], *x, &budget)) {
           if (name == "index") return Value::integer(static_cast<int64_t>(i));
           ++n;
         }
       }
-      if (name == "index") fail(fmt::format("{} is not in list", to_repr(*x)));
+      if (name == "index") fail(fmt::format("{} is not in list", short_repr(*x)));
       return Value::integer(n);
     }
     if (name == "copy") return self;

@@ -3,12 +3,14 @@
 #include "chat/jinja_operators.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <optional>
 #include <utility>
 #include <vector>
 
 #include "chat/jinja_methods.h"
+#include "chat/python_strings.h"
 
 namespace fp6serve::jinja {
 namespace {
@@ -31,9 +33,26 @@ std::vector<size_t> slice_indices(int64_t n, const Value* start_v, const Value* 
   };
   const int64_t start = clamp(bound(start_v), step > 0 ? 0 : n - 1);
   const int64_t stop = clamp(bound(stop_v), step > 0 ? n : -1);
+  // Counted first and indexed as start + k * step, never stepping past the end: `i += step`
+  // would overflow int64 for a step near its limits (x[::9223372036854775807]).
+  const uint64_t span = step > 0 ? (stop > start ? static_cast<uint64_t>(stop - start) : 0)
+                                 : (start > stop ? static_cast<uint64_t>(start - stop) : 0);
+  const uint64_t stride = step > 0 ? static_cast<uint64_t>(step) : uint64_t{0} - static_cast<uint64_t>(step);
+  const uint64_t count = span == 0 ? 0 : (span - 1) / stride + 1;
   std::vector<size_t> out;
-  for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) out.push_back(static_cast<size_t>(i));
+  out.reserve(count);
+  for (uint64_t k = 0; k < count; ++k) {
+    const uint64_t offset = k * stride;  // < span <= n: no overflow
+    out.push_back(
+        static_cast<size_t>(step > 0 ? static_cast<uint64_t>(start) + offset : static_cast<uint64_t>(start) - offset));
+  }
   return out;
+}
+
+// a * b, or SIZE_MAX when it would overflow (a size that can only fail its check).
+size_t saturating_mul(size_t a, size_t b) {
+  size_t r = 0;
+  return __builtin_mul_overflow(a, b, &r) ? SIZE_MAX : r;
 }
 
 // Python's // on ints rounds toward negative infinity (C++ truncates toward zero).
@@ -72,8 +91,8 @@ Value unary_op(ExprKind kind, const Value& operand) {
 Value binary_op(Budget& budget, BinOp op, const Value& a, const Value& b) {
   // jinja2's `~` converts both sides with str(), so an Undefined side joins as "".
   if (op == BinOp::kConcat) {
-    std::string s = to_str(a);
-    s += to_str(b);
+    std::string s = budget.str(a);
+    s += budget.str(b);
     return budget.make_string(std::move(s));
   }
   require_defined(a);
@@ -83,12 +102,21 @@ Value binary_op(Budget& budget, BinOp op, const Value& a, const Value& b) {
   };
   switch (op) {
     case BinOp::kAdd:
-      if (a.is_string() && b.is_string()) return budget.make_string(a.as_string() + b.as_string());
-      // Python concatenates list + list and tuple + tuple, never a list with a tuple.
+      if (a.is_string() && b.is_string()) {
+        budget.check_size(a.as_string().size() + b.as_string().size());
+        return budget.make_string(a.as_string() + b.as_string());
+      }
+      // Python concatenates list + list and tuple + tuple, never a list with a tuple. The
+      // copy's size is checked before it is made: doubling a list in a loop fails at the
+      // memory limit, not after allocating gigabytes.
       if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
-        ValueList items = a.as_list();
+        const size_t n = a.as_list().size() + b.as_list().size();
+        budget.charge(n);
+        budget.check_memory(saturating_mul(n, sizeof(Value)));
+        ValueList items;
+        items.reserve(n);
+        items.insert(items.end(), a.as_list().begin(), a.as_list().end());
         items.insert(items.end(), b.as_list().begin(), b.as_list().end());
-        budget.charge(items.size());
         return Value::list(std::move(items), a.is_tuple());
       }
       if (a.is_string() || b.is_string()) {
@@ -112,23 +140,31 @@ Value binary_op(Budget& budget, BinOp op, const Value& a, const Value& b) {
       return Value::floating(a.as_float() - b.as_float());
     case BinOp::kMul: {
       // Sequence repetition, either way round ('ab' * 3, 3 * [x]); a negative count gives
-      // an empty sequence. The size is checked before building, so 'x' * 10**9 fails at once.
+      // an empty sequence. The size is checked before building, so 'x' * 10**9 fails at once,
+      // and an empty sequence is answered without looping ('' * 10**15 would spin for days).
       const Value* seq = a.is_string() || a.is_list() ? &a : b.is_string() || b.is_list() ? &b : nullptr;
       if (seq) {
         const Value& count = seq == &a ? b : a;
         if (!count.is_integral())
           fail(fmt::format("can't multiply sequence by non-int of type '{}'", count.type_name()));
-        const int64_t n = std::max<int64_t>(count.as_int(), 0);
+        const size_t n = static_cast<size_t>(std::max<int64_t>(count.as_int(), 0));
         if (seq->is_string()) {
-          budget.check_size(static_cast<size_t>(std::min<int64_t>(n, INT32_MAX)) * seq->as_string().size());
+          const std::string& text = seq->as_string();
+          if (text.empty() || n == 0) return Value::string("");
+          budget.check_size(saturating_mul(n, text.size()));
           std::string out;
-          for (int64_t i = 0; i < n; ++i) out += seq->as_string();
+          out.reserve(n * text.size());
+          for (size_t i = 0; i < n; ++i) out += text;
           return budget.make_string(std::move(out));
         }
-        budget.check_size(static_cast<size_t>(std::min<int64_t>(n, INT32_MAX)) * seq->as_list().size());
+        const ValueList& items = seq->as_list();
+        if (items.empty() || n == 0) return Value::list({}, seq->is_tuple());
+        const size_t total = saturating_mul(n, items.size());
+        budget.check_memory(saturating_mul(total, sizeof(Value)));
+        budget.charge(total);
         ValueList out;
-        for (int64_t i = 0; i < n; ++i) out.insert(out.end(), seq->as_list().begin(), seq->as_list().end());
-        budget.charge(out.size());
+        out.reserve(total);
+        for (size_t i = 0; i < n; ++i) out.insert(out.end(), items.begin(), items.end());
         return Value::list(std::move(out), seq->is_tuple());
       }
       if (!a.is_number() || !b.is_number()) return type_error("*");
@@ -181,22 +217,22 @@ Value binary_op(Budget& budget, BinOp op, const Value& a, const Value& b) {
 
 // Ordering uses compare_values (jinja_value.h), which fails where Python raises TypeError
 // ('<' between str and int); an Undefined operand fails first, with its own message.
-bool compare_op(CmpOp op, const Value& a, const Value& b) {
+bool compare_op(Budget& budget, CmpOp op, const Value& a, const Value& b) {
   switch (op) {
     case CmpOp::kEq:
-      return values_equal(a, b);
+      return values_equal(a, b, &budget);
     case CmpOp::kNe:
-      return !values_equal(a, b);
+      return !values_equal(a, b, &budget);
     case CmpOp::kIn:
-      return contains(b, a);
+      return contains(budget, b, a);
     case CmpOp::kNotIn:
-      return !contains(b, a);
+      return !contains(budget, b, a);
     default:
       break;
   }
   require_defined(a);
   require_defined(b);
-  const int c = compare_values(a, b);
+  const int c = compare_values(a, b, &budget);
   switch (op) {
     case CmpOp::kLt:
       return c < 0;
@@ -209,21 +245,21 @@ bool compare_op(CmpOp op, const Value& a, const Value& b) {
   }
 }
 
-bool contains(const Value& container, const Value& item) {
+bool contains(Budget& budget, const Value& container, const Value& item) {
   switch (container.kind()) {
     case Value::Kind::kUndefined:
       return false;
     case Value::Kind::kString:
       if (!item.is_string())
         fail(fmt::format("'in <string>' requires string as left operand, not {}", item.type_name()));
-      return container.as_string().find(item.as_string()) != std::string::npos;
+      return find_text(budget, container.as_string(), item.as_string(), 0) != std::string::npos;
     case Value::Kind::kList:
       for (const Value& v : container.as_list()) {
-        if (values_equal(v, item)) return true;
+        if (values_equal(v, item, &budget)) return true;
       }
       return false;
     case Value::Kind::kDict:  // keys are strings, so nothing else is in a dict
-      return item.is_string() && container.as_dict().find(item.as_string()) != nullptr;
+      return item.is_string() && find_key(budget, container.as_dict(), item.as_string()) != nullptr;
     default:
       fail(fmt::format("argument of type '{}' is not iterable", container.type_name()));
   }
@@ -231,6 +267,7 @@ bool contains(const Value& container, const Value& item) {
 
 Value slice_value(Budget& budget, const Value& obj, const Value* start, const Value* stop, const Value* step) {
   if (obj.is_string()) {
+    budget.charge(obj.as_string().size() / 16);  // decoded whole, whatever the slice
     const auto cps = decode_utf8(obj.as_string());
     std::u32string out;
     for (size_t i : slice_indices(static_cast<int64_t>(cps.size()), start, stop, step)) out += cps[i];
@@ -240,23 +277,22 @@ Value slice_value(Budget& budget, const Value& obj, const Value* start, const Va
     const auto& items = obj.as_list();
     ValueList out;
     for (size_t i : slice_indices(static_cast<int64_t>(items.size()), start, stop, step)) out.push_back(items[i]);
-    budget.charge(out.size());
-    return Value::list(std::move(out), obj.is_tuple());
+    return budget.make_list(std::move(out), obj.is_tuple());
   }
   fail(fmt::format("'{}' object is not subscriptable", obj.type_name()));
 }
 
-Value get_attr(const Value& obj, const std::string& name) {
+Value get_attr(Budget& budget, const Value& obj, const std::string& name) {
   require_defined(obj);
   // The sandbox hides underscore attributes (__class__ and the like); only using them fails.
   if (!name.empty() && name[0] == '_') return Value::undefined(fmt::format("access to '{}' is unsafe", name));
   if (Value method = bound_method(obj, name); !method.is_undefined()) return method;
   switch (obj.kind()) {
     case Value::Kind::kDict:
-      if (const Value* v = obj.as_dict().find(name)) return *v;
+      if (const Value* v = find_key(budget, obj.as_dict(), name)) return *v;
       break;
     case Value::Kind::kNamespace:
-      if (const Value* v = obj.as_namespace()->attrs.find(name)) return *v;
+      if (const Value* v = find_key(budget, obj.as_namespace()->attrs, name)) return *v;
       break;
     default:
       break;
@@ -264,7 +300,7 @@ Value get_attr(const Value& obj, const std::string& name) {
   return Value::undefined(fmt::format("'{} object' has no attribute '{}'", obj.type_name(), name));
 }
 
-Value get_item(const Value& obj, const Value& key) {
+Value get_item(Budget& budget, const Value& obj, const Value& key) {
   require_defined(obj);
   switch (obj.kind()) {
     case Value::Kind::kList:
@@ -278,6 +314,7 @@ Value get_item(const Value& obj, const Value& key) {
       break;
     case Value::Kind::kString:
       if (key.is_integral()) {
+        budget.charge(obj.as_string().size() / 16);
         const auto cps = decode_utf8(obj.as_string());
         int64_t i = key.as_int();
         if (i < 0) i += static_cast<int64_t>(cps.size());
@@ -291,25 +328,30 @@ Value get_item(const Value& obj, const Value& key) {
       break;
     case Value::Kind::kDict:
       if (key.is_string()) {
-        if (const Value* v = obj.as_dict().find(key.as_string())) return *v;
+        if (const Value* v = find_key(budget, obj.as_dict(), key.as_string())) return *v;
       }
       break;
     default:
       break;
   }
-  if (key.is_string()) return get_attr(obj, key.as_string());
-  return Value::undefined(fmt::format("'{} object' has no element {}", obj.type_name(), to_repr(key)));
+  if (key.is_string()) return get_attr(budget, obj, key.as_string());
+  return Value::undefined(fmt::format("'{} object' has no element {}", obj.type_name(), short_repr(key)));
 }
 
-Value attribute_path(const Value& item, const std::string& path) {
+Value attribute_path(Budget& budget, const Value& item, const std::string& path) {
   Value v = item;
   size_t start = 0;
   while (true) {
+    budget.charge(1);
     const size_t dot = path.find('.', start);
     const std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    // jinja2 turns an all-digit part into an int; one too long for int64 names no item of
+    // any list, so it stays a (missing) key rather than throwing std::out_of_range.
+    int64_t index = 0;
+    const auto parsed = std::from_chars(part.data(), part.data() + part.size(), index);
     const bool digits =
-        !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
-    v = get_item(v, digits ? Value::integer(std::stoll(part)) : Value::string(part));
+        !part.empty() && part[0] != '-' && parsed.ec == std::errc() && parsed.ptr == part.data() + part.size();
+    v = get_item(budget, v, digits ? Value::integer(index) : Value::string(part));
     if (dot == std::string::npos) return v;
     start = dot + 1;
   }

@@ -19,21 +19,22 @@ Value unary_op(ExprKind kind, const Value& v);
 Value binary_op(Budget& budget, BinOp op, const Value& a, const Value& b);
 // One link of a comparison chain: == and != take any two values; <, <=, >, >= numbers,
 // strings or lists, and fail on others as Python's TypeError.
-bool compare_op(CmpOp op, const Value& a, const Value& b);
+bool compare_op(Budget& budget, CmpOp op, const Value& a, const Value& b);
 // `item in container`: substring, list element, dict key; nothing is in Undefined.
-bool contains(const Value& container, const Value& item);
+bool contains(Budget& budget, const Value& container, const Value& item);
 // obj[start:stop:step] on a string (by code point) or a list/tuple; null bounds are absent.
 Value slice_value(Budget& budget, const Value& obj, const Value* start, const Value* stop, const Value* step);
 
 // jinja2's environment.getattr (`obj.name`): a method of the object first, then its item.
 // A missing attribute is Undefined (failing only when used), as in jinja2.
-Value get_attr(const Value& obj, const std::string& name);
+Value get_attr(Budget& budget, const Value& obj, const std::string& name);
 // jinja2's environment.getitem (`obj[key]`): the item first, then for a string key the
 // attribute, so `d['items']` is the item and `d.items` the method.
-Value get_item(const Value& obj, const Value& key);
+// Indexing a string costs work for its length (Python indexes code points, so it is decoded).
+Value get_item(Budget& budget, const Value& obj, const Value& key);
 // jinja2's make_attrgetter, behind map(attribute=), sort(attribute=), selectattr...:
 // "a.b.0" looks up a, then b, then item 0.
-Value attribute_path(const Value& item, const std::string& path);
+Value attribute_path(Budget& budget, const Value& item, const std::string& path);
 
 // Python's % on ints: the result takes the divisor's sign; a zero divisor fails.
 int64_t floor_mod(int64_t a, int64_t b);

@@ -13,17 +13,15 @@
 #include <string_view>
 
 #include "chat/jinja_lexer.h"
+#include "core/check.h"
 
 namespace fp6serve::jinja {
 namespace {
 
-// Deeper nesting than this in one expression or statement is an attack on the stack.
-constexpr int kMaxParseDepth = 128;
-
-// One parse of one template; the token list ends with kEof, which the cursor never passes.
-class Parser {
+// One parse of one template, reading the tokens through TokenCursor (jinja_lexer.h).
+class Parser : TokenCursor {
  public:
-  explicit Parser(std::vector<Token> tokens) : toks_(std::move(tokens)) {}
+  explicit Parser(std::vector<Token> tokens) : TokenCursor(std::move(tokens)) {}
 
   Program run() {
     Program program;
@@ -32,51 +30,39 @@ class Parser {
   }
 
  private:
-  // Bounds the parser's own recursion, which a deeply nested template would overflow.
+  // Bounds the parser's own recursion, which a deeply nested template would overflow
+  // (parentheses nest the parser without deepening the AST). Statement bodies also count
+  // toward the AST depth finish() checks.
   struct DepthGuard {
-    explicit DepthGuard(Parser& p) : parser(p) {
-      if (++parser.depth_ > kMaxParseDepth) {
-        const Token& t = parser.cur();
-        syntax_error(t.line, t.col, fmt::format("nesting deeper than {} levels", kMaxParseDepth));
-      }
+    DepthGuard(Parser& p, bool body) : parser(p), is_body(body) {
+      if (++parser.depth_ > kMaxNestingDepth) too_deep(parser.cur().line, parser.cur().col);
+      if (is_body) ++parser.body_depth_;
     }
-    ~DepthGuard() { --parser.depth_; }
+    ~DepthGuard() {
+      --parser.depth_;
+      if (is_body) --parser.body_depth_;
+    }
     Parser& parser;
+    bool is_body;
   };
 
-  // ---- the token cursor ----
-  const Token& cur() const { return toks_[pos_]; }
-  const Token& peek(size_t ahead = 1) const { return toks_[std::min(pos_ + ahead, toks_.size() - 1)]; }
-  void advance() {
-    if (pos_ + 1 < toks_.size()) ++pos_;
+  [[noreturn]] static void too_deep(int line, int col) {
+    syntax_error(line, col, fmt::format("nesting deeper than {} levels", kMaxNestingDepth));
   }
-  bool is_op(std::string_view op) const { return cur().kind == TokKind::kOp && cur().text == op; }
-  bool is_name(std::string_view name) const { return cur().kind == TokKind::kName && cur().text == name; }
-  bool skip_op(std::string_view op) {
-    if (!is_op(op)) return false;
-    advance();
-    return true;
-  }
-  bool skip_name(std::string_view name) {
-    if (!is_name(name)) return false;
-    advance();
-    return true;
-  }
-  [[noreturn]] void fail_expected(const std::string& expected) const {
-    syntax_error(cur().line, cur().col, fmt::format("expected {}, got {}", expected, describe(cur())));
-  }
-  void expect_op(std::string_view op) {
-    if (!skip_op(op)) fail_expected(fmt::format("'{}'", op));
-  }
-  std::string expect_name() {
-    if (cur().kind != TokKind::kName) fail_expected("a name");
-    std::string name = cur().text;
-    advance();
-    return name;
-  }
-  void expect_block_end() {
-    if (cur().kind != TokKind::kBlockEnd) fail_expected("end of statement block '%}'");
-    advance();
+
+  // Sets the depth of a node whose operands are all parsed, and fails when the node (inside
+  // the statements around it) nests past kMaxNestingDepth. Operator chains (`a + b + c`,
+  // `x|f|g`) deepen the AST in a loop, without recursing the parser, so this is where they
+  // stop; checking each node as it is made keeps parsing linear.
+  ExprPtr finish(ExprPtr e) {
+    int deepest = e->target ? e->target->depth : 0;
+    for (const auto& a : e->args) {
+      if (a) deepest = std::max(deepest, a->depth);
+    }
+    for (const auto& [k, a] : e->kwargs) deepest = std::max(deepest, a->depth);
+    e->depth = deepest + 1;
+    if (body_depth_ + e->depth > kMaxNestingDepth) too_deep(e->line, e->col);
+    return e;
   }
 
   // A new Expr or Stmt positioned at `t`, for the line:column of runtime errors.
@@ -93,7 +79,7 @@ class Parser {
   // Parses statements until `{% name %}` for a name in `ends` (consumed up to the name, so the
   // caller reads the rest of that tag) or the end of the template.
   Body parse_body(std::initializer_list<std::string_view> ends) {
-    DepthGuard guard(*this);
+    DepthGuard guard(*this, true);
     Body body;
     while (true) {
       const Token& t = cur();
@@ -158,7 +144,7 @@ class Parser {
       while (true) {
         Body branch = parse_body({"elif", "else", "endif"});
         s->branches.emplace_back(std::move(cond), std::move(branch));
-        const std::string& which = toks_[pos_ - 1].text;  // the name parse_body stopped at
+        const std::string& which = previous().text;  // the name parse_body stopped at
         if (which == "elif") {
           cond = parse_tuple(false, false);
           expect_block_end();
@@ -182,7 +168,7 @@ class Parser {
       ++loop_depth_;
       s->body = parse_body({"endfor", "else"});
       --loop_depth_;
-      if (toks_[pos_ - 1].text == "else") {
+      if (previous().text == "else") {
         expect_block_end();
         s->else_body = parse_body({"endfor"});
       }
@@ -305,14 +291,14 @@ class Parser {
     auto e = node_at<Expr>(start);
     e->kind = ExprKind::kTuple;
     e->args = std::move(items);
-    return e;
+    return finish(std::move(e));
   }
 
   ExprPtr parse_expression(bool with_condexpr) { return with_condexpr ? parse_condexpr() : parse_or(); }
 
   // `a if c else b`; without `else` the value is undefined when c is false, as in jinja2.
   ExprPtr parse_condexpr() {
-    DepthGuard guard(*this);
+    DepthGuard guard(*this, false);
     const Token start = cur();
     ExprPtr expr = parse_or();
     while (skip_name("if")) {
@@ -323,7 +309,7 @@ class Parser {
       e->args.push_back(std::move(cond));
       e->args.push_back(std::move(expr));
       e->args.push_back(std::move(otherwise));
-      expr = std::move(e);
+      expr = finish(std::move(e));
     }
     return expr;
   }
@@ -334,7 +320,7 @@ class Parser {
     e->kind = kind;
     e->target = std::move(left);
     e->args.push_back(std::move(right));
-    return e;
+    return finish(std::move(e));
   }
 
   ExprPtr parse_or() {
@@ -358,57 +344,52 @@ class Parser {
   }
 
   ExprPtr parse_not() {
-    DepthGuard guard(*this);
+    DepthGuard guard(*this, false);
     if (is_name("not")) {
       const Token at = cur();
       advance();
       auto e = node_at<Expr>(at);
       e->kind = ExprKind::kNot;
       e->target = parse_not();
-      return e;
+      return finish(std::move(e));
     }
     return parse_compare();
+  }
+
+  // The comparison operator at the cursor, consumed; false when there is none. `not in` is
+  // two names.
+  bool skip_compare_op(CmpOp& op) {
+    static constexpr std::pair<std::string_view, CmpOp> kOps[] = {{"==", CmpOp::kEq}, {"!=", CmpOp::kNe},
+                                                                  {"<", CmpOp::kLt},  {"<=", CmpOp::kLe},
+                                                                  {">", CmpOp::kGt},  {">=", CmpOp::kGe}};
+    for (const auto& [text, o] : kOps) {
+      if (skip_op(text)) {
+        op = o;
+        return true;
+      }
+    }
+    op = CmpOp::kIn;
+    if (is_name("not") && peek().kind == TokKind::kName && peek().text == "in") {
+      op = CmpOp::kNotIn;
+      advance();
+    }
+    return skip_name("in");
   }
 
   // `a < b <= c` is one kCompare node, evaluated as Python chains it: (a < b) and (b <= c).
   ExprPtr parse_compare() {
     const Token start = cur();
     ExprPtr first = parse_math1();
-    std::vector<CmpOp> ops;
-    std::vector<ExprPtr> operands;
-    while (true) {
-      CmpOp op;
-      if (cur().kind == TokKind::kOp && cur().text == "==") {
-        op = CmpOp::kEq;
-      } else if (is_op("!=")) {
-        op = CmpOp::kNe;
-      } else if (is_op("<")) {
-        op = CmpOp::kLt;
-      } else if (is_op("<=")) {
-        op = CmpOp::kLe;
-      } else if (is_op(">")) {
-        op = CmpOp::kGt;
-      } else if (is_op(">=")) {
-        op = CmpOp::kGe;
-      } else if (is_name("in")) {
-        op = CmpOp::kIn;
-      } else if (is_name("not") && peek().kind == TokKind::kName && peek().text == "in") {
-        advance();
-        op = CmpOp::kNotIn;
-      } else {
-        break;
-      }
-      advance();
-      ops.push_back(op);
-      operands.push_back(parse_math1());
-    }
-    if (ops.empty()) return first;
+    CmpOp op;
+    if (!skip_compare_op(op)) return first;
     auto e = node_at<Expr>(start);
     e->kind = ExprKind::kCompare;
-    e->cmp_ops = std::move(ops);
     e->args.push_back(std::move(first));
-    for (auto& o : operands) e->args.push_back(std::move(o));
-    return e;
+    do {
+      e->cmp_ops.push_back(op);
+      e->args.push_back(parse_math1());
+    } while (skip_compare_op(op));
+    return finish(std::move(e));
   }
 
   ExprPtr arith(const Token& at, BinOp op, ExprPtr left, ExprPtr right) {
@@ -463,7 +444,7 @@ class Parser {
 
   // The operand of `-x` is parsed without filters: `-x|abs` is (-x)|abs, as in jinja2.
   ExprPtr parse_unary(bool with_filter) {
-    DepthGuard guard(*this);
+    DepthGuard guard(*this, false);
     const Token at = cur();
     ExprPtr node;
     if (is_op("-") || is_op("+")) {
@@ -471,6 +452,7 @@ class Parser {
       node = node_at<Expr>(at);
       node->kind = at.text == "-" ? ExprKind::kNeg : ExprKind::kPos;
       node->target = parse_unary(false);
+      node = finish(std::move(node));
     } else {
       node = parse_primary();
     }
@@ -531,7 +513,7 @@ class Parser {
         e->args.push_back(parse_expression(true));
       }
       advance();
-      return e;
+      return finish(std::move(e));
     }
     if (skip_op("{")) {
       e->kind = ExprKind::kDict;
@@ -543,7 +525,7 @@ class Parser {
         e->args.push_back(parse_expression(true));
       }
       advance();
-      return e;
+      return finish(std::move(e));
     }
     fail_expected("an expression");
   }
@@ -567,7 +549,7 @@ class Parser {
           fail_expected("an attribute name");
         }
         advance();
-        node = std::move(e);
+        node = finish(std::move(e));
       } else if (skip_op("[")) {
         node = parse_subscript(at, std::move(node));
       } else if (is_op("(")) {
@@ -595,7 +577,7 @@ class Parser {
     }
     if (is_op(",")) syntax_error(cur().line, cur().col, "tuple subscripts are not supported");
     expect_op("]");
-    return e;
+    return finish(std::move(e));
   }
 
   // `(a, b, k=v)` into e.args and e.kwargs; keyword arguments come last, as in Python.
@@ -625,7 +607,7 @@ class Parser {
     e->kind = ExprKind::kCall;
     e->target = std::move(target);
     parse_call_args(*e);
-    return e;
+    return finish(std::move(e));
   }
 
   // A filter or test name; jinja2 allows dots in them.
@@ -645,7 +627,7 @@ class Parser {
     e->target = std::move(target);
     e->name = parse_dotted_name();
     if (is_op("(")) parse_call_args(*e);
-    return e;
+    return finish(std::move(e));
   }
 
   // After `is`: `[not] name`, then arguments in parentheses or one bare argument
@@ -667,7 +649,7 @@ class Parser {
         e->args.push_back(parse_postfix(parse_primary()));
       }
     }
-    return e;
+    return finish(std::move(e));
   }
 
   // The filters, tests and calls after a unary expression: `x|f(1)|g is t`.
@@ -685,15 +667,17 @@ class Parser {
     }
   }
 
-  std::vector<Token> toks_;
-  size_t pos_ = 0;
-  int depth_ = 0;       // DepthGuard's count
+  int depth_ = 0;       // DepthGuard's count: the parser's recursion
+  int body_depth_ = 0;  // statement bodies being parsed, the statements' share of the AST depth
   int loop_depth_ = 0;  // enclosing for-loops: break and continue are errors outside one
 };
 
 }  // namespace
 
 Program parse_template(const std::string& source) {
+  if (source.size() > kMaxTemplateBytes) {
+    FP6_THROW(kBadInput, "chat template is {} bytes, more than the limit of {}", source.size(), kMaxTemplateBytes);
+  }
   return Parser(tokenize(source)).run();
 }
 

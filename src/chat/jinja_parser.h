@@ -6,6 +6,7 @@
 // than comparisons). This header is the AST both the parser and the evaluator use.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <utility>
@@ -42,6 +43,19 @@ enum class ExprKind {
   kOr,
   kCond,
 };
+// How deeply one template may nest: statements inside statements plus expression levels (an
+// operand inside its operator, a filter's input inside the filter), counted as the AST's
+// depth. The evaluator, the AST's destructor and the parser itself recurse once per level, so
+// an unbounded depth (`{{ x|f|f|f... }}`, `1+1+1...` 200,000 times) would overflow the stack.
+// Real chat templates stay far below it (the published ones in tests/data/chat_templates/
+// reach 12), so 256 never binds on one.
+constexpr int kMaxNestingDepth = 256;
+
+// The largest template source parsed. Tokens and AST nodes take up to ~170 bytes per source
+// byte (`[1,1,1,...]`), so this bounds parsing to well under 200 MB; published chat templates
+// are 0.3 to 20 KB.
+constexpr size_t kMaxTemplateBytes = size_t{1} << 20;
+
 enum class BinOp { kAdd, kSub, kMul, kDiv, kFloorDiv, kMod, kPow, kConcat };
 enum class CmpOp { kEq, kNe, kLt, kLe, kGt, kGe, kIn, kNotIn };
 
@@ -49,6 +63,7 @@ struct Expr {
   ExprKind kind = ExprKind::kConst;
   int line = 0;
   int col = 0;
+  int depth = 1;     // levels of this expression: 1 for a leaf, 1 + the deepest operand otherwise
   Value value;       // kConst (a scalar or string: safe to share between threads)
   std::string name;  // kName; kAttr's attribute; kFilter/kTest's name
   BinOp bin_op = BinOp::kAdd;
@@ -103,7 +118,8 @@ struct Program {
 };
 
 // Parses a whole template. Throws fp6serve::Error(kBadInput) naming line:column and what was
-// expected.
+// expected, or where the nesting passed kMaxNestingDepth, or when the source is larger than
+// kMaxTemplateBytes.
 Program parse_template(const std::string& source);
 
 }  // namespace fp6serve::jinja

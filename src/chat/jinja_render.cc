@@ -10,6 +10,12 @@
 // Errors: a Python-level error is a RuntimeError (jinja_error.h); eval() stamps the innermost
 // expression's line:column on it and exec() turns it into fp6serve::Error(kInvalidArgument)
 // naming that position. Exceeded limits and raise_exception() throw fp6serve::Error directly.
+//
+// Resources: work and output are charged to the Budget, the memory of built values to its
+// MemoryMeter (installed on the thread for the render), and the evaluator's recursion is
+// bounded by RenderLimits::max_nesting. Namespaces are the one mutable value, so the one way
+// to make a reference cycle (`set ns.me = ns`): the renderer keeps each namespace it creates
+// and empties them all when it ends, which frees every cycle.
 #include "chat/jinja_render.h"
 
 #include <algorithm>
@@ -36,10 +42,20 @@ constexpr uint64_t kIterationCost = 16;
 // has its own Renderer, and the Program it reads is immutable.
 class Renderer {
  public:
-  Renderer(const RenderLimits& limits, const ValueDict& variables) : limits_(limits), budget_(limits) {
+  Renderer(const RenderLimits& limits, const ValueDict& variables, std::shared_ptr<MemoryMeter> meter)
+      : limits_(limits), budget_(limits, meter), meter_scope_(std::move(meter)) {
     frames_.push_back(global_functions());
     frames_.emplace_back(variables.items());
   }
+
+  // Empties every namespace, on success or failure alike, so none outlives the render through a
+  // reference cycle. Since namespaces_ still holds each one while they are emptied, no chain of
+  // namespaces (`set ns.next = namespace(next=ns.next)` in a long loop) is freed recursively.
+  ~Renderer() {
+    for (const auto& ns : namespaces_) ns->attrs.clear();
+  }
+  Renderer(const Renderer&) = delete;
+  Renderer& operator=(const Renderer&) = delete;
 
   // The whole output; throws as render_program() says.
   std::string run(const Program& program) {
@@ -82,8 +98,8 @@ class Renderer {
 
   // Python's tuple unpacking (`set a, b = pair`, `for k, v in d.items()`): the items of
   // `value`, one per name of `target`.
-  static ValueList unpack(const AssignTarget& target, const Value& value) {
-    ValueList items = iterate(value);
+  Iteration unpack(const AssignTarget& target, const Value& value) {
+    Iteration items = iterate(budget_, value);
     if (items.size() != target.names.size()) {
       fail(fmt::format("{} values to unpack (expected {}, got {})",
                        items.size() > target.names.size() ? "too many" : "not enough", target.names.size(),
@@ -97,7 +113,7 @@ class Renderer {
       assign(target.names[0], value);
       return;
     }
-    const ValueList items = unpack(target, value);
+    const Iteration items = unpack(target, value);
     for (size_t i = 0; i < items.size(); ++i) assign(target.names[i], items[i]);
   }
 
@@ -107,7 +123,7 @@ class Renderer {
       frame.emplace_back(target.names[0], item);
       return;
     }
-    const ValueList parts = unpack(target, item);
+    const Iteration parts = unpack(target, item);
     for (size_t i = 0; i < parts.size(); ++i) frame.emplace_back(target.names[i], parts[i]);
   }
 
@@ -115,8 +131,8 @@ class Renderer {
 
   void emit(const std::string& s) {
     budget_.charge(s.size() / 16 + 1);
+    budget_.check_size(out_.size() + s.size());
     out_ += s;
-    budget_.check_size(out_.size());
   }
 
   Flow exec_body(const Body& body) {
@@ -131,6 +147,7 @@ class Renderer {
   // innermost expression's position (or the statement's, when no expression stamped one).
   Flow exec(const Stmt& s) {
     budget_.charge(1);
+    const NestingGuard nesting(*this, s.line, s.col);
     try {
       return exec_inner(s);
     } catch (RuntimeError& e) {
@@ -141,14 +158,24 @@ class Renderer {
   }
 
   // Runs `body` into a buffer of its own and returns what it printed (set and filter blocks,
-  // macro bodies).
+  // macro bodies). The outer buffer waits meanwhile, charged to the memory meter: captures
+  // nest (macro calls, set blocks), and each buffer may hold up to the output limit.
   std::string capture(const Body& body) {
-    std::string saved = std::move(out_);
-    out_.clear();
+    struct Restore {
+      ~Restore() {
+        meter.release(held);
+        r.out_ = std::move(saved);
+      }
+      Renderer& r;
+      MemoryMeter& meter;
+      std::string saved;
+      size_t held = 0;
+    } restore{*this, *budget_.meter(), std::move(out_)};
+    out_ = std::string();
+    budget_.meter()->add(restore.saved.capacity());
+    restore.held = restore.saved.capacity();
     exec_body(body);
-    std::string captured = std::move(out_);
-    out_ = std::move(saved);
-    return captured;
+    return std::exchange(out_, std::string());
   }
 
   Value apply_filters(const std::vector<ExprPtr>& filters, Value v) {
@@ -166,7 +193,7 @@ class Renderer {
         if (v.is_string()) {
           emit(v.as_string());
         } else {
-          emit(to_str(v));
+          emit(budget_.str(v));
         }
         return Flow::kNormal;
       }
@@ -184,7 +211,9 @@ class Renderer {
         if (!s.target.attr.empty()) {
           const Value ns = lookup(s.target.names[0]);
           if (ns.kind() != Value::Kind::kNamespace) fail("cannot assign attribute on non-namespace object");
-          ns.as_namespace()->attrs.set(s.target.attr, v);
+          ValueDict& attrs = ns.as_namespace()->attrs;
+          budget_.charge(attrs.size() / 16);  // set() searches the attributes
+          attrs.set(s.target.attr, v);
         } else {
           assign_target(s.target, v);
         }
@@ -214,7 +243,7 @@ class Renderer {
         return flow;
       }
       case StmtKind::kFilterBlock:
-        emit(to_str(apply_filters(s.filters, Value::string(capture(s.body)))));
+        emit(budget_.str(apply_filters(s.filters, Value::string(capture(s.body)))));
         return Flow::kNormal;
       case StmtKind::kBlock:
         return exec_body(s.body);
@@ -225,12 +254,11 @@ class Renderer {
   // jinja2's for loop. `for x in xs if cond` filters before looping, so loop.index, length
   // and last count the kept items only; `else` runs when none is left.
   Flow exec_for(const Stmt& s) {
-    const Value seq = eval(*s.expr);
-    ValueList items = iterate(seq);
-    budget_.charge(items.size());
+    Iteration iteration = iterate(budget_, eval(*s.expr));
+    budget_.charge(iteration.size());
     if (s.condition) {
       ValueList kept;
-      for (const Value& item : items) {
+      for (const Value& item : iteration) {
         Frame frame;
         bind(frame, s.target, item);
         frames_.push_back(std::move(frame));
@@ -238,8 +266,9 @@ class Renderer {
         frames_.pop_back();
         if (keep) kept.push_back(item);
       }
-      items = std::move(kept);
+      iteration = iterate(budget_, Value::list(std::move(kept)));
     }
+    const ValueList& items = iteration.items();
     if (items.empty()) return exec_body(s.else_body);
     const int64_t n = static_cast<int64_t>(items.size());
     auto cycle = std::make_shared<Callable>();
@@ -287,6 +316,7 @@ class Renderer {
   // innermost expression it passes, the one that failed.
   Value eval(const Expr& e) {
     budget_.charge(1);
+    const NestingGuard nesting(*this, e.line, e.col);
     try {
       return eval_inner(e);
     } catch (RuntimeError& err) {
@@ -313,15 +343,16 @@ class Renderer {
         for (size_t i = 0; i + 1 < e.args.size(); i += 2) {
           const Value key = eval(*e.args[i]);
           if (!key.is_string()) fail(fmt::format("dict keys must be strings here, not '{}'", key.type_name()));
+          budget_.charge(d.size() / 16);  // set() searches the keys so far
           d.set(key.as_string(), eval(*e.args[i + 1]));
         }
         return Value::dict(std::move(d));
       }
       case ExprKind::kAttr:
-        return get_attr(eval(*e.target), e.name);
+        return get_attr(budget_, eval(*e.target), e.name);
       case ExprKind::kItem: {
         Value target = eval(*e.target);  // before the index, as Python
-        return get_item(target, eval(*e.args[0]));
+        return get_item(budget_, target, eval(*e.args[0]));
       }
       case ExprKind::kSlice:
         return eval_slice(e);
@@ -358,7 +389,7 @@ class Renderer {
         Value left = eval(*e.args[0]);
         for (size_t i = 0; i < e.cmp_ops.size(); ++i) {
           Value right = eval(*e.args[i + 1]);
-          if (!compare_op(e.cmp_ops[i], left, right)) return Value::boolean(false);
+          if (!compare_op(budget_, e.cmp_ops[i], left, right)) return Value::boolean(false);
           left = std::move(right);
         }
         return Value::boolean(true);
@@ -385,8 +416,11 @@ class Renderer {
     if (callee.kind() != Value::Kind::kCallable) fail(fmt::format("'{}' object is not callable", callee.type_name()));
     const Callable& fn = *callee.as_callable();
     switch (fn.kind) {
-      case Callable::Kind::kBuiltin:
-        return call_global(budget_, fn.name, args);
+      case Callable::Kind::kBuiltin: {
+        Value result = call_global(budget_, fn.name, args);
+        if (result.kind() == Value::Kind::kNamespace) namespaces_.push_back(result.as_namespace());
+        return result;
+      }
       case Callable::Kind::kMethod:
         return call_method(budget_, fn.receiver, fn.name, args);
       case Callable::Kind::kMacro:
@@ -419,7 +453,8 @@ class Renderer {
         }
         assign(param, given ? *given : def ? eval(*def) : Value::undefined(fmt::format("'{}' is undefined", param)));
       }
-      for (const auto& [k, v] : args.kw) {
+      for (const auto& kw : args.kw) {
+        const std::string& k = kw.first;  // clang before 16 cannot capture a structured binding
         const bool known =
             std::any_of(macro.params.begin(), macro.params.end(), [&](const auto& p) { return p.first == k; });
         if (!known) fail(fmt::format("macro '{}' has no argument named '{}'", macro.text, k));
@@ -437,17 +472,48 @@ class Renderer {
     return Value::string(std::move(result));
   }
 
+  // Counts the statements and expressions being evaluated, macro bodies included, and fails
+  // past max_nesting: each level is a few recursive calls of the evaluator.
+  struct NestingGuard {
+    NestingGuard(Renderer& r, int line, int col) : renderer(r) {
+      if (++renderer.nesting_ > renderer.limits_.max_nesting) {
+        --renderer.nesting_;
+        FP6_THROW(kInvalidArgument, "chat template error at {}:{}: rendering nested deeper than {} levels", line, col,
+                  renderer.limits_.max_nesting);
+      }
+    }
+    ~NestingGuard() { --renderer.nesting_; }
+    NestingGuard(const NestingGuard&) = delete;
+    NestingGuard& operator=(const NestingGuard&) = delete;
+    Renderer& renderer;
+  };
+
   const RenderLimits& limits_;
   Budget budget_;  // work and output size, charged by everything below this class too
+  // Installs budget_'s memory meter on this thread for the render; declared before everything
+  // holding values, so they are all gone (and released) before it is uninstalled.
+  MeterScope meter_scope_;
+  std::vector<std::shared_ptr<Namespace>> namespaces_;  // every namespace() this render made
   std::vector<Frame> frames_;
   std::string out_;     // the output so far (of the innermost capture())
   int call_depth_ = 0;  // macro calls in progress
+  int nesting_ = 0;     // NestingGuard's count
 };
 
 }  // namespace
 
-std::string render_program(const Program& program, const ValueDict& variables, const RenderLimits& limits) {
-  Renderer renderer(limits, variables);
+std::string render_program(const Program& program, const ValueDict& variables, const RenderLimits& limits,
+                           RenderStats* stats) {
+  const auto meter = std::make_shared<MemoryMeter>(limits.max_memory_bytes);
+  // Reads the meter once the renderer, and with it every value of the render, is gone.
+  struct Report {
+    ~Report() {
+      if (stats) *stats = RenderStats{meter.peak(), meter.live()};
+    }
+    const MemoryMeter& meter;
+    RenderStats* stats;
+  } report{*meter, stats};
+  Renderer renderer(limits, variables, meter);
   try {
     return renderer.run(program);
   } catch (const RuntimeError& e) {

@@ -11,6 +11,19 @@ void fail(const std::string& message) {
   throw RuntimeError(message);
 }
 
+std::string short_repr(const Value& v) {
+  constexpr size_t kMax = 100;
+  std::string s = to_repr(v, kMax);
+  if (s.size() > kMax) {
+    s.resize(kMax);
+    // Not in the middle of a UTF-8 sequence.
+    while (!s.empty() && (static_cast<unsigned char>(s.back()) & 0xc0) == 0x80) s.pop_back();
+    if (!s.empty() && static_cast<unsigned char>(s.back()) >= 0xc0) s.pop_back();
+    s += "...";
+  }
+  return s;
+}
+
 std::string undefined_message(const Value& v) {
   return v.undefined_hint().empty() ? "value is undefined" : v.undefined_hint();
 }
@@ -30,29 +43,41 @@ int64_t require_int(const Value& v, std::string_view what) {
   return v.as_int();
 }
 
-ValueList iterate(const Value& v) {
+Iteration::Iteration(Budget& budget, const Value& v) {
   switch (v.kind()) {
     case Value::Kind::kUndefined:
-      return {};
+      list_ = Value::list({});
+      return;
     case Value::Kind::kList:
-      return v.as_list();
+      list_ = v;
+      return;
     case Value::Kind::kString: {
+      budget.charge(v.as_string().size());  // one item per byte at most
       ValueList out;
       for (char32_t cp : decode_utf8(v.as_string())) {
         std::string s;
         append_utf8(s, cp);
         out.push_back(Value::string(std::move(s)));
       }
-      return out;
+      list_ = Value::list(std::move(out));
+      return;
     }
     case Value::Kind::kDict: {
+      budget.charge(v.as_dict().size());
       ValueList out;
+      out.reserve(v.as_dict().size());
       for (const auto& [k, e] : v.as_dict().items()) out.push_back(Value::string(k));
-      return out;
+      list_ = Value::list(std::move(out));
+      return;
     }
     default:
       fail(fmt::format("'{}' object is not iterable", v.type_name()));
   }
+}
+
+const Value* find_key(Budget& budget, const ValueDict& d, std::string_view key) {
+  budget.charge(d.size() / 16);
+  return d.find(key);
 }
 
 int64_t length_of(const Value& v) {
@@ -91,9 +116,23 @@ Value Budget::make_string(std::string s) {
   return Value::string(std::move(s));
 }
 
-Value Budget::make_list(ValueList items) {
+Value Budget::make_list(ValueList items, bool tuple) {
   charge(items.size());
-  return Value::list(std::move(items));
+  return Value::list(std::move(items), tuple);
+}
+
+std::string Budget::str(const Value& v) {
+  std::string s = to_str(v, limits_.max_output_bytes);
+  charge(s.size() / 16);
+  check_size(s.size());
+  return s;
+}
+
+std::string Budget::json(const Value& v, const JsonOptions& options) {
+  std::string s = to_json_text(v, options, limits_.max_output_bytes);
+  charge(s.size() / 16);
+  check_size(s.size());
+  return s;
 }
 
 }  // namespace fp6serve::jinja

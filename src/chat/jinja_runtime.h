@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -40,6 +41,8 @@ struct Args {
   }
 };
 
+// repr(v) for an error message: at most about 100 bytes, so naming a huge value costs nothing.
+std::string short_repr(const Value& v);
 // jinja2's UndefinedError message for `v`: its hint ("'x' is undefined") when it has one.
 std::string undefined_message(const Value& v);
 // jinja2's default Undefined is falsy and prints empty, but using it as an operand fails.
@@ -48,31 +51,67 @@ const Value& require_defined(const Value& v);
 const std::string& require_string(const Value& v, std::string_view what);
 int64_t require_int(const Value& v, std::string_view what);
 
-// Python iteration: list items, a string's characters (code points), a dict's keys;
-// Undefined iterates as empty, as jinja2's default Undefined does.
-ValueList iterate(const Value& v);
+// d's value for `key`, or null. ValueDict searches linearly, so each lookup costs work for
+// the dict's size: a request's message with 100,000 keys, read once per message of a long
+// conversation, reaches the work limit instead of taking minutes.
+const Value* find_key(Budget& budget, const ValueDict& d, std::string_view key);
+
 // Python len(), in code points for strings; Undefined has length 0.
 int64_t length_of(const Value& v);
 
-// The work and output limits of one render (RenderLimits). Whatever builds strings or lists
-// charges the work it does, so a hostile template fails fast instead of exhausting memory or
-// time; limits exceeded throw fp6serve::Error(kInvalidArgument) directly, not a RuntimeError,
-// so no template construct can catch or reword them.
+// The work, output and memory limits of one render (RenderLimits). Whatever builds strings
+// or lists charges the work it does, so a hostile template fails fast instead of exhausting
+// time; the memory of the values it builds is charged to meter() (installed on the thread by
+// the renderer) for as long as they live. Limits exceeded throw
+// fp6serve::Error(kInvalidArgument) directly, not a RuntimeError, so no template construct can
+// catch or reword them.
 class Budget {
  public:
-  explicit Budget(const RenderLimits& limits) : limits_(limits) {}
+  Budget(const RenderLimits& limits, std::shared_ptr<MemoryMeter> meter) : limits_(limits), meter_(std::move(meter)) {}
 
   // Adds `units` of work (about one per evaluated node, per item or per 16 bytes built).
   void charge(uint64_t units);
   // Fails when a string of `bytes` would pass the output limit.
   void check_size(size_t bytes) const;
+  // Fails when values of `bytes` more would pass the memory limit: a size known before building
+  // (a list repeated n times), checked before anything is allocated.
+  void check_memory(size_t bytes) const { meter_->check(bytes); }
   // A built string or list, charged and checked.
   Value make_string(std::string s);
-  Value make_list(ValueList items);
+  Value make_list(ValueList items, bool tuple = false);
+  // str(v) and JSON of v: printing stops past the output limit (then fails), and the bytes
+  // are charged, so printing a value that shares one long string a million times is cheap
+  // to refuse.
+  std::string str(const Value& v);
+  std::string json(const Value& v, const JsonOptions& options);
+
+  const std::shared_ptr<MemoryMeter>& meter() const { return meter_; }
 
  private:
   const RenderLimits& limits_;
   uint64_t work_ = 0;
+  std::shared_ptr<MemoryMeter> meter_;
 };
+
+// Python iteration: list items, a string's characters (code points), a dict's keys;
+// Undefined iterates as empty, as jinja2's default Undefined does. A list is not copied: the
+// Iteration shares it, so `for` over a long list (or loops nested over it) costs no memory.
+// Iterating a string or dict builds its items, which costs work per item.
+class Iteration {
+ public:
+  Iteration(Budget& budget, const Value& v);
+  const ValueList& items() const { return list_.as_list(); }
+  ValueList::const_iterator begin() const { return items().begin(); }
+  ValueList::const_iterator end() const { return items().end(); }
+  size_t size() const { return items().size(); }
+  bool empty() const { return items().empty(); }
+  const Value& operator[](size_t i) const { return items()[i]; }
+
+ private:
+  Value list_;  // v itself when it is a list, else a list of what it iterates as
+};
+inline Iteration iterate(Budget& budget, const Value& v) {
+  return Iteration(budget, v);
+}
 
 }  // namespace fp6serve::jinja

@@ -6,17 +6,58 @@
 #include <cstdio>
 
 #include "chat/jinja_error.h"
+#include "chat/jinja_runtime.h"
+#include "core/check.h"
 #include "tokenizer/unicode.h"
 
 namespace fp6serve::jinja {
 namespace {
 
-// Nesting deeper than this in repr, JSON or == is a cycle (a namespace holding itself) or an
-// attack; Python would raise RecursionError.
-constexpr int kMaxNesting = 200;
-
+// Printing or comparing deeper than kMaxValueDepth can only be a cycle through a namespace
+// (built values are no deeper); Python would raise RecursionError.
 void check_depth(int depth) {
-  if (depth > kMaxNesting) throw RuntimeError(fmt::format("values nested deeper than {}", kMaxNesting));
+  if (depth > kMaxValueDepth) throw RuntimeError(fmt::format("values nested deeper than {}", kMaxValueDepth));
+}
+
+// The depth of a new container, checked.
+uint16_t nest(int depth) {
+  check_depth(depth);
+  return static_cast<uint16_t>(depth);
+}
+
+// The meter of the render running on this thread (MeterScope), if any.
+thread_local std::shared_ptr<MemoryMeter> t_meter;
+
+// What each shared block costs besides its contents: the control block (with the deleter that
+// releases the charge) and the allocator's headers.
+constexpr size_t kBlockOverhead = 64;
+
+size_t string_bytes(const std::string& s) {
+  // Short strings live inside the std::string object (libstdc++'s small-string buffer).
+  return sizeof(std::string) + (s.capacity() > 15 ? s.capacity() + 1 : 0);
+}
+
+// Frees a metered object and gives its bytes back to the meter.
+template <typename T>
+struct Release {
+  std::shared_ptr<MemoryMeter> meter;
+  size_t bytes;
+  void operator()(T* p) const {
+    meter->release(bytes);
+    delete p;
+  }
+};
+
+// `object` moved into a shared block, charged to this thread's meter (if one is installed)
+// until the last reference goes.
+template <typename T>
+std::shared_ptr<T> share(T object, size_t bytes) {
+  if (!t_meter) return std::make_shared<T>(std::move(object));
+  bytes += kBlockOverhead;
+  auto owned = std::make_unique<T>(std::move(object));
+  t_meter->add(bytes);
+  // If allocating the control block throws, shared_ptr runs the deleter, which releases.
+  return std::shared_ptr<T>(owned.release(), Release<T>{t_meter, bytes});
 }
 
 template <typename Json>
@@ -46,7 +87,7 @@ Value value_from_json(const Json& j, int depth) {
     }
     case Json::value_t::object: {
       ValueDict d;
-      for (auto it = j.begin(); it != j.end(); ++it) d.set(it.key(), value_from_json(it.value(), depth + 1));
+      for (auto it = j.begin(); it != j.end(); ++it) d.append_new(it.key(), value_from_json(it.value(), depth + 1));
       return Value::dict(std::move(d));
     }
     default:
@@ -83,21 +124,9 @@ void repr_string(std::string& out, const std::string& s) {
   out += quote;
 }
 
-void append_repr(std::string& out, const Value& v, int depth);
-
-void append_str(std::string& out, const Value& v, int depth) {
-  switch (v.kind()) {
-    case Value::Kind::kUndefined:
-      return;
-    case Value::Kind::kString:
-      out += v.as_string();
-      return;
-    default:
-      append_repr(out, v, depth);
-  }
-}
-
-void append_repr(std::string& out, const Value& v, int depth) {
+// Appends repr(v) to `out`, stopping once `out` passes `max` bytes (every item appends at
+// least one byte, so the work is bounded by `max` too).
+void append_repr(std::string& out, const Value& v, int depth, size_t max) {
   check_depth(depth);
   switch (v.kind()) {
     case Value::Kind::kUndefined:
@@ -121,9 +150,9 @@ void append_repr(std::string& out, const Value& v, int depth) {
     case Value::Kind::kList: {
       out += v.is_tuple() ? '(' : '[';
       const auto& items = v.as_list();
-      for (size_t i = 0; i < items.size(); ++i) {
+      for (size_t i = 0; i < items.size() && out.size() <= max; ++i) {
         if (i) out += ", ";
-        append_repr(out, items[i], depth + 1);
+        append_repr(out, items[i], depth + 1, max);
       }
       if (v.is_tuple() && items.size() == 1) out += ',';
       out += v.is_tuple() ? ')' : ']';
@@ -133,11 +162,12 @@ void append_repr(std::string& out, const Value& v, int depth) {
       out += '{';
       bool first = true;
       for (const auto& [k, e] : v.as_dict().items()) {
+        if (out.size() > max) return;
         if (!first) out += ", ";
         first = false;
         repr_string(out, k);
         out += ": ";
-        append_repr(out, e, depth + 1);
+        append_repr(out, e, depth + 1, max);
       }
       out += '}';
       return;
@@ -146,11 +176,12 @@ void append_repr(std::string& out, const Value& v, int depth) {
       out += "<Namespace {";
       bool first = true;
       for (const auto& [k, e] : v.as_namespace()->attrs.items()) {
+        if (out.size() > max) return;
         if (!first) out += ", ";
         first = false;
         repr_string(out, k);
         out += ": ";
-        append_repr(out, e, depth + 1);
+        append_repr(out, e, depth + 1, max);
       }
       out += "}>";
       return;
@@ -204,7 +235,8 @@ void json_string(std::string& out, const std::string& s, bool ensure_ascii) {
   out += '"';
 }
 
-void append_json(std::string& out, const Value& v, const JsonOptions& o, int depth) {
+// JSON of `v` appended to `out`, stopping past `max` bytes as append_repr() does.
+void append_json(std::string& out, const Value& v, const JsonOptions& o, int depth, size_t max) {
   check_depth(depth);
   const bool pretty = o.indent >= 0 || !o.indent_string.empty();
   const std::string item_sep = o.has_separators ? o.item_separator : (pretty ? "," : ", ");
@@ -245,9 +277,10 @@ void append_json(std::string& out, const Value& v, const JsonOptions& o, int dep
       }
       out += '[';
       for (size_t i = 0; i < items.size(); ++i) {
+        if (out.size() > max) return;
         if (i) out += item_sep;
         newline(depth + 1);
-        append_json(out, items[i], o, depth + 1);
+        append_json(out, items[i], o, depth + 1, max);
       }
       newline(depth);
       out += ']';
@@ -265,11 +298,12 @@ void append_json(std::string& out, const Value& v, const JsonOptions& o, int dep
       }
       out += '{';
       for (size_t i = 0; i < items.size(); ++i) {
+        if (out.size() > max) return;
         if (i) out += item_sep;
         newline(depth + 1);
         json_string(out, items[i]->first, o.ensure_ascii);
         out += key_sep;
-        append_json(out, items[i]->second, o, depth + 1);
+        append_json(out, items[i]->second, o, depth + 1, max);
       }
       newline(depth);
       out += '}';
@@ -281,8 +315,9 @@ void append_json(std::string& out, const Value& v, const JsonOptions& o, int dep
   }
 }
 
-bool equal_at(const Value& a, const Value& b, int depth) {
+bool equal_at(const Value& a, const Value& b, int depth, Budget* budget) {
   check_depth(depth);
+  if (budget) budget->charge(1);
   if (a.is_number() && b.is_number()) {
     if (a.is_integral() && b.is_integral()) return a.as_int() == b.as_int();
     return a.as_float() == b.as_float();
@@ -293,13 +328,14 @@ bool equal_at(const Value& a, const Value& b, int depth) {
     case Value::Kind::kNone:
       return true;
     case Value::Kind::kString:
+      if (budget) budget->charge(std::min(a.as_string().size(), b.as_string().size()) / 16);
       return a.as_string() == b.as_string();
     case Value::Kind::kList: {
       const auto& x = a.as_list();
       const auto& y = b.as_list();
       if (x.size() != y.size()) return false;
       for (size_t i = 0; i < x.size(); ++i) {
-        if (!equal_at(x[i], y[i], depth + 1)) return false;
+        if (!equal_at(x[i], y[i], depth + 1, budget)) return false;
       }
       return true;
     }
@@ -308,8 +344,9 @@ bool equal_at(const Value& a, const Value& b, int depth) {
       const auto& y = b.as_dict();
       if (x.size() != y.size()) return false;
       for (const auto& [k, e] : x.items()) {
+        if (budget) budget->charge(y.size() / 16);  // find() is a linear search
         const Value* other = y.find(k);
-        if (!other || !equal_at(e, *other, depth + 1)) return false;
+        if (!other || !equal_at(e, *other, depth + 1, budget)) return false;
       }
       return true;
     }
@@ -322,8 +359,9 @@ bool equal_at(const Value& a, const Value& b, int depth) {
   }
 }
 
-int compare_at(const Value& a, const Value& b, int depth) {
+int compare_at(const Value& a, const Value& b, int depth, Budget* budget) {
   check_depth(depth);
+  if (budget) budget->charge(1);
   if (a.is_number() && b.is_number()) {
     if (a.is_integral() && b.is_integral()) return a.as_int() < b.as_int() ? -1 : a.as_int() > b.as_int() ? 1 : 0;
     const double x = a.as_float(), y = b.as_float();
@@ -331,6 +369,7 @@ int compare_at(const Value& a, const Value& b, int depth) {
   }
   if (a.is_string() && b.is_string()) {
     // UTF-8 byte order is code point order, which is Python's str order.
+    if (budget) budget->charge(std::min(a.as_string().size(), b.as_string().size()) / 16);
     const int c = a.as_string().compare(b.as_string());
     return c < 0 ? -1 : c > 0 ? 1 : 0;
   }
@@ -338,7 +377,7 @@ int compare_at(const Value& a, const Value& b, int depth) {
     const auto& x = a.as_list();
     const auto& y = b.as_list();
     for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
-      if (!equal_at(x[i], y[i], depth + 1)) return compare_at(x[i], y[i], depth + 1);
+      if (!equal_at(x[i], y[i], depth + 1, budget)) return compare_at(x[i], y[i], depth + 1, budget);
     }
     return x.size() < y.size() ? -1 : x.size() > y.size() ? 1 : 0;
   }
@@ -364,10 +403,47 @@ void ValueDict::set(std::string key, Value value) {
   items_.emplace_back(std::move(key), std::move(value));
 }
 
+void ValueDict::append_new(std::string key, Value value) {
+  items_.emplace_back(std::move(key), std::move(value));
+}
+
+void ValueDict::clear() {
+  items_.clear();
+}
+
+size_t ValueDict::heap_bytes() const {
+  size_t n = items_.capacity() * sizeof(items_[0]);
+  for (const auto& [k, v] : items_) n += string_bytes(k) - sizeof(std::string);
+  return n;
+}
+
+void MemoryMeter::add(size_t bytes) {
+  check(bytes);
+  live_ += bytes;
+  peak_ = std::max(peak_, live_);
+}
+
+void MemoryMeter::check(size_t bytes) const {
+  if (bytes > limit_ || live_ > limit_ - bytes) {
+    FP6_THROW(kInvalidArgument, "chat template rendering exceeded its memory limit of {} bytes", limit_);
+  }
+}
+
+MeterScope::MeterScope(std::shared_ptr<MemoryMeter> meter) : previous_(std::exchange(t_meter, std::move(meter))) {}
+
+MeterScope::~MeterScope() {
+  t_meter = std::move(previous_);
+}
+
 Value Value::undefined(std::string hint) {
   Value v;
-  v.hint_ = std::move(hint);
+  if (!hint.empty()) v.hint_ = std::make_shared<const std::string>(std::move(hint));
   return v;
+}
+
+const std::string& Value::undefined_hint() const {
+  static const std::string kNone;
+  return hint_ ? *hint_ : kNone;
 }
 
 Value Value::none() {
@@ -400,35 +476,50 @@ Value Value::floating(double f) {
 Value Value::string(std::string s) {
   Value v;
   v.kind_ = Kind::kString;
-  v.s_ = std::make_shared<const std::string>(std::move(s));
+  const size_t bytes = string_bytes(s);
+  v.s_ = share(std::move(s), bytes);
   return v;
 }
 
 Value Value::list(ValueList items, bool tuple) {
+  int depth = 0;
+  for (const Value& item : items) depth = std::max(depth, item.depth());
   Value v;
   v.kind_ = Kind::kList;
   v.tuple_ = tuple;
-  v.list_ = std::make_shared<const ValueList>(std::move(items));
+  v.depth_ = nest(depth + 1);
+  const size_t bytes = sizeof(ValueList) + items.capacity() * sizeof(Value);
+  v.list_ = share(std::move(items), bytes);
   return v;
 }
 
 Value Value::dict(ValueDict d) {
+  int depth = 0;
+  for (const auto& [k, e] : d.items()) depth = std::max(depth, e.depth());
   Value v;
   v.kind_ = Kind::kDict;
-  v.dict_ = std::make_shared<const ValueDict>(std::move(d));
+  v.depth_ = nest(depth + 1);
+  const size_t bytes = sizeof(ValueDict) + d.heap_bytes();
+  v.dict_ = share(std::move(d), bytes);
   return v;
 }
 
-Value Value::ns(std::shared_ptr<Namespace> ns) {
+// A namespace counts one level whatever it holds: its attributes change after it is built,
+// the renderer empties every namespace when it ends (so none is freed recursively), and
+// printing one checks the depth as it goes.
+Value Value::ns(ValueDict attrs) {
   Value v;
   v.kind_ = Kind::kNamespace;
-  v.ns_ = std::move(ns);
+  v.depth_ = 1;
+  const size_t bytes = sizeof(Namespace) + attrs.heap_bytes();
+  v.ns_ = share(Namespace{std::move(attrs)}, bytes);
   return v;
 }
 
-Value Value::callable(std::shared_ptr<const Callable> fn) {
+Value Value::callable(std::shared_ptr<const Callable> fn, int depth) {
   Value v;
   v.kind_ = Kind::kCallable;
+  v.depth_ = nest(depth);
   v.fn_ = std::move(fn);
   return v;
 }
@@ -488,16 +579,15 @@ std::string Value::type_name() const {
   return "object";
 }
 
-std::string to_str(const Value& v) {
+std::string to_str(const Value& v, size_t max_bytes) {
   if (v.is_string()) return v.as_string();
-  std::string out;
-  append_str(out, v, 0);
-  return out;
+  if (v.is_undefined()) return {};
+  return to_repr(v, max_bytes);
 }
 
-std::string to_repr(const Value& v) {
+std::string to_repr(const Value& v, size_t max_bytes) {
   std::string out;
-  append_repr(out, v, 0);
+  append_repr(out, v, 0, max_bytes);
   return out;
 }
 
@@ -535,17 +625,17 @@ std::string float_repr(double f) {
   return out;
 }
 
-std::string to_json_text(const Value& v, const JsonOptions& options) {
+std::string to_json_text(const Value& v, const JsonOptions& options, size_t max_bytes) {
   std::string out;
-  append_json(out, v, options, 0);
+  append_json(out, v, options, 0, max_bytes);
   return out;
 }
 
-bool values_equal(const Value& a, const Value& b) {
-  return equal_at(a, b, 0);
+bool values_equal(const Value& a, const Value& b, Budget* budget) {
+  return equal_at(a, b, 0, budget);
 }
-int compare_values(const Value& a, const Value& b) {
-  return compare_at(a, b, 0);
+int compare_values(const Value& a, const Value& b, Budget* budget) {
+  return compare_at(a, b, 0, budget);
 }
 
 std::vector<char32_t> decode_utf8(std::string_view s) {

@@ -4,6 +4,7 @@
 #include "chat/python_strings.h"
 
 #include <algorithm>
+#include <charconv>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -123,9 +124,14 @@ std::string strip_chars(const std::string& s, const Value* chars, bool left, boo
   const auto cps = decode_utf8(s);
   std::vector<char32_t> set;
   const bool whitespace = !chars || chars->is_none();
-  if (!whitespace) set = decode_utf8(require_string(*chars, "strip argument"));
+  if (!whitespace) {
+    // Sorted for binary search: a long `chars` against a long string would otherwise cost
+    // their product.
+    set = decode_utf8(require_string(*chars, "strip argument"));
+    std::sort(set.begin(), set.end());
+  }
   const auto drop = [&](char32_t cp) {
-    return whitespace ? is_space(cp) : std::find(set.begin(), set.end(), cp) != set.end();
+    return whitespace ? is_space(cp) : std::binary_search(set.begin(), set.end(), cp);
   };
   size_t b = 0, e = cps.size();
   if (left) {
@@ -171,18 +177,53 @@ ValueList split_whitespace(const std::string& s, int64_t maxsplit, bool from_rig
   return out;
 }
 
-ValueList split_on(const std::string& s, const std::string& sep, int64_t maxsplit, bool from_right) {
+size_t find_text(Budget& budget, std::string_view hay, std::string_view needle, size_t from) {
+  if (from > hay.size() || needle.size() > hay.size() - from) return std::string_view::npos;
+  if (needle.empty()) return from;
+  const size_t last = hay.size() - needle.size();  // the last offset where a match could start
+  for (size_t i = from; i <= last;) {
+    const size_t at = hay.substr(0, last + 1).find(needle[0], i);
+    if (at == std::string_view::npos) {
+      budget.charge((last + 1 - i) / 16);
+      return at;
+    }
+    budget.charge((at - i) / 16 + needle.size() / 16 + 1);
+    if (hay.compare(at, needle.size(), needle) == 0) return at;
+    i = at + 1;
+  }
+  return std::string_view::npos;
+}
+
+size_t rfind_text(Budget& budget, std::string_view hay, std::string_view needle, size_t from) {
+  if (needle.size() > hay.size()) return std::string_view::npos;
+  size_t i = std::min(from, hay.size() - needle.size());
+  if (needle.empty()) return i;
+  while (true) {
+    const size_t at = hay.rfind(needle[0], i);
+    if (at == std::string_view::npos) {
+      budget.charge(i / 16);
+      return at;
+    }
+    budget.charge((i - at) / 16 + needle.size() / 16 + 1);
+    if (hay.compare(at, needle.size(), needle) == 0) return at;
+    if (at == 0) return std::string_view::npos;
+    i = at - 1;
+  }
+}
+
+ValueList split_on(Budget& budget, const std::string& s, const std::string& sep, int64_t maxsplit, bool from_right) {
   if (sep.empty()) fail("empty separator");
   std::vector<size_t> cuts;
   if (!from_right) {
-    for (size_t p = s.find(sep); p != std::string::npos; p = s.find(sep, p + sep.size())) {
+    for (size_t p = find_text(budget, s, sep, 0); p != std::string::npos;
+         p = find_text(budget, s, sep, p + sep.size())) {
       if (maxsplit >= 0 && cuts.size() >= static_cast<size_t>(maxsplit)) break;
       cuts.push_back(p);
     }
   } else {
     size_t end = s.size();
     while (end >= sep.size()) {
-      const size_t p = s.rfind(sep, end - sep.size());
+      const size_t p = rfind_text(budget, s, sep, end - sep.size());
       if (p == std::string::npos) break;
       if (maxsplit >= 0 && cuts.size() >= static_cast<size_t>(maxsplit)) break;
       cuts.push_back(p);
@@ -220,7 +261,8 @@ ValueList split_lines(const std::string& s) {
   return out;
 }
 
-std::string replace_all(const std::string& s, const std::string& old, const std::string& repl, int64_t count) {
+std::string replace_all(Budget& budget, const std::string& s, const std::string& old, const std::string& repl,
+                        int64_t count) {
   std::string out;
   int64_t done = 0;
   if (old.empty()) {
@@ -230,15 +272,18 @@ std::string replace_all(const std::string& s, const std::string& old, const std:
       if (count < 0 || done < count) {
         out += repl;
         ++done;
+        budget.check_size(out.size());
       }
       if (i < cps.size()) append_utf8(out, cps[i]);
     }
     return out;
   }
   size_t start = 0;
-  for (size_t p = s.find(old); p != std::string::npos && (count < 0 || done < count); p = s.find(old, start)) {
+  for (size_t p = find_text(budget, s, old, 0); p != std::string::npos && (count < 0 || done < count);
+       p = find_text(budget, s, old, start)) {
     out.append(s, start, p - start);
     out += repl;
+    budget.check_size(out.size());
     start = p + old.size();
     ++done;
   }
@@ -272,7 +317,7 @@ std::string html_escape(const std::string& s) {
   return out;
 }
 
-std::string python_format(const std::string& s, const Args& args) {
+std::string python_format(Budget& budget, const std::string& s, const Args& args) {
   std::string out;
   size_t auto_index = 0;
   for (size_t i = 0; i < s.size(); ++i) {
@@ -291,14 +336,18 @@ std::string python_format(const std::string& s, const Args& args) {
       if (field.empty()) {
         v = args.get(auto_index++, "");
       } else if (std::all_of(field.begin(), field.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-        v = args.get(static_cast<size_t>(std::stoul(field)), "");
+        // An index too large for size_t names no argument (std::stoul would throw).
+        size_t index = SIZE_MAX;
+        std::from_chars(field.data(), field.data() + field.size(), index);
+        v = args.get(index, "");
       } else {
         for (const auto& [k, val] : args.kw) {
           if (k == field) v = &val;
         }
       }
       if (!v) fail(fmt::format("format field '{}' has no argument", field));
-      out += to_str(*v);
+      out += budget.str(*v);
+      budget.check_size(out.size());
       i = end;
     } else if (s[i] == '}') {
       fail("Single '}' encountered in format string");

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "chat/jinja_runtime.h"
 #include "chat/jinja_value.h"
@@ -28,23 +29,32 @@ std::string jinja_title(const std::string& s);
 // points of that string.
 std::string strip_chars(const std::string& s, const Value* chars, bool left, bool right);
 
+// The first occurrence of `needle` in `hay` at or after `from` (rfind_text: the last one that
+// starts at or before `from`), or npos. Work is charged as the search goes (the bytes scanned,
+// and each candidate's comparison before it is made), so a search that would take quadratic
+// time, a long needle on repetitive text, stops at the work limit instead of hanging.
+size_t find_text(Budget& budget, std::string_view hay, std::string_view needle, size_t from);
+size_t rfind_text(Budget& budget, std::string_view hay, std::string_view needle, size_t from);
+
 // str.split()/rsplit() without a separator: runs of whitespace separate, none are kept at the
 // ends; with `maxsplit` >= 0 the unsplit rest keeps its whitespace.
 ValueList split_whitespace(const std::string& s, int64_t maxsplit, bool from_right);
 // str.split(sep)/rsplit(sep): every occurrence separates, empty pieces included.
-ValueList split_on(const std::string& s, const std::string& sep, int64_t maxsplit, bool from_right);
+ValueList split_on(Budget& budget, const std::string& s, const std::string& sep, int64_t maxsplit, bool from_right);
 // str.splitlines() for \n, \r and \r\n.
 ValueList split_lines(const std::string& s);
 
 // str.replace(old, new, count); count < 0 replaces all. An empty `old` inserts `repl` around
-// every character, as Python does.
-std::string replace_all(const std::string& s, const std::string& old, const std::string& repl, int64_t count);
+// every character, as Python does. The result is checked against the output limit as it
+// grows ('x'*10**6).replace('', 'y'*10**6) would be a terabyte).
+std::string replace_all(Budget& budget, const std::string& s, const std::string& old, const std::string& repl,
+                        int64_t count);
 
 // markupsafe's escape(), which jinja2's escape filter is: & < > " ' as entities.
 std::string html_escape(const std::string& s);
 
 // str.format with {} / {0} / {name} fields and {{ }} escapes; format specs, conversions and
-// field attributes fail.
-std::string python_format(const std::string& s, const Args& args);
+// field attributes fail. The result is checked against the output limit as it grows.
+std::string python_format(Budget& budget, const std::string& s, const Args& args);
 
 }  // namespace fp6serve::jinja

@@ -24,10 +24,18 @@ void check_shape(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
-int64_t shape_numel(const std::vector<int64_t>& shape) {
+std::optional<int64_t> checked_shape_numel(const std::vector<int64_t>& shape) {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape)
+    if (d < 0 || __builtin_mul_overflow(n, d, &n)) return std::nullopt;
   return n;
+}
+
+int64_t shape_numel(const std::vector<int64_t>& shape) {
+  const std::optional<int64_t> n = checked_shape_numel(shape);
+  FP6_CHECK(n.has_value(), kInvalidArgument, "tensor shape {} has a negative dimension or more than 2^63 elements",
+            shape_string(shape));
+  return *n;
 }
 
 std::string shape_string(const std::vector<int64_t>& shape) {
@@ -41,7 +49,11 @@ Tensor Tensor::empty(std::vector<int64_t> shape, DType dtype) {
   Tensor t;
   t.shape_ = std::move(shape);
   t.dtype_ = dtype;
-  t.storage_ = allocate(t.bytes());
+  // bytes() would wrap for a shape whose byte count passes 2^64 (its element count may not).
+  size_t bytes = 0;
+  FP6_CHECK(!__builtin_mul_overflow(static_cast<size_t>(t.numel()), dtype_size(dtype), &bytes), kInvalidArgument,
+            "a {} tensor of shape {} needs more than 2^64 bytes", dtype_name(dtype), t.shape_string());
+  t.storage_ = allocate(bytes);
   t.data_ = t.storage_.get();
   return t;
 }

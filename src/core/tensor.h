@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,8 +19,12 @@ enum class Device : uint8_t { kCpu, kCuda };
 const char* device_name(Device device);
 
 // Elements of a shape, and the shape as "[4096, 11008]" (for Tensor, safetensors entries and
-// error messages alike).
+// error messages alike). Shapes come from files, so the product is checked: shape_numel
+// throws Error(kInvalidArgument) when a dimension is negative or the product overflows
+// int64 (a wrapped product could pass a size check); checked_shape_numel says nullopt, for
+// callers that name the file in their own error.
 int64_t shape_numel(const std::vector<int64_t>& shape);
+std::optional<int64_t> checked_shape_numel(const std::vector<int64_t>& shape);
 std::string shape_string(const std::vector<int64_t>& shape);
 
 class Tensor {

@@ -126,8 +126,8 @@ HostLinear build_linear(const Checkpoint& ckpt, WeightId id, const std::vector<s
 void validate_checkpoint(const Checkpoint& ckpt, const ModelConfig& config) {
   for (const Expected& e : expected_tensors(config)) {
     const TensorInfo* t = ckpt.find(e.name);
-    FP6_CHECK(t != nullptr, kNotFound, "tensor '{}' is missing from the checkpoint in {} (config: {} layers, {})",
-              e.name, ckpt.dir().string(), config.num_layers, config.model_type);
+    FP6_CHECK(t != nullptr, kNotFound, "{}: tensor '{}' is missing (config: {} layers, {})", ckpt.describe().string(),
+              e.name, config.num_layers, config.model_type);
     float_dtype(*t, ckpt);
     FP6_CHECK(t->shape == e.shape, kBadInput, "{}: tensor '{}' has shape {} but the config implies {}",
               ckpt.file_of(e.name).string(), e.name, t->shape_string(), shape_string(e.shape));

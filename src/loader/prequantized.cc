@@ -5,7 +5,10 @@
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
+#include "core/file.h"
+#include "core/json.h"
 #include "loader/hf_weights.h"
+#include "model/file_errors.h"
 
 namespace fp6serve::loader {
 
@@ -32,8 +35,8 @@ StDType st_dtype(DType d) {
   }
 }
 
-DType float_dtype(StDType d, const std::string& name) {
-  switch (d) {
+DType float_dtype(const Checkpoint& ckpt, const TensorInfo& t) {
+  switch (t.dtype) {
     case StDType::kF32:
       return DType::kF32;
     case StDType::kF16:
@@ -41,19 +44,46 @@ DType float_dtype(StDType d, const std::string& name) {
     case StDType::kBF16:
       return DType::kBF16;
     default:
-      FP6_THROW(kBadInput, "tensor '{}' has dtype {}; expected F16, BF16 or F32", name, st_dtype_name(d));
+      FP6_THROW(kBadInput, "{}: tensor '{}' has dtype {}; expected F16, BF16 or F32", ckpt.file_of(t.name).string(),
+                t.name, st_dtype_name(t.dtype));
   }
 }
 
-json read_meta(const Checkpoint& ckpt) {
-  const auto it = ckpt.metadata().find(kPrequantizedKey);
-  FP6_CHECK(it != ckpt.metadata().end(), kBadInput, "{}: no '{}' metadata", ckpt.dir().string(), kPrequantizedKey);
-  try {
-    return json::parse(it->second);
-  } catch (const json::exception& e) {
-    FP6_THROW(kBadInput, "{}: the '{}' metadata is malformed JSON: {}", ckpt.dir().string(), kPrequantizedKey,
-              e.what());
+// The "fp6serve" metadata, read field by field with its type checked: a wrong type is an
+// error naming the file and the field, never a JSON accessor's exception. `where` is the
+// file and the key, for messages.
+struct Meta {
+  json j;
+  std::string where;
+
+  const json& object(const json& o, const std::string& path) const {
+    FP6_CHECK(o.is_object(), kBadInput, "{}: {} must be an object", where, path);
+    return o;
   }
+  int64_t integer(const json& o, const std::string& path, const char* key) const {
+    FP6_CHECK(o.contains(key) && o[key].is_number_integer(), kBadInput, "{}: {}.{} must be an integer", where, path,
+              key);
+    return o[key].get<int64_t>();
+  }
+  bool boolean(const json& o, const std::string& path, const char* key) const {
+    if (!o.contains(key)) return false;
+    FP6_CHECK(o[key].is_boolean(), kBadInput, "{}: {}.{} must be true or false", where, path, key);
+    return o[key].get<bool>();
+  }
+  std::string string(const json& o, const std::string& path, const char* key, const char* fallback) const {
+    if (!o.contains(key)) return fallback;
+    FP6_CHECK(o[key].is_string(), kBadInput, "{}: {}.{} must be a string", where, path, key);
+    return o[key].get<std::string>();
+  }
+};
+
+Meta read_meta(const Checkpoint& ckpt) {
+  const auto it = ckpt.metadata().find(kPrequantizedKey);
+  const std::string where = fmt::format("{}: metadata '{}'", ckpt.metadata_file().string(), kPrequantizedKey);
+  FP6_CHECK(it != ckpt.metadata().end(), kBadInput, "{} is missing", where);
+  Meta m{parse_json(it->second, where), where};
+  m.object(m.j, "the metadata");
+  return m;
 }
 
 // Writes tensors to a data file as they come, remembering their header entries; finish()
@@ -128,38 +158,45 @@ bool is_prequantized(const Checkpoint& ckpt) {
 }
 
 model::QuantizationMode prequantized_mode(const Checkpoint& ckpt) {
-  const json meta = read_meta(ckpt);
-  FP6_CHECK(meta.value("version", 0) == kPrequantizedVersion, kUnsupported,
-            "{}: prequantized format version {} is not supported (this fp6serve reads version {})", ckpt.dir().string(),
-            meta.value("version", 0), kPrequantizedVersion);
-  try {
-    return model::QuantizationMode::parse(meta.value("mode", ""));
-  } catch (const Error& e) {
-    FP6_THROW(kBadInput, "{}: the '{}' metadata names a bad mode: {}", ckpt.dir().string(), kPrequantizedKey, e.what());
-  }
+  return model::naming_file(ckpt.metadata_file().string(), [&] {
+    const Meta meta = read_meta(ckpt);
+    const int64_t version = meta.integer(meta.j, "the metadata", "version");
+    FP6_CHECK(version == kPrequantizedVersion, kUnsupported,
+              "{}: prequantized format version {} is not supported (this fp6serve reads version {})", meta.where,
+              version, kPrequantizedVersion);
+    const std::string mode = meta.string(meta.j, "the metadata", "mode", "");
+    try {
+      return model::QuantizationMode::parse(mode);
+    } catch (const Error& e) {
+      FP6_THROW(kBadInput, "{}: names a bad mode: {}", meta.where, e.what());
+    }
+  });
 }
 
 void read_prequantized(const Checkpoint& ckpt, const ModelConfig& config, DType pack_target, WeightSink& sink) {
   const model::QuantizationMode mode = prequantized_mode(ckpt);
-  const json meta = read_meta(ckpt);
-  const std::string where = ckpt.dir().string();
-  const DType stored_target = parse_float_dtype(meta.value("target", "f16"));
-  FP6_CHECK(meta.contains("linears") && meta["linears"].is_object(), kBadInput, "{}: metadata lacks 'linears'", where);
-  const json& linears = meta["linears"];
+  const Meta meta = model::naming_file(ckpt.metadata_file().string(), [&] { return read_meta(ckpt); });
+  const std::string& where = meta.where;
+  const std::string target = meta.string(meta.j, "the metadata", "target", "f16");
+  const DType stored_target = model::naming_file(where + ": target", [&] { return parse_float_dtype(target); });
+  FP6_CHECK(meta.j.contains("linears"), kBadInput, "{}: lacks 'linears'", where);
+  const json& linears = meta.object(meta.j["linears"], "linears");
 
   auto read_linear = [&](WeightId id, int64_t rows, int64_t cols) {
     const std::string name = model::weight_name(id);
+    const std::string path = "linears['" + name + "']";
     FP6_CHECK(linears.contains(name), kBadInput, "{}: linear layer '{}' is missing", where, name);
-    const json& info = linears[name];
-    FP6_CHECK(info.value("rows", int64_t{-1}) == rows && info.value("cols", int64_t{-1}) == cols, kBadInput,
-              "{}: linear layer '{}' is [{}, {}] but the config implies [{}, {}]", where, name, info.value("rows", -1),
-              info.value("cols", -1), rows, cols);
+    const json& info = meta.object(linears[name], path);
+    const int64_t stored_rows = meta.integer(info, path, "rows"), stored_cols = meta.integer(info, path, "cols");
+    FP6_CHECK(stored_rows == rows && stored_cols == cols, kBadInput,
+              "{}: linear layer '{}' is [{}, {}] but the config implies [{}, {}]", where, name, stored_rows,
+              stored_cols, rows, cols);
     HostLinear h;
     h.id = id;
     h.rows = rows;
     h.cols = cols;
-    if (info.value("quantized", false)) {
-      const fpx::PackPlan plan = fpx::pack_plan(mode.format, stored_target);
+    if (meta.boolean(info, path, "quantized")) {
+      const fpx::PackPlan plan = model::naming_file(where, [&] { return fpx::pack_plan(mode.format, stored_target); });
       auto p = std::make_unique<fpx::PackedWeight>();
       p->plan = plan;
       p->rows = rows;
@@ -183,10 +220,10 @@ void read_prequantized(const Checkpoint& ckpt, const ModelConfig& config, DType 
       const TensorInfo& t = ckpt.get(name + ".weight");
       FP6_CHECK(t.shape == (std::vector<int64_t>{rows, cols}), kBadInput, "{}: '{}' has shape {}, expected [{}, {}]",
                 ckpt.file_of(t.name).string(), t.name, t.shape_string(), rows, cols);
-      h.dense = Tensor::empty(t.shape, float_dtype(t.dtype, t.name));
+      h.dense = Tensor::empty(t.shape, float_dtype(ckpt, t));
       std::memcpy(h.dense.data(), t.data, t.bytes);
     }
-    if (info.value("bias", false)) {
+    if (meta.boolean(info, path, "bias")) {
       const TensorInfo& b = ckpt.get(name + ".bias");
       FP6_CHECK(b.dtype == StDType::kF32 && b.shape == std::vector<int64_t>{rows}, kBadInput,
                 "{}: '{}' is {} {}, expected F32 [{}]", ckpt.file_of(b.name).string(), b.name, st_dtype_name(b.dtype),
@@ -198,9 +235,9 @@ void read_prequantized(const Checkpoint& ckpt, const ModelConfig& config, DType 
   auto read_tensor = [&](WeightId id, const std::vector<int64_t>& shape) {
     const std::string name = model::weight_name(id);
     const TensorInfo& t = ckpt.get(name);
-    FP6_CHECK(t.shape == shape, kBadInput, "{}: '{}' has shape {}", ckpt.file_of(name).string(), name,
-              t.shape_string());
-    Tensor host = Tensor::empty(t.shape, float_dtype(t.dtype, name));
+    FP6_CHECK(t.shape == shape, kBadInput, "{}: '{}' has shape {}, expected {}", ckpt.file_of(name).string(), name,
+              t.shape_string(), shape_string(shape));
+    Tensor host = Tensor::empty(t.shape, float_dtype(ckpt, t));
     std::memcpy(host.data(), t.data, t.bytes);
     return host;
   };
@@ -241,11 +278,7 @@ void write_prequantized(const fs::path& model_dir, const fs::path& out_dir, cons
                  {"quantize_lm_head", spec.quantize_lm_head}});
 
   // config.json with a quantization_config, and the tokenizer and generation files as they are.
-  json cfg;
-  {
-    std::ifstream in(model_dir / "config.json");
-    cfg = json::parse(in);
-  }
+  json cfg = parse_json(read_file(model_dir / "config.json"), (model_dir / "config.json").string());
   cfg["quantization_config"] = {
       {"quant_method", "fp6serve"}, {"quantization_mode", spec.mode.name}, {"fpx_format", spec.mode.format.name()}};
   std::ofstream(out_dir / "config.json") << cfg.dump(2) << "\n";

@@ -4,7 +4,8 @@
 // {dtype, shape, data_offsets} (plus an optional "__metadata__" map of strings), then the
 // data. Files are memory-mapped read-only: tensors are views into the mapping, so loading a
 // checkpoint never copies the 16-bit model into anonymous memory. Every malformed header,
-// offset or size is an Error(kBadInput) naming the file and the tensor.
+// offset or size is an Error(kBadInput) naming the file and the tensor; parse_safetensors
+// does that validation on bytes in memory, for the file reader and the fuzz target alike.
 #pragma once
 
 #include <cstddef>
@@ -34,6 +35,22 @@ struct TensorInfo {
   std::string shape_string() const { return fp6serve::shape_string(shape); }  // "[4096, 11008]"
 };
 
+// The header of a safetensors file, validated against the file's bytes.
+struct SafetensorsContents {
+  std::map<std::string, TensorInfo> tensors;  // data points into the bytes parsed
+  std::map<std::string, std::string> metadata;
+};
+
+// The safetensors reference implementation's header limit: real headers are kilobytes to a
+// few megabytes (a 1000-layer model has ~20k entries), and nothing bigger is worth parsing.
+inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100'000'000;
+
+// Validates the whole file held in `bytes` (every tensor's dtype, shape, offsets, size and
+// alignment) and returns its tensors, pointing into `bytes`. `bytes` must be aligned to 8
+// (as a mapping or a malloc'd buffer is), so that a tensor is aligned in memory exactly when
+// its position in the file is. Throws Error(kBadInput) "<source>: ..." naming the tensor.
+SafetensorsContents parse_safetensors(const uint8_t* bytes, size_t size, const std::string& source);
+
 class SafetensorsFile {
  public:
   // Maps and validates the whole header; throws kNotFound / kBadInput.
@@ -43,16 +60,15 @@ class SafetensorsFile {
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
 
   const std::filesystem::path& path() const { return path_; }
-  const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
-  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const std::map<std::string, TensorInfo>& tensors() const { return contents_.tensors; }
+  const std::map<std::string, std::string>& metadata() const { return contents_.metadata; }
   const TensorInfo* find(const std::string& name) const;
 
  private:
   std::filesystem::path path_;
   void* map_ = nullptr;
   size_t size_ = 0;
-  std::map<std::string, TensorInfo> tensors_;
-  std::map<std::string, std::string> metadata_;
+  SafetensorsContents contents_;
 };
 
 // A checkpoint directory: model.safetensors, or shards listed by model.safetensors.index.json.
@@ -63,16 +79,21 @@ class Checkpoint {
   const std::filesystem::path& dir() const { return dir_; }
   // nullptr when absent.
   const TensorInfo* find(const std::string& name) const;
-  // Throws kNotFound naming the tensor and the checkpoint directory.
+  // Throws kNotFound naming the tensor and where it was looked for (describe()).
   const TensorInfo& get(const std::string& name) const;
   std::vector<std::string> names() const;
   // The file a tensor lives in, for error messages.
   std::filesystem::path file_of(const std::string& name) const;
   // Metadata of the first file (the prequantized format keeps its own there).
   const std::map<std::string, std::string>& metadata() const { return files_.front()->metadata(); }
+  // The first file, which holds that metadata (for error messages about it).
+  const std::filesystem::path& metadata_file() const { return files_.front()->path(); }
+  // The file for a single-file checkpoint, else the index: what error messages name.
+  const std::filesystem::path& describe() const { return describe_; }
 
  private:
   std::filesystem::path dir_;
+  std::filesystem::path describe_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const SafetensorsFile*> owner_;
 };

@@ -8,6 +8,8 @@
 
 #include "core/check.h"
 #include "core/file.h"
+#include "core/json.h"
+#include "model/file_errors.h"
 
 namespace fp6serve::model {
 
@@ -28,14 +30,35 @@ const char* family_name(Family family) {
 
 namespace {
 
-json parse_json(const std::string& text, const std::string& source) {
-  try {
-    json j = json::parse(text);
-    FP6_CHECK(j.is_object(), kBadInput, "{}: expected a JSON object", source);
-    return j;
-  } catch (const json::exception& e) {
-    FP6_THROW(kBadInput, "{}: malformed JSON: {}", source, e.what());
-  }
+// Upper bounds of the size fields, each far above the largest real model (in brackets) and
+// low enough that a config naming absurd sizes is rejected before anything is allocated for
+// them (num_hidden_layers 1e7 sized 11 GB of weight slots), and that no product the loader or
+// a backend forms overflows int64.
+constexpr int64_t kMaxLayers = 4096;               // [Llama-3.1 405B: 126]
+constexpr int64_t kMaxHiddenSize = 1 << 16;        // [Llama-3.1 405B: 16384]
+constexpr int64_t kMaxIntermediateSize = 1 << 18;  // [Llama-3.1 405B: 53248]
+constexpr int64_t kMaxHeads = 4096;                // [Llama-3.1 405B: 128]
+constexpr int64_t kMaxHeadDim = 1024;              // [Gemma: 256]
+constexpr int64_t kMaxVocabSize = 1 << 24;         // [Gemma: 256k] the tokenizer's bound too
+constexpr int64_t kMaxPositions = 1 << 24;         // [Llama-4 Scout: 10M]
+// Every weight (embeddings, qkv, gate_up, ...) has at most 2^40 elements, so the whole model
+// in 8-byte elements stays far below 2^63 bytes.
+constexpr int64_t kMaxWeightElements = int64_t{1} << 40;
+static_assert(kMaxVocabSize * kMaxHiddenSize <= kMaxWeightElements);
+static_assert(3 * kMaxHeads * kMaxHeadDim * kMaxHiddenSize <= kMaxWeightElements);
+static_assert(2 * kMaxIntermediateSize * kMaxHiddenSize <= kMaxWeightElements);
+static_assert(kMaxLayers * 8 * kMaxWeightElements * 8 < (int64_t{1} << 62));
+
+json parse_object(const std::string& text, const std::string& source) {
+  json j = parse_json(text, source);
+  FP6_CHECK(j.is_object(), kBadInput, "{}: expected a JSON object", source);
+  return j;
+}
+
+// A value for an error message, cut short: a field may hold a megabyte of JSON.
+std::string brief(const json& v) {
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  return s.size() > 64 ? s.substr(0, 61) + "..." : s;
 }
 
 // Field readers that name the file and the field in every error.
@@ -45,18 +68,23 @@ struct Fields {
 
   bool has(const char* key) const { return j.contains(key) && !j[key].is_null(); }
 
-  int64_t positive_int(const char* key) const {
+  // An integer in [1, max].
+  int64_t positive_int(const char* key, int64_t max) const {
     FP6_CHECK(has(key), kBadInput, "{}: required field '{}' is missing", source, key);
     const json& v = j[key];
     FP6_CHECK(v.is_number_integer() && v.get<int64_t>() > 0, kBadInput,
-              "{}: field '{}' must be a positive integer, got {}", source, key, v.dump());
+              "{}: field '{}' must be a positive integer, got {}", source, key, brief(v));
+    FP6_CHECK(v.get<int64_t>() <= max, kBadInput, "{}: field '{}' is {}, more than the {} any real model has", source,
+              key, v.get<int64_t>(), max);
     return v.get<int64_t>();
   }
-  int64_t positive_int_or(const char* key, int64_t fallback) const { return has(key) ? positive_int(key) : fallback; }
+  int64_t positive_int_or(const char* key, int64_t max, int64_t fallback) const {
+    return has(key) ? positive_int(key, max) : fallback;
+  }
 
   double positive_number(const json& v, const std::string& key) const {
     FP6_CHECK(v.is_number() && v.get<double>() > 0 && std::isfinite(v.get<double>()), kBadInput,
-              "{}: field '{}' must be a positive number, got {}", source, key, v.dump());
+              "{}: field '{}' must be a positive number, got {}", source, key, brief(v));
     return v.get<double>();
   }
   double positive_number_or(const char* key, double fallback) const {
@@ -66,17 +94,19 @@ struct Fields {
   bool boolean_or(const char* key, bool fallback) const {
     if (!has(key)) return fallback;
     FP6_CHECK(j[key].is_boolean(), kBadInput, "{}: field '{}' must be true or false, got {}", source, key,
-              j[key].dump());
+              brief(j[key]));
     return j[key].get<bool>();
   }
 
-  std::vector<int32_t> token_ids(const char* key) const {
+  // Token ids below vocab_size: the engine compares them with sampled ids and may index
+  // logits with them.
+  std::vector<int32_t> token_ids(const char* key, int64_t vocab_size) const {
     std::vector<int32_t> out;
     if (!has(key)) return out;
     const json& v = j[key];
     auto one = [&](const json& x) {
-      FP6_CHECK(x.is_number_integer() && x.get<int64_t>() >= 0, kBadInput,
-                "{}: field '{}' must hold non-negative token ids, got {}", source, key, x.dump());
+      FP6_CHECK(x.is_number_integer() && x.get<int64_t>() >= 0 && x.get<int64_t>() < vocab_size, kBadInput,
+                "{}: field '{}' must hold token ids in [0, vocab_size {}), got {}", source, key, vocab_size, brief(x));
       out.push_back(static_cast<int32_t>(x.get<int64_t>()));
     };
     if (v.is_array())
@@ -121,7 +151,12 @@ void parse_rope(const Fields& f, ModelConfig& c) {
     c.rope.factor = number("factor", 8.0);
     c.rope.low_freq_factor = number("low_freq_factor", 1.0);
     c.rope.high_freq_factor = number("high_freq_factor", 4.0);
-    c.rope.original_max_position = static_cast<int64_t>(number("original_max_position_embeddings", 8192));
+    const double original = number("original_max_position_embeddings", 8192);
+    // Checked before the cast: a double beyond int64 does not convert (undefined behaviour).
+    FP6_CHECK(original <= static_cast<double>(kMaxPositions), kBadInput,
+              "{}: {}.original_max_position_embeddings is {}, more than the {} any real model has", f.source,
+              params_key, original, kMaxPositions);
+    c.rope.original_max_position = static_cast<int64_t>(original);
     FP6_CHECK(c.rope.high_freq_factor > c.rope.low_freq_factor, kBadInput,
               "{}: {}.high_freq_factor must exceed low_freq_factor", f.source, params_key);
     return;
@@ -169,8 +204,10 @@ ModelConfig ModelConfig::shape(const std::string& name) {
   return parse(read_file(name), name);
 }
 
-ModelConfig ModelConfig::parse(const std::string& text, const std::string& source) {
-  const json j = parse_json(text, source);
+namespace {
+
+ModelConfig parse_fields(const std::string& text, const std::string& source) {
+  const json j = parse_object(text, source);
   const Fields f{j, source};
   ModelConfig c;
   FP6_CHECK(f.has("model_type") && j["model_type"].is_string(), kBadInput, "{}: field 'model_type' is missing", source);
@@ -185,30 +222,33 @@ ModelConfig ModelConfig::parse(const std::string& text, const std::string& sourc
     FP6_THROW(kUnsupported, "{}: model_type '{}' is not supported (supported: llama, mistral, qwen2)", source,
               c.model_type);
 
-  c.vocab_size = f.positive_int("vocab_size");
-  c.hidden_size = f.positive_int("hidden_size");
-  c.intermediate_size = f.positive_int("intermediate_size");
-  c.num_layers = f.positive_int("num_hidden_layers");
-  c.num_heads = f.positive_int("num_attention_heads");
-  c.num_kv_heads = f.positive_int_or("num_key_value_heads", c.num_heads);
+  c.vocab_size = f.positive_int("vocab_size", kMaxVocabSize);
+  c.hidden_size = f.positive_int("hidden_size", kMaxHiddenSize);
+  c.intermediate_size = f.positive_int("intermediate_size", kMaxIntermediateSize);
+  c.num_layers = f.positive_int("num_hidden_layers", kMaxLayers);
+  c.num_heads = f.positive_int("num_attention_heads", kMaxHeads);
+  c.num_kv_heads = f.positive_int_or("num_key_value_heads", kMaxHeads, c.num_heads);
   FP6_CHECK(c.num_heads % c.num_kv_heads == 0, kBadInput,
             "{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})", source, c.num_heads,
             c.num_kv_heads);
   if (f.has("head_dim")) {
-    c.head_dim = f.positive_int("head_dim");
+    c.head_dim = f.positive_int("head_dim", kMaxHeadDim);
   } else {
     FP6_CHECK(c.hidden_size % c.num_heads == 0, kBadInput,
               "{}: hidden_size ({}) is not a multiple of num_attention_heads ({}) and head_dim is absent", source,
               c.hidden_size, c.num_heads);
     c.head_dim = c.hidden_size / c.num_heads;
+    FP6_CHECK(c.head_dim <= kMaxHeadDim, kBadInput,
+              "{}: hidden_size / num_attention_heads is {}, a head_dim above the {} any real model has", source,
+              c.head_dim, kMaxHeadDim);
   }
   FP6_CHECK(c.head_dim % 2 == 0, kBadInput, "{}: head_dim ({}) must be even for rotary embeddings", source, c.head_dim);
-  c.max_position_embeddings = f.positive_int_or("max_position_embeddings", 4096);
+  c.max_position_embeddings = f.positive_int_or("max_position_embeddings", kMaxPositions, 4096);
   c.rms_norm_eps = f.positive_number_or("rms_norm_eps", 1e-6);
   c.tie_word_embeddings = f.boolean_or("tie_word_embeddings", c.family == Family::kQwen2);
   if (f.has("hidden_act")) {
     FP6_CHECK(j["hidden_act"] == "silu", kUnsupported, "{}: hidden_act {} is not supported (only silu)", source,
-              j["hidden_act"].dump());
+              brief(j["hidden_act"]));
   }
   switch (c.family) {
     case Family::kLlama: {
@@ -225,7 +265,7 @@ ModelConfig ModelConfig::parse(const std::string& text, const std::string& sourc
   }
   // Mistral v0.1 ships sliding_window 4096; Qwen2 ships one but disables it.
   const bool sliding = c.family == Family::kQwen2 ? f.boolean_or("use_sliding_window", false) : true;
-  if (sliding && f.has("sliding_window")) c.sliding_window = f.positive_int("sliding_window");
+  if (sliding && f.has("sliding_window")) c.sliding_window = f.positive_int("sliding_window", kMaxPositions);
   parse_rope(f, c);
   for (const char* key : {"dtype", "torch_dtype"}) {
     if (f.has(key)) {
@@ -235,10 +275,16 @@ ModelConfig ModelConfig::parse(const std::string& text, const std::string& sourc
       break;
     }
   }
-  const auto bos = f.token_ids("bos_token_id");
+  const auto bos = f.token_ids("bos_token_id", c.vocab_size);
   if (!bos.empty()) c.bos_token_id = bos.front();
-  c.eos_token_ids = f.token_ids("eos_token_id");
+  c.eos_token_ids = f.token_ids("eos_token_id", c.vocab_size);
   return c;
+}
+
+}  // namespace
+
+ModelConfig ModelConfig::parse(const std::string& text, const std::string& source) {
+  return naming_file(source, [&] { return parse_fields(text, source); });
 }
 
 std::vector<float> ModelConfig::rope_inv_freq() const {
@@ -274,22 +320,26 @@ GenerationDefaults GenerationDefaults::load(const fs::path& dir, const ModelConf
   const fs::path path = dir / "generation_config.json";
   if (fs::exists(path)) {
     const std::string source = path.string();
-    const json j = parse_json(read_file(path), source);
-    const Fields f{j, source};
-    g.eos_token_ids = f.token_ids("eos_token_id");
-    g.do_sample = f.boolean_or("do_sample", false);
-    if (f.has("temperature")) {
-      FP6_CHECK(j["temperature"].is_number() && j["temperature"].get<double>() >= 0, kBadInput,
-                "{}: field 'temperature' must be a non-negative number", source);
-      g.temperature = j["temperature"].get<double>();
-    }
-    g.top_p = f.positive_number_or("top_p", 1.0);
-    if (f.has("top_k")) {
-      FP6_CHECK(j["top_k"].is_number_integer() && j["top_k"].get<int64_t>() >= 0, kBadInput,
-                "{}: field 'top_k' must be a non-negative integer", source);
-      g.top_k = j["top_k"].get<int64_t>();
-    }
-    g.repetition_penalty = f.positive_number_or("repetition_penalty", 1.0);
+    naming_file(source, [&] {
+      const json j = parse_object(read_file(path), source);
+      const Fields f{j, source};
+      g.eos_token_ids = f.token_ids("eos_token_id", config.vocab_size);
+      g.do_sample = f.boolean_or("do_sample", false);
+      if (f.has("temperature")) {
+        FP6_CHECK(j["temperature"].is_number() && j["temperature"].get<double>() >= 0 &&
+                      std::isfinite(j["temperature"].get<double>()),
+                  kBadInput, "{}: field 'temperature' must be a non-negative number, got {}", source,
+                  brief(j["temperature"]));
+        g.temperature = j["temperature"].get<double>();
+      }
+      g.top_p = f.positive_number_or("top_p", 1.0);
+      if (f.has("top_k")) {
+        FP6_CHECK(j["top_k"].is_number_integer() && j["top_k"].get<int64_t>() >= 0, kBadInput,
+                  "{}: field 'top_k' must be a non-negative integer, got {}", source, brief(j["top_k"]));
+        g.top_k = j["top_k"].get<int64_t>();
+      }
+      g.repetition_penalty = f.positive_number_or("repetition_penalty", 1.0);
+    });
   }
   for (int32_t id : config.eos_token_ids)
     if (std::find(g.eos_token_ids.begin(), g.eos_token_ids.end(), id) == g.eos_token_ids.end())

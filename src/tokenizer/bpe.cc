@@ -5,6 +5,7 @@
 #include <queue>
 
 #include "core/check.h"
+#include "tokenizer/fields.h"
 #include "tokenizer/unicode.h"
 
 namespace fp6serve {
@@ -12,8 +13,9 @@ namespace fp6serve {
 using json = nlohmann::json;
 
 BpeModel::BpeModel(const json& m, const std::string& source) {
+  using namespace tokenizer_parts;
   FP6_CHECK(m.is_object(), kBadInput, "{}: 'model' must be an object", source);
-  const std::string type = m.value("type", "BPE");
+  const std::string type = string_or(m, "type", "BPE", source, "model");
   FP6_CHECK(type == "BPE", kUnsupported, "{}: model.type '{}' is not supported (only BPE)", source, type);
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
     FP6_CHECK(!m.contains(key) || m[key].is_null() || m[key] == "", kUnsupported, "{}: model.{} is not supported",
@@ -22,18 +24,15 @@ BpeModel::BpeModel(const json& m, const std::string& source) {
             "{}: model.dropout (BPE dropout) is not supported", source);
   FP6_CHECK(m.contains("vocab") && m["vocab"].is_object() && !m["vocab"].empty(), kBadInput,
             "{}: model.vocab is missing or empty", source);
-  for (const auto& [token, id] : m["vocab"].items()) {
-    FP6_CHECK(id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < (1ll << 31), kBadInput,
-              "{}: model.vocab['{}'] is not a token id", source, token);
-    vocab_.emplace(token, static_cast<int32_t>(id.get<int64_t>()));
-  }
-  byte_fallback_ = m.value("byte_fallback", false);
-  fuse_unk_ = m.value("fuse_unk", false);
-  ignore_merges_ = m.value("ignore_merges", false);
-  if (m.contains("unk_token") && m["unk_token"].is_string()) {
-    const auto it = vocab_.find(m["unk_token"].get<std::string>());
-    FP6_CHECK(it != vocab_.end(), kBadInput, "{}: model.unk_token '{}' is not in the vocabulary", source,
-              m["unk_token"].get<std::string>());
+  for (const auto& [token, id] : m["vocab"].items())
+    vocab_.emplace(token, token_id(id, source, "model.vocab['" + token + "']"));
+  byte_fallback_ = bool_or(m, "byte_fallback", false, source, "model");
+  fuse_unk_ = bool_or(m, "fuse_unk", false, source, "model");
+  ignore_merges_ = bool_or(m, "ignore_merges", false, source, "model");
+  if (m.contains("unk_token") && !m["unk_token"].is_null()) {
+    const std::string unk = string_or(m, "unk_token", "", source, "model");
+    const auto it = vocab_.find(unk);
+    FP6_CHECK(it != vocab_.end(), kBadInput, "{}: model.unk_token '{}' is not in the vocabulary", source, unk);
     unk_ = it->second;
   }
   for (int b = 0; b < 256; ++b) {

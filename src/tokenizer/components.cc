@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "core/check.h"
+#include "tokenizer/fields.h"
 #include "tokenizer/unicode.h"
 
 namespace fp6serve::tokenizer_parts {
@@ -23,13 +24,45 @@ const json& list_field(const json& j, const char* key, const std::string& source
   return j[key];
 }
 
+// A regex compiled while parsing, so that a pattern PCRE2 rejects is an error of the file
+// (naming it and the component at `path`), never of a later encode or decode.
+std::unique_ptr<text::Regex> compile(const std::string& pattern, bool literal, const std::string& source,
+                                     const std::string& path) {
+  try {
+    return std::make_unique<text::Regex>(pattern, literal);
+  } catch (const Error& e) {
+    throw Error(e.kind(), fmt::format("{}: {}: {}", source, path, e.what()));
+  }
+}
+
 // A {"String": s} or {"Regex": r} pattern.
 std::unique_ptr<text::Regex> parse_pattern(const json& j, const std::string& source, const std::string& path) {
   FP6_CHECK(j.contains("pattern") && j["pattern"].is_object(), kBadInput, "{}: {}.pattern is missing", source, path);
   const json& p = j["pattern"];
-  if (p.contains("String") && p["String"].is_string()) return std::make_unique<text::Regex>(p["String"], true);
-  if (p.contains("Regex") && p["Regex"].is_string()) return std::make_unique<text::Regex>(p["Regex"], false);
+  if (p.contains("String") && p["String"].is_string())
+    return compile(p["String"].get<std::string>(), true, source, path + ".pattern.String");
+  if (p.contains("Regex") && p["Regex"].is_string())
+    return compile(p["Regex"].get<std::string>(), false, source, path + ".pattern.Regex");
   FP6_THROW(kBadInput, "{}: {}.pattern must be {{\"String\": ...}} or {{\"Regex\": ...}}", source, path);
+}
+
+// Metaspace's replacement: one character, as the tokenizers library's `char`.
+std::string parse_replacement(const json& j, const std::string& source, const std::string& path) {
+  const std::string r = string_or(j, "replacement", "\xE2\x96\x81", source, path);
+  FP6_CHECK(text::utf8_chars(r).size() == 1 && text::utf8_lossy(r) == r, kBadInput,
+            "{}: {}.replacement must be one character, got '{}'", source, path, text::utf8_lossy(r));
+  return r;
+}
+
+// Metaspace's prepend_scheme (or the older add_prefix_space): always, first or never.
+std::string parse_prepend_scheme(const json& j, const std::string& source, const std::string& path) {
+  if (j.contains("prepend_scheme") && !j["prepend_scheme"].is_null()) {
+    const std::string scheme = string_or(j, "prepend_scheme", "always", source, path);
+    FP6_CHECK(scheme == "always" || scheme == "first" || scheme == "never", kUnsupported,
+              "{}: {}.prepend_scheme '{}' is not supported (always, first, never)", source, path, scheme);
+    return scheme;
+  }
+  return bool_or(j, "add_prefix_space", true, source, path) ? "always" : "never";
 }
 
 std::string replace_all(const text::Regex& re, const std::string& s, const std::string& content) {
@@ -108,7 +141,7 @@ class PreTokenizerSequence : public PreTokenizer {
 enum class Behavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
 
 Behavior parse_behavior(const json& j, const std::string& source, const std::string& path) {
-  const std::string b = j.value("behavior", "Isolated");
+  const std::string b = string_or(j, "behavior", "Isolated", source, path);
   if (b == "Removed") return Behavior::kRemoved;
   if (b == "Isolated") return Behavior::kIsolated;
   if (b == "MergedWithPrevious") return Behavior::kMergedWithPrevious;
@@ -210,6 +243,7 @@ class ByteLevelPre : public PreTokenizer {
 class Metaspace : public PreTokenizer {
  public:
   std::string replacement = "\xE2\x96\x81";
+  std::unique_ptr<text::Regex> replacement_re;  // the replacement, literally
   std::string prepend_scheme = "always";
   bool split = true;
   void apply(std::vector<std::string>& pieces, bool first) const override {
@@ -220,8 +254,7 @@ class Metaspace : public PreTokenizer {
       const bool prepend = prepend_scheme == "always" || (prepend_scheme == "first" && first && i == 0);
       if (prepend && p.compare(0, replacement.size(), replacement) != 0) p = replacement + p;
       if (split) {
-        const text::Regex re(replacement, true);
-        split_piece(re, Behavior::kMergedWithNext, false, p, out);
+        split_piece(*replacement_re, Behavior::kMergedWithNext, false, p, out);
       } else {
         out.push_back(std::move(p));
       }
@@ -344,12 +377,11 @@ class StripDecoder : public Decoder {
 
 class MetaspaceDecoder : public Decoder {
  public:
-  std::string replacement = "\xE2\x96\x81";
+  std::unique_ptr<text::Regex> replacement_re;  // the replacement, literally
   bool strip_first = true;
   void apply(std::vector<std::string>& tokens) const override {
-    const text::Regex re(replacement, true);
     for (size_t i = 0; i < tokens.size(); ++i) {
-      tokens[i] = replace_all(re, tokens[i], " ");
+      tokens[i] = replace_all(*replacement_re, tokens[i], " ");
       if (i == 0 && strip_first && !tokens[i].empty() && tokens[i][0] == ' ') tokens[i].erase(0, 1);
     }
   }
@@ -403,11 +435,11 @@ std::unique_ptr<Normalizer> parse_normalizer(const json& j, const std::string& s
   if (j.is_null()) return nullptr;
   const std::string type = type_of(j, source, path);
   if (type == "Sequence") return parse_sequence<NormalizerSequence>(j, "normalizers", source, path, parse_normalizer);
-  if (type == "Prepend") return std::make_unique<Prepend>(j.value("prepend", ""));
+  if (type == "Prepend") return std::make_unique<Prepend>(string_or(j, "prepend", "", source, path));
   if (type == "Replace") {
     auto r = std::make_unique<ReplaceNormalizer>();
     r->pattern = parse_pattern(j, source, path);
-    r->content = j.value("content", "");
+    r->content = string_or(j, "content", "", source, path);
     return r;
   }
   if (type == "NFC") return std::make_unique<UnicodeNormalizer>(text::NormalForm::kNfc);
@@ -417,8 +449,8 @@ std::unique_ptr<Normalizer> parse_normalizer(const json& j, const std::string& s
   if (type == "Lowercase") return std::make_unique<Lowercase>();
   if (type == "Strip") {
     auto s = std::make_unique<StripNormalizer>();
-    s->left = j.value("strip_left", true);
-    s->right = j.value("strip_right", true);
+    s->left = bool_or(j, "strip_left", true, source, path);
+    s->right = bool_or(j, "strip_right", true, source, path);
     return s;
   }
   FP6_THROW(kUnsupported,
@@ -436,26 +468,24 @@ std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const json& j, const std::stri
     auto s = std::make_unique<Split>();
     s->pattern = parse_pattern(j, source, path);
     s->behavior = parse_behavior(j, source, path);
-    s->invert = j.value("invert", false);
+    s->invert = bool_or(j, "invert", false, source, path);
     return s;
   }
   if (type == "ByteLevel") {
     auto b = std::make_unique<ByteLevelPre>();
-    b->add_prefix_space = j.value("add_prefix_space", false);
-    if (j.value("use_regex", true)) b->regex = std::make_unique<text::Regex>(kGpt2Pattern, false);
+    b->add_prefix_space = bool_or(j, "add_prefix_space", false, source, path);
+    if (bool_or(j, "use_regex", true, source, path)) b->regex = std::make_unique<text::Regex>(kGpt2Pattern, false);
     return b;
   }
   if (type == "Metaspace") {
     auto m = std::make_unique<Metaspace>();
-    m->replacement = j.value("replacement", m->replacement);
-    if (j.contains("prepend_scheme") && j["prepend_scheme"].is_string())
-      m->prepend_scheme = j["prepend_scheme"];
-    else if (j.contains("add_prefix_space"))
-      m->prepend_scheme = j.value("add_prefix_space", true) ? "always" : "never";
-    m->split = j.value("split", true);
+    m->replacement = parse_replacement(j, source, path);
+    m->replacement_re = compile(m->replacement, true, source, path + ".replacement");
+    m->prepend_scheme = parse_prepend_scheme(j, source, path);
+    m->split = bool_or(j, "split", true, source, path);
     return m;
   }
-  if (type == "Digits") return std::make_unique<Digits>(j.value("individual_digits", false));
+  if (type == "Digits") return std::make_unique<Digits>(bool_or(j, "individual_digits", false, source, path));
   FP6_THROW(kUnsupported,
             "{}: {} is a '{}' pre-tokenizer, which is not supported (supported: Sequence, Split, ByteLevel, "
             "Metaspace, Digits)",
@@ -470,25 +500,22 @@ std::unique_ptr<Decoder> parse_decoder(const json& j, const std::string& source,
   if (type == "Replace") {
     auto r = std::make_unique<ReplaceDecoder>();
     r->pattern = parse_pattern(j, source, path);
-    r->content = j.value("content", "");
+    r->content = string_or(j, "content", "", source, path);
     return r;
   }
   if (type == "ByteFallback") return std::make_unique<ByteFallbackDecoder>();
   if (type == "Fuse") return std::make_unique<Fuse>();
   if (type == "Strip") {
     auto s = std::make_unique<StripDecoder>();
-    s->content = j.value("content", " ");
-    s->start = j.value("start", 0);
-    s->stop = j.value("stop", 0);
+    s->content = string_or(j, "content", " ", source, path);
+    s->start = count_or(j, "start", 0, source, path);
+    s->stop = count_or(j, "stop", 0, source, path);
     return s;
   }
   if (type == "Metaspace") {
     auto m = std::make_unique<MetaspaceDecoder>();
-    m->replacement = j.value("replacement", m->replacement);
-    const std::string scheme = j.contains("prepend_scheme") && j["prepend_scheme"].is_string()
-                                   ? j["prepend_scheme"].get<std::string>()
-                                   : (j.value("add_prefix_space", true) ? "always" : "never");
-    m->strip_first = scheme != "never";
+    m->replacement_re = compile(parse_replacement(j, source, path), true, source, path + ".replacement");
+    m->strip_first = parse_prepend_scheme(j, source, path) != "never";
     return m;
   }
   FP6_THROW(kUnsupported,
@@ -505,17 +532,24 @@ std::unique_ptr<PostProcessor> parse_post_processor(const json& j, const std::st
   if (type == "TemplateProcessing") {
     auto t = std::make_unique<Template>();
     const json& special = j.contains("special_tokens") ? j["special_tokens"] : json::object();
-    for (const json& item : list_field(j, "single", source, path)) {
-      if (item.contains("Sequence")) {
+    FP6_CHECK(special.is_object(), kBadInput, "{}: {}.special_tokens must be an object", source, path);
+    const json& single = list_field(j, "single", source, path);
+    for (size_t i = 0; i < single.size(); ++i) {
+      const json& item = single[i];
+      const std::string where = fmt::format("{}.single[{}]", path, i);
+      if (item.is_object() && item.contains("Sequence")) {
         t->items.emplace_back();
-      } else if (item.contains("SpecialToken")) {
-        const std::string id = item["SpecialToken"].value("id", "");
-        FP6_CHECK(special.contains(id) && special[id].contains("ids") && special[id]["ids"].is_array() &&
-                      !special[id]["ids"].empty(),
+      } else if (item.is_object() && item.contains("SpecialToken")) {
+        const std::string id = string_or(item["SpecialToken"], "id", "", source, where + ".SpecialToken");
+        FP6_CHECK(special.contains(id) && special[id].is_object() && special[id].contains("ids") &&
+                      special[id]["ids"].is_array() && !special[id]["ids"].empty(),
                   kBadInput, "{}: {}.special_tokens lacks the ids of '{}'", source, path, id);
-        t->items.push_back(special[id]["ids"].get<std::vector<int32_t>>());
+        std::vector<int32_t> ids;
+        for (const json& v : special[id]["ids"])
+          ids.push_back(token_id(v, source, fmt::format("{}.special_tokens['{}'].ids", path, id)));
+        t->items.push_back(std::move(ids));
       } else {
-        FP6_THROW(kBadInput, "{}: {}.single has an item that is neither Sequence nor SpecialToken", source, path);
+        FP6_THROW(kBadInput, "{}: {} is neither a Sequence nor a SpecialToken", source, where);
       }
     }
     return t;
@@ -526,7 +560,8 @@ std::unique_ptr<PostProcessor> parse_post_processor(const json& j, const std::st
     for (const char* key : {"cls", "sep"})
       FP6_CHECK(j.contains(key) && j[key].is_array() && j[key].size() == 2, kBadInput, "{}: {}.{} must be [token, id]",
                 source, path, key);
-    t->items = {{j["cls"][1].get<int32_t>()}, {}, {j["sep"][1].get<int32_t>()}};
+    t->items = {
+        {token_id(j["cls"][1], source, path + ".cls[1]")}, {}, {token_id(j["sep"][1], source, path + ".sep[1]")}};
     return t;
   }
   FP6_THROW(kUnsupported,

@@ -9,8 +9,10 @@
 
 #include "core/check.h"
 #include "core/file.h"
+#include "core/json.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/components.h"
+#include "tokenizer/fields.h"
 #include "tokenizer/unicode.h"
 
 namespace fp6serve {
@@ -30,11 +32,15 @@ struct AddedToken {
   bool single_word;
 };
 
-// tokenizer_config.json writes special tokens as strings or as {"content": ...} objects.
-std::string token_string(const json& v) {
+// tokenizer_config.json writes special tokens as strings or as {"content": ...} objects
+// (AddedToken), or null.
+std::string token_string(const json& c, const char* key, const std::string& source) {
+  if (!c.contains(key) || c[key].is_null()) return "";
+  const json& v = c[key];
   if (v.is_string()) return v.get<std::string>();
-  if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
-  return "";
+  FP6_CHECK(v.is_object() && v.contains("content") && v["content"].is_string(), kBadInput,
+            "{}: {} must be a string or {{\"content\": string}}, got {}", source, key, brief(v));
+  return v["content"].get<std::string>();
 }
 
 bool is_word_char(unsigned char c) {
@@ -51,8 +57,35 @@ struct Tokenizer::Impl {
   std::unique_ptr<Decoder> decoder;
   std::vector<AddedToken> added;
   std::unordered_map<unsigned char, std::vector<size_t>> added_by_first_byte;  // longest first
-  std::vector<std::string> id_to_token;
-  std::vector<bool> special;
+  // Every token's text and whether it is special, in the order added (an added token after
+  // a vocabulary entry of the same id replaces it), and id -> index into them.
+  struct Entry {
+    std::string text;
+    bool special;
+  };
+  std::vector<Entry> entries;
+  // Real vocabularies are dense (ids 0..n-1 and a few added tokens past them): a table by id.
+  // A file whose ids leave large holes (one token at id 2^24 - 1) gets a hash map, so memory
+  // follows the size of the file, not its largest id.
+  std::vector<int32_t> dense;  // id -> index, -1 for an id without a token
+  std::unordered_map<int32_t, int32_t> sparse;
+  int32_t size = 0;  // largest id + 1
+
+  const Entry* entry(int32_t id) const {
+    if (id < 0 || id >= size) return nullptr;
+    int32_t k = -1;
+    if (!dense.empty()) {
+      k = dense[static_cast<size_t>(id)];
+    } else if (const auto it = sparse.find(id); it != sparse.end()) {
+      k = it->second;
+    }
+    return k < 0 ? nullptr : &entries[static_cast<size_t>(k)];
+  }
+  const std::string& text_of(int32_t id) const {
+    static const std::string kNone;
+    const Entry* e = entry(id);
+    return e ? e->text : kNone;
+  }
   std::string bos_token, eos_token, chat_template;
   std::optional<int32_t> bos_id, eos_id;
   bool force_bos = false;  // tokenizer_config add_bos_token without a post-processor that adds it
@@ -109,66 +142,85 @@ Tokenizer Tokenizer::load(const fs::path& dir) {
 Tokenizer Tokenizer::parse(const std::string& tokenizer_json, const std::string& config_json,
                            const std::string& source) {
   auto impl = std::make_unique<Impl>();
-  json j;
-  try {
-    j = json::parse(tokenizer_json);
-  } catch (const json::exception& e) {
-    FP6_THROW(kBadInput, "{}: malformed JSON: {}", source, e.what());
-  }
-  FP6_CHECK(j.is_object() && j.contains("model"), kBadInput, "{}: no 'model' object", source);
-  impl->model = std::make_unique<BpeModel>(j["model"], source);
-  impl->normalizer = parse_normalizer(j.value("normalizer", json()), source, "normalizer");
-  impl->pre_tokenizer = parse_pre_tokenizer(j.value("pre_tokenizer", json()), source, "pre_tokenizer");
-  impl->post_processor = parse_post_processor(j.value("post_processor", json()), source, "post_processor");
-  impl->decoder = parse_decoder(j.value("decoder", json()), source, "decoder");
+  naming_file(source, [&] {
+    const json j = parse_json(tokenizer_json, source);
+    FP6_CHECK(j.is_object() && j.contains("model"), kBadInput, "{}: no 'model' object", source);
+    impl->model = std::make_unique<BpeModel>(j["model"], source);
+    const auto component = [&](const char* key) { return j.contains(key) ? j[key] : json(); };
+    impl->normalizer = parse_normalizer(component("normalizer"), source, "normalizer");
+    impl->pre_tokenizer = parse_pre_tokenizer(component("pre_tokenizer"), source, "pre_tokenizer");
+    impl->post_processor = parse_post_processor(component("post_processor"), source, "post_processor");
+    impl->decoder = parse_decoder(component("decoder"), source, "decoder");
 
-  int32_t max_id = -1;
-  for (const auto& [token, id] : impl->model->vocab()) max_id = std::max(max_id, id);
-  if (j.contains("added_tokens")) {
-    FP6_CHECK(j["added_tokens"].is_array(), kBadInput, "{}: added_tokens must be a list", source);
-    for (const json& a : j["added_tokens"]) {
-      FP6_CHECK(a.is_object() && a.contains("id") && a["id"].is_number_integer() && a.contains("content") &&
-                    a["content"].is_string() && !a["content"].get<std::string>().empty(),
-                kBadInput, "{}: an added_tokens entry lacks an id or content: {}", source, a.dump());
-      impl->added.push_back({a["content"], a["id"].get<int32_t>(), a.value("special", false), a.value("lstrip", false),
-                             a.value("rstrip", false), a.value("single_word", false)});
-      max_id = std::max(max_id, impl->added.back().id);
-    }
-  }
-  impl->id_to_token.assign(static_cast<size_t>(max_id + 1), "");
-  impl->special.assign(static_cast<size_t>(max_id + 1), false);
-  for (const auto& [token, id] : impl->model->vocab()) impl->id_to_token[id] = token;
-  for (size_t k = 0; k < impl->added.size(); ++k) {
-    const AddedToken& a = impl->added[k];
-    impl->id_to_token[a.id] = a.content;
-    impl->special[a.id] = a.special;
-    impl->added_by_first_byte[static_cast<unsigned char>(a.content[0])].push_back(k);
-  }
-  for (auto& [byte, list] : impl->added_by_first_byte)
-    std::stable_sort(list.begin(), list.end(),
-                     [&](size_t a, size_t b) { return impl->added[a].content.size() > impl->added[b].content.size(); });
-
-  if (!config_json.empty()) {
-    json c;
-    try {
-      c = json::parse(config_json);
-    } catch (const json::exception& e) {
-      FP6_THROW(kBadInput, "tokenizer_config.json beside {}: malformed JSON: {}", source, e.what());
-    }
-    impl->bos_token = token_string(c.value("bos_token", json()));
-    impl->eos_token = token_string(c.value("eos_token", json()));
-    if (c.contains("chat_template")) {
-      const json& ct = c["chat_template"];
-      if (ct.is_string()) {
-        impl->chat_template = ct.get<std::string>();
-      } else if (ct.is_array()) {
-        // Several named templates: the "default" one serves chat.
-        for (const json& t : ct)
-          if (t.value("name", "") == "default") impl->chat_template = t.value("template", "");
+    int32_t max_id = -1;  // ids are below kMaxTokenId (bpe.cc, token_id below): no overflow
+    for (const auto& [token, id] : impl->model->vocab()) max_id = std::max(max_id, id);
+    if (j.contains("added_tokens") && !j["added_tokens"].is_null()) {
+      FP6_CHECK(j["added_tokens"].is_array(), kBadInput, "{}: added_tokens must be a list", source);
+      const json& list = j["added_tokens"];
+      for (size_t i = 0; i < list.size(); ++i) {
+        const json& a = list[i];
+        const std::string path = fmt::format("added_tokens[{}]", i);
+        FP6_CHECK(a.is_object() && a.contains("id") && a.contains("content") && a["content"].is_string() &&
+                      !a["content"].get_ref<const std::string&>().empty(),
+                  kBadInput, "{}: {} lacks an id or content: {}", source, path, brief(a));
+        const std::string& content = a["content"].get_ref<const std::string&>();
+        const int32_t id = token_id(a["id"], source, fmt::format("{}.id (token '{}')", path, content));
+        impl->added.push_back({content, id, bool_or(a, "special", false, source, path),
+                               bool_or(a, "lstrip", false, source, path), bool_or(a, "rstrip", false, source, path),
+                               bool_or(a, "single_word", false, source, path)});
+        max_id = std::max(max_id, id);
       }
     }
-    if (c.contains("add_bos_token") && c["add_bos_token"].is_boolean())
-      impl->force_bos = c["add_bos_token"].get<bool>();
+    impl->size = max_id + 1;
+    const size_t count = impl->model->vocab().size() + impl->added.size();
+    if (static_cast<size_t>(impl->size) <= 2 * count + 1024) impl->dense.assign(static_cast<size_t>(impl->size), -1);
+    impl->entries.reserve(count);
+    auto set = [&](int32_t id, const std::string& text, bool special) {
+      const auto k = static_cast<int32_t>(impl->entries.size());
+      impl->entries.push_back({text, special});
+      if (!impl->dense.empty())
+        impl->dense[static_cast<size_t>(id)] = k;
+      else
+        impl->sparse[id] = k;
+    };
+    for (const auto& [token, id] : impl->model->vocab()) set(id, token, false);
+    for (size_t k = 0; k < impl->added.size(); ++k) {
+      const AddedToken& a = impl->added[k];
+      set(a.id, a.content, a.special);
+      impl->added_by_first_byte[static_cast<unsigned char>(a.content[0])].push_back(k);
+    }
+    for (auto& [byte, list] : impl->added_by_first_byte)
+      std::stable_sort(list.begin(), list.end(), [&](size_t a, size_t b) {
+        return impl->added[a].content.size() > impl->added[b].content.size();
+      });
+  });
+
+  if (!config_json.empty()) {
+    const std::string config_source = (fs::path(source).parent_path() / "tokenizer_config.json").string();
+    naming_file(config_source, [&] {
+      const json c = parse_json(config_json, config_source);
+      FP6_CHECK(c.is_object(), kBadInput, "{}: expected a JSON object", config_source);
+      impl->bos_token = token_string(c, "bos_token", config_source);
+      impl->eos_token = token_string(c, "eos_token", config_source);
+      if (c.contains("chat_template") && !c["chat_template"].is_null()) {
+        const json& ct = c["chat_template"];
+        if (ct.is_string()) {
+          impl->chat_template = ct.get<std::string>();
+        } else {
+          // Several named templates: the "default" one serves chat.
+          FP6_CHECK(ct.is_array(), kBadInput, "{}: chat_template must be a string or a list of templates",
+                    config_source);
+          for (size_t i = 0; i < ct.size(); ++i) {
+            const std::string path = fmt::format("chat_template[{}]", i);
+            FP6_CHECK(ct[i].is_object(), kBadInput, "{}: {} must be {{\"name\": ..., \"template\": ...}}",
+                      config_source, path);
+            if (string_or(ct[i], "name", "", config_source, path) == "default")
+              impl->chat_template = string_or(ct[i], "template", "", config_source, path);
+          }
+        }
+      }
+      impl->force_bos = bool_or(c, "add_bos_token", false, config_source, "tokenizer_config");
+    });
   }
   Tokenizer t(std::move(impl));
   Impl& m = *t.impl_;
@@ -216,8 +268,8 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_to
     // Models often pad their embedding table past the tokenizer (Qwen2: 1024 vs 1022 here);
     // like the tokenizers library, ids without a token decode to nothing.
     if (id < 0 || id >= vocab_size()) continue;
-    if (skip_special_tokens && m.special[id]) continue;
-    tokens.push_back(m.id_to_token[id]);
+    if (skip_special_tokens && is_special(id)) continue;
+    tokens.push_back(m.text_of(id));
   }
   if (m.decoder)
     m.decoder->apply(tokens);
@@ -233,7 +285,7 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_to
 }
 
 int32_t Tokenizer::vocab_size() const {
-  return static_cast<int32_t>(impl_->id_to_token.size());
+  return impl_->size;
 }
 
 std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {
@@ -245,11 +297,12 @@ std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {
 std::string Tokenizer::id_to_token(int32_t id) const {
   FP6_CHECK(id >= 0 && id < vocab_size(), kInvalidArgument, "token id {} is outside the vocabulary [0, {})", id,
             vocab_size());
-  return impl_->id_to_token[id];
+  return impl_->text_of(id);
 }
 
 bool Tokenizer::is_special(int32_t id) const {
-  return id >= 0 && id < vocab_size() && impl_->special[id];
+  const Impl::Entry* e = impl_->entry(id);
+  return e && e->special;
 }
 std::optional<int32_t> Tokenizer::bos_id() const {
   return impl_->bos_id;
@@ -286,11 +339,12 @@ std::string IncrementalDecoder::push(int32_t id) {
   if (text::utf8_incomplete_tail(fresh) ||
       (fresh.size() >= 3 && fresh.compare(fresh.size() - 3, 3, "\xEF\xBF\xBD") == 0))
     return {};
+  // The new context: the tokens just emitted. They start where a complete character ended, so
+  // the window never starts inside one: the last token alone could be a lone UTF-8
+  // continuation byte (<0x87> of "ć"), and ByteFallback turns a run of bytes that is not
+  // valid UTF-8 into one U+FFFD per byte, the character after it included.
+  prefix_ = read_;
   read_ = ids_.size();
-  // The new context: the last token that decodes to something (skipped specials do not).
-  prefix_ = read_ - 1;
-  while (prefix_ > 0 && window_text(prefix_, prefix_ + 1).empty()) --prefix_;
-  if (window_text(prefix_, prefix_ + 1).empty()) prefix_ = 0;
   return fresh;
 }
 

@@ -62,7 +62,7 @@ class IncrementalDecoder {
   const Tokenizer& tokenizer_;
   bool skip_special_;
   std::vector<int32_t> ids_;
-  size_t prefix_ = 0;  // decoding restarts here: one token of context before the unread ones
+  size_t prefix_ = 0;  // decoding restarts here: the tokens emitted last, context for the unread ones
   size_t read_ = 0;    // tokens before this are emitted
 };
 

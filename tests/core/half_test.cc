@@ -11,9 +11,20 @@
 namespace fp6serve {
 namespace {
 
+// The compiler's _Float16 is the reference; clang before 15 lacks it on x86 (the GCC build,
+// which CI runs first, covers these two tests there).
+#ifdef __FLT16_MAX__
+#define FP6_REFERENCE_F16 1
+using ReferenceF16 = _Float16;
+#else
+#define FP6_REFERENCE_F16 0
+using ReferenceF16 = uint16_t;  // never converted: the tests skip
+#endif
+
 TEST(Half, EveryF16DecodesLikeTheCompiler) {
+  if (!FP6_REFERENCE_F16) GTEST_SKIP() << "this compiler has no _Float16";
   for (uint32_t h = 0; h < 65536; ++h) {
-    const auto expected = static_cast<float>(std::bit_cast<_Float16>(static_cast<uint16_t>(h)));
+    const auto expected = static_cast<float>(std::bit_cast<ReferenceF16>(static_cast<uint16_t>(h)));
     const float got = f16_bits_to_f32(static_cast<uint16_t>(h));
     if (std::isnan(expected)) {
       EXPECT_TRUE(std::isnan(got)) << h;
@@ -24,11 +35,12 @@ TEST(Half, EveryF16DecodesLikeTheCompiler) {
 }
 
 TEST(Half, F32ToF16RoundsLikeTheCompiler) {
+  if (!FP6_REFERENCE_F16) GTEST_SKIP() << "this compiler has no _Float16";
   std::mt19937 rng(static_cast<uint32_t>(testing::test_seed()));
   std::uniform_int_distribution<uint32_t> bits;
   auto check = [](uint32_t u) {
     const float f = std::bit_cast<float>(u);
-    const auto expected = std::bit_cast<uint16_t>(static_cast<_Float16>(f));
+    const auto expected = std::bit_cast<uint16_t>(static_cast<ReferenceF16>(f));
     const uint16_t got = f32_to_f16_bits(f);
     if (std::isnan(f)) {
       EXPECT_EQ(got & 0x7E00u, 0x7E00u) << u;

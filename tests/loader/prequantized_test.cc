@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <numeric>
 
@@ -71,6 +72,62 @@ TEST(Prequantized, RefusesToOverwriteItsInputOrQuantizeUnquantizedModes) {
   EXPECT_THROW(write_prequantized(testing::fixture_dir("tiny-llama"), testing::fixture_dir("tiny-llama"), spec), Error);
   spec.mode = model::QuantizationMode::parse("fp16");
   EXPECT_THROW(write_prequantized(testing::fixture_dir("tiny-llama"), "/tmp/x-never", spec), Error);
+}
+
+// The "fp6serve" metadata read with nlohmann's value(), so a field of the wrong type escaped
+// as "[json.exception.type_error.302] type must be boolean" naming nothing.
+TEST(Prequantized, MetadataOfTheWrongTypeNamesTheFileAndTheField) {
+  const fs::path out = fs::temp_directory_path() / ("fp6serve-preq-meta-" + std::to_string(::getpid()));
+  fs::remove_all(out);
+  write_prequantized(testing::fixture_dir("tiny-qwen2"), out,
+                     {model::QuantizationMode::parse("wf6af16"), false, DType::kF16, false});
+  const fs::path file = out / "model.safetensors";
+  const std::string original = [&] {
+    SafetensorsFile f(file);
+    return f.metadata().at(kPrequantizedKey);
+  }();
+  // Rewrites the file with the metadata JSON edited by `edit`.
+  auto rewrite = [&](const std::function<void(nlohmann::json&)>& edit) {
+    nlohmann::json meta = nlohmann::json::parse(original);
+    edit(meta);
+    std::vector<std::tuple<std::string, StDType, std::vector<int64_t>, std::vector<uint8_t>>> kept;
+    {
+      SafetensorsFile f(file);
+      for (const auto& [name, t] : f.tensors())
+        kept.emplace_back(name, t.dtype, t.shape, std::vector<uint8_t>(t.data, t.data + t.bytes));
+    }
+    SafetensorsWriter w;
+    for (auto& [n, d, shape, data] : kept) w.add(n, d, shape, data.data(), data.size());
+    w.set_metadata(kPrequantizedKey, meta.dump());
+    w.write(file);
+  };
+  const std::string qkv = "model.layers.0.self_attn.qkv_proj";
+  const std::pair<std::function<void(nlohmann::json&)>, std::string> cases[] = {
+      {[](auto& m) { m["version"] = "1"; }, "version"},
+      {[](auto& m) { m["mode"] = 6; }, "mode"},
+      {[](auto& m) { m["mode"] = "int3"; }, "int3"},
+      {[](auto& m) { m["target"] = true; }, "target"},
+      {[](auto& m) { m["target"] = "f8"; }, "f8"},
+      {[](auto& m) { m["linears"] = "all"; }, "linears"},
+      {[&](auto& m) { m["linears"][qkv] = 5; }, qkv},
+      {[&](auto& m) { m["linears"][qkv]["quantized"] = "yes"; }, qkv + "'].quantized"},
+      {[&](auto& m) { m["linears"][qkv]["bias"] = 1; }, qkv + "'].bias"},
+      {[&](auto& m) { m["linears"][qkv]["rows"] = "16"; }, qkv + "'].rows"},
+  };
+  for (const auto& [edit, field] : cases) {
+    rewrite(edit);
+    try {
+      Model::load(out, testing::options(""));
+      ADD_FAILURE() << field << ": loaded";
+    } catch (const Error& e) {
+      EXPECT_TRUE(e.kind() == ErrorKind::kBadInput || e.kind() == ErrorKind::kUnsupported) << e.what();
+      for (const std::string& part : {file.string(), field})
+        EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << "'" << part << "' not in: " << e.what();
+    }
+  }
+  rewrite([](auto&) {});
+  EXPECT_NO_THROW(Model::load(out, testing::options("")));
+  fs::remove_all(out);
 }
 
 }  // namespace

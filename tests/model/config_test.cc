@@ -3,8 +3,13 @@
 #include "model/config.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "fp6serve/error.h"
 #include "model/quantization.h"
@@ -12,6 +17,8 @@
 
 namespace fp6serve::model {
 namespace {
+
+namespace fs = std::filesystem;
 
 TEST(ModelShape, PresetsHaveTheRealModelsShapes) {
   const ModelConfig l7 = ModelConfig::shape("llama2-7b");
@@ -96,6 +103,130 @@ TEST(Config, RopeInverseFrequenciesMatchTransformers) {
     ASSERT_EQ(got.size(), want.size());
     for (size_t i = 0; i < got.size(); ++i) EXPECT_FLOAT_EQ(got[i], want[i]) << name << " " << i;
   }
+}
+
+// The tiny-llama config with `field` set to the JSON `value` (removed when value is empty).
+std::string tiny_config_with(const std::string& field, const std::string& value) {
+  std::ifstream in(testing::fixture_dir("tiny-llama") + "/config.json");
+  nlohmann::json j = nlohmann::json::parse(in);
+  if (value.empty())
+    j.erase(field);
+  else
+    j[field] = nlohmann::json::parse(value);
+  return j.dump();
+}
+
+// The Error parsing `text` gives; fails the test when it parses.
+Error config_error(const std::string& text) {
+  try {
+    ModelConfig::parse(text, "dir/config.json");
+  } catch (const Error& e) {
+    return e;
+  }
+  ADD_FAILURE() << "parsed: " << text;
+  return Error(ErrorKind::kInternal, "");
+}
+
+// num_hidden_layers 1e7 allocated 11 GB of layer slots before anything looked at it: every
+// size field is bounded, far above real models, before anything is sized by it.
+TEST(Config, AbsurdSizesAreRejectedNamingTheField) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"num_hidden_layers", "10000000"},
+      {"num_hidden_layers", "4097"},
+      {"hidden_size", "1000000000"},
+      {"intermediate_size", "9223372036854775807"},
+      {"vocab_size", "200000000"},
+      {"num_attention_heads", "1000000"},
+      {"num_key_value_heads", "1000000"},
+      {"head_dim", "1048576"},
+      {"max_position_embeddings", "1e30"},
+      {"max_position_embeddings", "4294967296000"},
+      {"num_hidden_layers", "-3"},
+      {"vocab_size", "18446744073709551615"},
+      {"hidden_size", "\"128\""},
+      {"sliding_window", "9223372036854775807"},
+      {"eos_token_id", "[1020, 2147483648]"},
+      {"bos_token_id", "1024"},
+      {"eos_token_id", "-1"},
+      {"tie_word_embeddings", "\"yes\""},
+      {"rms_norm_eps", "0"},
+      {"rope_parameters", "[]"},
+      {"dtype", "16"},
+  };
+  for (const auto& [field, value] : cases) {
+    const auto start = std::chrono::steady_clock::now();
+    const Error e = config_error(tiny_config_with(field, value));
+    EXPECT_EQ(e.kind(), ErrorKind::kBadInput) << e.what();
+    for (const char* part : {"dir/config.json", field})
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << field << "=" << value << ": " << e.what();
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(100)) << field << "=" << value;
+  }
+  // hidden_size / num_attention_heads as head_dim is bounded too.
+  auto updated = [](const std::string& text, const nlohmann::json& fields) {
+    nlohmann::json j = nlohmann::json::parse(text);
+    j.update(fields);
+    return j.dump();
+  };
+  const std::string wide =
+      updated(tiny_config_with("head_dim", ""), {{"hidden_size", 65536}, {"num_attention_heads", 8}});
+  EXPECT_NE(std::string(config_error(wide).what()).find("head_dim"), std::string::npos);
+  // The largest real shapes still parse.
+  const std::string text = updated(tiny_config_with("vocab_size", "1048576"), {{"num_hidden_layers", 1024},
+                                                                               {"hidden_size", 32768},
+                                                                               {"intermediate_size", 131072},
+                                                                               {"num_attention_heads", 256},
+                                                                               {"num_key_value_heads", 16},
+                                                                               {"head_dim", 128},
+                                                                               {"max_position_embeddings", 10485760}});
+  const ModelConfig big = ModelConfig::parse(text, "config.json");
+  EXPECT_EQ(big.num_layers, 1024);
+  EXPECT_EQ(big.vocab_size, 1048576);
+}
+
+TEST(Config, Llama3OriginalMaxPositionIsBoundedBeforeItsConversion) {
+  // 1e300 converted to int64 is undefined behaviour.
+  std::string text =
+      tiny_config_with("rope_parameters",
+                       R"({"rope_type": "llama3", "rope_theta": 500000.0, "original_max_position_embeddings": 1e300})");
+  const Error e = config_error(text);
+  EXPECT_EQ(e.kind(), ErrorKind::kBadInput);
+  EXPECT_NE(std::string(e.what()).find("original_max_position_embeddings"), std::string::npos) << e.what();
+}
+
+TEST(Config, TheJsonItselfIsBoundedAndNamed) {
+  for (const std::string text : {std::string(100000, '['), std::string("[1, 2]"), std::string("{\"a\": tru")}) {
+    const Error e = config_error(text);
+    EXPECT_EQ(e.kind(), ErrorKind::kBadInput) << e.what();
+    EXPECT_NE(std::string(e.what()).find("dir/config.json"), std::string::npos) << e.what();
+  }
+}
+
+TEST(GenerationConfig, BadFieldsNameTheFileAndTheField) {
+  const ModelConfig config = ModelConfig::load(testing::fixture_dir("tiny-llama"));
+  const fs::path dir = fs::temp_directory_path() / ("fp6serve-gen-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::pair<const char*, const char*> cases[] = {
+      {"eos_token_id", "[1, \"x\"]"}, {"eos_token_id", "4294967296"}, {"do_sample", "1"}, {"temperature", "-1"},
+      {"temperature", "\"hot\""},     {"top_p", "\"high\""},          {"top_k", "-5"},    {"repetition_penalty", "{}"},
+  };
+  for (const auto& [field, value] : cases) {
+    std::ofstream(dir / "generation_config.json") << "{\"" << field << "\": " << value << "}";
+    try {
+      GenerationDefaults::load(dir, config);
+      ADD_FAILURE() << field << "=" << value << " accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kBadInput) << e.what();
+      for (const char* part : {"generation_config.json", field})
+        EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    }
+  }
+  std::ofstream(dir / "generation_config.json") << "[]";
+  EXPECT_THROW(GenerationDefaults::load(dir, config), Error);
+  std::ofstream(dir / "generation_config.json") << R"({"eos_token_id": 7, "top_k": 20, "temperature": 0.6})";
+  const GenerationDefaults g = GenerationDefaults::load(dir, config);
+  EXPECT_EQ(g.top_k, 20);
+  EXPECT_EQ(g.eos_token_ids.front(), 7);
+  fs::remove_all(dir);
 }
 
 }  // namespace

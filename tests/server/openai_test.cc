@@ -540,18 +540,13 @@ TEST(OpenAiPrompt, MaxTokensAppliesToEveryPrompt) {
 }
 
 TEST(OpenAiPrompt, EmptyAndMalformedPromptsAreErrors) {
-  const json bad[] = {json::array(),                 // no prompt at all
-                      json::array({json::array()}),  // an empty token list
-                      json{json{1}, json::array()},  // the second one empty
-                      json(nullptr),
-                      json(5),
-                      json::object(),
-                      json{1.5},  // not integers
-                      json{true},
-                      json{"a", 5},
-                      json{json{1, "a"}},
-                      json{json{json{1}}},
-                      json{nullptr}};
+  const json bad[] = {json::array(),                                      // no prompt at all
+                      json::array({json::array()}),                       // an empty token list
+                      json{json{1}, json::array()},                       // the second one empty
+                      json(nullptr), json(5), json::object(), json{1.5},  // not integers
+                      json{true}, json{"a", 5}, json{json{1, "a"}},
+                      // json{json{...}} is a copy for some compilers: nest explicitly.
+                      json::array({json::array({json::array({1})})}), json::array({nullptr})};
   for (const json& p : bad) EXPECT_400(completion({{"prompt", p}}), false, "prompt");
   EXPECT_400((json{{"model", kModel}}), false, "prompt");  // missing
   // The empty string is not an empty prompt: it is BOS alone, as the tokenizer encodes it.

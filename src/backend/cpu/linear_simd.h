@@ -75,6 +75,16 @@ inline float hsum(f32v v) {
 }
 
 // Per-segment constants of the decoder for one plan, expanded to vectors.
+// v[idx[i]] for each lane i (a run-time permutation: the intrinsic, as clang has no
+// __builtin_shuffle with a variable mask).
+[[gnu::always_inline]] inline u32v permute(u32v v, u32v idx) {
+#if FP6_SIMD_WIDTH == 16
+  return (u32v)_mm512_permutexvar_epi32((__m512i)idx, (__m512i)v);
+#else
+  return (u32v)_mm256_permutevar8x32_epi32((__m256i)v, (__m256i)idx);
+#endif
+}
+
 struct Decoder {
   int num_segments = 0;
   bool half_load[kMaxSegments] = {};  // 1-bit segments: 8 bytes per lane, half a vector
@@ -119,7 +129,7 @@ struct Decoder {
       std::memcpy(&v, p, sizeof(v) / 2);
     else
       std::memcpy(&v, p, sizeof(v));
-    return identity[s][c] ? v : __builtin_shuffle(v, gather[s][c]);
+    return identity[s][c] ? v : permute(v, gather[s][c]);
   }
 };
 
