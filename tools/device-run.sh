@@ -137,7 +137,8 @@ stop_server() {
 
 if want serve; then
   for shape in ${FP6SERVE_SERVE_SHAPES:-llama2-7b}; do
-    for mode in ${FP6SERVE_SERVE_MODES:-wf6af16 fp16}; do
+    modes=${FP6SERVE_SERVE_MODES:-wf6af16 fp16}
+    for mode in $modes; do
       start_server "$shape" "$mode" || continue
       # shellcheck disable=SC2086
       build-device/fp6serve bench serve --url "$server_url" --label "$mode" \
@@ -150,6 +151,13 @@ if want serve; then
       echo "bench serve $shape $mode: rc=$rc" | tee -a "$summary"
       grep '^|' "$OUT/bench-serve-$shape-$mode.log"
     done
+    # The engine alone at the batches the clients make: the server's inter-token latency
+    # against this step time is the cost of the scheduler, detokenizer and HTTP. Contexts at
+    # the middle of a 250- and a 500-token generation after a 100-token prompt.
+    # shellcheck disable=SC2086
+    build-device/fp6serve bench decode --random-weights "$shape" --modes "${modes// /,}" \
+      --batch "${FP6SERVE_SERVE_CLIENTS:-8,32,64}" --context 225,350 >"$OUT/serve-decode-$shape.log" 2>&1
+    echo "bench decode $shape (serving batches): rc=$?" | tee -a "$summary"
   done
 fi
 
@@ -161,7 +169,7 @@ if want splitfuse; then
     short=(--url "$server_url" --clients 32 --gen-len 250 --requests 96 --prompt-len 100 --max-token-id 30000
            --csv "$OUT/splitfuse.csv")
     build-device/fp6serve bench serve "${short[@]}" --label short-alone >"$OUT/splitfuse-alone.log" 2>&1
-    build-device/fp6serve bench serve --url "$server_url" --clients 4 --gen-len 16 --requests 160 --prompt-len 2000 \
+    build-device/fp6serve bench serve --url "$server_url" --clients 4 --gen-len 16 --requests 40 --prompt-len 2000 \
       --max-token-id 30000 --label long-prompts --csv "$OUT/splitfuse-long.csv" >"$OUT/splitfuse-long.log" 2>&1 &
     long_pid=$!
     sleep 1

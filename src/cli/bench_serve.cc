@@ -108,7 +108,9 @@ class Client {
       parser.get().body().data = data;
       parser.get().body().size = sizeof(data);
       beast::error_code ec;
-      http::read(*stream_, buffer_, parser, ec);
+      // read_some, not read: read fills the whole buffer before returning, which would hold
+      // events back until 8 KB of them arrived and time them all at once.
+      http::read_some(*stream_, buffer_, parser, ec);
       if (ec == http::error::need_buffer) ec = {};
       if (ec) throw beast::system_error(ec);
       on_data(std::string_view(data, sizeof(data) - parser.get().body().size));

@@ -40,5 +40,19 @@ rc=$?
 out=$("$bin" bench serve --url "http://127.0.0.1:1" --model tiny --clients 1 --gen-len 4 --requests 2 2>&1)
 rc=$?
 { [ $rc = 1 ] && grep -q 'connection' <<<"$out"; } || { echo "FAIL no server: rc $rc"; echo "$out"; fail=1; }
+# Timing is per event: against a server that sends one token each 20 ms, the median
+# inter-token latency is ~20 ms (a client that timed whole read buffers would report ~0 and a
+# late first token).
+if command -v node >/dev/null; then
+  node "$(dirname "$0")/js/paced_sse.mjs" 20 >"$work/paced.port" &
+  paced=$!
+  for _ in $(seq 100); do [ -s "$work/paced.port" ] && break; sleep 0.1; done
+  "$bin" bench serve --url "http://127.0.0.1:$(cat "$work/paced.port")" --clients 2 --gen-len 60 --requests 2 \
+    --csv "$work/paced.csv" >/dev/null 2>&1 || { echo "FAIL bench serve against the paced server"; fail=1; }
+  kill $paced 2>/dev/null
+  # Columns: ttft_p50 (11) and itl_p50 (14), seconds.
+  awk -F, 'NR == 2 && ($14 < 0.015 || $14 > 0.1 || $11 > 0.1) {bad = 1} NR == 2 {seen = 1} END {exit bad || !seen}' \
+    "$work/paced.csv" || { echo "FAIL timing against the paced server:"; cat "$work/paced.csv"; fail=1; }
+fi
 [ $fail = 0 ] && echo "ok   bench serve: $rows runs, CSV and PNG; refusals counted as errors"
 exit $fail
