@@ -248,6 +248,7 @@ Action add_bench(CLI::App& app) {
   serve_cmd->add_option("--timeout", s->timeout_s, "Seconds one request may take")->capture_default_str();
   serve_cmd->add_option("--csv", s->csv, "Append one row per run to this CSV");
   serve_cmd->add_option("--plot", s->plot, "Draw the whole CSV (all labels) into this PNG (gnuplot)");
+  serve_cmd->add_flag("--plot-only", s->plot_only, "Only draw --plot from an existing --csv (no server needed)");
   auto decode_cmd = bench->add_subcommand("decode", "Decode steps: ms/step, tokens/s, % of the bandwidth roofline");
   auto prefill_cmd = bench->add_subcommand("prefill", "Prompt processing: tokens/s");
   for (CLI::App* sub : {decode_cmd, prefill_cmd}) {

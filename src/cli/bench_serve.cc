@@ -232,6 +232,12 @@ std::vector<std::string> serve_bench_csv_columns() {
 }
 
 int run_serve_bench(const ServeBenchOptions& o) {
+  if (o.plot_only) {
+    FP6_CHECK(!o.plot.empty() && std::filesystem::exists(o.csv), kInvalidArgument,
+              "--plot-only needs --plot and an existing --csv");
+    plot_serve_bench(o.csv, o.plot);
+    return 0;
+  }
   const Url url = parse_url(o.url);
   std::string model = o.model;
   if (model.empty()) {

@@ -23,6 +23,7 @@ struct ServeBenchOptions {
   uint64_t seed = 1;
   double timeout_s = 600;  // one request
   std::string csv, plot;   // append the runs' rows; draw the whole CSV
+  bool plot_only = false;  // draw --plot from an existing --csv, run nothing
 };
 
 // Runs every (clients, gen_len) pair; prints a table, appends to the CSV, draws the plot.

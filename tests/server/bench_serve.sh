@@ -29,6 +29,10 @@ rows=$(tail -n +2 "$work/sweep.csv" | wc -l)
 awk -F, 'NR > 1 && $6 + $7 != $3 {bad = 1} NR > 1 && $7 != 0 {bad = 1} END {exit bad}' "$work/sweep.csv" ||
   { echo "FAIL counts do not add up or requests failed:"; cat "$work/sweep.csv"; fail=1; }
 head -c 8 "$work/sweep.png" | od -An -tx1 | grep -q '89 50 4e 47 0d 0a 1a 0a' || { echo "FAIL no PNG"; fail=1; }
+# --plot-only redraws from the CSV without a server.
+rm -f "$work/sweep.png"
+"$bin" bench serve --url http://127.0.0.1:1 --plot-only --csv "$work/sweep.csv" --plot "$work/sweep.png" >/dev/null &&
+  head -c 8 "$work/sweep.png" | od -An -tx1 | grep -q '89 50 4e 47 0d 0a 1a 0a' || { echo "FAIL --plot-only"; fail=1; }
 # Refusals are errors of the run, reported; the client neither crashes nor hangs.
 out=$("$bin" bench serve --url "$url" --api-key wrong --model tiny --clients 2 --gen-len 4 --requests 4 2>&1)
 rc=$?
