@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
   dst = cuda::DeviceBuffer();
 
   std::vector<int64_t> ns = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
-  constexpr int64_t kMaxFusedN = 1024;
+  constexpr int64_t kMaxFusedN = 4096;
   const std::vector<int> kSweep = {1, 2, 3, 4, 6, 8, 12, 16, 24, 32};
   std::string sweep =
       "| shape | N | heuristic split | µs | best split | µs | best/heuristic |\n|---|---|---|---|---|---|---|\n";

@@ -69,7 +69,7 @@ class CudaBackend : public Backend {
   CudaBackend(const ModelConfig& config, const Options& options)
       : config_(config),
         act_(config.dtype == DType::kBF16 ? DType::kBF16 : DType::kF16),
-        crossover_(options.fpx_crossover > 0 ? options.fpx_crossover : kFpxCrossoverTokens),
+        crossover_(options.fpx_crossover),
         graphs_((require_device(), options.cuda_graphs)) {
     FP6_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     inv_freq_ = inv_freq_buf_.upload(config.rope_inv_freq());
@@ -376,7 +376,7 @@ class CudaBackend : public Backend {
 
   ModelConfig config_;
   DType act_;
-  int64_t crossover_;  // FPx linears above this many tokens dequantize + cuBLAS
+  int64_t crossover_;  // FPx linears above this many tokens dequantize + cuBLAS (0: fpx_path's choice)
   GraphCache graphs_;
   cudaStream_t stream_ = nullptr;
   DeviceBuffer linear_ws_, arena_;

@@ -1,6 +1,7 @@
 // The dequantization kernel of the large-n path, the launches, and the tiles fpx_linear
 // uses. The fused kernel itself is in fpx_gemm_kernel.cuh; docs/kernels.md has the design.
 #include "backend/cuda/fpx_gemm_kernel.cuh"
+#include "backend/cuda/fpx_wgmma_kernel.cuh"
 
 namespace fp6serve::cuda {
 
@@ -67,6 +68,27 @@ void dispatch_tile(int64_t n, F&& f) {
   return f.template operator()<Tile<64, 8, 1, 3>>();
 }
 
+// The Hopper tile for n > kFpxGemmMaxTokens tokens: 128 tokens per CTA up to 128 (four
+// stages), 256 above (two stages: a stage is 76 KB).
+template <typename F>
+void dispatch_wgmma_tile(int64_t n, F&& f) {
+  if (n <= 128) return f.template operator()<WgTile<128, 4>>();
+  return f.template operator()<WgTile<256, 2>>();
+}
+
+bool sm90() {
+  static const bool yes = [] {
+    int device = 0, major = 0;
+    return cudaGetDevice(&device) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major == 9;
+  }();
+  return yes;
+}
+
+bool use_wgmma(const FpxLaunch& l) {
+  return l.n > kFpxGemmMaxTokens && fpx_wgmma_supported(l.plan, l.cols) && reinterpret_cast<uintptr_t>(l.x) % 16 == 0;
+}
+
 template <int kE, int kM, bool kBf16>
 void launch_dequant(const FpxLaunch& l, int64_t rt0, int64_t rt1, uint16_t* out) {
   const int64_t units = (rt1 - rt0) * l.col_units;
@@ -100,8 +122,16 @@ bool fpx_gpu_format_supported(fpx::Format f) {
   return f == fpx::kE3M2 || f == fpx::kE2M2 || f == fpx::kE2M1;
 }
 
+bool fpx_wgmma_supported(const fpx::PackPlan& plan, int64_t cols) {
+  return plan.format == fpx::kE3M2 && cols % 8 == 0 && sm90();
+}
+
 void launch_fpx_gemm(const FpxLaunch& l) {
+  const bool wgmma = use_wgmma(l);
   dispatch_format(l, [&]<int kE, int kM, bool kBf16>() {
+    if constexpr (kE == 3 && kM == 2) {
+      if (wgmma) return dispatch_wgmma_tile(l.n, [&]<class Cfg>() { launch_wgmma_tile<kE, kM, kBf16, Cfg>(l); });
+    }
     dispatch_tile(l.n, [&]<class Cfg>() { launch_fused_tile<kE, kM, kBf16, Cfg>(l); });
   });
 }
@@ -110,6 +140,15 @@ int fpx_gemm_rows_per_cta(int64_t n) {
   int rows = 0;
   dispatch_tile(n, [&]<class Cfg>() { rows = Cfg::kRows; });
   return rows;
+}
+
+int fpx_gemm_tokens_per_cta(int64_t n, const fpx::PackPlan& plan, int64_t cols) {
+  int tokens = 0;
+  if (n > kFpxGemmMaxTokens && fpx_wgmma_supported(plan, cols))
+    dispatch_wgmma_tile(n, [&]<class Cfg>() { tokens = Cfg::kN; });
+  else
+    dispatch_tile(n, [&]<class Cfg>() { tokens = Cfg::kN; });
+  return tokens;
 }
 
 void launch_fpx_dequant(const FpxLaunch& l, int64_t rt0, int64_t rt1, void* out) {

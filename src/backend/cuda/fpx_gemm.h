@@ -32,8 +32,14 @@ struct FpxLaunch {
 };
 
 bool fpx_gpu_format_supported(fpx::Format f);
+// Whether the Hopper kernel (fpx_wgmma_kernel.cuh) serves calls of more than
+// kFpxGemmMaxTokens tokens for this weight here: an sm_90 GPU, FP6 e3m2, K % 8 == 0 (and, per
+// call, X 16-byte aligned; otherwise the small-n kernel runs in 64-token blocks).
+bool fpx_wgmma_supported(const fpx::PackPlan& plan, int64_t cols);
 // Output rows one CTA of the fused kernel covers for n tokens (its row block).
 int fpx_gemm_rows_per_cta(int64_t n);
+// Tokens one CTA covers for n tokens (its token block).
+int fpx_gemm_tokens_per_cta(int64_t n, const fpx::PackPlan& plan, int64_t cols);
 // y = X . (scale (.) dequant(W))^T + bias, one launch (split-K reduced by the last CTA).
 void launch_fpx_gemm(const FpxLaunch& l);
 // Row tiles [rt0, rt1) dequantized and scaled into out[(rt1 - rt0) * 16, cols] (16-bit).

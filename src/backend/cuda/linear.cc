@@ -80,8 +80,9 @@ int64_t row_blocks(const DeviceFpxWeight& w, int64_t n) {
   const int64_t tiles = fpx_gemm_rows_per_cta(n) / fpx::kUnitRows;
   return (w.row_tiles() + tiles - 1) / tiles;
 }
-int64_t token_blocks(int64_t n) {
-  return (n + kFpxGemmMaxTokens - 1) / kFpxGemmMaxTokens;
+int64_t token_blocks(const DeviceFpxWeight& w, int64_t n) {
+  const int64_t tokens = fpx_gemm_tokens_per_cta(n, w.plan, w.cols);
+  return (n + tokens - 1) / tokens;
 }
 size_t partial_bytes(const DeviceFpxWeight& w, int64_t n, int splits) {
   return splits > 1 ? static_cast<size_t>(splits * n * w.row_tiles() * fpx::kUnitRows) * sizeof(float) : 0;
@@ -139,8 +140,9 @@ DeviceDenseWeight upload_dense(const void* host, DType dtype, int64_t rows, int6
   return w;
 }
 
-FpxPath fpx_path(const DeviceFpxWeight&, int64_t n, int64_t crossover) {
-  return n <= crossover ? FpxPath::kFused : FpxPath::kDequantGemm;
+FpxPath fpx_path(const DeviceFpxWeight& w, int64_t n, int64_t crossover) {
+  if (crossover > 0) return n <= crossover ? FpxPath::kFused : FpxPath::kDequantGemm;
+  return n <= kFpxCrossoverTokens || fpx_wgmma_supported(w.plan, w.cols) ? FpxPath::kFused : FpxPath::kDequantGemm;
 }
 
 // Split-K, from the sweeps in bench/results/ (H100): the best splits put about two CTAs on
@@ -148,13 +150,15 @@ FpxPath fpx_path(const DeviceFpxWeight&, int64_t n, int64_t crossover) {
 // n <= 16, where the weights' bandwidth is all that matters, at least 4 splits even for the
 // largest layers; at least 4 K units per split, at most kMaxPartialBytes of partial sums.
 int fpx_splits(const DeviceFpxWeight& w, int64_t n) {
-  constexpr int64_t kMinUnits = 4, kCtasPerSm = 2;
+  constexpr int64_t kMinUnits = 4;
+  // The Hopper kernel's CTA takes most of an SM's shared memory: one per SM.
+  const int64_t ctas_per_sm = fpx_gemm_tokens_per_cta(n, w.plan, w.cols) > kFpxGemmMaxTokens ? 1 : 2;
   constexpr size_t kMaxPartialBytes = size_t{64} << 20;
-  const int64_t ctas = row_blocks(w, n) * token_blocks(n);
+  const int64_t ctas = row_blocks(w, n) * token_blocks(w, n);
   if (ctas <= 0 || static_cast<size_t>(ctas) * sizeof(int) > kFpxCounterBytes) return 1;  // n = 0: nothing to split
   const int64_t max_splits = std::max<int64_t>(1, w.col_units() / kMinUnits);
   const int64_t at_least = n <= 16 ? 4 : 1;
-  int64_t s = std::clamp<int64_t>(std::max((kCtasPerSm * sm_count() + ctas / 2) / ctas, at_least), 1, max_splits);
+  int64_t s = std::clamp<int64_t>(std::max((ctas_per_sm * sm_count() + ctas / 2) / ctas, at_least), 1, max_splits);
   while (s > 1 && partial_bytes(w, n, static_cast<int>(s)) > kMaxPartialBytes) --s;
   return static_cast<int>(s);
 }

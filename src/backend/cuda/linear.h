@@ -7,8 +7,8 @@
 // asynchronous on the given stream, allocate nothing and are CUDA-graph capturable; the
 // caller provides a workspace of *_workspace_bytes(), ZERO-FILLED when allocated (its first
 // bytes are split-K counters that every call leaves at zero; one workspace serves every layer
-// of one stream). fpx_linear picks its path from n: the fused Tensor-Core kernel
-// (fpx_gemm.cu) up to a crossover measured on the H100 (bench/results/), above it
+// of one stream). fpx_linear picks its path from n: the fused Tensor-Core kernels
+// (fpx_gemm.cu: mma.sync up to 64 tokens, wgmma above on Hopper) up to a crossover, above it
 // dequantization of row blocks to 16 bits followed by cuBLAS.
 #pragma once
 
@@ -52,16 +52,18 @@ DeviceDenseWeight upload_dense(const void* host, DType dtype, int64_t rows, int6
 DeviceFpxWeight quantize_on_device(const void* src, DType src_dtype, int64_t rows, int64_t cols, fpx::Format format,
                                    DType target, const std::string& name, cudaStream_t stream = nullptr);
 
-// Tokens above which dequantize + cuBLAS beats the fused kernel, measured on the H100
-// (bench/results/2026-11-23-gemm-h100.md); Options::fpx_crossover may set another.
+// Tokens above which dequantize + cuBLAS beats the mma.sync kernel, measured on the H100
+// (bench/results/2026-11-23-gemm-h100.md). Where the Hopper kernel serves the weight
+// (fpx_wgmma_supported) the fused path takes every n. A crossover of 0 means this measured
+// choice; Options::fpx_crossover may set another.
 inline constexpr int64_t kFpxCrossoverTokens = 64;
-// Which path fpx_linear takes for n tokens: the fused kernel, or dequantize + cuBLAS.
+// Which path fpx_linear takes for n tokens: the fused kernels, or dequantize + cuBLAS.
 enum class FpxPath { kFused, kDequantGemm };
-FpxPath fpx_path(const DeviceFpxWeight& w, int64_t n, int64_t crossover = kFpxCrossoverTokens);
+FpxPath fpx_path(const DeviceFpxWeight& w, int64_t n, int64_t crossover = 0);
 
-size_t fpx_linear_workspace_bytes(const DeviceFpxWeight& w, int64_t n, int64_t crossover = kFpxCrossoverTokens);
+size_t fpx_linear_workspace_bytes(const DeviceFpxWeight& w, int64_t n, int64_t crossover = 0);
 void fpx_linear(const void* x, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,
-                void* workspace, size_t workspace_bytes, cudaStream_t stream, int64_t crossover = kFpxCrossoverTokens);
+                void* workspace, size_t workspace_bytes, cudaStream_t stream, int64_t crossover = 0);
 // The fused kernel alone, with an explicit K split (0: the heuristic) — for benchmarks.
 void fpx_linear_fused(const void* x, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,
                       void* workspace, size_t workspace_bytes, int splits, cudaStream_t stream);

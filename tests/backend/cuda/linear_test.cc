@@ -104,9 +104,12 @@ class CudaFpxLinear : public ::testing::TestWithParam<DType> {
 
 TEST_P(CudaFpxLinear, MatchesTheReferenceOnOddShapesAllPathsAndFormats) {
   Case c{GetParam()};
-  const std::pair<int64_t, int64_t> shapes[] = {{1, 1},     {17, 64},    {100, 130}, {4095, 257},
-                                                {64, 4097}, {512, 1024}, {100, 8197}};
-  const int64_t ns[] = {1, 2, 3, 7, 8, 9, 16, 17, 33, 64, 65, 128, 300, 1024};
+  // K % 8 == 0 shapes take the Hopper kernel above 64 tokens on an sm_90 GPU: a partial
+  // 128-row block (300, 1000 rows), K not a multiple of 128 (392), one and several token
+  // blocks of 128 and 256 (65 ... 1024).
+  const std::pair<int64_t, int64_t> shapes[] = {{1, 1},      {17, 64},    {100, 130},  {4095, 257}, {64, 4097},
+                                                {512, 1024}, {100, 8197}, {300, 2048}, {1000, 392}};
+  const int64_t ns[] = {1, 2, 3, 7, 8, 9, 16, 17, 33, 64, 65, 128, 200, 257, 300, 1024};
   for (fpx::Format f : {fpx::kE3M2, fpx::kE2M2, fpx::kE2M1})
     for (auto [rows, cols] : shapes)
       for (int64_t n : ns) {
@@ -126,7 +129,7 @@ TEST_P(CudaFpxLinear, MatchesTheReferenceOnOddShapesAllPathsAndFormats) {
 
 TEST_P(CudaFpxLinear, EverySplitOfKGivesTheSameProduct) {
   Case c{GetParam()};
-  for (int64_t n : {5, 100}) {  // one and two token blocks
+  for (int64_t n : {5, 100, 300}) {  // mma.sync; on sm_90 the Hopper kernel, one and two token blocks
     Problem p(c, fpx::kE3M2, 256, 4096, n, true);
     for (int splits : {1, 2, 3, 7, 32, 64}) {
       const auto ws = zeroed_workspace(cuda::fpx_fused_workspace_bytes(p.w, n, splits));
