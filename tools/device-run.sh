@@ -197,11 +197,11 @@ fi
 if want profile; then
   ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
   if [ -n "$ncu" ]; then
-    "$ncu" -k regex:fpx_gemm --csv --page details --section SpeedOfLight --section Occupancy \
+    "$ncu" -k regex:"fpx_(gemm|wgmma)" --csv --page details --section SpeedOfLight --section Occupancy \
       --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
       build-device/bench/fp6serve_bench_gemm --profile >"$OUT/ncu.csv" 2>"$OUT/ncu.err"
     rc=$?
-    echo "profile: rc=$rc ($(grep -c fpx_gemm "$OUT/ncu.csv") kernel metrics rows in ncu.csv)" | tee -a "$summary"
+    echo "profile: rc=$rc ($(grep -cE "fpx_(gemm|wgmma)" "$OUT/ncu.csv") kernel metrics rows in ncu.csv)" | tee -a "$summary"
   else
     echo "profile: no ncu on this machine" | tee -a "$summary"
   fi

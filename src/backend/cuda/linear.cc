@@ -141,8 +141,8 @@ DeviceDenseWeight upload_dense(const void* host, DType dtype, int64_t rows, int6
 }
 
 FpxPath fpx_path(const DeviceFpxWeight& w, int64_t n, int64_t crossover) {
-  if (crossover > 0) return n <= crossover ? FpxPath::kFused : FpxPath::kDequantGemm;
-  return n <= kFpxCrossoverTokens || fpx_wgmma_supported(w.plan, w.cols) ? FpxPath::kFused : FpxPath::kDequantGemm;
+  (void)w;  // the measured crossover does not depend on the weight yet
+  return n <= (crossover > 0 ? crossover : kFpxCrossoverTokens) ? FpxPath::kFused : FpxPath::kDequantGemm;
 }
 
 // Split-K, from the sweeps in bench/results/ (H100): the best splits put about two CTAs on

@@ -52,10 +52,11 @@ DeviceDenseWeight upload_dense(const void* host, DType dtype, int64_t rows, int6
 DeviceFpxWeight quantize_on_device(const void* src, DType src_dtype, int64_t rows, int64_t cols, fpx::Format format,
                                    DType target, const std::string& name, cudaStream_t stream = nullptr);
 
-// Tokens above which dequantize + cuBLAS beats the mma.sync kernel, measured on the H100
-// (bench/results/2026-11-23-gemm-h100.md). Where the Hopper kernel serves the weight
-// (fpx_wgmma_supported) the fused path takes every n. A crossover of 0 means this measured
-// choice; Options::fpx_crossover may set another.
+// Tokens above which dequantize + cuBLAS beats the fused kernels, measured on the H100
+// (bench/results/2026-11-23-gemm-h100.md; the first Hopper kernel is slower still than
+// dequantize + cuBLAS at every n above 64: bench/results/2026-11-24-wgmma-h100.md). A
+// crossover of 0 means this measured one; Options::fpx_crossover may set another (above 64,
+// the fused path runs the Hopper kernel where fpx_wgmma_supported).
 inline constexpr int64_t kFpxCrossoverTokens = 64;
 // Which path fpx_linear takes for n tokens: the fused kernels, or dequantize + cuBLAS.
 enum class FpxPath { kFused, kDequantGemm };
