@@ -147,6 +147,32 @@ struct GemmArgs {
   bool x_vec;  // X rows 16-byte aligned (K % 8 == 0 and X aligned): cp.async for X too
 };
 
+// Split-K in one launch: after each CTA stored its FP32 partials, the last CTA of its (row
+// block, token block) to arrive adds them in split order, writes Y (scale, bias) and resets
+// the counter. Shared by the mma.sync and the wgmma kernel.
+template <bool kBf16, int kRows, int kThreads>
+__device__ __forceinline__ void finish_split(const GemmArgs& a, int64_t n0, int n_here, float fold) {
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  int* counter = a.counters + static_cast<int64_t>(blockIdx.z) * gridDim.x + blockIdx.x;
+  if (threadIdx.x == 0) last = atomicAdd(counter, 1) == a.splits - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kRows;
+  for (int e = threadIdx.x; e < n_here * kRows; e += kThreads) {
+    const int tok = e / kRows;
+    const int64_t row = r0 + e % kRows;
+    if (row >= a.rows) continue;
+    const float* p = a.partials + (n0 + tok) * a.ld + row;
+    float v = 0;
+    for (int s = 0; s < a.splits; ++s) v += __ldcg(p + static_cast<int64_t>(s) * a.n * a.ld);
+    a.y[(n0 + tok) * a.rows + row] = to_bits<kBf16>(v * (a.scales[row] * fold) + (a.bias ? a.bias[row] : 0.0f));
+  }
+  if (threadIdx.x == 0) *counter = 0;  // ready for the next launch
+}
+
 template <int kE, int kM, bool kBf16, class Cfg>
 __global__ void __launch_bounds__(Cfg::kWarps * 32) fpx_gemm_kernel(const GemmArgs a) {
   constexpr int kN = Cfg::kN, kWarps = Cfg::kWarps, kRT = Cfg::kRowTilesPerWarp, kStages = Cfg::kStages;
@@ -290,27 +316,7 @@ __global__ void __launch_bounds__(Cfg::kWarps * 32) fpx_gemm_kernel(const GemmAr
         if (tok < n_here) part[tok * a.ld + (rt0 + j) * fpx::kUnitRows + g + 8 * (e >> 1)] = c[j][nt][e];
       }
   }
-  // The last CTA of this (row block, token block) to arrive adds the partials, in split order.
-  __shared__ bool last;
-  __threadfence();
-  __syncthreads();
-  int* counter = a.counters + static_cast<int64_t>(blockIdx.z) * gridDim.x + blockIdx.x;
-  if (threadIdx.x == 0) last = atomicAdd(counter, 1) == a.splits - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  constexpr int kRows = Cfg::kRows;
-  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kRows;
-  for (int e = threadIdx.x; e < n_here * kRows; e += kThreads) {
-    const int tok = e / kRows;
-    const int64_t row = r0 + e % kRows;
-    if (row >= a.rows) continue;
-    const float* p = a.partials + (n0 + tok) * a.ld + row;
-    float v = 0;
-    for (int s = 0; s < a.splits; ++s) v += __ldcg(p + static_cast<int64_t>(s) * a.n * a.ld);
-    a.y[(n0 + tok) * a.rows + row] = to_bits<kBf16>(v * (a.scales[row] * kFold) + (a.bias ? a.bias[row] : 0.0f));
-  }
-  if (threadIdx.x == 0) *counter = 0;  // ready for the next launch
+  finish_split<kBf16, Cfg::kRows, kThreads>(a, n0, n_here, kFold);
 }
 
 // Programmatic dependent launches need sm_90 (the device of the current context, asked once).
@@ -337,9 +343,11 @@ std::pair<void (*)(GemmArgs), int> gemm_kernel_configured() {
 }
 
 // One launch of the fused kernel with tile Cfg; l.n may exceed Cfg::kN (token blocks).
-template <int kE, int kM, bool kBf16, class Cfg>
-void launch_fused_tile(const FpxLaunch& l) {
-  auto [kernel, smem] = gemm_kernel_configured<kE, kM, kBf16, Cfg>();
+// Launches `kernel` (kernel<Cfg> of the FPx GEMM, smem bytes of dynamic shared memory) for
+// l: row blocks of Cfg::kRows, the splits, token blocks of Cfg::kN; a programmatic dependent
+// launch where the GPU has them. Shared by the mma.sync and the wgmma kernel.
+template <class Cfg>
+void launch_gemm(void (*kernel)(GemmArgs), int smem, const FpxLaunch& l, bool x_vec) {
   GemmArgs a{};
   a.w = l.w;
   a.x = static_cast<const uint16_t*>(l.x);
@@ -355,7 +363,7 @@ void launch_fused_tile(const FpxLaunch& l) {
   a.row_tiles = l.row_tiles;
   a.ld = l.row_tiles * fpx::kUnitRows;
   a.splits = l.splits;
-  a.x_vec = l.cols % 8 == 0 && reinterpret_cast<uintptr_t>(l.x) % 16 == 0;
+  a.x_vec = x_vec;
   constexpr int kRowTiles = Cfg::kRows / fpx::kUnitRows;
   const dim3 grid(static_cast<unsigned>((l.row_tiles + kRowTiles - 1) / kRowTiles), static_cast<unsigned>(l.splits),
                   static_cast<unsigned>((l.n + Cfg::kN - 1) / Cfg::kN));
@@ -374,6 +382,13 @@ void launch_fused_tile(const FpxLaunch& l) {
     config.numAttrs = 1;
   }
   FP6_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, a));
+}
+
+// One launch of the fused kernel with tile Cfg; l.n may exceed Cfg::kN (token blocks).
+template <int kE, int kM, bool kBf16, class Cfg>
+void launch_fused_tile(const FpxLaunch& l) {
+  auto [kernel, smem] = gemm_kernel_configured<kE, kM, kBf16, Cfg>();
+  launch_gemm<Cfg>(kernel, smem, l, l.cols % 8 == 0 && reinterpret_cast<uintptr_t>(l.x) % 16 == 0);
 }
 
 }  // namespace

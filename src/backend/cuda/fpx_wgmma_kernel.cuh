@@ -195,27 +195,7 @@ __global__ void __launch_bounds__(Cfg::kWarps * 32, 1) fpx_wgmma_kernel(const Ge
         if (tok < n_here) part[tok * a.ld + rt * fpx::kUnitRows + g + 8 * (e >> 1)] = d[nt * 4 + e];
       }
   }
-  // The last CTA of this (row block, token block) to arrive adds the partials, in split order.
-  __shared__ bool last;
-  __threadfence();
-  __syncthreads();
-  int* counter = a.counters + static_cast<int64_t>(blockIdx.z) * gridDim.x + blockIdx.x;
-  if (threadIdx.x == 0) last = atomicAdd(counter, 1) == a.splits - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  constexpr int kRows = Cfg::kRows;
-  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kRows;
-  for (int e = threadIdx.x; e < n_here * kRows; e += kThreads) {
-    const int tok = e / kRows;
-    const int64_t row = r0 + e % kRows;
-    if (row >= a.rows) continue;
-    const float* p = a.partials + (n0 + tok) * a.ld + row;
-    float v = 0;
-    for (int s = 0; s < a.splits; ++s) v += __ldcg(p + static_cast<int64_t>(s) * a.n * a.ld);
-    a.y[(n0 + tok) * a.rows + row] = to_bits<kBf16>(v * (a.scales[row] * kFold) + (a.bias ? a.bias[row] : 0.0f));
-  }
-  if (threadIdx.x == 0) *counter = 0;  // ready for the next launch
+  finish_split<kBf16, Cfg::kRows, kThreads>(a, n0, n_here, kFold);
 #endif
 }
 
@@ -230,38 +210,7 @@ void launch_wgmma_tile(const FpxLaunch& l) {
     return true;
   }();
   (void)once;
-  GemmArgs a{};
-  a.w = l.w;
-  a.x = static_cast<const uint16_t*>(l.x);
-  a.scales = l.scales;
-  a.bias = l.bias;
-  a.y = static_cast<uint16_t*>(l.y);
-  a.counters = static_cast<int*>(l.workspace);
-  a.partials = reinterpret_cast<float*>(static_cast<uint8_t*>(l.workspace) + kFpxCounterBytes);
-  a.n = l.n;
-  a.rows = l.rows;
-  a.cols = l.cols;
-  a.col_units = l.col_units;
-  a.row_tiles = l.row_tiles;
-  a.ld = l.row_tiles * fpx::kUnitRows;
-  a.splits = l.splits;
-  a.x_vec = true;
-  constexpr int kRowTiles = Cfg::kRows / fpx::kUnitRows;
-  const dim3 grid(static_cast<unsigned>((l.row_tiles + kRowTiles - 1) / kRowTiles), static_cast<unsigned>(l.splits),
-                  static_cast<unsigned>((l.n + Cfg::kN - 1) / Cfg::kN));
-  FP6_CUDA_REQUIRE(l.splits == 1 || static_cast<size_t>(grid.x) * grid.z * sizeof(int) <= kFpxCounterBytes, kInternal,
-                   "fpx wgmma gemm: too many row blocks for split-K counters");
-  cudaLaunchConfig_t config{};
-  config.gridDim = grid;
-  config.blockDim = dim3(Cfg::kWarps * 32);
-  config.dynamicSmemBytes = static_cast<size_t>(kSmem);
-  config.stream = l.stream;
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  FP6_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, a));
+  launch_gemm<Cfg>(kernel, kSmem, l, true);
 }
 
 }  // namespace
