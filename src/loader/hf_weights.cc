@@ -15,20 +15,6 @@ using model::WeightKind;
 
 namespace {
 
-DType float_dtype(const TensorInfo& t, const Checkpoint& ckpt) {
-  switch (t.dtype) {
-    case StDType::kF32:
-      return DType::kF32;
-    case StDType::kF16:
-      return DType::kF16;
-    case StDType::kBF16:
-      return DType::kBF16;
-    default:
-      FP6_THROW(kBadInput, "{}: tensor '{}' has dtype {}; expected F16, BF16 or F32", ckpt.file_of(t.name).string(),
-                t.name, st_dtype_name(t.dtype));
-  }
-}
-
 struct Expected {
   std::string name;
   std::vector<int64_t> shape;
@@ -65,13 +51,13 @@ std::vector<Expected> expected_tensors(const ModelConfig& c) {
 }
 
 fpx::MatrixView view_of(const TensorInfo& t, const Checkpoint& ckpt) {
-  return {t.data, float_dtype(t, ckpt), t.shape[0], t.shape.size() > 1 ? t.shape[1] : 1, t.name};
+  return {t.data, ckpt.float_dtype(t), t.shape[0], t.shape.size() > 1 ? t.shape[1] : 1, t.name};
 }
 
 // A float tensor of the checkpoint as a host f32 tensor.
 Tensor host_f32(const TensorInfo& t, const Checkpoint& ckpt) {
   Tensor out = Tensor::empty(t.shape, DType::kF32);
-  convert_to_f32(t.data, float_dtype(t, ckpt), out.data_as<float>(), static_cast<size_t>(t.numel()));
+  convert_to_f32(t.data, ckpt.float_dtype(t), out.data_as<float>(), static_cast<size_t>(t.numel()));
   return out;
 }
 
@@ -128,7 +114,7 @@ void validate_checkpoint(const Checkpoint& ckpt, const ModelConfig& config) {
     const TensorInfo* t = ckpt.find(e.name);
     FP6_CHECK(t != nullptr, kNotFound, "{}: tensor '{}' is missing (config: {} layers, {})", ckpt.describe().string(),
               e.name, config.num_layers, config.model_type);
-    float_dtype(*t, ckpt);
+    ckpt.float_dtype(*t);
     FP6_CHECK(t->shape == e.shape, kBadInput, "{}: tensor '{}' has shape {} but the config implies {}",
               ckpt.file_of(e.name).string(), e.name, t->shape_string(), shape_string(e.shape));
   }
@@ -141,7 +127,7 @@ void read_hf_weights(const Checkpoint& ckpt, const ModelConfig& config, const Li
   Progress progress("loading", config.num_layers + 2, spec.progress);
   {
     const TensorInfo& e = ckpt.get("model.embed_tokens.weight");
-    Tensor embed = Tensor::empty(e.shape, float_dtype(e, ckpt));
+    Tensor embed = Tensor::empty(e.shape, ckpt.float_dtype(e));
     std::memcpy(embed.data(), e.data, e.bytes);
     sink.tensor({WeightKind::kEmbed}, std::move(embed));
     norm({WeightKind::kFinalNorm});
@@ -172,7 +158,7 @@ void read_hf_weights(const Checkpoint& ckpt, const ModelConfig& config, const Li
   }
   const std::string head = config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
   const bool quantize = mode.quantized && spec.quantize_lm_head;
-  const DType dense = mode.quantized ? float_dtype(ckpt.get(head), ckpt) : mode.dense_dtype;
+  const DType dense = mode.quantized ? ckpt.float_dtype(ckpt.get(head)) : mode.dense_dtype;
   sink.linear(build_linear(ckpt, {WeightKind::kLmHead}, {head}, {}, quantize, spec, dense));
   progress.advance(1, "lm_head");
 }

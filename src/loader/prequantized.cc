@@ -8,7 +8,6 @@
 #include "core/file.h"
 #include "core/json.h"
 #include "loader/hf_weights.h"
-#include "model/file_errors.h"
 
 namespace fp6serve::loader {
 
@@ -32,20 +31,6 @@ StDType st_dtype(DType d) {
       return StDType::kBF16;
     default:
       FP6_THROW(kInternal, "no safetensors dtype for {}", dtype_name(d));
-  }
-}
-
-DType float_dtype(const Checkpoint& ckpt, const TensorInfo& t) {
-  switch (t.dtype) {
-    case StDType::kF32:
-      return DType::kF32;
-    case StDType::kF16:
-      return DType::kF16;
-    case StDType::kBF16:
-      return DType::kBF16;
-    default:
-      FP6_THROW(kBadInput, "{}: tensor '{}' has dtype {}; expected F16, BF16 or F32", ckpt.file_of(t.name).string(),
-                t.name, st_dtype_name(t.dtype));
   }
 }
 
@@ -158,7 +143,7 @@ bool is_prequantized(const Checkpoint& ckpt) {
 }
 
 model::QuantizationMode prequantized_mode(const Checkpoint& ckpt) {
-  return model::naming_file(ckpt.metadata_file().string(), [&] {
+  return naming_file(ckpt.metadata_file().string(), [&] {
     const Meta meta = read_meta(ckpt);
     const int64_t version = meta.integer(meta.j, "the metadata", "version");
     FP6_CHECK(version == kPrequantizedVersion, kUnsupported,
@@ -175,10 +160,10 @@ model::QuantizationMode prequantized_mode(const Checkpoint& ckpt) {
 
 void read_prequantized(const Checkpoint& ckpt, const ModelConfig& config, DType pack_target, WeightSink& sink) {
   const model::QuantizationMode mode = prequantized_mode(ckpt);
-  const Meta meta = model::naming_file(ckpt.metadata_file().string(), [&] { return read_meta(ckpt); });
+  const Meta meta = naming_file(ckpt.metadata_file().string(), [&] { return read_meta(ckpt); });
   const std::string& where = meta.where;
   const std::string target = meta.string(meta.j, "the metadata", "target", "f16");
-  const DType stored_target = model::naming_file(where + ": target", [&] { return parse_float_dtype(target); });
+  const DType stored_target = naming_file(where + ": target", [&] { return parse_float_dtype(target); });
   FP6_CHECK(meta.j.contains("linears"), kBadInput, "{}: lacks 'linears'", where);
   const json& linears = meta.object(meta.j["linears"], "linears");
 
@@ -196,7 +181,7 @@ void read_prequantized(const Checkpoint& ckpt, const ModelConfig& config, DType 
     h.rows = rows;
     h.cols = cols;
     if (meta.boolean(info, path, "quantized")) {
-      const fpx::PackPlan plan = model::naming_file(where, [&] { return fpx::pack_plan(mode.format, stored_target); });
+      const fpx::PackPlan plan = naming_file(where, [&] { return fpx::pack_plan(mode.format, stored_target); });
       auto p = std::make_unique<fpx::PackedWeight>();
       p->plan = plan;
       p->rows = rows;
@@ -220,7 +205,7 @@ void read_prequantized(const Checkpoint& ckpt, const ModelConfig& config, DType 
       const TensorInfo& t = ckpt.get(name + ".weight");
       FP6_CHECK(t.shape == (std::vector<int64_t>{rows, cols}), kBadInput, "{}: '{}' has shape {}, expected [{}, {}]",
                 ckpt.file_of(t.name).string(), t.name, t.shape_string(), rows, cols);
-      h.dense = Tensor::empty(t.shape, float_dtype(ckpt, t));
+      h.dense = Tensor::empty(t.shape, ckpt.float_dtype(t));
       std::memcpy(h.dense.data(), t.data, t.bytes);
     }
     if (meta.boolean(info, path, "bias")) {
@@ -237,7 +222,7 @@ void read_prequantized(const Checkpoint& ckpt, const ModelConfig& config, DType 
     const TensorInfo& t = ckpt.get(name);
     FP6_CHECK(t.shape == shape, kBadInput, "{}: '{}' has shape {}, expected {}", ckpt.file_of(name).string(), name,
               t.shape_string(), shape_string(shape));
-    Tensor host = Tensor::empty(t.shape, float_dtype(ckpt, t));
+    Tensor host = Tensor::empty(t.shape, ckpt.float_dtype(t));
     std::memcpy(host.data(), t.data, t.bytes);
     return host;
   };

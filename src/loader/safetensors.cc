@@ -12,7 +12,6 @@
 #include "core/check.h"
 #include "core/file.h"
 #include "core/json.h"
-#include "model/file_errors.h"
 
 namespace fp6serve::loader {
 
@@ -105,7 +104,7 @@ TensorInfo parse_entry(const std::string& name, const json& entry, const uint8_t
 }  // namespace
 
 SafetensorsContents parse_safetensors(const uint8_t* bytes, size_t size, const std::string& source) {
-  return model::naming_file(source, [&] {
+  return naming_file(source, [&] {
     FP6_CHECK(size >= 8, kBadInput, "{}: truncated safetensors file ({} bytes, less than the 8-byte header length)",
               source, size);
     FP6_CHECK(reinterpret_cast<uintptr_t>(bytes) % 8 == 0, kInternal,
@@ -194,7 +193,7 @@ Checkpoint::Checkpoint(const fs::path& dir) : dir_(dir) {
     const std::string source = index.string();
     // (tensor, file) pairs of the weight map; the shards are opened after, so that their own
     // errors name them rather than the index.
-    const auto entries = model::naming_file(source, [&] {
+    const auto entries = naming_file(source, [&] {
       const json j = parse_json(read_file(index), source);
       FP6_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), kBadInput,
                 "{}: no weight_map object", source);
@@ -241,6 +240,20 @@ std::vector<std::string> Checkpoint::names() const {
   std::vector<std::string> out;
   for (const auto& [name, f] : owner_) out.push_back(name);
   return out;
+}
+
+DType Checkpoint::float_dtype(const TensorInfo& t) const {
+  switch (t.dtype) {
+    case StDType::kF32:
+      return DType::kF32;
+    case StDType::kF16:
+      return DType::kF16;
+    case StDType::kBF16:
+      return DType::kBF16;
+    default:
+      FP6_THROW(kBadInput, "{}: tensor '{}' has dtype {}; expected F16, BF16 or F32", file_of(t.name).string(), t.name,
+                st_dtype_name(t.dtype));
+  }
 }
 
 fs::path Checkpoint::file_of(const std::string& name) const {

@@ -84,6 +84,9 @@ class Checkpoint {
   std::vector<std::string> names() const;
   // The file a tensor lives in, for error messages.
   std::filesystem::path file_of(const std::string& name) const;
+  // The tensor's dtype as a float DType; throws kBadInput naming the file and the tensor when
+  // it is not F16, BF16 or F32.
+  DType float_dtype(const TensorInfo& t) const;
   // Metadata of the first file (the prequantized format keeps its own there).
   const std::map<std::string, std::string>& metadata() const { return files_.front()->metadata(); }
   // The first file, which holds that metadata (for error messages about it).

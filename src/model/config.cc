@@ -9,7 +9,6 @@
 #include "core/check.h"
 #include "core/file.h"
 #include "core/json.h"
-#include "model/file_errors.h"
 
 namespace fp6serve::model {
 

@@ -4,9 +4,7 @@
 #pragma once
 
 #include <cstdint>
-#include <new>
 #include <nlohmann/json.hpp>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -57,25 +55,6 @@ inline uint64_t count_or(const nlohmann::json& j, const char* key, uint64_t fall
   FP6_CHECK(j[key].is_number_unsigned(), kBadInput, "{}: {}.{} must be a non-negative integer, got {}", source, path,
             key, brief(j[key]));
   return j[key].get<uint64_t>();
-}
-
-// Runs fn() while reading `source`: an exception other than Error becomes Error "<source>:
-// <what>" (kOutOfMemory for bad_alloc, kBadInput otherwise), an Error whose message does not
-// name `source` gets it prefixed (kInvalidArgument becoming kBadInput: the file is the
-// argument). The net under the field checks; model/file_errors.h is its twin for the layers
-// this one cannot see.
-template <class Fn>
-decltype(auto) naming_file(const std::string& source, Fn&& fn) {
-  try {
-    return std::forward<Fn>(fn)();
-  } catch (const Error& e) {
-    if (std::string_view(e.what()).find(source) != std::string_view::npos) throw;
-    throw Error(e.kind() == ErrorKind::kInvalidArgument ? ErrorKind::kBadInput : e.kind(), source + ": " + e.what());
-  } catch (const std::bad_alloc&) {
-    FP6_THROW(kOutOfMemory, "{}: out of memory while reading it", source);
-  } catch (const std::exception& e) {
-    FP6_THROW(kBadInput, "{}: {}", source, e.what());
-  }
 }
 
 }  // namespace fp6serve::tokenizer_parts

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "fp6serve/error.h"
+#include "tests/support/errors.h"
 
 namespace fp6serve {
 namespace {
@@ -111,16 +112,7 @@ std::string render_text(const std::string& source, const nlohmann::json& extra =
   return ChatTemplate(source).render({}, false, extra);
 }
 
-std::string error_of(const std::function<void()>& fn, ErrorKind expected_kind) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), expected_kind) << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "no error thrown";
-  return {};
-}
+using testing::error_of;
 
 TEST(ChatTemplate, SyntaxErrorsNameLineAndColumn) {
   const auto parse_error = [](const std::string& source) {

@@ -11,6 +11,7 @@
 #include "chat/jinja_parser.h"
 #include "chat/jinja_render.h"
 #include "fp6serve/error.h"
+#include "tests/support/errors.h"
 
 namespace fp6serve {
 namespace {
@@ -19,17 +20,7 @@ std::string render_text(const std::string& source, const nlohmann::json& extra =
   return ChatTemplate(source).render({{"user", "hi"}}, true, extra);
 }
 
-// The message of the fp6serve::Error `fn` throws, checking its kind.
-std::string error_of(const std::function<void()>& fn, ErrorKind expected_kind) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), expected_kind) << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "no error thrown";
-  return {};
-}
+using testing::error_of;
 
 std::string parse_error(const std::string& source) {
   return error_of([&] { ChatTemplate t(source); }, ErrorKind::kBadInput);

@@ -8,16 +8,10 @@ bin=$1
 model_dir=$2
 log=$(mktemp)
 work=$(mktemp -d)
-"$bin" serve --model "$model_dir" --port 0 --api-key k --served-model-name tiny >"$log" 2>&1 &
-pid=$!
-trap 'kill -9 $pid 2>/dev/null; rm -rf "$log" "$work"' EXIT
-for _ in $(seq 200); do
-  port=$(sed -n 's|.*http://127.0.0.1:\([0-9]*\).*|\1|p' "$log")
-  [ -n "$port" ] && break
-  sleep 0.1
-done
-[ -n "${port:-}" ] || { echo "server did not start:"; cat "$log"; exit 1; }
-url=http://127.0.0.1:$port
+trap '[ -n "${pid:-}" ] && kill -9 $pid 2>/dev/null; rm -rf "$log" "$work"' EXIT
+. "$(dirname "$0")/start_server.sh"
+start_server "$log" --model "$model_dir" --api-key k --served-model-name tiny
+url=$base
 fail=0
 "$bin" bench serve --url "$url" --api-key k --label fp6 --clients 1,4 --gen-len 8,16 --requests 8 --prompt-len 20 \
   --max-token-id 1000 --csv "$work/sweep.csv" --plot "$work/sweep.png" || { echo "FAIL bench serve exited $?"; fail=1; }

@@ -16,17 +16,10 @@ check() {  # check NAME EXPECTED_STATUS ACTUAL_STATUS BODY PATTERN
   if [ "$2" = "$3" ] && grep -qE "$5" <<<"$4"; then echo "ok   $1"; else echo "FAIL $1: status $3 (want $2), body: $4"; fail=1; fi
 }
 
-"$bin" serve --model "$model_dir" --port 0 --api-key "$key" --served-model-name "$name" --max-body-mib 1 \
-  --quantization-mode wf6af16 >"$log" 2>&1 &
-pid=$!
-trap 'kill -9 $pid 2>/dev/null; rm -f "$log"' EXIT
-for _ in $(seq 100); do
-  port=$(sed -n 's|.*http://127.0.0.1:\([0-9]*\).*|\1|p' "$log")
-  [ -n "$port" ] && break
-  sleep 0.1
-done
-[ -n "${port:-}" ] || { echo "server did not start:"; cat "$log"; exit 1; }
-base=http://127.0.0.1:$port
+trap '[ -n "${pid:-}" ] && kill -9 $pid 2>/dev/null; rm -f "$log"' EXIT
+. "$(dirname "$0")/start_server.sh"
+start_server "$log" --model "$model_dir" --api-key "$key" --served-model-name "$name" --max-body-mib 1 \
+  --quantization-mode wf6af16
 
 req() {  # req METHOD PATH [BODY] [extra curl args...] -> "STATUS BODY"
   local method=$1 path=$2 body=${3:-}

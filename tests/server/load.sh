@@ -13,17 +13,10 @@ max_connections=400
 request_timeout=3
 rss_bound_mib=${RSS_BOUND_MIB:-64}
 log=$(mktemp)
-"$bin" serve --model "$model_dir" --port 0 --api-key "$key" --served-model-name tiny --max-connections $max_connections \
-  --request-timeout $request_timeout >"$log" 2>&1 &
-pid=$!
-trap 'kill -9 $pid 2>/dev/null; rm -f "$log"' EXIT
-for _ in $(seq 200); do
-  port=$(sed -n 's|.*http://127.0.0.1:\([0-9]*\).*|\1|p' "$log")
-  [ -n "$port" ] && break
-  sleep 0.1
-done
-[ -n "${port:-}" ] || { echo "server did not start:"; cat "$log"; exit 1; }
-base=http://127.0.0.1:$port
+trap '[ -n "${pid:-}" ] && kill -9 $pid 2>/dev/null; rm -f "$log"' EXIT
+. "$(dirname "$0")/start_server.sh"
+start_server "$log" --model "$model_dir" --api-key "$key" --served-model-name tiny --max-connections $max_connections \
+  --request-timeout $request_timeout
 rss() { awk '/^VmRSS/ {print int($2 / 1024)}' /proc/$pid/status; }
 # Warm up (first allocations of the engine, the thread pools, the sockets), then measure.
 curl -s -o /dev/null -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
