@@ -33,5 +33,6 @@ Action add_generate(CLI::App& app);
 Action add_serve(CLI::App& app);
 Action add_quantize(CLI::App& app);
 Action add_bench(CLI::App& app);
+Action add_perplexity(CLI::App& app);
 
 }  // namespace fp6serve::cli
