@@ -15,6 +15,7 @@
 #   "llama2-7b llama2-70b"), FP6 against the FP16 mode, with FP6SERVE_DECODE_ARGS (e.g.
 #   "--batch 1,8,64") and FP6SERVE_PREFILL_ARGS (e.g. "--prompt-len 512") added.
 # profile: Nsight Compute metrics of our GEMM on a few shapes (fp6serve_bench_gemm --profile).
+# quality: fp6serve perplexity of every mode on the trained fixture (GPU).
 # serve: the serving benchmark (fp6serve bench serve) against `fp6serve serve --random-weights`
 #   for each shape in FP6SERVE_SERVE_SHAPES (default llama2-7b) and each mode in
 #   FP6SERVE_SERVE_MODES (default "wf6af16 fp16"), clients FP6SERVE_SERVE_CLIENTS (default
@@ -158,6 +159,18 @@ if want serve; then
     build-device/fp6serve bench decode --random-weights "$shape" --modes "${modes// /,}" \
       --batch "${FP6SERVE_SERVE_CLIENTS:-8,32,64}" --context 225,350 >"$OUT/serve-decode-$shape.log" 2>&1
     echo "bench decode $shape (serving batches): rc=$?" | tee -a "$summary"
+  done
+fi
+
+# quality: fp6serve perplexity on the trained fixture on the GPU, every FPx mode against the
+# FP16 mode (KL, top-1) in the same run; transformers' FP32 perplexity of these windows is
+# 10.0797 (tests/data/tiny-trained/reference.json).
+if want quality; then
+  m=tests/data/tiny-trained
+  for mode in fp16 bf16 wf6af16 e2m3 wf5af16 wf4af16; do
+    build-device/fp6serve perplexity --model $m --ids $m/eval_windows.txt --device cuda --quantization-mode $mode \
+      --kl-baseline fp16 --json >"$OUT/quality-$mode.json" 2>"$OUT/quality-$mode.err"
+    echo "quality $mode: rc=$? $(grep -o '"perplexity": [0-9.]*' "$OUT/quality-$mode.json" | head -1)" | tee -a "$summary"
   done
 fi
 

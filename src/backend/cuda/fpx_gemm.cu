@@ -98,7 +98,7 @@ void launch_dequant(const FpxLaunch& l, int64_t rt0, int64_t rt1, uint16_t* out)
   FP6_CUDA_CHECK_LAUNCH();
 }
 
-// The formats compiled into the GPU kernels: FP6 e3m2, FP5 e2m2, FP4 e2m1.
+// The formats compiled into the GPU kernels: FP6 e3m2 and e2m3, FP5 e2m2, FP4 e2m1.
 template <typename F>
 void dispatch_format(const FpxLaunch& l, F&& f) {
   const fpx::Format fmt = l.plan.format;
@@ -112,14 +112,15 @@ void dispatch_format(const FpxLaunch& l, F&& f) {
   if (fmt == fpx::kE3M2) return pick.template operator()<3, 2>();
   if (fmt == fpx::kE2M2) return pick.template operator()<2, 2>();
   if (fmt == fpx::kE2M1) return pick.template operator()<2, 1>();
+  if (fmt == fpx::kE2M3) return pick.template operator()<2, 3>();
   FP6_CUDA_REQUIRE(false, kUnsupported,
-                   "the GPU kernels are built for e3m2, e2m2 and e2m1 (FP6, FP5, FP4), not " + fmt.name());
+                   "the GPU kernels are built for e3m2, e2m3, e2m2 and e2m1 (FP6, FP6, FP5, FP4), not " + fmt.name());
 }
 
 }  // namespace
 
 bool fpx_gpu_format_supported(fpx::Format f) {
-  return f == fpx::kE3M2 || f == fpx::kE2M2 || f == fpx::kE2M1;
+  return f == fpx::kE3M2 || f == fpx::kE2M3 || f == fpx::kE2M2 || f == fpx::kE2M1;
 }
 
 bool fpx_wgmma_supported(const fpx::PackPlan& plan, int64_t cols) {

@@ -99,7 +99,8 @@ void check_call(const DeviceFpxWeight& w, DType act, int64_t n) {
 
 DeviceFpxWeight upload(const fpx::PackedWeight& host, cudaStream_t stream) {
   FP6_CHECK(fpx_gpu_format_supported(host.format()), kUnsupported,
-            "the GPU kernels are built for e3m2, e2m2 and e2m1 (FP6, FP5, FP4), not {}", host.format().name());
+            "the GPU kernels are built for e3m2, e2m3, e2m2 and e2m1 (FP6, FP6, FP5, FP4), not {}",
+            host.format().name());
   DeviceFpxWeight w;
   w.plan = host.plan;
   w.rows = host.rows;
@@ -115,7 +116,7 @@ DeviceFpxWeight upload(const fpx::PackedWeight& host, cudaStream_t stream) {
 DeviceFpxWeight quantize_on_device(const void* src, DType src_dtype, int64_t rows, int64_t cols, fpx::Format format,
                                    DType target, const std::string& name, cudaStream_t stream) {
   FP6_CHECK(fpx_gpu_format_supported(format), kUnsupported,
-            "the GPU kernels are built for e3m2, e2m2 and e2m1 (FP6, FP5, FP4), not {}", format.name());
+            "the GPU kernels are built for e3m2, e2m3, e2m2 and e2m1 (FP6, FP6, FP5, FP4), not {}", format.name());
   DeviceFpxWeight w;
   w.plan = fpx::pack_plan(format, target);
   w.rows = rows;

@@ -110,7 +110,7 @@ TEST_P(CudaFpxLinear, MatchesTheReferenceOnOddShapesAllPathsAndFormats) {
   const std::pair<int64_t, int64_t> shapes[] = {{1, 1},      {17, 64},    {100, 130},  {4095, 257}, {64, 4097},
                                                 {512, 1024}, {100, 8197}, {300, 2048}, {1000, 392}};
   const int64_t ns[] = {1, 2, 3, 7, 8, 9, 16, 17, 33, 64, 65, 128, 200, 257, 300, 1024};
-  for (fpx::Format f : {fpx::kE3M2, fpx::kE2M2, fpx::kE2M1})
+  for (fpx::Format f : {fpx::kE3M2, fpx::kE2M3, fpx::kE2M2, fpx::kE2M1})
     for (auto [rows, cols] : shapes)
       for (int64_t n : ns) {
         if (rows * cols * n > int64_t{1} << 28) continue;  // keep the double reference quick
