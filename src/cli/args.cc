@@ -35,6 +35,9 @@ void add_model_options(CLI::App* cmd, Options& o, ModelFlags& flags, bool engine
   cmd->add_option("--quantization-mode", o.quantization_mode,
                   std::string(model::QuantizationMode::kChoices) + " (default: " + model::QuantizationMode::kDefault +
                       ", or a prequantized checkpoint's own)");
+  cmd->add_option("--quantization-scale", o.quantization_scale,
+                  "Each row's scale: absmax, or min-error (least squared error; docs/quality.md)")
+      ->capture_default_str();
   cmd->add_flag("--quantize-lm-head", o.quantize_lm_head, "Quantize lm_head too");
   cmd->add_option("--device", o.device, "auto, cpu or cuda")->capture_default_str();
   cmd->add_option("--threads", o.threads, "CPU threads (0: every core)")->capture_default_str();

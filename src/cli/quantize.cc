@@ -1,4 +1,6 @@
 // fp6serve quantize: write a prequantized checkpoint that loads without quantizing again.
+#include "fpx/quantize.h"
+
 #include <fmt/core.h>
 
 #include <chrono>
@@ -22,6 +24,9 @@ Action add_quantize(CLI::App& app) {
   cmd->add_option("--out", a->out, "Output directory")->required();
   cmd->add_option("--quantization-mode", a->options.quantization_mode,
                   fmt::format("An FPx mode: wf6af16 (default), wf5af16, wf4af16 or eXmY"));
+  cmd->add_option("--quantization-scale", a->options.quantization_scale,
+                  "Each row's scale: absmax, or min-error (least squared error; docs/quality.md)")
+      ->capture_default_str();
   cmd->add_flag("--quantize-lm-head", a->options.quantize_lm_head, "Quantize lm_head too");
   cmd->add_option("--threads", a->options.threads, "CPU threads (0: every core)")->capture_default_str();
   return [a] {
@@ -33,6 +38,7 @@ Action add_quantize(CLI::App& app) {
     spec.mode = model::QuantizationMode::parse(o.quantization_mode.empty() ? model::QuantizationMode::kDefault
                                                                            : o.quantization_mode);
     spec.quantize_lm_head = o.quantize_lm_head;
+    spec.scale_rule = fpx::parse_scale_rule(o.quantization_scale);
     spec.progress = o.progress;
     const auto start = std::chrono::steady_clock::now();
     loader::write_prequantized(a->model, a->out, spec);

@@ -17,6 +17,8 @@ void Options::validate() const {
             threads);
   FP6_CHECK(cpu_isa == "best" || cpu_isa == "avx512" || cpu_isa == "avx2" || cpu_isa == "scalar", kInvalidArgument,
             "cpu_isa '{}' is not one of best, avx512, avx2, scalar", cpu_isa);
+  FP6_CHECK(quantization_scale == "absmax" || quantization_scale == "min-error", kInvalidArgument,
+            "quantization_scale '{}' is not one of absmax, min-error", quantization_scale);
   FP6_CHECK(fpx_crossover >= 0, kInvalidArgument, "fpx_crossover must be >= 0 (0: the measured one), got {}",
             fpx_crossover);
   FP6_CHECK(max_batch_tokens >= 1, kInvalidArgument, "max_batch_tokens must be at least 1, got {}", max_batch_tokens);

@@ -122,7 +122,7 @@ PackedWeight pack(const uint8_t* codes, const float* scales, int64_t rows, int64
   return p;
 }
 
-PackedWeight quantize_pack(std::span<const MatrixView> parts, Format format, DType target) {
+PackedWeight quantize_pack(std::span<const MatrixView> parts, Format format, DType target, ScaleRule rule) {
   FP6_CHECK(!parts.empty(), kInvalidArgument, "quantize_pack: no matrix given");
   int64_t rows = 0;
   for (const MatrixView& part : parts) {
@@ -140,7 +140,7 @@ PackedWeight quantize_pack(std::span<const MatrixView> parts, Format format, DTy
     for (const MatrixView& part : parts) {
       const int64_t b = std::max(r0, part_begin), e = std::min(r1, part_begin + part.rows);
       if (b < e)
-        quantize_rows(part, codec, b - part_begin, e - part_begin, tile + (b - r0) * cp, cp, p.scales.data() + b);
+        quantize_rows(part, codec, b - part_begin, e - part_begin, tile + (b - r0) * cp, cp, p.scales.data() + b, rule);
       part_begin += part.rows;
     }
   });

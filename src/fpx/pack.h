@@ -45,9 +45,11 @@ inline PackedWeight pack(const QuantizedMatrix& q, DType target) {
 // Quantizes and packs in one pass over 16-row tiles, never holding more than a tile of codes
 // per thread: what quantize-on-load uses. Several parts with the same column count are
 // stacked along rows (q, k and v become one weight).
-PackedWeight quantize_pack(std::span<const MatrixView> parts, Format format, DType target);
-inline PackedWeight quantize_pack(const MatrixView& src, Format format, DType target) {
-  return quantize_pack(std::span<const MatrixView>(&src, 1), format, target);
+PackedWeight quantize_pack(std::span<const MatrixView> parts, Format format, DType target,
+                           ScaleRule rule = ScaleRule::kAbsmax);
+inline PackedWeight quantize_pack(const MatrixView& src, Format format, DType target,
+                                  ScaleRule rule = ScaleRule::kAbsmax) {
+  return quantize_pack(std::span<const MatrixView>(&src, 1), format, target, rule);
 }
 
 // The exact inverse of pack: codes [rows, cols] (padding dropped) and scales [rows].

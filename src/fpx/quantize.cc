@@ -29,10 +29,27 @@ void check_view(const MatrixView& src) {
   FP6_ASSERT(false);
 }
 
+// The scale of ScaleRule::kMinError for one row (see quantize.h), from its absmax scale.
+float min_error_scale(const std::vector<float>& row, const Codec& codec, float absmax_scale) {
+  float best = absmax_scale;
+  double best_error = INFINITY;
+  for (int step = 0; step <= 25; ++step) {
+    const float s = absmax_scale * (1.0f - 0.01f * static_cast<float>(step));
+    if (s == 0.0f) break;  // a subnormal absmax scale: nothing smaller to try
+    double error = 0;
+    for (float v : row) {
+      const double d = static_cast<double>(v) - static_cast<double>(s * codec.decode(codec.encode(v / s)));
+      error += d * d;
+    }
+    if (error < best_error) best_error = error, best = s;
+  }
+  return best;
+}
+
 }  // namespace
 
 void quantize_rows(const MatrixView& src, const Codec& codec, int64_t row_begin, int64_t row_end, uint8_t* codes,
-                   int64_t codes_stride, float* scales) {
+                   int64_t codes_stride, float* scales, ScaleRule rule) {
   check_view(src);
   const auto max_value = static_cast<float>(codec.format().max_value());
   std::vector<float> row(static_cast<size_t>(src.cols));
@@ -50,13 +67,24 @@ void quantize_rows(const MatrixView& src, const Codec& codec, int64_t row_begin,
     float scale = amax / max_value;
     // A zero row, or one so tiny that its scale underflows, quantizes to zeros with scale 1.
     if (scale == 0.0f) scale = 1.0f;
+    if (rule == ScaleRule::kMinError && amax > 0.0f) scale = min_error_scale(row, codec, scale);
     uint8_t* out = codes + (r - row_begin) * codes_stride;
     for (int64_t c = 0; c < src.cols; ++c) out[c] = codec.encode(row[c] / scale);
     scales[r - row_begin] = scale;
   }
 }
 
-QuantizedMatrix quantize(const MatrixView& src, Format format) {
+ScaleRule parse_scale_rule(std::string_view name) {
+  if (name == "absmax") return ScaleRule::kAbsmax;
+  if (name == "min-error") return ScaleRule::kMinError;
+  FP6_THROW(kInvalidArgument, "quantization scale '{}' is not one of absmax, min-error", name);
+}
+
+const char* scale_rule_name(ScaleRule rule) {
+  return rule == ScaleRule::kMinError ? "min-error" : "absmax";
+}
+
+QuantizedMatrix quantize(const MatrixView& src, Format format, ScaleRule rule) {
   check_view(src);
   const Codec codec(format);
   QuantizedMatrix q;
@@ -66,7 +94,7 @@ QuantizedMatrix quantize(const MatrixView& src, Format format) {
   q.codes.resize(static_cast<size_t>(src.rows * src.cols));
   q.scales.resize(static_cast<size_t>(src.rows));
   ThreadPool::global()->parallel_for(src.rows, [&](int64_t begin, int64_t end) {
-    quantize_rows(src, codec, begin, end, q.codes.data() + begin * src.cols, src.cols, q.scales.data() + begin);
+    quantize_rows(src, codec, begin, end, q.codes.data() + begin * src.cols, src.cols, q.scales.data() + begin, rule);
   });
   return q;
 }

@@ -1,7 +1,10 @@
 // Round-to-nearest weight quantization with one scale per output channel (row):
 //   scale_r = max_c |W[r,c]| / max_value(format),   code[r,c] = encode(W[r,c] / scale_r)
-// computed in float32. An all-zero row gets scale 1 and zero codes (nothing divides by zero);
-// NaN or Inf anywhere is an error naming the tensor and the position.
+// computed in float32 (ScaleRule::kAbsmax). ScaleRule::kMinError tries scale_r * f for
+// f = 1, 0.99, ..., 0.75 (clipping the largest values a little buys finer steps for the
+// others) and keeps the one with the least squared error of the dequantized row (the first on
+// ties). An all-zero row gets scale 1 and zero codes (nothing divides by zero); NaN or Inf
+// anywhere is an error naming the tensor and the position.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +26,11 @@ struct MatrixView {
   std::string_view name;  // used in error messages, e.g. "model.layers.0.mlp.up_proj.weight"
 };
 
+enum class ScaleRule { kAbsmax, kMinError };
+// "absmax" or "min-error"; anything else is an Error(kInvalidArgument) listing both.
+ScaleRule parse_scale_rule(std::string_view name);
+const char* scale_rule_name(ScaleRule rule);
+
 struct QuantizedMatrix {
   Format format;
   int64_t rows = 0;
@@ -34,10 +42,10 @@ struct QuantizedMatrix {
 // Quantizes rows [row_begin, row_end) of src into codes (row stride codes_stride) and
 // scales, both indexed from row_begin. Single-threaded; quantize() and the packers split rows.
 void quantize_rows(const MatrixView& src, const Codec& codec, int64_t row_begin, int64_t row_end, uint8_t* codes,
-                   int64_t codes_stride, float* scales);
+                   int64_t codes_stride, float* scales, ScaleRule rule = ScaleRule::kAbsmax);
 
 // The whole matrix, rows spread over the thread pool.
-QuantizedMatrix quantize(const MatrixView& src, Format format);
+QuantizedMatrix quantize(const MatrixView& src, Format format, ScaleRule rule = ScaleRule::kAbsmax);
 
 // The dequantized value of one element: scale * decode(code).
 inline float dequantize(const QuantizedMatrix& q, const Codec& codec, int64_t r, int64_t c) {

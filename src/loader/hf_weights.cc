@@ -75,7 +75,8 @@ HostLinear build_linear(const Checkpoint& ckpt, WeightId id, const std::vector<s
   }
   out.cols = views[0].cols;
   if (quantize) {
-    out.packed = std::make_unique<fpx::PackedWeight>(fpx::quantize_pack(views, spec.mode.format, spec.pack_target));
+    out.packed = std::make_unique<fpx::PackedWeight>(
+        fpx::quantize_pack(views, spec.mode.format, spec.pack_target, spec.scale_rule));
   } else {
     out.dense = Tensor::empty({out.rows, out.cols}, dense_dtype);
     auto* dst = static_cast<uint8_t*>(out.dense.data());

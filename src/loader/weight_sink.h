@@ -4,6 +4,7 @@
 #pragma once
 
 #include "core/tensor.h"
+#include "fpx/quantize.h"
 #include "model/quantization.h"
 #include "model/weights.h"
 
@@ -23,6 +24,7 @@ struct LinearSpec {
   bool quantize_lm_head = false;
   DType pack_target = DType::kF16;  // the raw placement FPx weights are packed for (fpx/pack_plan.h)
   bool progress = true;             // a progress bar when stderr is a terminal
+  fpx::ScaleRule scale_rule = fpx::ScaleRule::kAbsmax;  // each row's scale (fpx/quantize.h)
 };
 
 }  // namespace fp6serve::loader

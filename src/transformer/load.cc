@@ -119,7 +119,8 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const Optio
     loader::read_prequantized(ckpt, config, backend->pack_target(mode.format), adopter);
   } else {
     const loader::LinearSpec spec{mode, options.quantize_lm_head,
-                                  mode.quantized ? backend->pack_target(mode.format) : DType::kF16, options.progress};
+                                  mode.quantized ? backend->pack_target(mode.format) : DType::kF16, options.progress,
+                                  fpx::parse_scale_rule(options.quantization_scale)};
     loader::read_hf_weights(ckpt, config, spec, adopter);
   }
   return std::make_unique<Model>(std::move(config), mode, std::move(backend), adopter.take());

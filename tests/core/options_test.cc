@@ -36,6 +36,9 @@ TEST(Options, TheDefaultsAreValidAndEachBadSettingIsNamed) {
   o.cpu_isa = "neon";
   EXPECT_NE(error_of(o).find("cpu_isa"), std::string::npos);
   o = {};
+  o.quantization_scale = "mse";
+  EXPECT_NE(error_of(o).find("quantization_scale"), std::string::npos);
+  o = {};
   o.threads = -1;
   EXPECT_NE(error_of(o).find("threads"), std::string::npos);
 }

@@ -64,6 +64,19 @@ TEST(Perplexity, Fp6RoundToNearestReproducesTheFakeQuantizedReference) {
   EXPECT_NEAR(100 * (s.ppl / figure(ref, "fp32") - 1), want, 0.1);
 }
 
+// The least-error scale (docs/quality.md) lowers FP6's perplexity on the trained model.
+TEST(Perplexity, MinErrorScalesBeatAbsmaxOnTheTrainedModel) {
+  Reference ref("tiny-trained");
+  const auto ws = windows(ref, 8);
+  Options o = options("wf6af16");
+  o.quantization_scale = "min-error";
+  auto m = Model::load(fixture_dir("tiny-trained"), o);
+  PerplexityScorer scorer(*m, nullptr, kWindow);
+  std::vector<WindowScore> scores;
+  for (const auto& w : ws) scores.push_back(scorer.score(w));
+  EXPECT_LT(summarize(scores).ppl, summarize(score("wf6af16", ws)).ppl);
+}
+
 TEST(Perplexity, Bf16StaysWithin1e3OfFp32AndTheSummaryAddsUp) {
   Reference ref("tiny-trained");
   const auto scores = score("bf16", windows(ref, 4), "fp32");
