@@ -72,6 +72,7 @@ void Generation::submit(const std::string& body) {
     const size_t choices = request_.prompts.size() * static_cast<size_t>(request_.n);
     choices_.resize(choices);
     started_.assign(choices, false);
+    text_sent_.assign(choices, 0);
     last_token_.resize(choices);
     got_token_.assign(choices, false);
     unfinished_ = choices;
@@ -150,7 +151,8 @@ void Generation::stream(size_t choice, const StreamChunk& c) {
     conn_->send(sse(error_body("generation failed: " + c.error, "server_error", "", "")));
   } else {
     conn_->send(sse(stream_chunk(id_, created_, ctx_.model_name, chat_, static_cast<int64_t>(choice), c,
-                                 !started_[choice], request_.logprobs, ctx_.service.tokenizer())));
+                                 !started_[choice], request_.logprobs, ctx_.service.tokenizer(), text_sent_[choice])));
+    text_sent_[choice] += c.text.size();
   }
   started_[choice] = true;
 }

@@ -79,8 +79,9 @@ class Generation : public std::enable_shared_from_this<Generation> {
   std::vector<std::pair<size_t, StreamChunk>> early_;  // chunks that came before on_submitted
   size_t unfinished_ = 0;
   int64_t completion_tokens_ = 0;
-  std::vector<Choice> choices_;  // not streaming: the answer being collected
-  std::vector<bool> started_;    // streaming: a choice's first chunk was sent
+  std::vector<Choice> choices_;    // not streaming: the answer being collected
+  std::vector<bool> started_;      // streaming: a choice's first chunk was sent
+  std::vector<size_t> text_sent_;  // streaming: bytes of text sent per choice (text_offset)
   Clock::time_point arrival_ = Clock::now();
   std::vector<Clock::time_point> last_token_;
   std::vector<bool> got_token_;

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "core/check.h"
+#include "core/json.h"
 #include "server/connection.h"
 #include "server/generation.h"
 
@@ -125,17 +126,18 @@ void HttpServer::Impl::on_request(const std::shared_ptr<Connection>& conn, Reque
     const char* path;
     http::verb method;
   };
-  static constexpr Route kRoutes[] = {{"/health", http::verb::get},
-                                      {"/metrics", http::verb::get},
-                                      {"/v1/models", http::verb::get},
-                                      {"/v1/completions", http::verb::post},
-                                      {"/v1/chat/completions", http::verb::post}};
+  static constexpr Route kRoutes[] = {{"/health", http::verb::get},          {"/metrics", http::verb::get},
+                                      {"/v1/models", http::verb::get},       {"/v1/models/{id}", http::verb::get},
+                                      {"/v1/completions", http::verb::post}, {"/v1/chat/completions", http::verb::post},
+                                      {"/tokenize", http::verb::post},       {"/detokenize", http::verb::post}};
   const Route* route = nullptr;
+  const bool model_id = path.rfind("/v1/models/", 0) == 0 && path.size() > 11;
   for (const Route& r : kRoutes)
-    if (path == r.path) route = &r;
+    if (path == r.path || (model_id && std::string_view(r.path) == "/v1/models/{id}")) route = &r;
   // Metric labels are the route table's, never a client's string.
   const char* label = route ? route->path : "other";
-  const bool api = path.rfind("/v1/", 0) == 0;
+  // The API key guards everything that reaches the model.
+  const bool api = path.rfind("/v1/", 0) == 0 || path == "/tokenize" || path == "/detokenize";
   if (api && draining) return reply_error(conn, label, 503, "the server is shutting down", "", "server_error");
   if (api && !options.api_key.empty()) {
     const auto auth = req.find(http::field::authorization);
@@ -160,17 +162,34 @@ void HttpServer::Impl::on_request(const std::shared_ptr<Connection>& conn, Reque
                        metrics.render({st.waiting, st.running, st.kv_blocks_used, st.kv_blocks_total, st.preemptions,
                                        open.load(), in_flight.load()}));
   }
-  if (path == "/v1/models") {
+  const ApiContext api_context{service, context.model_name, context.chat_template};
+  if (path == "/v1/models")
     return reply_json(conn, label, 200,
-                      {{"object", "list"},
-                       {"data", json::array({{{"id", context.model_name},
-                                              {"object", "model"},
-                                              {"created", std::chrono::duration_cast<std::chrono::seconds>(
-                                                              std::chrono::system_clock::now().time_since_epoch())
-                                                              .count()},
-                                              {"owned_by", "fp6serve"},
-                                              {"max_model_len", service.engine().max_model_len()},
-                                              {"random_weights", service.random()}}})}});
+                      {{"object", "list"}, {"data", json::array({model_card(api_context, service.random())})}});
+  if (model_id) {
+    const std::string id = path.substr(11);
+    if (id != context.model_name)
+      return reply_error(conn, label, 404,
+                         "The model `" + id + "` does not exist. This server serves `" + context.model_name + "`.",
+                         "model_not_found");
+    return reply_json(conn, label, 200, model_card(api_context, service.random()));
+  }
+  if (path == "/tokenize" || path == "/detokenize") {
+    // Tokenizing is CPU work: on the work pool, the answer back on the connection's strand.
+    return net::post(work, [this, conn, label, body = std::move(req.body()), tokenize = path == "/tokenize"] {
+      int status = 200;
+      json answer;
+      try {
+        const ApiContext ctx{service, context.model_name, context.chat_template};
+        const json parsed = parse_json<json>(body, "the request body");
+        answer = tokenize ? tokenize_response(parsed, ctx) : detokenize_response(parsed, ctx);
+      } catch (...) {
+        const ErrorReply e = error_reply(std::current_exception());
+        status = e.status;
+        answer = e.body;
+      }
+      net::post(conn->executor(), [this, conn, label, status, answer] { reply_json(conn, label, status, answer); });
+    });
   }
   Generation::start(context, conn, path == "/v1/chat/completions", std::move(req.body()));
 }

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
+
 namespace fp6serve::server {
 
 using json = nlohmann::ordered_json;
@@ -200,6 +202,32 @@ std::vector<std::string> stop_strings(const json& b) {
   return out;
 }
 
+// Fields of the OpenAI API this server does not implement: a request that uses one gets a 400
+// naming it rather than an answer that silently ignores it. Values that ask for nothing (an
+// empty logit_bias, response_format text, tool_choice none, best_of equal to n, an empty
+// suffix) are accepted.
+void refuse_unsupported(const json& b, int64_t n) {
+  auto present = [&](const char* key) { return b.contains(key) && !b[key].is_null(); };
+  if (present("response_format")) {
+    const json& f = b["response_format"];
+    if (!f.is_object() || f.value("type", "") != "text")
+      bad("response_format",
+          "'response_format' other than {\"type\": \"text\"} (JSON mode, JSON schema) is not "
+          "supported by this server");
+  }
+  if (present("tools") && !(b["tools"].is_array() && b["tools"].empty()))
+    bad("tools", "'tools' (function calling) is not supported by this server");
+  if (present("functions")) bad("functions", "'functions' (function calling) is not supported by this server");
+  if (present("tool_choice") && b["tool_choice"] != "none")
+    bad("tool_choice", "'tool_choice' (function calling) is not supported by this server");
+  if (present("function_call") && b["function_call"] != "none")
+    bad("function_call", "'function_call' (function calling) is not supported by this server");
+  if (present("logit_bias") && !(b["logit_bias"].is_object() && b["logit_bias"].empty()))
+    bad("logit_bias", "'logit_bias' is not supported by this server");
+  if (present("best_of") && b["best_of"] != n) bad("best_of", "'best_of' other than n is not supported by this server");
+  if (present("suffix") && b["suffix"] != "") bad("suffix", "'suffix' (insertion) is not supported by this server");
+}
+
 }  // namespace
 
 ParsedRequest parse_request(const json& b, bool chat, const ApiContext& ctx) {
@@ -257,7 +285,45 @@ ParsedRequest parse_request(const json& b, bool chat, const ApiContext& ctx) {
     g.top_logprobs = static_cast<int>(*lp);
   }
   if (b.contains("echo") && boolean(b, "echo").value_or(false)) bad("echo", "'echo' is not supported");
+  if (b.contains("stop_token_ids") && !b["stop_token_ids"].is_null()) {
+    if (!b["stop_token_ids"].is_array() || b["stop_token_ids"].size() > 64)
+      bad("stop_token_ids", "'stop_token_ids' must be a list of at most 64 token ids");
+    g.stop_token_ids = token_list(b["stop_token_ids"], "stop_token_ids", vocab);
+  }
+  refuse_unsupported(b, r.n);
   return r;
+}
+
+json model_card(const ApiContext& ctx, bool random_weights) {
+  return {
+      {"id", ctx.model_name},
+      {"object", "model"},
+      {"created",
+       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count()},
+      {"owned_by", "fp6serve"},
+      {"max_model_len", ctx.service.engine().max_model_len()},
+      {"random_weights", random_weights}};
+}
+
+json tokenize_response(const json& b, const ApiContext& ctx) {
+  if (!b.is_object()) bad("", "the request body must be a JSON object");
+  std::vector<int32_t> ids;
+  if (b.contains("messages")) {
+    ids = chat_prompt(b, ctx);
+  } else {
+    if (!b.contains("prompt") || !b["prompt"].is_string())
+      bad("prompt", "'prompt' must be a string (or send 'messages')");
+    ids =
+        ctx.service.tokenizer().encode(b["prompt"].get<std::string>(), boolean(b, "add_special_tokens").value_or(true));
+  }
+  return {{"tokens", ids}, {"count", ids.size()}, {"max_model_len", ctx.service.engine().max_model_len()}};
+}
+
+json detokenize_response(const json& b, const ApiContext& ctx) {
+  if (!b.is_object() || !b.contains("tokens") || !b["tokens"].is_array())
+    bad("tokens", "'tokens' must be a list of token ids");
+  const std::vector<int32_t> ids = token_list(b["tokens"], "tokens", ctx.service.config().vocab_size);
+  return {{"prompt", ctx.service.tokenizer().decode(ids, false)}};
 }
 
 namespace {
@@ -342,7 +408,7 @@ json completion_response(const std::string& id, int64_t created, const std::stri
 }
 
 json stream_chunk(const std::string& id, int64_t created, const std::string& model, bool chat, int64_t index,
-                  const StreamChunk& c, bool first, bool logprobs, const Tokenizer& tok) {
+                  const StreamChunk& c, bool first, bool logprobs, const Tokenizer& tok, size_t text_offset) {
   json choice = {
       {"index", index},
       {"finish_reason", c.finish == FinishReason::kNone ? json(nullptr) : json(openai_finish_reason(c.finish))}};
@@ -354,7 +420,7 @@ json stream_chunk(const std::string& id, int64_t created, const std::string& mod
     choice["logprobs"] = logprobs ? chat_logprobs(c.token_ids, c.samples, tok) : json(nullptr);
   } else {
     choice["text"] = dump_safe_string(c.text);
-    choice["logprobs"] = logprobs ? completion_logprobs(c.token_ids, c.samples, tok, 0) : json(nullptr);
+    choice["logprobs"] = logprobs ? completion_logprobs(c.token_ids, c.samples, tok, text_offset) : json(nullptr);
   }
   return {{"id", id},
           {"object", chat ? "chat.completion.chunk" : "text_completion"},

@@ -72,6 +72,14 @@ struct ApiContext {
 // engine when the request is submitted: ContextLengthError).
 ParsedRequest parse_request(const nlohmann::ordered_json& body, bool chat, const ApiContext& ctx);
 
+// The answers of the small routes (docs/server.md): the model card of /v1/models and
+// /v1/models/{id}; POST /tokenize ({"prompt": text or "messages": chat, add_special_tokens})
+// -> {"tokens", "count", "max_model_len"}; POST /detokenize ({"tokens": ids}) -> {"prompt"}.
+// Bad bodies throw ApiError.
+nlohmann::ordered_json model_card(const ApiContext& ctx, bool random_weights);
+nlohmann::ordered_json tokenize_response(const nlohmann::ordered_json& body, const ApiContext& ctx);
+nlohmann::ordered_json detokenize_response(const nlohmann::ordered_json& body, const ApiContext& ctx);
+
 // Accumulates one choice's stream for the final (non-streaming) response.
 struct Choice {
   std::string text;
@@ -87,7 +95,7 @@ nlohmann::ordered_json completion_response(const std::string& id, int64_t create
                                            const Tokenizer& tokenizer);
 nlohmann::ordered_json stream_chunk(const std::string& id, int64_t created, const std::string& model, bool chat,
                                     int64_t index, const StreamChunk& chunk, bool first, bool logprobs,
-                                    const Tokenizer& tokenizer);
+                                    const Tokenizer& tokenizer, size_t text_offset = 0);
 nlohmann::ordered_json usage_chunk(const std::string& id, int64_t created, const std::string& model, bool chat,
                                    int64_t prompt_tokens, int64_t completion_tokens);
 // OpenAI's finish reasons: "stop", "length"; a cancelled request reports "abort".

@@ -38,6 +38,22 @@ st=$(curl -s -o /tmp/fp6-e2e-body -w '%{http_code}' "$base/v1/models"); body=$(c
 check "missing API key" 401 "$st" "$body" '"invalid_api_key"'
 st=$(curl -s -o /tmp/fp6-e2e-body -w '%{http_code}' -H 'Authorization: Bearer nope' "$base/v1/models"); body=$(cat /tmp/fp6-e2e-body)
 check "wrong API key" 401 "$st" "$body" '"Incorrect API key'
+# The small routes: a model by id (openai SDK's models.retrieve), /tokenize and /detokenize.
+status_body GET "/v1/models/$name"; check "model by id" 200 "$st" "$body" "\"id\":\"$name\""
+status_body GET /v1/models/gpt-9; check "unknown model id" 404 "$st" "$body" '"code":"model_not_found"'
+status_body POST /tokenize '{"prompt": "Hello world"}'; check "tokenize" 200 "$st" "$body" '"tokens":\[[0-9,]+\],"count":[0-9]+'
+ids=$(sed -n 's/.*"tokens":\(\[[0-9,]*\]\).*/\1/p' <<<"$body")
+status_body POST /detokenize "{\"tokens\": $ids}"; check "detokenize" 200 "$st" "$body" 'Hello world'
+st=$(curl -s -o /tmp/fp6-e2e-body -w '%{http_code}' -X POST -d '{"prompt": "x"}' "$base/tokenize"); body=$(cat /tmp/fp6-e2e-body)
+check "tokenize needs the key" 401 "$st" "$body" '"invalid_api_key"'
+status_body POST /detokenize '{"tokens": [1, 99999999]}'; check "detokenize bad id" 400 "$st" "$body" '"param":"tokens"'
+# Fields we do not implement are refused, naming them.
+status_body POST /v1/chat/completions '{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}'
+check "response_format refused" 400 "$st" "$body" '"param":"response_format"'
+status_body POST /v1/completions '{"model": "tiny", "prompt": "hi", "logit_bias": {"5": 3}}'
+check "logit_bias refused" 400 "$st" "$body" '"param":"logit_bias"'
+status_body POST /v1/completions '{"model": "tiny", "prompt": "hi", "max_tokens": 3, "stop_token_ids": [5]}'
+check "stop_token_ids accepted" 200 "$st" "$body" '"text_completion"'
 status_body POST /v1/completions '{"model": "tiny", "prompt": "hi", max_tokens: 3}'
 check "malformed JSON" 400 "$st" "$body" '"type":"invalid_request_error"'
 status_body POST /v1/completions '{"model": "tiny", "prompt": "hi", "max_tokens": "three"}'

@@ -1028,4 +1028,72 @@ TEST(OpenAiResponse, ApiErrorDefaults) {
 }
 
 }  // namespace
+
+TEST(OpenAiUnsupported, FieldsWeDoNotImplementAre400sNamingThem) {
+  for (bool chat : {false, true}) {
+    EXPECT_400(body_for(chat, {{"response_format", {{"type", "json_object"}}}}), chat, "response_format");
+    EXPECT_400(body_for(chat, {{"response_format", {{"type", "json_schema"}, {"json_schema", json::object()}}}}), chat,
+               "response_format");
+    EXPECT_400(body_for(chat, {{"tools", json::array({{{"type", "function"}}})}}), chat, "tools");
+    EXPECT_400(body_for(chat, {{"tool_choice", "auto"}}), chat, "tool_choice");
+    EXPECT_400(body_for(chat, {{"functions", json::array()}}), chat, "functions");
+    EXPECT_400(body_for(chat, {{"logit_bias", {{"50", 10}}}}), chat, "logit_bias");
+    EXPECT_400(body_for(chat, {{"best_of", 3}}), chat, "best_of");
+    EXPECT_400(body_for(chat, {{"suffix", "tail"}}), chat, "suffix");
+    // Values that ask for nothing are accepted.
+    for (const json& extra :
+         {json{{"response_format", {{"type", "text"}}}}, json{{"tools", json::array()}}, json{{"tool_choice", "none"}},
+          json{{"logit_bias", json::object()}}, json{{"best_of", 1}}, json{{"suffix", ""}}, json{{"tools", nullptr}}})
+      EXPECT_EQ(error_of(body_for(chat, extra), chat).status, 0) << extra.dump();
+  }
+}
+
+TEST(OpenAiUnsupported, StopTokenIdsReachTheEngineAndAreChecked) {
+  EXPECT_EQ(parse(completion({{"stop_token_ids", {5, 7}}}), false).options.stop_token_ids,
+            (std::vector<int32_t>{5, 7}));
+  EXPECT_EQ(parse(chat_body({{"stop_token_ids", json::array()}}), true).options.stop_token_ids.size(), 0u);
+  EXPECT_400(completion({{"stop_token_ids", {5, 1024}}}), false, "stop_token_ids");  // vocab_size 1024
+  EXPECT_400(completion({{"stop_token_ids", 5}}), false, "stop_token_ids");
+  EXPECT_400(completion({{"stop_token_ids", {-1}}}), false, "stop_token_ids");
+}
+
+TEST(OpenAiRoutes, ModelCardTokenizeAndDetokenize) {
+  const json card = model_card(context(), false);
+  EXPECT_EQ(card["id"], kModel);
+  EXPECT_EQ(card["object"], "model");
+  EXPECT_GT(card["max_model_len"].get<int64_t>(), 0);
+  const json t = tokenize_response({{"prompt", "Hello world"}}, context());
+  EXPECT_EQ(t["tokens"].get<std::vector<int32_t>>(), tok().encode("Hello world", true));
+  EXPECT_EQ(t["count"], t["tokens"].size());
+  EXPECT_EQ(tokenize_response({{"prompt", "Hello world"}, {"add_special_tokens", false}}, context())["tokens"]
+                .get<std::vector<int32_t>>(),
+            tok().encode("Hello world", false));
+  // messages: the chat template's prompt, as /v1/chat/completions would build it.
+  EXPECT_EQ(tokenize_response(chat_body(), context())["tokens"].get<std::vector<int32_t>>(),
+            parse(chat_body(), true).prompts[0]);
+  const json d = detokenize_response({{"tokens", tok().encode("Hello world", false)}}, context());
+  EXPECT_EQ(d["prompt"], "Hello world");
+  auto status = [](auto&& fn) {
+    try {
+      fn();
+    } catch (const ApiError& e) {
+      return e.status;
+    }
+    return 0;
+  };
+  EXPECT_EQ(status([] { tokenize_response({{"prompt", 5}}, context()); }), 400);
+  EXPECT_EQ(status([] { tokenize_response(json::array(), context()); }), 400);
+  EXPECT_EQ(status([] { detokenize_response({{"tokens", {1, 5000}}}, context()); }), 400);
+  EXPECT_EQ(status([] { detokenize_response({{"tokens", "1 2"}}, context()); }), 400);
+}
+
+TEST(OpenAiStream, CompletionTextOffsetsContinueAcrossChunks) {
+  StreamChunk c;
+  c.text = "lo";
+  c.token_ids = {tok().encode("lo", false)[0]};
+  c.samples.resize(1);
+  const json j = stream_chunk("c", 1, kModel, false, 0, c, false, true, tok(), 42);
+  EXPECT_EQ(j["choices"][0]["logprobs"]["text_offset"][0], 42);
+}
+
 }  // namespace fp6serve::server
