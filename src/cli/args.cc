@@ -56,6 +56,8 @@ void finish_model_options(Options& o, const ModelFlags& flags) {
   FP6_CHECK(flags.kv_cache_gib >= 0 && flags.kv_cache_gib < 1 << 20, kInvalidArgument,
             "--kv-cache-gib must be in [0, 1048576), got {}", flags.kv_cache_gib);
   o.kv_cache_bytes = static_cast<size_t>(flags.kv_cache_gib * (1ull << 30));
+  FP6_CHECK(flags.kv_cache_gib == 0 || o.kv_cache_bytes > 0, kInvalidArgument,
+            "--kv-cache-gib {} is less than one byte (0: the default size)", flags.kv_cache_gib);
 }
 
 void add_generate_options(CLI::App* cmd, GenerateOptions& g) {

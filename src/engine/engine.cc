@@ -12,18 +12,30 @@ namespace fp6serve {
 
 namespace {
 
-// The KV cache's blocks: as many as the options ask for, else 1 GiB of them on the CPU, and on
-// the GPU 90% of what the weights left free less 2 GiB for activations and workspaces (at
-// least 256 MiB).
-int64_t kv_cache_blocks(const Backend& backend, const Options& o) {
+// The KV cache's blocks: as many as the options ask for (kv_cache_blocks, or kv_cache_bytes,
+// which must hold a block and fit in the device's free memory); else on the CPU room for 4
+// full-context sequences, at most 1 GiB, and on the GPU 90% of what the weights left free less
+// 2 GiB for activations and workspaces (at least 256 MiB).
+int64_t kv_cache_blocks(const Backend& backend, const Options& o, int64_t max_model_len) {
   if (o.kv_cache_blocks > 0) return o.kv_cache_blocks;
+  const size_t block = backend.kv_block_bytes(o.kv_block_size);
   size_t bytes = o.kv_cache_bytes;
-  if (bytes == 0 && backend.device() == Device::kCpu) bytes = size_t{1} << 30;
-  if (bytes == 0) {
+  if (bytes > 0) {
+    const double gib = 1.0 / static_cast<double>(size_t{1} << 30);
+    FP6_CHECK(bytes >= block, kInvalidArgument,
+              "a KV cache of {} bytes holds not one block of {} tokens ({} bytes for this model)", bytes,
+              o.kv_block_size, block);
+    const size_t free = backend.memory().free;
+    FP6_CHECK(bytes <= free, kOutOfMemory, "a KV cache of {:.2f} GiB does not fit: {} has {:.2f} GiB free",
+              static_cast<double>(bytes) * gib, device_name(backend.device()), static_cast<double>(free) * gib);
+  } else if (backend.device() == Device::kCpu) {
+    const size_t blocks_per_seq = static_cast<size_t>((max_model_len + o.kv_block_size - 1) / o.kv_block_size);
+    bytes = std::min(size_t{1} << 30, 4 * blocks_per_seq * block);
+  } else {
     const double usable = 0.9 * static_cast<double>(backend.memory().free) - static_cast<double>(size_t{2} << 30);
     bytes = std::max<size_t>(size_t{256} << 20, usable > 0 ? static_cast<size_t>(usable) : 0);
   }
-  return std::max<int64_t>(1, static_cast<int64_t>(bytes / backend.kv_block_bytes(o.kv_block_size)));
+  return std::max<int64_t>(1, static_cast<int64_t>(bytes / block));
 }
 
 }  // namespace
@@ -97,7 +109,7 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, const Options& options,
       max_num_seqs_(std::min(options.max_num_seqs, options.max_batch_tokens)),
       max_model_len_(options.max_model_len > 0 ? std::min(options.max_model_len, model.config().max_position_embeddings)
                                                : model.config().max_position_embeddings),
-      blocks_(kv_cache_blocks(model.backend(), options), options.kv_block_size) {
+      blocks_(kv_cache_blocks(model.backend(), options, max_model_len_), options.kv_block_size) {
   options.validate();
   if (defaults_.eos_token_ids.empty() && tokenizer.eos_id()) defaults_.eos_token_ids.push_back(*tokenizer.eos_id());
   cache_ = model_.make_kv_cache(blocks_.num_blocks(), blocks_.block_size());

@@ -86,6 +86,7 @@ class Engine {
   int64_t max_model_len() const { return max_model_len_; }
   int64_t kv_blocks() const { return blocks_.num_blocks(); }
   int64_t kv_block_size() const { return blocks_.block_size(); }
+  double kv_bytes() const { return static_cast<double>(cache_.bytes()); }
 
  private:
   struct Sequence;

@@ -168,6 +168,8 @@ void parse_rope(const Fields& f, ModelConfig& c) {
 
 ModelConfig ModelConfig::load(const fs::path& dir) {
   const fs::path path = dir / "config.json";
+  FP6_CHECK(fs::exists(dir), kNotFound, "model directory {} does not exist", dir.string());
+  FP6_CHECK(fs::is_directory(dir), kInvalidArgument, "{} is not a directory: give the model's directory", dir.string());
   FP6_CHECK(fs::exists(path), kNotFound, "{} has no config.json: not a Hugging Face model directory", dir.string());
   return parse(read_file(path), path.string());
 }

@@ -266,7 +266,10 @@ ParsedRequest parse_request(const json& b, bool chat, const ApiContext& ctx) {
   const std::optional<int64_t> max_tokens = integer(b, max_key, 1, 1 << 24);
   int64_t longest = 0;
   for (const auto& p : r.prompts) longest = std::max<int64_t>(longest, static_cast<int64_t>(p.size()));
-  g.max_new_tokens = max_tokens.value_or(chat ? std::max<int64_t>(1, svc.engine().max_model_len() - longest) : 16);
+  // A chat request without a limit may use what is left of the context, or of the KV cache
+  // when that holds less than one full context.
+  const int64_t room = std::min(svc.engine().max_model_len(), svc.engine().kv_blocks() * svc.engine().kv_block_size());
+  g.max_new_tokens = max_tokens.value_or(chat ? std::max<int64_t>(1, room - longest) : 16);
   r.length_param = max_tokens ? max_key : (chat ? "messages" : "prompt");
 
   r.n = integer(b, "n", 1, 16).value_or(1);
