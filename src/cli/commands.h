@@ -34,5 +34,6 @@ Action add_serve(CLI::App& app);
 Action add_quantize(CLI::App& app);
 Action add_bench(CLI::App& app);
 Action add_perplexity(CLI::App& app);
+Action add_chat(CLI::App& app);
 
 }  // namespace fp6serve::cli

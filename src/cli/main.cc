@@ -14,7 +14,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(0, 1);
   std::vector<std::pair<CLI::App*, fp6serve::cli::Action>> commands;
   for (auto add : {fp6serve::cli::add_generate, fp6serve::cli::add_serve, fp6serve::cli::add_quantize,
-                   fp6serve::cli::add_bench, fp6serve::cli::add_perplexity}) {
+                   fp6serve::cli::add_bench, fp6serve::cli::add_perplexity, fp6serve::cli::add_chat}) {
     const size_t before = app.get_subcommands({}).size();
     auto action = add(app);
     commands.emplace_back(app.get_subcommands({})[before], std::move(action));
