@@ -67,7 +67,8 @@ void add_generate_options(CLI::App* cmd, GenerateOptions& g) {
   cmd->add_option("--top-k", g.top_k, "Sample among the k most likely tokens (0: off)");
   cmd->add_option("--min-p", g.min_p, "Drop tokens below min-p times the top probability");
   cmd->add_option("--repetition-penalty", g.repetition_penalty, "Penalty for tokens already seen (1: off)");
-  cmd->add_option("--seed", g.seed, "Random seed for sampling");
+  cmd->add_option("--seed", g.seed, "Random seed for sampling (a non-negative integer)")
+      ->check([](const std::string& v) { return v.rfind('-', 0) == 0 ? std::string("must not be negative") : ""; });
   cmd->add_option("--stop", g.stop, "Stop string (repeatable)");
   cmd->add_flag("--ignore-eos", g.ignore_eos, "Do not stop at end-of-sequence tokens");
   cmd->add_flag(

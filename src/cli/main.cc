@@ -22,7 +22,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; every mistake on the command line exits 2 (docs/options.md).
+    return app.exit(e) == 0 ? 0 : 2;
   }
   try {
     for (auto& [sub, action] : commands)

@@ -111,6 +111,9 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, const Options& options,
                                                : model.config().max_position_embeddings),
       blocks_(kv_cache_blocks(model.backend(), options, max_model_len_), options.kv_block_size) {
   options.validate();
+  FP6_CHECK(options.max_model_len <= model.config().max_position_embeddings, kInvalidArgument,
+            "max_model_len {} is longer than the model's context ({} tokens, max_position_embeddings)",
+            options.max_model_len, model.config().max_position_embeddings);
   if (defaults_.eos_token_ids.empty() && tokenizer.eos_id()) defaults_.eos_token_ids.push_back(*tokenizer.eos_id());
   cache_ = model_.make_kv_cache(blocks_.num_blocks(), blocks_.block_size());
   stats_.kv_blocks_total = blocks_.num_blocks();
