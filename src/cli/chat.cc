@@ -14,6 +14,7 @@
 #include "chat/chat_template.h"
 #include "cli/commands.h"
 #include "core/check.h"
+#include "core/file.h"
 #include "fp6serve/pipeline.h"
 #include "tokenizer/tokenizer.h"
 
@@ -21,7 +22,7 @@ namespace fp6serve::cli {
 
 Action add_chat(CLI::App& app) {
   struct Args {
-    std::string model, system;
+    std::string model, system, chat_template_file;
     Options options;
     ModelFlags flags;
     GenerateOptions generate;
@@ -32,15 +33,21 @@ Action add_chat(CLI::App& app) {
   cmd->add_option("--model", a->model, "Model directory (Hugging Face checkpoint or fp6serve quantize output)")
       ->required();
   cmd->add_option("--system", a->system, "A system message that starts the conversation");
+  cmd->add_option("--chat-template", a->chat_template_file, "A Jinja chat template file to use instead of the model's");
   add_generate_options(cmd, a->generate);
   add_model_options(cmd, a->options, a->flags, true);
   return [a] {
     finish_model_options(a->options, a->flags);
     a->generate.validate();
     const Tokenizer tok = Tokenizer::load(a->model);
-    FP6_CHECK(!tok.chat_template().empty(), kInvalidArgument,
-              "{} ships no chat template (tokenizer_config.json chat_template): use fp6serve generate", a->model);
-    const ChatTemplate chat_template(tok.chat_template());
+    const std::string source = a->chat_template_file.empty() ? tok.chat_template() : read_file(a->chat_template_file);
+    FP6_CHECK(!source.empty(), kInvalidArgument,
+              "{} ships no chat template (tokenizer_config.json chat_template): give --chat-template FILE or use "
+              "fp6serve generate",
+              a->model);
+    const ChatTemplate chat_template = a->chat_template_file.empty()
+                                           ? ChatTemplate(source)
+                                           : naming_file(a->chat_template_file, [&] { return ChatTemplate(source); });
     Pipeline pipe(a->model, a->options);
     const bool tty = isatty(STDIN_FILENO);
     fmt::print(stderr, "{}\n/reset forgets the conversation, /exit quits.\n", pipe.describe());

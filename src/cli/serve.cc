@@ -7,8 +7,10 @@
 #include <filesystem>
 #include <thread>
 
+#include "chat/chat_template.h"
 #include "cli/commands.h"
 #include "core/check.h"
+#include "core/file.h"
 #include "engine/service.h"
 #include "server/http_server.h"
 
@@ -21,6 +23,7 @@ Action add_serve(CLI::App& app) {
     ModelFlags flags;
     server::ServerOptions server;
     double max_body_mib = 8;
+    std::string chat_template_file, log_level = "info";
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("serve", "Serve a model with an OpenAI-compatible HTTP API");
@@ -38,6 +41,9 @@ Action add_serve(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--api-key", so.api_key, "Require 'Authorization: Bearer KEY' (default: $FP6SERVE_API_KEY)");
   cmd->add_option("--served-model-name", so.model_name, "Model name in the API (default: the model directory's name)");
+  cmd->add_option("--chat-template", a->chat_template_file,
+                  "A Jinja chat template file to use instead of the model's (tokenizer_config.json)");
+  cmd->add_option("--log-level", a->log_level, "debug, info, warn or error")->capture_default_str();
   cmd->add_option("--max-body-mib", a->max_body_mib, "Largest request body in MiB")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
@@ -62,6 +68,14 @@ Action add_serve(CLI::App& app) {
     std::signal(SIGPIPE, SIG_IGN);
 
     server::ServerOptions& so = a->server;
+    const spdlog::level::level_enum level = spdlog::level::from_str(a->log_level);
+    FP6_CHECK(spdlog::level::to_string_view(level) == a->log_level || (a->log_level == "warn"), kInvalidArgument,
+              "--log-level '{}' is not one of debug, info, warn, error", a->log_level);
+    spdlog::set_level(level);
+    if (!a->chat_template_file.empty()) {
+      so.chat_template = read_file(a->chat_template_file);
+      naming_file(a->chat_template_file, [&] { ChatTemplate check(so.chat_template); });  // errors name the file
+    }
     if (so.api_key.empty())
       if (const char* k = std::getenv("FP6SERVE_API_KEY")) so.api_key = k;
     FP6_CHECK(!a->model.empty() || !a->random_weights.empty(), kInvalidArgument,

@@ -60,8 +60,14 @@ struct HttpServer::Impl : Connection::Handler {
     limits.max_body_bytes = options.max_body_bytes;
     limits.request_timeout = millis(options.request_timeout_seconds);
     limits.write_timeout = millis(options.write_timeout_seconds);
+    // A template the user gave must parse (the server does not start otherwise); the model's
+    // own may not, and then only /v1/chat/completions is off.
+    if (!options.chat_template.empty()) {
+      chat_template = std::make_unique<ChatTemplate>(options.chat_template);
+      context.chat_template = chat_template.get();
+    }
     const std::string& source = service.tokenizer().chat_template();
-    if (!source.empty()) {
+    if (options.chat_template.empty() && !source.empty()) {
       try {
         chat_template = std::make_unique<ChatTemplate>(source);
         context.chat_template = chat_template.get();

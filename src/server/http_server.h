@@ -19,9 +19,10 @@ namespace fp6serve::server {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8000;         // 0: any free port (see HttpServer::port)
-  std::string api_key;     // empty: no authentication
-  std::string model_name;  // what /v1/models lists and requests must name
+  int port = 8000;            // 0: any free port (see HttpServer::port)
+  std::string api_key;        // empty: no authentication
+  std::string model_name;     // what /v1/models lists and requests must name
+  std::string chat_template;  // Jinja source replacing the model's own (empty: the model's)
   size_t max_body_bytes = size_t{8} << 20;
   int max_connections = 1024;            // open at once; more are answered 503 and closed
   int listen_backlog = 1024;             // connections waiting to be accepted (the kernel caps it at somaxconn)
