@@ -1,20 +1,24 @@
 // fp6serve generate: load a model and stream a completion to stdout.
 #include <fmt/core.h>
 
+#include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "chat/chat_template.h"
 #include "cli/commands.h"
 #include "core/check.h"
+#include "core/file.h"
 #include "fp6serve/pipeline.h"
+#include "tokenizer/tokenizer.h"
 
 namespace fp6serve::cli {
 
 Action add_generate(CLI::App& app) {
   struct Args {
-    std::string model, prompt, prompt_ids;
-    bool json = false;
+    std::string model, prompt, prompt_ids, chat_template_file;
+    bool json = false, chat = false;
     Options options;
     ModelFlags flags;
     GenerateOptions generate;
@@ -27,6 +31,9 @@ Action add_generate(CLI::App& app) {
   auto* ids = cmd->add_option("--prompt-ids", a->prompt_ids, "Prompt as comma-separated token ids, e.g. 1,2,3");
   prompt->excludes(ids);
   cmd->add_flag("--json", a->json, "Print prompt ids, generated ids, text and finish reason as JSON");
+  cmd->add_flag("--chat", a->chat, "Send the prompt as a user message through the model's chat template");
+  cmd->add_option("--chat-template", a->chat_template_file,
+                  "With --chat: a Jinja template file instead of the model's");
   add_generate_options(cmd, a->generate);
   add_model_options(cmd, a->options, a->flags, true);
   return [a] {
@@ -36,7 +43,18 @@ Action add_generate(CLI::App& app) {
     g.validate();
     Pipeline pipe(a->model, a->options);
     std::vector<int32_t> prompt_ids;
-    if (a->prompt_ids.empty()) {
+    if (a->chat) {
+      FP6_CHECK(a->prompt_ids.empty(), kInvalidArgument, "--chat takes --prompt (text), not --prompt-ids");
+      const Tokenizer tok = Tokenizer::load(a->model);
+      const std::string source = a->chat_template_file.empty() ? tok.chat_template() : read_file(a->chat_template_file);
+      FP6_CHECK(!source.empty(), kInvalidArgument, "{} ships no chat template: give --chat-template FILE", a->model);
+      const ChatTemplate t = naming_file(a->chat_template_file.empty() ? a->model : a->chat_template_file,
+                                         [&] { return ChatTemplate(source); });
+      // The template writes BOS itself when the model wants one.
+      prompt_ids = pipe.encode(
+          t.render({{"user", a->prompt}}, true, {{"bos_token", tok.bos_token()}, {"eos_token", tok.eos_token()}}),
+          false);
+    } else if (a->prompt_ids.empty()) {
       prompt_ids = pipe.encode(a->prompt, g.add_special_tokens);
     } else {
       for (int64_t id : parse_int_list(a->prompt_ids, "--prompt-ids", 0, INT32_MAX))
@@ -50,11 +68,16 @@ Action add_generate(CLI::App& app) {
                                 {"finish_reason", r.finish_reason}};
       fmt::print("{}\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     } else {
-      pipe.generate(prompt_ids, g, [](std::string_view text) {
+      const auto start = std::chrono::steady_clock::now();
+      const Response r = pipe.generate(prompt_ids, g, [](std::string_view text) {
         std::fwrite(text.data(), 1, text.size(), stdout);
         std::fflush(stdout);
       });
       std::fputc('\n', stdout);
+      std::fflush(stdout);
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      fmt::print(stderr, "[{} prompt tokens, {} generated in {:.2f} s: {:.1f} tokens/s, {}]\n", r.prompt_tokens,
+                 r.generated_tokens, s, s > 0 ? static_cast<double>(r.generated_tokens) / s : 0.0, r.finish_reason);
     }
     return 0;
   };
