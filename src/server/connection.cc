@@ -84,6 +84,8 @@ void Connection::reply(http::status status, std::string content_type, std::strin
   response_->set(http::field::server, "fp6serve");
   response_->set(http::field::content_type, content_type);
   for (auto& [name, value] : headers) response_->set(name, value);
+  for (auto& [name, value] : answer_headers_) response_->set(name, value);
+  answer_headers_.clear();
   response_->body() = std::move(body);
   close_after_ = close || !keep_alive_;
   response_->keep_alive(!close_after_);
@@ -108,6 +110,8 @@ void Connection::begin_stream(std::string content_type) {
   stream_head_->set(http::field::server, "fp6serve");
   stream_head_->set(http::field::content_type, content_type);
   stream_head_->set(http::field::cache_control, "no-cache");
+  for (auto& [name, value] : answer_headers_) stream_head_->set(name, value);
+  answer_headers_.clear();
   stream_head_->keep_alive(keep_alive_);
   stream_head_->chunked(true);
   head_serializer_.emplace(*stream_head_);

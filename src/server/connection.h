@@ -60,6 +60,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // The answer as a stream: the headers now (chunked), then each send() as one chunk, in
   // order, then end_stream().
   void begin_stream(std::string content_type);
+  // Headers added to the answer of the current request (reply or stream), e.g. CORS's.
+  void add_answer_headers(std::vector<std::pair<std::string, std::string>> headers) {
+    answer_headers_ = std::move(headers);
+  }
   void send(std::string data);
   void end_stream();
 
@@ -86,6 +90,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   boost::beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   bool keep_alive_ = false;
+  std::vector<std::pair<std::string, std::string>> answer_headers_;
   bool answering_ = false;  // a request is being answered
   bool watching_ = false;   // a read is pending to notice the client leaving
   bool streaming_ = false;

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -144,6 +145,24 @@ void HttpServer::Impl::on_request(const std::shared_ptr<Connection>& conn, Reque
   const char* label = route ? route->path : "other";
   // The API key guards everything that reaches the model.
   const bool api = path.rfind("/v1/", 0) == 0 || path == "/tokenize" || path == "/detokenize";
+  // CORS: an allowed Origin gets Access-Control-Allow-Origin on the answer, and its preflight
+  // (OPTIONS, which browsers send without credentials) is answered before authentication.
+  if (const auto origin = req.find(http::field::origin); origin != req.end() && !options.allowed_origins.empty()) {
+    const std::string o(origin->value());
+    const bool any =
+        std::find(options.allowed_origins.begin(), options.allowed_origins.end(), "*") != options.allowed_origins.end();
+    if (any ||
+        std::find(options.allowed_origins.begin(), options.allowed_origins.end(), o) != options.allowed_origins.end()) {
+      conn->add_answer_headers({{"Access-Control-Allow-Origin", any ? "*" : o}, {"Vary", "Origin"}});
+      if (method == http::verb::options && route) {
+        metrics.count_request(label, 204);
+        return conn->reply(http::status::no_content, "text/plain", "", false,
+                           {{"Access-Control-Allow-Methods", std::string(http::to_string(route->method)) + ", OPTIONS"},
+                            {"Access-Control-Allow-Headers", "Authorization, Content-Type"},
+                            {"Access-Control-Max-Age", "600"}});
+      }
+    }
+  }
   if (api && draining) return reply_error(conn, label, 503, "the server is shutting down", "", "server_error");
   if (api && !options.api_key.empty()) {
     const auto auth = req.find(http::field::authorization);

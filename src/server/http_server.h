@@ -23,6 +23,9 @@ struct ServerOptions {
   std::string api_key;        // empty: no authentication
   std::string model_name;     // what /v1/models lists and requests must name
   std::string chat_template;  // Jinja source replacing the model's own (empty: the model's)
+  // Browser origins allowed to call the API (CORS): exact origins, or "*" for any; empty: none
+  // (no CORS headers, preflight requests 404 as any unknown route).
+  std::vector<std::string> allowed_origins;
   size_t max_body_bytes = size_t{8} << 20;
   int max_connections = 1024;            // open at once; more are answered 503 and closed
   int listen_backlog = 1024;             // connections waiting to be accepted (the kernel caps it at somaxconn)

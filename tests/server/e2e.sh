@@ -19,7 +19,7 @@ check() {  # check NAME EXPECTED_STATUS ACTUAL_STATUS BODY PATTERN
 trap '[ -n "${pid:-}" ] && kill -9 $pid 2>/dev/null; rm -f "$log"' EXIT
 . "$(dirname "$0")/start_server.sh"
 start_server "$log" --model "$model_dir" --api-key "$key" --served-model-name "$name" --max-body-mib 1 \
-  --quantization-mode wf6af16
+  --quantization-mode wf6af16 --allowed-origins http://app.example,http://other.example
 
 req() {  # req METHOD PATH [BODY] [extra curl args...] -> "STATUS BODY"
   local method=$1 path=$2 body=${3:-}
@@ -47,6 +47,14 @@ status_body POST /detokenize "{\"tokens\": $ids}"; check "detokenize" 200 "$st" 
 st=$(curl -s -o /tmp/fp6-e2e-body -w '%{http_code}' -X POST -d '{"prompt": "x"}' "$base/tokenize"); body=$(cat /tmp/fp6-e2e-body)
 check "tokenize needs the key" 401 "$st" "$body" '"invalid_api_key"'
 status_body POST /detokenize '{"tokens": [1, 99999999]}'; check "detokenize bad id" 400 "$st" "$body" '"param":"tokens"'
+# CORS: an allowed origin's preflight is answered without the key, its answers carry the header;
+# another origin gets none.
+hdr=$(curl -s -D - -o /dev/null -X OPTIONS -H 'Origin: http://app.example' -H 'Access-Control-Request-Method: POST' "$base/v1/completions")
+check "CORS preflight" 204 "$(head -1 <<<"$hdr" | cut -d' ' -f2)" "$hdr" 'Access-Control-Allow-Origin: http://app.example'
+hdr=$(curl -s -D - -o /dev/null -H "Authorization: Bearer $key" -H 'Origin: http://other.example' "$base/v1/models")
+check "CORS answer header" 200 "$(head -1 <<<"$hdr" | cut -d' ' -f2)" "$hdr" 'Access-Control-Allow-Origin: http://other.example'
+hdr=$(curl -s -D - -o /dev/null -H "Authorization: Bearer $key" -H 'Origin: http://evil.example' "$base/v1/models")
+if grep -qi 'Access-Control-Allow-Origin' <<<"$hdr"; then echo "FAIL CORS: a foreign origin was allowed"; fail=1; else echo "ok   CORS foreign origin"; fi
 # Fields we do not implement are refused, naming them.
 status_body POST /v1/chat/completions '{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}'
 check "response_format refused" 400 "$st" "$body" '"param":"response_format"'
