@@ -44,6 +44,7 @@ Action add_serve(CLI::App& app) {
   cmd->add_option("--chat-template", a->chat_template_file,
                   "A Jinja chat template file to use instead of the model's (tokenizer_config.json)");
   cmd->add_option("--log-level", a->log_level, "debug, info, warn or error")->capture_default_str();
+  cmd->add_flag("--log-requests", a->server.log_requests, "Log a line per answered request (info level)");
   cmd->add_option("--allowed-origins", a->server.allowed_origins,
                   "Browser origins allowed to call the API (CORS), e.g. http://localhost:3000, or '*'")
       ->delimiter(',');

@@ -45,12 +45,19 @@ void Connection::on_read(error_code ec) {
   stream_.expires_never();
   Request request = parser_->release();
   keep_alive_ = request.keep_alive();
+  request_line_ = std::string(request.method_string()) + " " + std::string(request.target().substr(0, 200));
+  for (char& c : request_line_)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';  // no log injection
+  status_ = 0;
+  started_ = std::chrono::steady_clock::now();
   answering_ = true;
   handler_.on_request(shared_from_this(), std::move(request));
   if (answering_) watch();
 }
 
 void Connection::reject(http::status status, const std::string& why) {
+  request_line_ = "(unreadable request)";
+  started_ = std::chrono::steady_clock::now();
   stream_.expires_never();
   keep_alive_ = false;
   answering_ = true;
@@ -80,6 +87,7 @@ void Connection::watch() {
 void Connection::reply(http::status status, std::string content_type, std::string body, bool close,
                        std::vector<std::pair<std::string, std::string>> headers) {
   if (gone_ || !stream_.socket().is_open()) return;
+  status_ = static_cast<int>(status);
   response_.emplace(status, 11);
   response_->set(http::field::server, "fp6serve");
   response_->set(http::field::content_type, content_type);
@@ -106,6 +114,7 @@ void Connection::reply(http::status status, std::string content_type, std::strin
 
 void Connection::begin_stream(std::string content_type) {
   if (gone_) return;
+  status_ = 200;
   stream_head_.emplace(http::status::ok, 11);
   stream_head_->set(http::field::server, "fp6serve");
   stream_head_->set(http::field::content_type, content_type);
@@ -169,7 +178,12 @@ void Connection::write_next() {
   }
 }
 
+double Connection::answer_seconds() const {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+}
+
 void Connection::finish_answer() {
+  handler_.on_answered(request_line_, status_, answer_seconds());
   answering_ = false;
   on_gone_ = nullptr;
   if (close_after_ || !keep_alive_) return close();
@@ -185,6 +199,7 @@ void Connection::finish_answer() {
 void Connection::lost() {
   if (gone_) return;
   gone_ = true;
+  if (answering_) handler_.on_answered(request_line_, 499, answer_seconds());  // the client left first
   if (auto fn = std::move(on_gone_)) fn();
   close();
 }

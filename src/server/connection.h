@@ -45,6 +45,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
     // reply(); the connection closes after.
     virtual void on_unreadable(const std::shared_ptr<Connection>& connection, http::status status,
                                const std::string& why) = 0;
+    // An answer went out whole (status), or the client left first (499): for the access log.
+    // request_line is "METHOD target", control bytes replaced, at most 200 bytes.
+    virtual void on_answered(const std::string& request_line, int status, double seconds) {
+      (void)request_line, (void)status, (void)seconds;
+    }
   };
 
   // `slot` is held for the connection's life (the server counts open connections by it).
@@ -80,6 +85,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void write_next();
   void after_write(boost::beast::error_code ec);
   void finish_answer();
+  double answer_seconds() const;
   void lost();
   void close();
 
@@ -91,6 +97,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::optional<http::request_parser<http::string_body>> parser_;
   bool keep_alive_ = false;
   std::vector<std::pair<std::string, std::string>> answer_headers_;
+  std::string request_line_;  // for on_answered
+  int status_ = 0;
+  std::chrono::steady_clock::time_point started_;
   bool answering_ = false;  // a request is being answered
   bool watching_ = false;   // a read is pending to notice the client leaving
   bool streaming_ = false;

@@ -80,6 +80,9 @@ struct HttpServer::Impl : Connection::Handler {
   }
 
   void on_request(const std::shared_ptr<Connection>& conn, Request req) override;
+  void on_answered(const std::string& request_line, int status, double seconds) override {
+    if (options.log_requests) spdlog::info("{} {} {:.1f} ms", request_line, status, seconds * 1e3);
+  }
   void on_unreadable(const std::shared_ptr<Connection>& conn, http::status status, const std::string& why) override;
   void reply_error(const std::shared_ptr<Connection>& conn, const char* route, int status, const std::string& message,
                    const std::string& code, const std::string& type = "invalid_request_error", bool close = false,

@@ -26,6 +26,7 @@ struct ServerOptions {
   // Browser origins allowed to call the API (CORS): exact origins, or "*" for any; empty: none
   // (no CORS headers, preflight requests 404 as any unknown route).
   std::vector<std::string> allowed_origins;
+  bool log_requests = false;  // an access-log line per answer (method, target, status, time)
   size_t max_body_bytes = size_t{8} << 20;
   int max_connections = 1024;            // open at once; more are answered 503 and closed
   int listen_backlog = 1024;             // connections waiting to be accepted (the kernel caps it at somaxconn)

@@ -19,7 +19,7 @@ check() {  # check NAME EXPECTED_STATUS ACTUAL_STATUS BODY PATTERN
 trap '[ -n "${pid:-}" ] && kill -9 $pid 2>/dev/null; rm -f "$log"' EXIT
 . "$(dirname "$0")/start_server.sh"
 start_server "$log" --model "$model_dir" --api-key "$key" --served-model-name "$name" --max-body-mib 1 \
-  --quantization-mode wf6af16 --allowed-origins http://app.example,http://other.example
+  --quantization-mode wf6af16 --allowed-origins http://app.example,http://other.example --log-requests
 
 req() {  # req METHOD PATH [BODY] [extra curl args...] -> "STATUS BODY"
   local method=$1 path=$2 body=${3:-}
@@ -122,6 +122,10 @@ if [ $ok = 1 ]; then echo "ok   metrics show 0 KV blocks and 0 requests after th
   echo "FAIL metrics after load:"; grep -E 'kv_blocks|running|queue' <<<"$metrics"; fail=1; fi
 grep -q 'fp6serve_time_to_first_token_seconds_count [1-9]' <<<"$metrics" || { echo "FAIL no TTFT observations"; fail=1; }
 status_body GET /health; check "health after load" 200 "$st" "$body" '"ok"'
+
+# The access log (--log-requests): answered requests, and streams whose client left (499).
+grep -q 'POST /v1/completions 200 [0-9.]* ms' "$log" && grep -q "GET /v1/models/$name 200" "$log" &&
+  grep -q ' 499 ' "$log" && echo "ok   access log" || { echo "FAIL access log:"; grep -c ' ms$' "$log"; fail=1; }
 
 # Graceful shutdown.
 kill -TERM $pid
