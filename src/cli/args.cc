@@ -48,7 +48,8 @@ void add_model_options(CLI::App* cmd, Options& o, ModelFlags& flags, bool engine
   cmd->add_option("--max-model-len", o.max_model_len, "Context length limit (0: the model's)")->capture_default_str();
   cmd->add_option("--kv-block-size", o.kv_block_size, "Tokens per KV-cache block")->capture_default_str();
   cmd->add_option("--kv-cache-gib", flags.kv_cache_gib,
-                  "KV cache size in GiB (0: 1 GiB on the CPU, 90% of the free GPU memory less 2 GiB on the GPU)")
+                  "KV cache size in GiB (0: on the CPU room for 4 full-context sequences, at most 1 GiB; on the GPU "
+                  "90% of the free memory less 2 GiB)")
       ->capture_default_str();
 }
 
@@ -63,11 +64,13 @@ void finish_model_options(Options& o, const ModelFlags& flags) {
 void add_generate_options(CLI::App* cmd, GenerateOptions& g) {
   cmd->add_option("--max-new-tokens", g.max_new_tokens, "Tokens to generate at most")->capture_default_str();
   cmd->add_option("--temperature", g.temperature, "Sampling temperature (0: greedy; default: the model's)");
-  cmd->add_option("--top-p", g.top_p, "Nucleus sampling probability mass");
-  cmd->add_option("--top-k", g.top_k, "Sample among the k most likely tokens (0: off)");
-  cmd->add_option("--min-p", g.min_p, "Drop tokens below min-p times the top probability");
-  cmd->add_option("--repetition-penalty", g.repetition_penalty, "Penalty for tokens already seen (1: off)");
-  cmd->add_option("--seed", g.seed, "Random seed for sampling (a non-negative integer)")
+  cmd->add_option("--top-p", g.top_p, "Nucleus sampling probability mass (default: the model's, else 1: off)");
+  cmd->add_option("--top-k", g.top_k, "Sample among the k most likely tokens (default: the model's, else 0: off)");
+  cmd->add_option("--min-p", g.min_p, "Drop tokens below min-p times the top probability (default: 0, off)");
+  cmd->add_option("--repetition-penalty", g.repetition_penalty,
+                  "Penalty for tokens already seen (default: the model's, else 1: off)");
+  cmd->add_option("--seed", g.seed,
+                  "Random seed for sampling, a non-negative integer (default: a fresh one per request)")
       ->check([](const std::string& v) { return v.rfind('-', 0) == 0 ? std::string("must not be negative") : ""; });
   cmd->add_option("--stop", g.stop, "Stop string (repeatable)");
   cmd->add_flag("--ignore-eos", g.ignore_eos, "Do not stop at end-of-sequence tokens");
