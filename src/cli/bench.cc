@@ -1,10 +1,11 @@
-// fp6serve bench decode | prefill: the model's speed on the GPU, FP6 against the FP16 mode in
-// one run, on random weights of a real shape (--random-weights llama2-7b ...). Decode rows
-// report ms per step, tokens/s and the share of the roofline: (weight bytes + the KV bytes a
-// step reads) over the read bandwidth measured at the start of the same run.
+// fp6serve bench decode | prefill: the model's speed on the GPU (or, with --device cpu or
+// without one, on the CPU), FP6 against the FP16 mode in one run, on random weights of a real shape (--random-weights
+// llama2-7b ...). Decode rows report ms per step, tokens/s and the share of the roofline: (weight bytes + the KV bytes
+// a step reads) over the read bandwidth measured at the start of the same run.
 #include <fmt/core.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <numeric>
@@ -13,6 +14,7 @@
 #include "cli/bench_serve.h"
 #include "cli/commands.h"
 #include "core/check.h"
+#include "core/thread_pool.h"
 #include "transformer/device.h"
 #include "transformer/model.h"
 
@@ -26,6 +28,7 @@ struct BenchOptions {
   std::string batches = "1,2,4,8,16,32,64";
   std::string contexts = "128,1024,4096";
   std::string prompts = "512,2048";
+  std::string device = "auto";  // auto: the GPU when there is one
   int steps = 16;
 };
 
@@ -41,6 +44,29 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// The CPU's read bandwidth: every thread sums its part of a 512 MiB buffer (after touching it
+// once), best of 3.
+double cpu_read_bandwidth_gbs() {
+  const size_t n = (size_t{512} << 20) / sizeof(uint64_t);
+  std::vector<uint64_t> data(n, 1);
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    std::atomic<uint64_t> sum{0};
+    const auto t0 = std::chrono::steady_clock::now();
+    ThreadPool::global()->parallel_for(static_cast<int64_t>(n), [&](int64_t b, int64_t e) {
+      uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      int64_t i = b;
+      for (; i + 4 <= e; i += 4) s0 += data[i], s1 += data[i + 1], s2 += data[i + 2], s3 += data[i + 3];
+      for (; i < e; ++i) s0 += data[i];
+      sum += s0 + s1 + s2 + s3;
+    });
+    const double sec = seconds_since(t0);
+    FP6_CHECK(sum.load() == n, kInternal, "bandwidth probe: wrong sum");
+    best = std::max(best, static_cast<double>(n * sizeof(uint64_t)) / sec / 1e9);
+  }
+  return best;
+}
+
 double free_gib(Model& m) {
   return m.backend().memory().free / double(1 << 30);
 }
@@ -52,7 +78,7 @@ std::unique_ptr<Model> build(const model::ModelConfig& config, const std::string
     const auto t0 = std::chrono::steady_clock::now();
     const auto qmode = model::QuantizationMode::parse(mode);
     auto m = Model::random(config, qmode, make_backend(config, qmode, options));
-    fmt::print(stderr, "{}: built in {:.1f} s, weights {:.2f} GiB, {:.2f} GiB free on the GPU\n", mode,
+    fmt::print(stderr, "{}: built in {:.1f} s, weights {:.2f} GiB, {:.2f} GiB free on the device\n", mode,
                seconds_since(t0), m->weights().bytes() / double(1 << 30), free_gib(*m));
     return m;
   } catch (const Error& e) {
@@ -139,18 +165,27 @@ int run(const BenchOptions& o, bool is_decode) {
              contexts = parse_int_list(o.contexts, "--context", 1, kMax),
              prompts = parse_int_list(o.prompts, "--prompt-len", 1, kMax);
   FP6_CHECK(o.steps > 0, kInvalidArgument, "--steps must be positive");
-  for (int64_t c : contexts)
+  for (int64_t c : is_decode ? contexts : std::vector<int64_t>{})
     FP6_CHECK(c > o.steps && c <= config.max_position_embeddings, kInvalidArgument,
               "--context {}: must exceed --steps ({}) and be at most the model's {} positions", c, o.steps,
               config.max_position_embeddings);
-  FP6_CHECK(cuda_built() && cuda_device_count() > 0, kUnsupported, "fp6serve bench runs on a CUDA GPU: {}",
+  for (int64_t p : is_decode ? std::vector<int64_t>{} : prompts)
+    FP6_CHECK(p <= config.max_position_embeddings, kInvalidArgument, "--prompt-len {}: the model has {} positions", p,
+              config.max_position_embeddings);
+  FP6_CHECK(o.device == "auto" || o.device == "cpu" || o.device == "cuda", kInvalidArgument,
+            "--device '{}' is not one of auto, cpu, cuda", o.device);
+  const bool gpu = o.device == "cuda" || (o.device == "auto" && cuda_built() && cuda_device_count() > 0);
+  FP6_CHECK(!gpu || (cuda_built() && cuda_device_count() > 0), kUnsupported, "--device cuda: {}",
             cuda_device_summary());
   Options options;
-  options.device = "cuda";
+  options.device = gpu ? "cuda" : "cpu";
+  options.progress = false;
   apply_environment(options);
-  const double read_gbs = cuda_read_bandwidth_gbs();
+  ThreadPool::resize_global(options.threads);
+  const double read_gbs = gpu ? cuda_read_bandwidth_gbs() : cpu_read_bandwidth_gbs();
   fmt::print("device: {}; read bandwidth {:.0f} GB/s (measured now)\nmodel: {} shape, random weights\n\n",
-             cuda_device_summary(), read_gbs, o.shape);
+             gpu ? cuda_device_summary() : fmt::format("cpu, {} threads", ThreadPool::global()->size()), read_gbs,
+             o.shape);
 
   // results[mode][(context or prompt, batch)]
   std::map<std::string, std::map<std::pair<int64_t, int64_t>, Row>> results;
@@ -256,6 +291,7 @@ Action add_bench(CLI::App& app) {
                     "llama2-7b, llama2-13b, llama2-70b, llama3-8b, or a config.json (default llama2-7b)");
     sub->add_option("--modes", o->modes,
                     "quantization modes, comma-separated; the last is the baseline (default wf6af16,fp16)");
+    sub->add_option("--device", o->device, "auto (the GPU when there is one), cpu or cuda")->capture_default_str();
   }
   decode_cmd->add_option("--batch", o->batches, "batch sizes (default 1,2,4,8,16,32,64)");
   decode_cmd->add_option("--context", o->contexts,
