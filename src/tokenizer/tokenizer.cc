@@ -333,12 +333,16 @@ std::string IncrementalDecoder::push(int32_t id) {
   // (Llama-2's Strip of the first space) then see the same start in both windows.
   const std::string before = window_text(prefix_, read_);
   const std::string now = window_text(prefix_, ids_.size());
-  if (now.size() <= before.size() || now.compare(0, before.size(), before) != 0) return {};
-  std::string fresh = now.substr(before.size());
+  // Held back too long: no character is coming; let the tokens go as they decode.
+  const bool give_up = ids_.size() - read_ >= kMaxHeldBack;
+  const bool extends = now.size() > before.size() && now.compare(0, before.size(), before) == 0;
+  if (!extends && !give_up) return {};
+  std::string fresh = now.size() > before.size() ? now.substr(before.size()) : std::string();
   // A trailing U+FFFD or a cut multi-byte sequence means a character is not complete yet.
-  if (text::utf8_incomplete_tail(fresh) ||
-      (fresh.size() >= 3 && fresh.compare(fresh.size() - 3, 3, "\xEF\xBF\xBD") == 0))
+  if (!give_up && (text::utf8_incomplete_tail(fresh) ||
+                   (fresh.size() >= 3 && fresh.compare(fresh.size() - 3, 3, "\xEF\xBF\xBD") == 0)))
     return {};
+  if (give_up) fresh = text::utf8_lossy(fresh);  // never broken UTF-8, even when giving up
   // The new context: the tokens just emitted. They start where a complete character ended, so
   // the window never starts inside one: the last token alone could be a lone UTF-8
   // continuation byte (<0x87> of "ć"), and ByteFallback turns a run of bytes that is not

@@ -50,7 +50,11 @@ class Tokenizer {
 
 // Streaming detokenization: push() returns the text that became final with this token and
 // never returns broken UTF-8 (an incomplete character is held back until its last byte).
-// The concatenation of all pushes and flush() equals decode() of all ids.
+// The concatenation of all pushes and flush() equals decode() of all ids, except that tokens
+// held back kMaxHeldBack times without completing a character (bytes that never form valid
+// UTF-8, or a decoder that keeps rewriting the text) are let go as they decode (with U+FFFD):
+// every push then costs a bounded window, never the whole tail again.
+inline constexpr size_t kMaxHeldBack = 8;
 class IncrementalDecoder {
  public:
   explicit IncrementalDecoder(const Tokenizer& tokenizer, bool skip_special_tokens = true);
