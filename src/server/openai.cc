@@ -276,6 +276,7 @@ ParsedRequest parse_request(const json& b, bool chat, const ApiContext& ctx) {
   r.stream = boolean(b, "stream").value_or(false);
   if (b.contains("stream_options") && !b["stream_options"].is_null()) {
     if (!b["stream_options"].is_object()) bad("stream_options", "'stream_options' must be an object");
+    if (!r.stream) bad("stream_options", "'stream_options' is only allowed when 'stream' is true");
     r.include_usage = boolean(b["stream_options"], "include_usage").value_or(false);
   }
   if (chat) {

@@ -365,6 +365,7 @@ TEST(OpenAiRequest, StreamAndStreamOptions) {
   for (bool chat : {false, true}) {
     EXPECT_400(body_for(chat, {{"stream", "true"}}), chat, "stream");
     EXPECT_400(body_for(chat, {{"stream", true}, {"stream_options", "usage"}}), chat, "stream_options");
+    EXPECT_400(body_for(chat, {{"stream_options", {{"include_usage", true}}}}), chat, "stream_options");  // no stream
     EXPECT_400(body_for(chat, {{"stream", true}, {"stream_options", {true}}}), chat, "stream_options");
     const ApiError e =
         error_of(body_for(chat, {{"stream", true}, {"stream_options", {{"include_usage", "yes"}}}}), chat);
