@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "core/check.h"
+#include "core/file.h"
 #include "model/quantization.h"
 
 namespace fp6serve::cli {
@@ -77,6 +78,21 @@ void add_generate_options(CLI::App* cmd, GenerateOptions& g) {
   cmd->add_flag(
       "--no-special-tokens", [&g](int64_t) { g.add_special_tokens = false; },
       "Do not add BOS/special tokens to the prompt");
+}
+
+ChatTemplate load_chat_template(const std::string& file, const std::string& model_source,
+                                const std::string& model_dir) {
+  if (!file.empty()) {
+    const std::string source = read_file(file);
+    return naming_file(file, [&] { return ChatTemplate(source); });
+  }
+  FP6_CHECK(!model_source.empty(), kInvalidArgument,
+            "{} ships no chat template (tokenizer_config.json chat_template): give --chat-template FILE", model_dir);
+  return ChatTemplate(model_source);
+}
+
+std::string render_chat(const ChatTemplate& t, const Tokenizer& tok, const std::vector<ChatMessage>& messages) {
+  return t.render(messages, true, {{"bos_token", tok.bos_token()}, {"eos_token", tok.eos_token()}});
 }
 
 }  // namespace fp6serve::cli

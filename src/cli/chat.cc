@@ -11,10 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "chat/chat_template.h"
 #include "cli/commands.h"
 #include "core/check.h"
-#include "core/file.h"
 #include "fp6serve/pipeline.h"
 #include "tokenizer/tokenizer.h"
 
@@ -40,14 +38,7 @@ Action add_chat(CLI::App& app) {
     finish_model_options(a->options, a->flags);
     a->generate.validate();
     const Tokenizer tok = Tokenizer::load(a->model);
-    const std::string source = a->chat_template_file.empty() ? tok.chat_template() : read_file(a->chat_template_file);
-    FP6_CHECK(!source.empty(), kInvalidArgument,
-              "{} ships no chat template (tokenizer_config.json chat_template): give --chat-template FILE or use "
-              "fp6serve generate",
-              a->model);
-    const ChatTemplate chat_template = a->chat_template_file.empty()
-                                           ? ChatTemplate(source)
-                                           : naming_file(a->chat_template_file, [&] { return ChatTemplate(source); });
+    const ChatTemplate chat_template = load_chat_template(a->chat_template_file, tok.chat_template(), a->model);
     Pipeline pipe(a->model, a->options);
     const bool tty = isatty(STDIN_FILENO);
     fmt::print(stderr, "{}\n/reset forgets the conversation, /exit quits.\n", pipe.describe());
@@ -67,8 +58,7 @@ Action add_chat(CLI::App& app) {
       const auto start = std::chrono::steady_clock::now();
       Response r;
       for (;;) {
-        const std::string text =
-            chat_template.render(history, true, {{"bos_token", tok.bos_token()}, {"eos_token", tok.eos_token()}});
+        const std::string text = render_chat(chat_template, tok, history);
         try {
           r = pipe.generate(pipe.encode(text, false), a->generate, [](std::string_view piece) {
             std::fwrite(piece.data(), 1, piece.size(), stdout);

@@ -9,7 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "chat/chat_template.h"
 #include "fp6serve/options.h"
+#include "tokenizer/tokenizer.h"
 
 namespace fp6serve::cli {
 
@@ -26,6 +28,15 @@ struct ModelFlags {
 };
 void add_model_options(CLI::App* cmd, Options& options, ModelFlags& flags, bool engine);
 void finish_model_options(Options& options, const ModelFlags& flags);
+// The chat template of chat, generate --chat and serve --chat-template: the file's when one
+// is given (a syntax error names the file), else `model_source` (the model's own); neither is
+// an Error(kInvalidArgument) naming model_dir.
+ChatTemplate load_chat_template(const std::string& file, const std::string& model_source, const std::string& model_dir);
+// A conversation rendered for generation, with the tokenizer's BOS/EOS strings as
+// transformers passes them; encode the result without special tokens (the template writes
+// BOS itself when the model wants one).
+std::string render_chat(const ChatTemplate& t, const Tokenizer& tok, const std::vector<ChatMessage>& messages);
+
 // The flags of GenerateOptions.
 void add_generate_options(CLI::App* cmd, GenerateOptions& options);
 

@@ -6,10 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "chat/chat_template.h"
 #include "cli/commands.h"
 #include "core/check.h"
-#include "core/file.h"
 #include "fp6serve/pipeline.h"
 #include "tokenizer/tokenizer.h"
 
@@ -46,14 +44,8 @@ Action add_generate(CLI::App& app) {
     if (a->chat) {
       FP6_CHECK(a->prompt_ids.empty(), kInvalidArgument, "--chat takes --prompt (text), not --prompt-ids");
       const Tokenizer tok = Tokenizer::load(a->model);
-      const std::string source = a->chat_template_file.empty() ? tok.chat_template() : read_file(a->chat_template_file);
-      FP6_CHECK(!source.empty(), kInvalidArgument, "{} ships no chat template: give --chat-template FILE", a->model);
-      const ChatTemplate t = naming_file(a->chat_template_file.empty() ? a->model : a->chat_template_file,
-                                         [&] { return ChatTemplate(source); });
-      // The template writes BOS itself when the model wants one.
-      prompt_ids = pipe.encode(
-          t.render({{"user", a->prompt}}, true, {{"bos_token", tok.bos_token()}, {"eos_token", tok.eos_token()}}),
-          false);
+      const ChatTemplate t = load_chat_template(a->chat_template_file, tok.chat_template(), a->model);
+      prompt_ids = pipe.encode(render_chat(t, tok, {{"user", a->prompt}}), false);
     } else if (a->prompt_ids.empty()) {
       prompt_ids = pipe.encode(a->prompt, g.add_special_tokens);
     } else {

@@ -6,6 +6,7 @@
 #include <fmt/core.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -126,9 +127,11 @@ Action add_perplexity(CLI::App& app) {
     PerplexityScorer scorer(*model, baseline.get(), longest);
     std::vector<WindowScore> scores;
     Progress progress("perplexity", static_cast<int64_t>(windows.size()));
+    double nll_sum = 0;  // of the windows' mean NLLs: the running perplexity, without re-summarizing
     for (const auto& w : windows) {
       scores.push_back(scorer.score(w));
-      progress.advance(1, fmt::format("ppl {:.4f}", summarize(scores).ppl));
+      nll_sum += scores.back().mean_nll();
+      progress.advance(1, fmt::format("ppl {:.4f}", std::exp(nll_sum / static_cast<double>(scores.size()))));
     }
     progress.finish();
     const PerplexitySummary s = summarize(scores);

@@ -7,7 +7,6 @@
 #include <filesystem>
 #include <thread>
 
-#include "chat/chat_template.h"
 #include "cli/commands.h"
 #include "core/check.h"
 #include "core/file.h"
@@ -76,10 +75,8 @@ Action add_serve(CLI::App& app) {
     FP6_CHECK(spdlog::level::to_string_view(level) == a->log_level || (a->log_level == "warn"), kInvalidArgument,
               "--log-level '{}' is not one of debug, info, warn, error", a->log_level);
     spdlog::set_level(level);
-    if (!a->chat_template_file.empty()) {
-      so.chat_template = read_file(a->chat_template_file);
-      naming_file(a->chat_template_file, [&] { ChatTemplate check(so.chat_template); });  // errors name the file
-    }
+    if (!a->chat_template_file.empty())  // parsed now, so that a bad file stops serve before it listens
+      so.chat_template = load_chat_template(a->chat_template_file, "", a->model).source();
     if (so.api_key.empty())
       if (const char* k = std::getenv("FP6SERVE_API_KEY")) so.api_key = k;
     FP6_CHECK(!a->model.empty() || !a->random_weights.empty(), kInvalidArgument,

@@ -76,13 +76,9 @@ void dispatch_wgmma_tile(int64_t n, F&& f) {
   return f.template operator()<WgTile<256, 2>>();
 }
 
+// The Hopper kernel is built for sm_90a only.
 bool sm90() {
-  static const bool yes = [] {
-    int device = 0, major = 0;
-    return cudaGetDevice(&device) == cudaSuccess &&
-           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major == 9;
-  }();
-  return yes;
+  return compute_capability_major() == 9;
 }
 
 bool use_wgmma(const FpxLaunch& l) {

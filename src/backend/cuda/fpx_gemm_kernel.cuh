@@ -319,14 +319,22 @@ __global__ void __launch_bounds__(Cfg::kWarps * 32) fpx_gemm_kernel(const GemmAr
   finish_split<kBf16, Cfg::kRows, kThreads>(a, n0, n_here, kFold);
 }
 
-// Programmatic dependent launches need sm_90 (the device of the current context, asked once).
-inline bool programmatic_launch_supported() {
-  static const bool supported = [] {
-    int device = 0, major = 0;
+// The compute capability's major number of the current context's device, asked once (0 when
+// there is none).
+inline int compute_capability_major() {
+  static const int major = [] {
+    int device = 0, m = 0;
     return cudaGetDevice(&device) == cudaSuccess &&
-           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 9;
+                   cudaDeviceGetAttribute(&m, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess
+               ? m
+               : 0;
   }();
-  return supported;
+  return major;
+}
+
+// Programmatic dependent launches need sm_90.
+inline bool programmatic_launch_supported() {
+  return compute_capability_major() >= 9;
 }
 
 template <int kE, int kM, bool kBf16, class Cfg>

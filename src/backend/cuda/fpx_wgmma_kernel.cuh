@@ -19,6 +19,7 @@
 #pragma once
 
 #include "backend/cuda/fpx_gemm_kernel.cuh"
+#include "backend/cuda/ptx.cuh"
 #include "backend/cuda/wgmma_ops.cuh"
 
 namespace fp6serve::cuda {
@@ -36,41 +37,6 @@ struct WgTile {
     return kStages * stage_bytes(kUnitBytes);
   }
 };
-
-__device__ __forceinline__ void wgmma_fence() {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void wgmma_commit() {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void wgmma_wait_all() {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
-#endif
-}
-// Makes this thread's generic-proxy writes to shared memory (cp.async) visible to the async
-// proxy that wgmma reads B through.
-__device__ __forceinline__ void fence_proxy_async_shared() {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-#endif
-}
-// Keeps the compiler from moving accesses of an accumulator across the asynchronous wgmma.
-__device__ __forceinline__ void fence_operand(float& r) {
-  asm volatile("" : "+f"(r)::"memory");
-}
-
-// A shared-memory matrix descriptor without swizzling: start address, leading (K) and stride
-// (M/N) byte offsets between core matrices, each in 16-byte units.
-__device__ __forceinline__ uint64_t smem_descriptor(const void* p, uint32_t leading_bytes, uint32_t stride_bytes) {
-  const auto a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
-  return static_cast<uint64_t>((a & 0x3FFFF) >> 4) | static_cast<uint64_t>((leading_bytes >> 4) & 0x3FFF) << 16 |
-         static_cast<uint64_t>((stride_bytes >> 4) & 0x3FFF) << 32;
-}
 
 template <int kE, int kM, bool kBf16, class Cfg>
 __global__ void __launch_bounds__(Cfg::kWarps * 32, 1) fpx_wgmma_kernel(const GemmArgs a) {

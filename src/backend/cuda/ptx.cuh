@@ -1,5 +1,7 @@
 // Inline-PTX wrappers shared by the Tensor-Core kernels (the FPx GEMM, the prefill
-// attention): cp.async, ldmatrix, mma.sync m16n8k16 and programmatic dependent launch.
+// attention): cp.async, ldmatrix, mma.sync m16n8k16, programmatic dependent launch, and the
+// wgmma fences, waits and shared-memory descriptors of the Hopper GEMM (sm_90a; the wgmma
+// instructions themselves are generated: wgmma_ops.cuh).
 // sm_80 and newer; the griddepcontrol instructions only on sm_90 (no-ops elsewhere).
 #pragma once
 
@@ -71,6 +73,43 @@ __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint3
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
+}
+
+// ---- wgmma (sm_90a; no-ops elsewhere)
+
+__device__ __forceinline__ void wgmma_fence() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_commit() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_wait_all() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+#endif
+}
+// Makes this thread's generic-proxy writes to shared memory (cp.async) visible to the async
+// proxy that wgmma reads B through.
+__device__ __forceinline__ void fence_proxy_async_shared() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+}
+// Keeps the compiler from moving accesses of an accumulator across the asynchronous wgmma.
+__device__ __forceinline__ void fence_operand(float& r) {
+  asm volatile("" : "+f"(r)::"memory");
+}
+
+// A shared-memory matrix descriptor without swizzling: start address, leading (K) and stride
+// (M/N) byte offsets between core matrices, each in 16-byte units.
+__device__ __forceinline__ uint64_t smem_descriptor(const void* p, uint32_t leading_bytes, uint32_t stride_bytes) {
+  const auto a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  return static_cast<uint64_t>((a & 0x3FFFF) >> 4) | static_cast<uint64_t>((leading_bytes >> 4) & 0x3FFF) << 16 |
+         static_cast<uint64_t>((stride_bytes >> 4) & 0x3FFF) << 32;
 }
 
 }  // namespace fp6serve::cuda
