@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 packages=(cmake ninja-build g++ pkg-config ccache libgtest-dev libgmock-dev libbenchmark-dev
           nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev libboost-dev libpcre2-dev libutf8proc-dev
-          clang-format gnuplot-nox)
+          clang-format gnuplot-nox
+          python3-dev pybind11-dev python3-pytest python3-pip)  # the Python package (docs/python.md)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <thread>
+
 #include "tests/support/fixture.h"
 
 namespace fp6serve {
@@ -46,6 +49,57 @@ TEST(Pipeline, BadOptionsAreErrorsNotCrashes) {
   EXPECT_THROW(pipe({"x"}, {.top_p = 2.0}), Error);
   // Still usable afterwards.
   EXPECT_EQ(pipe({"x"}, {.max_new_tokens = 3, .ignore_eos = true})[0].generated_tokens, 3);
+}
+
+// start(): a Generation to wait for, cancel from another thread, or drop; the text streams
+// with `last` once per prompt; the pipeline is usable after each.
+TEST(Pipeline, StartedGenerationsCanBeCancelledFromAnotherThread) {
+  Pipeline pipe(testing::fixture_dir("tiny-trained"), {.progress = false, .device = "cpu"});
+  const std::vector<int32_t> prompt = pipe.encode("Debian is");
+  const GenerateOptions greedy{.max_new_tokens = 16, .temperature = 0.0, .ignore_eos = true};
+  const std::vector<int32_t> want = pipe.generate(prompt, greedy).generated_ids;
+
+  std::string text;
+  int lasts = 0;
+  Generation g = pipe.start({prompt}, greedy, [&](size_t i, std::string_view t, bool last) {
+    EXPECT_EQ(i, 0u);
+    text += t;
+    lasts += last;
+  });
+  const std::vector<Response> r = g.get();
+  EXPECT_EQ(r[0].generated_ids, want);
+  EXPECT_EQ(text, r[0].generated_text);
+  EXPECT_EQ(lasts, 1);
+
+  const GenerateOptions long_run{.max_new_tokens = 1000, .temperature = 0.0, .ignore_eos = true};
+  Generation running = pipe.start({prompt, prompt}, long_run);
+  EXPECT_FALSE(running.wait_for(std::chrono::milliseconds(0)));
+  std::thread other([&] { pipe.cancel(); });
+  other.join();
+  for (const Response& c : running.get()) {
+    EXPECT_EQ(c.finish_reason, "cancelled");
+    EXPECT_LT(c.generated_tokens, 1000);
+  }
+  { Generation dropped = pipe.start({prompt}, long_run); }  // cancelled by its destructor
+  EXPECT_EQ(pipe.generate(prompt, greedy).generated_ids, want);
+  EXPECT_THROW(pipe.start({prompt, {999999}}, greedy), Error);
+  EXPECT_EQ(pipe.generate(prompt, greedy).generated_ids, want);
+}
+
+TEST(Pipeline, DecodesAndRendersTheChatTemplate) {
+  Pipeline pipe(testing::fixture_dir("tiny-trained"), {.progress = false, .device = "cpu"});
+  const std::vector<int32_t> ids = pipe.encode("Debian is", false);
+  EXPECT_EQ(pipe.decode(ids), "Debian is");
+  EXPECT_EQ(pipe.apply_chat_template({{"user", "hi"}}),
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n");
+  EXPECT_EQ(pipe.apply_chat_template({{"user", "hi"}}, false, "{{ messages[0].content }}!"), "hi!");
+  try {
+    pipe.apply_chat_template({{"user", "hi"}}, true, "{{ bad");
+    FAIL() << "a template that does not parse";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kBadInput);
+  }
 }
 
 }  // namespace
