@@ -14,6 +14,7 @@ enum class ErrorKind {
   kNotFound,         // a file, tensor or name that does not exist
   kUnsupported,      // valid, but not something fp6serve does (a model_type, a format, no GPU)
   kOutOfMemory,      // host or device memory ran out
+  kUnavailable,      // the system refused a resource: a port in use, an address not ours
   kCuda,             // a CUDA or cuBLAS call failed
   kInternal,         // a broken invariant: a bug in fp6serve
 };

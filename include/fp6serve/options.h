@@ -47,10 +47,15 @@ struct Options {
   int64_t max_num_seqs = 256;      // sequences holding KV blocks at once
   int64_t max_model_len = 0;       // prompt + generated tokens; 0: the model's context length
   int64_t kv_block_size = 16;      // tokens per KV-cache block
-  // KV-cache size: kv_cache_blocks when set, else kv_cache_bytes when set, else 1 GiB on the
-  // CPU and 90% of the GPU memory the weights left free, less 2 GiB, on the GPU.
+  // KV-cache size: kv_cache_blocks when set, else kv_cache_bytes when set, else on the GPU
+  // gpu_memory_utilization when set (vLLM's: the fraction of the GPU's memory this process may
+  // use for weights, activations and the KV cache, in (0, 1]; the KV cache gets what the
+  // weights and 2 GiB for activations leave of it; an error on the CPU), else room for 4
+  // full-context sequences (at most 1 GiB) on the CPU and 90% of the GPU memory the weights
+  // left free, less 2 GiB, on the GPU (engine/kv_budget.h).
   size_t kv_cache_bytes = 0;
   int64_t kv_cache_blocks = 0;
+  double gpu_memory_utilization = 0;  // 0: not set
 
   // Throws Error(kInvalidArgument) naming the first setting out of its range.
   void validate() const;

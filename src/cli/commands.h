@@ -17,6 +17,12 @@ namespace fp6serve::cli {
 
 using Action = std::function<int()>;
 
+// For integer flags: CLI11 2.1 reads integers in base 0 ("010" is 8, "0x10" 16) and a value
+// past 64 bits silently becomes the largest one; these take decimal digits (no leading zero)
+// that fit, else the flag's error says which. kNonNegativeInteger: 0 to 2^64 - 1 (a seed).
+extern const CLI::Validator kDecimalInteger;
+extern const CLI::Validator kNonNegativeInteger;
+
 // "1,2,3" -> {1, 2, 3}; an empty list or an item that is not an integer in [min, max] is a
 // kInvalidArgument error naming `option` and the item.
 std::vector<int64_t> parse_int_list(const std::string& text, const char* option, int64_t min, int64_t max);

@@ -1,14 +1,21 @@
 // The fp6serve command: subcommands for generating, serving, quantizing and benchmarking.
 #include <fmt/core.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
 #include <exception>
+#include <memory>
 #include <vector>
 
 #include "cli/commands.h"
 #include "fp6serve/error.h"
 
 int main(int argc, char** argv) {
+  // Log lines (warnings, serve's access log) go to stderr: stdout is the command's output
+  // (generate's text or JSON, serve's start-up line).
+  spdlog::set_default_logger(
+      std::make_shared<spdlog::logger>("", std::make_shared<spdlog::sinks::stderr_color_sink_mt>()));
   CLI::App app{"fp6serve: serve large language models with FP6 (FPx) weight-only quantization"};
   app.set_version_flag("--version", std::string("fp6serve ") + FP6SERVE_VERSION);
   app.require_subcommand(0, 1);

@@ -36,6 +36,7 @@ Action add_serve(CLI::App& app) {
   server::ServerOptions& so = a->server;
   cmd->add_option("--host", so.host, "Address to bind (127.0.0.1: this machine only)")->capture_default_str();
   cmd->add_option("--port", so.port, "Port (0: any free port, printed at start)")
+      ->check(kDecimalInteger)
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
   cmd->add_option("--api-key", so.api_key, "Require 'Authorization: Bearer KEY' (default: $FP6SERVE_API_KEY)");
@@ -51,6 +52,7 @@ Action add_serve(CLI::App& app) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--max-connections", so.max_connections, "Open connections at most; more are answered 503")
+      ->check(kDecimalInteger)
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   cmd->add_option("--request-timeout", so.request_timeout_seconds,

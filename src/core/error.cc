@@ -14,6 +14,8 @@ const char* error_kind_name(ErrorKind kind) {
       return "unsupported";
     case ErrorKind::kOutOfMemory:
       return "out_of_memory";
+    case ErrorKind::kUnavailable:
+      return "unavailable";
     case ErrorKind::kCuda:
       return "cuda";
     case ErrorKind::kInternal:

@@ -27,6 +27,14 @@ void Options::validate() const {
   FP6_CHECK(kv_block_size >= 1 && kv_block_size <= 1024, kInvalidArgument, "kv_block_size must be in [1, 1024], got {}",
             kv_block_size);
   FP6_CHECK(kv_cache_blocks >= 0, kInvalidArgument, "kv_cache_blocks must be >= 0, got {}", kv_cache_blocks);
+  FP6_CHECK(gpu_memory_utilization == 0 || (gpu_memory_utilization > 0 && gpu_memory_utilization <= 1),
+            kInvalidArgument, "gpu_memory_utilization must be in (0, 1] (a fraction of the GPU's memory), got {}",
+            gpu_memory_utilization);
+  FP6_CHECK(gpu_memory_utilization == 0 || kv_cache_bytes == 0, kInvalidArgument,
+            "give the KV cache's size (kv_cache_bytes, --kv-cache-gib) or gpu_memory_utilization, not both");
+  FP6_CHECK(gpu_memory_utilization == 0 || device != "cpu", kInvalidArgument,
+            "gpu_memory_utilization applies to the GPU, not to device cpu: size the KV cache with kv_cache_bytes "
+            "(--kv-cache-gib), or leave the default");
 }
 
 namespace {

@@ -1,10 +1,12 @@
 #include "engine/engine.h"
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 
 #include "core/check.h"
+#include "engine/kv_budget.h"
 #include "engine/output.h"
 #include "engine/sampler.h"
 
@@ -12,30 +14,16 @@ namespace fp6serve {
 
 namespace {
 
-// The KV cache's blocks: as many as the options ask for (kv_cache_blocks, or kv_cache_bytes,
-// which must hold a block and fit in the device's free memory); else on the CPU room for 4
-// full-context sequences, at most 1 GiB, and on the GPU 90% of what the weights left free less
-// 2 GiB for activations and workspaces (at least 256 MiB).
-int64_t kv_cache_blocks(const Backend& backend, const Options& o, int64_t max_model_len) {
-  if (o.kv_cache_blocks > 0) return o.kv_cache_blocks;
-  const size_t block = backend.kv_block_bytes(o.kv_block_size);
-  size_t bytes = o.kv_cache_bytes;
-  if (bytes > 0) {
-    const double gib = 1.0 / static_cast<double>(size_t{1} << 30);
-    FP6_CHECK(bytes >= block, kInvalidArgument,
-              "a KV cache of {} bytes holds not one block of {} tokens ({} bytes for this model)", bytes,
-              o.kv_block_size, block);
-    const size_t free = backend.memory().free;
-    FP6_CHECK(bytes <= free, kOutOfMemory, "a KV cache of {:.2f} GiB does not fit: {} has {:.2f} GiB free",
-              static_cast<double>(bytes) * gib, device_name(backend.device()), static_cast<double>(free) * gib);
-  } else if (backend.device() == Device::kCpu) {
-    const size_t blocks_per_seq = static_cast<size_t>((max_model_len + o.kv_block_size - 1) / o.kv_block_size);
-    bytes = std::min(size_t{1} << 30, 4 * blocks_per_seq * block);
-  } else {
-    const double usable = 0.9 * static_cast<double>(backend.memory().free) - static_cast<double>(size_t{2} << 30);
-    bytes = std::max<size_t>(size_t{256} << 20, usable > 0 ? static_cast<size_t>(usable) : 0);
-  }
-  return std::max<int64_t>(1, static_cast<int64_t>(bytes / block));
+// The KV cache's size from the options and what the backend reports (engine/kv_budget.h).
+KvBudget kv_cache_budget(Model& model, const Options& o, int64_t max_model_len) {
+  Backend& backend = model.backend();
+  const Backend::Memory memory = backend.memory();
+  const KvDeviceFacts facts{.device = backend.device(),
+                            .total = memory.total,
+                            .free = memory.free,
+                            .weight_bytes = model.weights().bytes(),
+                            .block_bytes = backend.kv_block_bytes(o.kv_block_size)};
+  return fp6serve::kv_cache_budget(o, facts, o.kv_block_size, max_model_len);
 }
 
 }  // namespace
@@ -45,7 +33,8 @@ ContextLengthError::ContextLengthError(int64_t limit, int64_t prompt_tokens, int
             fmt::format("This model's maximum context length is {} tokens. However, you requested {} tokens ({} in "
                         "the prompt, {} in the completion). Please reduce the length of the prompt or the "
                         "completion.",
-                        limit, prompt_tokens + max_new_tokens, prompt_tokens, max_new_tokens)),
+                        limit, static_cast<uint64_t>(prompt_tokens) + static_cast<uint64_t>(max_new_tokens),
+                        prompt_tokens, max_new_tokens)),
       limit(limit),
       prompt_tokens(prompt_tokens),
       max_new_tokens(max_new_tokens) {}
@@ -109,14 +98,23 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, const Options& options,
       max_num_seqs_(std::min(options.max_num_seqs, options.max_batch_tokens)),
       max_model_len_(options.max_model_len > 0 ? std::min(options.max_model_len, model.config().max_position_embeddings)
                                                : model.config().max_position_embeddings),
-      blocks_(kv_cache_blocks(model.backend(), options, max_model_len_), options.kv_block_size) {
-  options.validate();
+      kv_budget_((options.validate(), kv_cache_budget(model, options, max_model_len_))),
+      blocks_(kv_budget_.blocks, options.kv_block_size) {
   FP6_CHECK(options.max_model_len <= model.config().max_position_embeddings, kInvalidArgument,
             "max_model_len {} is longer than the model's context ({} tokens, max_position_embeddings)",
             options.max_model_len, model.config().max_position_embeddings);
   if (defaults_.eos_token_ids.empty() && tokenizer.eos_id()) defaults_.eos_token_ids.push_back(*tokenizer.eos_id());
   cache_ = model_.make_kv_cache(blocks_.num_blocks(), blocks_.block_size());
   stats_.kv_blocks_total = blocks_.num_blocks();
+  if (kv_budget_.limited_by_free)
+    spdlog::warn("the KV cache is smaller than gpu_memory_utilization allows: other processes hold GPU memory ({})",
+                 kv_budget_.how);
+  const int64_t cache_tokens = blocks_.num_blocks() * blocks_.block_size();
+  if (cache_tokens < max_model_len_)
+    spdlog::warn(
+        "the KV cache holds {} tokens, less than one full context of {}: a request needs prompt + max_tokens within "
+        "it (a larger --kv-cache-gib or a smaller --max-model-len avoids this)",
+        cache_tokens, max_model_len_);
 }
 
 Engine::~Engine() = default;
@@ -125,7 +123,8 @@ uint64_t Engine::submit(std::vector<int32_t> prompt, const GenerateOptions& opti
   FP6_CHECK(!prompt.empty(), kInvalidArgument, "the prompt is empty");
   options.validate();
   const auto len = static_cast<int64_t>(prompt.size());
-  if (len + options.max_new_tokens > max_model_len_)
+  // Compared without adding: max_new_tokens may be as large as int64 allows.
+  if (len > max_model_len_ || options.max_new_tokens > max_model_len_ - len)
     throw ContextLengthError(max_model_len_, len, options.max_new_tokens);
   FP6_CHECK(blocks_.blocks_for(len + options.max_new_tokens) <= blocks_.num_blocks(), kInvalidArgument,
             "prompt + max_tokens need {} KV blocks but the cache has {}",

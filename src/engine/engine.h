@@ -23,6 +23,7 @@
 
 #include "backend/sampling.h"
 #include "engine/block_manager.h"
+#include "engine/kv_budget.h"
 #include "fp6serve/options.h"
 #include "model/config.h"
 #include "tokenizer/tokenizer.h"
@@ -87,6 +88,8 @@ class Engine {
   int64_t kv_blocks() const { return blocks_.num_blocks(); }
   int64_t kv_block_size() const { return blocks_.block_size(); }
   double kv_bytes() const { return static_cast<double>(cache_.bytes()); }
+  // How the KV cache's size was chosen (engine/kv_budget.h), for the start-up line.
+  const std::string& kv_sizing() const { return kv_budget_.how; }
 
  private:
   struct Sequence;
@@ -115,6 +118,7 @@ class Engine {
   int64_t max_batch_tokens_;
   int64_t max_num_seqs_;
   int64_t max_model_len_;
+  KvBudget kv_budget_;
   BlockManager blocks_;
   KvCache cache_;
 

@@ -281,7 +281,8 @@ void HttpServer::bind() {
   if (!ec) s.acceptor.set_option(net::socket_base::reuse_address(true), ec);
   if (!ec) s.acceptor.bind(endpoint, ec);
   if (!ec) s.acceptor.listen(s.options.listen_backlog, ec);
-  FP6_CHECK(!ec, kInvalidArgument, "cannot listen on {}:{}: {}", s.options.host, s.options.port, ec.message());
+  // The address was fine; the system refused it (in use, not this machine's): exit status 1.
+  FP6_CHECK(!ec, kUnavailable, "cannot listen on {}:{}: {}", s.options.host, s.options.port, ec.message());
   s.port = s.acceptor.local_endpoint().port();
 }
 

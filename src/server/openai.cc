@@ -4,6 +4,8 @@
 
 #include <chrono>
 
+#include "tokenizer/unicode.h"
+
 namespace fp6serve::server {
 
 using json = nlohmann::ordered_json;
@@ -36,6 +38,8 @@ ErrorReply error_reply(std::exception_ptr error) {
         return {404, error_body(e.what(), "invalid_request_error", "", "not_found")};
       case ErrorKind::kOutOfMemory:
         return {503, error_body(e.what(), "server_error", "", "out_of_memory")};
+      case ErrorKind::kUnavailable:
+        return {503, error_body(e.what(), "server_error", "", "")};
       case ErrorKind::kCuda:
       case ErrorKind::kInternal:
         break;
@@ -260,10 +264,13 @@ ParsedRequest parse_request(const json& b, bool chat, const ApiContext& ctx) {
   g.stop = stop_strings(b);
   g.ignore_eos = boolean(b, "ignore_eos").value_or(false);
 
-  // OpenAI's defaults: 16 for completions, the rest of the context for chat.
-  const bool completion_key = chat && b.contains("max_completion_tokens") && !b["max_completion_tokens"].is_null();
-  const char* max_key = completion_key ? "max_completion_tokens" : "max_tokens";
-  const std::optional<int64_t> max_tokens = integer(b, max_key, 1, 1 << 24);
+  // max_completion_tokens when sent, else the legacy max_tokens; each is checked whenever it is
+  // sent (a bad max_tokens is a 400 beside a good max_completion_tokens). OpenAI's defaults:
+  // 16 for completions, the rest of the context for chat.
+  const std::optional<int64_t> newer = integer(b, "max_completion_tokens", 1, 1 << 24);
+  const std::optional<int64_t> legacy = integer(b, "max_tokens", 1, 1 << 24);
+  const char* max_key = newer ? "max_completion_tokens" : "max_tokens";
+  const std::optional<int64_t> max_tokens = newer ? newer : legacy;
   int64_t longest = 0;
   for (const auto& p : r.prompts) longest = std::max<int64_t>(longest, static_cast<int64_t>(p.size()));
   // A chat request without a limit may use what is left of the context, or of the KV cache
@@ -332,8 +339,26 @@ json detokenize_response(const json& b, const ApiContext& ctx) {
 
 namespace {
 
-std::string token_text(const Tokenizer& tok, int32_t id) {
-  return tok.decode(std::vector<int32_t>{id}, false);
+// One token as logprobs show it: `bytes` its own bytes (Tokenizer::token_bytes); `text` those
+// bytes when they are UTF-8, else, for a token of part of a character, the bytes written
+// \xNN (printable ASCII as it is), OpenAI's spelling ("\xe2\x80"), never U+FFFD.
+struct TokenPiece {
+  std::string text;
+  std::string bytes;
+  bool partial = false;  // its bytes are not UTF-8 on their own
+};
+
+TokenPiece token_piece(const Tokenizer& tok, int32_t id) {
+  TokenPiece p;
+  p.bytes = tok.token_bytes(id);
+  p.partial = text::utf8_lossy(p.bytes) != p.bytes;
+  if (!p.partial) {
+    p.text = p.bytes;
+    return p;
+  }
+  for (unsigned char c : p.bytes)
+    p.text += c >= 0x20 && c < 0x7f && c != '\\' ? std::string(1, static_cast<char>(c)) : fmt::format("\\x{:02x}", c);
+  return p;
 }
 
 json bytes_of(const std::string& s) {
@@ -342,7 +367,16 @@ json bytes_of(const std::string& s) {
   return a;
 }
 
-// Legacy completions logprobs: tokens, token_logprobs, top_logprobs, text_offset.
+// The legacy completions spell a token of part of a character "bytes:\xe2\x80", as OpenAI's.
+std::string completion_token(const TokenPiece& p) {
+  return p.partial ? "bytes:" + p.text : p.text;
+}
+
+// Legacy completions logprobs: tokens, token_logprobs, top_logprobs, text_offset (byte offsets
+// into the text: each token moves it by its own bytes, so a character split over several
+// tokens moves it by its size once). top_logprobs is an object keyed by token text: when two
+// alternatives have the same text (two ids that decode alike), the more likely keeps the text
+// and the other is keyed "token_id:N" (vLLM's spelling of a bare id) instead of overwriting it.
 json completion_logprobs(const std::vector<int32_t>& tokens, const std::vector<Sample>& samples, const Tokenizer& tok,
                          size_t text_offset) {
   json j = {{"tokens", json::array()},
@@ -350,14 +384,18 @@ json completion_logprobs(const std::vector<int32_t>& tokens, const std::vector<S
             {"top_logprobs", json::array()},
             {"text_offset", json::array()}};
   for (size_t i = 0; i < samples.size() && i < tokens.size(); ++i) {
-    const std::string t = token_text(tok, tokens[i]);
-    j["tokens"].push_back(t);
+    const TokenPiece t = token_piece(tok, tokens[i]);
+    j["tokens"].push_back(completion_token(t));
     j["token_logprobs"].push_back(samples[i].logprob);
     json top = json::object();
-    for (const auto& alt : samples[i].top) top[token_text(tok, alt.token)] = alt.logprob;
+    for (const auto& alt : samples[i].top) {
+      std::string key = completion_token(token_piece(tok, alt.token));
+      if (top.contains(key)) key = fmt::format("token_id:{}", alt.token);
+      top[key] = alt.logprob;
+    }
     j["top_logprobs"].push_back(top);
     j["text_offset"].push_back(text_offset);
-    text_offset += t.size();
+    text_offset += t.bytes.size();
   }
   return j;
 }
@@ -365,13 +403,14 @@ json completion_logprobs(const std::vector<int32_t>& tokens, const std::vector<S
 json chat_logprobs(const std::vector<int32_t>& tokens, const std::vector<Sample>& samples, const Tokenizer& tok) {
   json content = json::array();
   for (size_t i = 0; i < samples.size() && i < tokens.size(); ++i) {
-    const std::string t = token_text(tok, tokens[i]);
+    const TokenPiece t = token_piece(tok, tokens[i]);
     json top = json::array();
     for (const auto& alt : samples[i].top) {
-      const std::string a = token_text(tok, alt.token);
-      top.push_back({{"token", a}, {"logprob", alt.logprob}, {"bytes", bytes_of(a)}});
+      const TokenPiece a = token_piece(tok, alt.token);
+      top.push_back({{"token", a.text}, {"logprob", alt.logprob}, {"bytes", bytes_of(a.bytes)}});
     }
-    content.push_back({{"token", t}, {"logprob", samples[i].logprob}, {"bytes", bytes_of(t)}, {"top_logprobs", top}});
+    content.push_back(
+        {{"token", t.text}, {"logprob", samples[i].logprob}, {"bytes", bytes_of(t.bytes)}, {"top_logprobs", top}});
   }
   return {{"content", content}};
 }

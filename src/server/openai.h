@@ -39,7 +39,8 @@ nlohmann::ordered_json error_body(const std::string& message, const std::string&
 
 // The one place any failure becomes an OpenAI error answer: ApiError as it says; an
 // fp6serve::Error by its kind (invalid argument or bad input 400, not found 404, unsupported
-// 400, out of memory 503, CUDA or internal 500); std::bad_alloc 503; anything else 500.
+// 400, out of memory or unavailable 503, CUDA or internal 500); std::bad_alloc 503; anything
+// else 500.
 struct ErrorReply {
   int status;
   nlohmann::ordered_json body;

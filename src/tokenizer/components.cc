@@ -279,14 +279,14 @@ class Digits : public PreTokenizer {
 class DecoderSequence : public Decoder {
  public:
   std::vector<std::unique_ptr<Decoder>> parts;
-  void apply(std::vector<std::string>& t) const override {
-    for (const auto& p : parts) p->apply(t);
+  void apply(std::vector<std::string>& t, bool keep_bytes) const override {
+    for (const auto& p : parts) p->apply(t, keep_bytes);
   }
 };
 
 class ByteLevelDecoder : public Decoder {
  public:
-  void apply(std::vector<std::string>& tokens) const override {
+  void apply(std::vector<std::string>& tokens, bool keep_bytes) const override {
     std::string bytes;
     for (const auto& t : tokens) {
       // A token whose every character is a byte stand-in becomes those bytes; others (added
@@ -303,7 +303,7 @@ class ByteLevelDecoder : public Decoder {
       }
       bytes += all ? mapped : t;
     }
-    tokens = {text::utf8_lossy(bytes)};
+    tokens = {keep_bytes ? bytes : text::utf8_lossy(bytes)};
   }
 };
 
@@ -311,21 +311,21 @@ class ReplaceDecoder : public Decoder {
  public:
   std::unique_ptr<text::Regex> pattern;
   std::string content;
-  void apply(std::vector<std::string>& tokens) const override {
+  void apply(std::vector<std::string>& tokens, bool) const override {
     for (auto& t : tokens) t = replace_all(*pattern, t, content);
   }
 };
 
 class ByteFallbackDecoder : public Decoder {
  public:
-  void apply(std::vector<std::string>& tokens) const override {
+  void apply(std::vector<std::string>& tokens, bool keep_bytes) const override {
     std::vector<std::string> out;
     std::string bytes;
     size_t pending = 0;
     auto flush = [&] {
       if (pending == 0) return;
       const std::string valid = text::utf8_lossy(bytes);
-      if (valid == bytes) {
+      if (keep_bytes || valid == bytes) {
         out.push_back(bytes);
       } else {
         for (size_t i = 0; i < pending; ++i) out.push_back("\xEF\xBF\xBD");
@@ -350,7 +350,7 @@ class ByteFallbackDecoder : public Decoder {
 
 class Fuse : public Decoder {
  public:
-  void apply(std::vector<std::string>& tokens) const override {
+  void apply(std::vector<std::string>& tokens, bool) const override {
     std::string all;
     for (const auto& t : tokens) all += t;
     tokens = {all};
@@ -361,7 +361,7 @@ class StripDecoder : public Decoder {
  public:
   std::string content = " ";
   size_t start = 0, stop = 0;
-  void apply(std::vector<std::string>& tokens) const override {
+  void apply(std::vector<std::string>& tokens, bool) const override {
     for (auto& t : tokens) {
       const auto chars = text::utf8_chars(t);
       size_t b = 0, e = chars.size();
@@ -379,7 +379,7 @@ class MetaspaceDecoder : public Decoder {
  public:
   std::unique_ptr<text::Regex> replacement_re;  // the replacement, literally
   bool strip_first = true;
-  void apply(std::vector<std::string>& tokens) const override {
+  void apply(std::vector<std::string>& tokens, bool) const override {
     for (size_t i = 0; i < tokens.size(); ++i) {
       tokens[i] = replace_all(*replacement_re, tokens[i], " ");
       if (i == 0 && strip_first && !tokens[i].empty() && tokens[i][0] == ' ') tokens[i].erase(0, 1);

@@ -27,10 +27,12 @@ class PreTokenizer {
 };
 
 // Turns the token strings of a decode into text, in place (HF decoders work on the list).
+// keep_bytes: bytes that form no UTF-8 (a token of part of a character) stay as they are
+// instead of becoming U+FFFD (Tokenizer::token_bytes).
 class Decoder {
  public:
   virtual ~Decoder() = default;
-  virtual void apply(std::vector<std::string>& tokens) const = 0;
+  virtual void apply(std::vector<std::string>& tokens, bool keep_bytes) const = 0;
 };
 
 // Adds the special tokens of the template around the ids (when add_special_tokens).

@@ -261,6 +261,14 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
 }
 
 std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_tokens) const {
+  return decode_tokens(ids, skip_special_tokens, false);
+}
+
+std::string Tokenizer::token_bytes(int32_t id) const {
+  return decode_tokens(std::span<const int32_t>(&id, 1), false, true);
+}
+
+std::string Tokenizer::decode_tokens(std::span<const int32_t> ids, bool skip_special_tokens, bool keep_bytes) const {
   const Impl& m = *impl_;
   std::vector<std::string> tokens;
   tokens.reserve(ids.size());
@@ -272,7 +280,7 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_to
     tokens.push_back(m.text_of(id));
   }
   if (m.decoder)
-    m.decoder->apply(tokens);
+    m.decoder->apply(tokens, keep_bytes);
   else if (tokens.size() > 1) {
     // The tokenizers library joins with spaces when there is no decoder.
     std::string joined = tokens[0];

@@ -31,6 +31,10 @@ class Tokenizer {
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = true) const;
   // Ids the tokenizer has no token for (padding of the model's vocabulary) decode to "".
   std::string decode(std::span<const int32_t> ids, bool skip_special_tokens = false) const;
+  // The bytes of one token decoded alone, before invalid UTF-8 becomes U+FFFD: a token of part
+  // of a character (byte-level, or byte-fallback <0xNN>) gives its raw bytes (logprobs'
+  // "bytes"); any other token gives decode({id}).
+  std::string token_bytes(int32_t id) const;
 
   int32_t vocab_size() const;  // largest id + 1, added tokens included
   std::optional<int32_t> token_to_id(std::string_view token) const;
@@ -45,6 +49,7 @@ class Tokenizer {
  private:
   struct Impl;
   explicit Tokenizer(std::unique_ptr<Impl> impl);
+  std::string decode_tokens(std::span<const int32_t> ids, bool skip_special_tokens, bool keep_bytes) const;
   std::unique_ptr<Impl> impl_;
 };
 

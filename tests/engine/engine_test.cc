@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <map>
 #include <random>
 
@@ -228,6 +229,10 @@ TEST_F(EngineTest, BadRequestsAreRejectedAndLeaveTheEngineUntouched) {
   expect_invalid({}, greedy(4), "empty");
   expect_invalid(prompt(7, 2100), greedy(4), "maximum context length");
   expect_invalid(prompt(7, 2000), greedy(100), "maximum context length");
+  // max_new_tokens near int64's largest once overflowed prompt + max_new_tokens past the check
+  // and generated to the end of the context ("generate --max-new-tokens 99999999999999999999").
+  for (int64_t big : {std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::max() - 1})
+    expect_invalid(prompt(7, 5), greedy(big), "you requested 922337203685477581");
   expect_invalid({5, 2000}, greedy(4), "outside the vocabulary");
   GenerateOptions g = greedy(4);
   g.top_p = 1.5;

@@ -29,6 +29,12 @@ req() {  # req METHOD PATH [BODY] [extra curl args...] -> "STATUS BODY"
 }
 status_body() { st=$(req "$@"); body=$(cat /tmp/fp6-e2e-body); }
 
+# A second server on the port in use stops with exit status 1 (cpp-httplib's SO_REUSEPORT once
+# let both listen and split the traffic).
+port=${base##*:}
+out=$("$bin" serve --model "$model_dir" --port "$port" 2>&1); rc=$?
+check "second server on a port in use" 1 "$rc" "$out" "cannot listen on 127.0.0.1:$port: Address already in use"
+
 # The official SDK.
 (cd "$here/js" && node openai_client.mjs "$base/v1" "$key" "$name") || fail=1
 
@@ -66,6 +72,8 @@ status_body POST /v1/completions '{"model": "tiny", "prompt": "hi", max_tokens: 
 check "malformed JSON" 400 "$st" "$body" '"type":"invalid_request_error"'
 status_body POST /v1/completions '{"model": "tiny", "prompt": "hi", "max_tokens": "three"}'
 check "wrong type" 400 "$st" "$body" '"param":"max_tokens"'
+status_body POST /v1/chat/completions '{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 3, "max_tokens": "three"}'
+check "bad max_tokens beside max_completion_tokens" 400 "$st" "$body" '"param":"max_tokens"'
 status_body POST /v1/completions '{"model": "gpt-9", "prompt": "hi"}'
 check "unknown model" 404 "$st" "$body" '"code":"model_not_found"'
 long=$(python3 -c 'print(" ".join(["word"] * 3000))')

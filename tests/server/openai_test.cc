@@ -1,6 +1,7 @@
 // The OpenAI API surface without HTTP (src/server/openai.h): request parsing and validation, and the response JSON.
 #include "server/openai.h"
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -15,6 +16,7 @@
 #include "engine/service.h"
 #include "tests/support/fixture.h"
 #include "tests/support/random.h"
+#include "tokenizer/unicode.h"
 
 namespace fp6serve::server {
 namespace {
@@ -279,12 +281,15 @@ TEST(OpenAiRequest, StopIsAStringOrAListOfStrings) {
 }
 
 TEST(OpenAiRequest, MaxTokensAndMaxCompletionTokens) {
-  // Completions: max_tokens only (max_completion_tokens is not theirs and is ignored).
+  // Completions: max_tokens (default 16); max_completion_tokens, chat's newer name, is taken
+  // the same way as in chat rather than ignored.
   EXPECT_EQ(parse(completion({{"max_tokens", 1}}), false).options.max_new_tokens, 1);
   EXPECT_EQ(parse(completion({{"max_tokens", nullptr}}), false).options.max_new_tokens, 16);
-  const ParsedRequest ignored = parse(completion({{"max_completion_tokens", 5}}), false);
-  EXPECT_EQ(ignored.options.max_new_tokens, 16);
-  EXPECT_EQ(ignored.length_param, "prompt");
+  const ParsedRequest newer = parse(completion({{"max_completion_tokens", 5}}), false);
+  EXPECT_EQ(newer.options.max_new_tokens, 5);
+  EXPECT_EQ(newer.length_param, "max_completion_tokens");
+  EXPECT_EQ(parse(completion({{"max_completion_tokens", 5}, {"max_tokens", 9}}), false).options.max_new_tokens, 5);
+  EXPECT_EQ(parse(completion(), false).length_param, "prompt");
 
   // Chat: max_completion_tokens, else the legacy max_tokens.
   ParsedRequest r = parse(chat_body({{"max_tokens", 5}}), true);
@@ -307,6 +312,14 @@ TEST(OpenAiRequest, MaxTokensAndMaxCompletionTokens) {
   EXPECT_400(chat_body({{"max_completion_tokens", 0}}), true, "max_completion_tokens");
   EXPECT_400(chat_body({{"max_completion_tokens", "9"}}), true, "max_completion_tokens");
   EXPECT_400(chat_body({{"max_completion_tokens", -3}, {"max_tokens", 5}}), true, "max_completion_tokens");
+  // Both sent: each is checked, whichever wins (a bad max_tokens was let through beside a good
+  // max_completion_tokens).
+  for (bool chat : {false, true}) {
+    for (const json& bad : {json("five"), json(0), json(-1), json(2.5), json((1 << 24) + 1), json::array(), json(true)})
+      EXPECT_400(body_for(chat, {{"max_completion_tokens", 9}, {"max_tokens", bad}}), chat, "max_tokens");
+    for (const json& bad : {json("five"), json(0), json(2.5)})
+      EXPECT_400(body_for(chat, {{"max_completion_tokens", bad}, {"max_tokens", 9}}), chat, "max_completion_tokens");
+  }
 }
 
 TEST(OpenAiRequest, CompletionLogprobsIsAnIntegerFrom0To5) {
@@ -849,6 +862,8 @@ TEST(OpenAiResponse, CompletionLogprobsLayout) {
     ASSERT_TRUE(top.is_object());
     EXPECT_EQ(top.size(), 2u);
     for (const auto& alt : choices[0].samples[i].top) {
+      // Its text (these alternatives are whole characters with distinct texts).
+      ASSERT_EQ(text::utf8_lossy(tok().token_bytes(alt.token)), tok().token_bytes(alt.token));
       ASSERT_TRUE(top.contains(token_text(alt.token))) << token_text(alt.token);
       EXPECT_FLOAT_EQ(top[token_text(alt.token)].get<float>(), alt.logprob);
     }
@@ -878,24 +893,22 @@ TEST(OpenAiResponse, ChatLogprobsLayout) {
   ASSERT_EQ(content.size(), tokens.size());
   for (size_t i = 0; i < tokens.size(); ++i) {
     const json& e = content[i];
-    const std::string t = token_text(tokens[i]);
     std::vector<std::string> keys;
     for (const auto& [k, v] : e.items()) keys.push_back(k);
     EXPECT_EQ(keys, (std::vector<std::string>{"token", "logprob", "bytes", "top_logprobs"}));
-    EXPECT_EQ(e["token"], t);
     EXPECT_FLOAT_EQ(e["logprob"].get<float>(), choices[0].samples[i].logprob);
-    ASSERT_EQ(e["bytes"].size(), t.size());
-    for (size_t b = 0; b < t.size(); ++b) {
+    const std::string raw = tok().token_bytes(tokens[i]);  // t, except for part of a character
+    ASSERT_EQ(e["bytes"].size(), raw.size());
+    for (size_t b = 0; b < raw.size(); ++b) {
       ASSERT_TRUE(e["bytes"][b].is_number_integer());
-      EXPECT_EQ(e["bytes"][b].get<int>(), static_cast<int>(static_cast<unsigned char>(t[b])));  // 0..255
+      EXPECT_EQ(e["bytes"][b].get<int>(), static_cast<int>(static_cast<unsigned char>(raw[b])));  // 0..255
     }
     ASSERT_EQ(e["top_logprobs"].size(), 3u);
     for (size_t k = 0; k < 3; ++k) {
       const auto& alt = choices[0].samples[i].top[k];
       const json& a = e["top_logprobs"][k];  // a list, in the sampler's order
-      EXPECT_EQ(a["token"], token_text(alt.token));
       EXPECT_FLOAT_EQ(a["logprob"].get<float>(), alt.logprob);
-      EXPECT_EQ(a["bytes"].size(), token_text(alt.token).size());
+      EXPECT_EQ(a["bytes"].size(), tok().token_bytes(alt.token).size());
       EXPECT_FALSE(a.contains("top_logprobs"));
     }
   }
@@ -904,6 +917,103 @@ TEST(OpenAiResponse, ChatLogprobsLayout) {
   EXPECT_EQ(
       completion_response("id", 1, kModel, true, choices, 3, true, tok())["choices"][0]["logprobs"]["content"].size(),
       2u);
+}
+
+// A token of part of a character ("é" is two byte tokens in this vocabulary): its logprob
+// entries carry its own bytes, never U+FFFD's, and name it by its bytes, "\xc3" in chat and
+// "bytes:\xc3" in the legacy completions (OpenAI's spellings); the bytes of the tokens, joined,
+// are the text, and the completions' text_offset indexes the text.
+TEST(OpenAiLogprobs, PartialCharactersShowTheirOwnBytes) {
+  const std::string text = "Hello caf\xC3\xA9 \xE2\x82\xAC!";  // café €
+  const auto tokens = tok().encode(text, false);
+  std::vector<Choice> choices(1);
+  choices[0].tokens = tokens;
+  choices[0].samples = samples_for(tokens, 1);
+  choices[0].text = text;
+  choices[0].finish = FinishReason::kStop;
+  auto escaped = [](const std::string& raw) {
+    std::string s;
+    for (unsigned char c : raw) s += c < 0x80 ? std::string(1, static_cast<char>(c)) : fmt::format("\\x{:02x}", c);
+    return s;
+  };
+  const json chat = completion_response("id", 1, kModel, true, choices, 3, true, tok());
+  const json legacy = completion_response("id", 1, kModel, false, choices, 3, true, tok());
+  const json& content = chat["choices"][0]["logprobs"]["content"];
+  const json& lp = legacy["choices"][0]["logprobs"];
+  ASSERT_EQ(content.size(), tokens.size());
+  std::string joined;
+  int partial = 0;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const std::string raw = tok().token_bytes(tokens[i]);
+    std::string bytes;
+    for (const json& b : content[i]["bytes"]) bytes += static_cast<char>(b.get<int>());
+    EXPECT_EQ(bytes, raw) << i;
+    // The top alternative is the token itself here: the same bytes.
+    EXPECT_EQ(content[i]["top_logprobs"][0]["bytes"], content[i]["bytes"]) << i;
+    EXPECT_EQ(content[i]["top_logprobs"][0]["token"], content[i]["token"]) << i;
+    const std::string chat_token = content[i]["token"];
+    const std::string legacy_token = lp["tokens"][i];
+    EXPECT_EQ(chat_token.find("\xEF\xBF\xBD"), std::string::npos) << i;
+    EXPECT_EQ(legacy_token.find("\xEF\xBF\xBD"), std::string::npos) << i;
+    if (text::utf8_lossy(raw) != raw) {
+      ++partial;
+      EXPECT_EQ(chat_token, escaped(raw)) << i;
+      EXPECT_EQ(legacy_token, "bytes:" + escaped(raw)) << i;
+      EXPECT_TRUE(lp["top_logprobs"][i].contains(legacy_token)) << i;
+    } else {
+      EXPECT_EQ(chat_token, raw) << i;
+      EXPECT_EQ(legacy_token, raw) << i;
+    }
+    EXPECT_EQ(lp["text_offset"][i].get<size_t>(), joined.size()) << i;
+    EXPECT_EQ(text.compare(joined.size(), raw.size(), raw), 0) << i;
+    joined += raw;
+  }
+  EXPECT_GE(partial, 4);  // é and € are byte tokens here
+  EXPECT_EQ(joined, text);
+  // The streamed chunks say the same.
+  StreamChunk c;
+  c.token_ids = tokens;
+  c.samples = choices[0].samples;
+  EXPECT_EQ(stream_chunk("c", 1, kModel, true, 0, c, false, true, tok())["choices"][0]["logprobs"]["content"], content);
+  EXPECT_EQ(stream_chunk("c", 1, kModel, false, 0, c, false, true, tok())["choices"][0]["logprobs"], lp);
+}
+
+// The legacy top_logprobs is an object keyed by token text: two ids that decode alike (here
+// the byte-fallback <0x41> and the token "A") must not overwrite each other. The more likely
+// keeps the text, the other is keyed "token_id:N"; every alternative keeps its own logprob.
+TEST(OpenAiLogprobs, AlternativesWithTheSameTextAreAllKept) {
+  const Tokenizer sp = Tokenizer::load(testing::fixture_dir("tiny-llama2-sp"));
+  const std::optional<int32_t> letter = sp.token_to_id("A"), byte = sp.token_to_id("<0x41>");
+  ASSERT_TRUE(letter && byte);
+  ASSERT_EQ(sp.decode(std::vector<int32_t>{*letter}), sp.decode(std::vector<int32_t>{*byte}));
+  const std::optional<int32_t> other = sp.token_to_id("a");
+  ASSERT_TRUE(other);
+  std::vector<Choice> choices(1);
+  choices[0].tokens = {*letter};
+  Sample s{*letter, -0.1f, {{*letter, -0.1f}, {*other, -2.5f}, {*byte, -3.0f}}};
+  choices[0].samples = {s};
+  choices[0].finish = FinishReason::kLength;
+  const json top =
+      completion_response("id", 1, kModel, false, choices, 1, true, sp)["choices"][0]["logprobs"]["top_logprobs"][0];
+  EXPECT_EQ(top.size(), 3u) << top.dump();
+  EXPECT_FLOAT_EQ(top["A"].get<float>(), -0.1f);  // the more likely keeps the text
+  EXPECT_FLOAT_EQ(top["a"].get<float>(), -2.5f);
+  ASSERT_TRUE(top.contains(fmt::format("token_id:{}", *byte))) << top.dump();
+  EXPECT_FLOAT_EQ(top[fmt::format("token_id:{}", *byte)].get<float>(), -3.0f);
+  // In the same order the other way round: the byte token first keeps "A".
+  choices[0].samples[0].top = {{*byte, -0.2f}, {*letter, -0.3f}};
+  const json swapped =
+      completion_response("id", 1, kModel, false, choices, 1, true, sp)["choices"][0]["logprobs"]["top_logprobs"][0];
+  EXPECT_FLOAT_EQ(swapped["A"].get<float>(), -0.2f);
+  EXPECT_FLOAT_EQ(swapped[fmt::format("token_id:{}", *letter)].get<float>(), -0.3f);
+  // Chat's top_logprobs is a list: both entries, same text and bytes, their own logprobs.
+  const json chat = completion_response("id", 1, kModel, true, choices, 1, true,
+                                        sp)["choices"][0]["logprobs"]["content"][0]["top_logprobs"];
+  ASSERT_EQ(chat.size(), 2u);
+  EXPECT_EQ(chat[0]["token"], "A");
+  EXPECT_EQ(chat[1]["token"], "A");
+  EXPECT_EQ(chat[0]["bytes"], json::array({65}));
+  EXPECT_FLOAT_EQ(chat[1]["logprob"].get<float>(), -0.3f);
 }
 
 TEST(OpenAiResponse, ChatStreamChunks) {

@@ -1,6 +1,7 @@
 // tokenizer.json against the Hugging Face tokenizers library's own outputs (tests/data).
 #include "tokenizer/tokenizer.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -150,6 +151,46 @@ TEST(Tokenizer, ConsecutiveByteFallbackCharactersStreamIntact) {
   streamed += dec.flush();
   EXPECT_EQ(streamed, text);
   EXPECT_EQ(tok.decode(ids), text);
+}
+
+// token_bytes: a token of part of a character gives its raw bytes (decode gives U+FFFD), and
+// the bytes of a text's tokens, joined, are the text (byte-level and byte-fallback alike).
+TEST_P(TokenizerFixture, TokenBytesAreTheTokensOwnBytes) {
+  const Tokenizer tok = Tokenizer::load(fixture_dir(GetParam()));
+  const std::string text = "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80";  // café € 😀
+  const auto ids = tok.encode(text, false);
+  std::string joined;
+  int partial = 0;
+  for (int32_t id : ids) {
+    const std::string b = tok.token_bytes(id);
+    const std::string d = tok.decode(std::vector<int32_t>{id});
+    if (valid_utf8(b)) {
+      EXPECT_EQ(b, d) << id;
+    } else {
+      ++partial;
+      EXPECT_EQ(d.find("\xEF\xBF\xBD") != std::string::npos, true) << id;  // decode alone: U+FFFD
+      EXPECT_EQ(b.find("\xEF\xBF\xBD"), std::string::npos) << id;          // its bytes: none
+    }
+    joined += b;
+  }
+  EXPECT_GT(partial, 0) << "the emoji, at least, is split into byte tokens in every fixture";
+  // Decoding a lone token may drop a leading space (SentencePiece's first-token strip), so
+  // compare without spaces.
+  std::erase(joined, ' ');
+  std::string want = text;
+  std::erase(want, ' ');
+  EXPECT_EQ(joined, want);
+  EXPECT_EQ(tok.token_bytes(-1), "");
+  EXPECT_EQ(tok.token_bytes(tok.vocab_size() + 3), "");
+}
+
+TEST(Tokenizer, TokenBytesOfByteFallbackTokens) {
+  const Tokenizer tok = Tokenizer::load(fixture_dir("tiny-llama2-sp"));
+  for (int b : {0x41, 0x80, 0xC3, 0xE2, 0xFF}) {
+    const std::optional<int32_t> id = tok.token_to_id(fmt::format("<0x{:02X}>", b));
+    ASSERT_TRUE(id.has_value()) << b;
+    EXPECT_EQ(tok.token_bytes(*id), std::string(1, static_cast<char>(b))) << b;
+  }
 }
 
 TEST(Tokenizer, MalformedFilesNameTheProblem) {

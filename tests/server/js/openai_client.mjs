@@ -44,6 +44,42 @@ await check("completions, n=3 with seed, logprobs", async () => {
   }
 });
 
+await check("completions, a list of prompts: one choice per prompt and n, indexed prompt-major", async () => {
+  const prompts = ["The capital of France is", "Once upon a time there was"];
+  const one = await Promise.all(prompts.map((p) => client.completions.create({ model, prompt: p, max_tokens: 1 })));
+  const body = { model, prompt: prompts, max_tokens: 5, temperature: 0, n: 2, ignore_eos: true };
+  const r = await client.completions.create(body);
+  assert.deepEqual(r.choices.map((c) => c.index), [0, 1, 2, 3]);
+  for (const c of r.choices) assert.equal(c.finish_reason, "length");
+  // Choices 2k and 2k+1 answer prompt k (greedy: the same text); each prompt counted once.
+  assert.equal(r.choices[0].text, r.choices[1].text);
+  assert.equal(r.choices[2].text, r.choices[3].text);
+  assert.equal(r.usage.prompt_tokens, one[0].usage.prompt_tokens + one[1].usage.prompt_tokens);
+  assert.equal(r.usage.completion_tokens, 4 * 5);
+  // Streaming: every chunk names its choice; each index ends once; the usage chunk totals.
+  const stream = await client.completions.create({ ...body, stream: true, stream_options: { include_usage: true } });
+  const texts = ["", "", "", ""];
+  const finished = [0, 0, 0, 0];
+  let usage = null;
+  for await (const chunk of stream) {
+    if (chunk.usage) usage = chunk.usage;
+    for (const c of chunk.choices) {
+      assert.ok(c.index >= 0 && c.index < 4, `index ${c.index}`);
+      texts[c.index] += c.text;
+      if (c.finish_reason) finished[c.index] += 1;
+    }
+  }
+  assert.deepEqual(finished, [1, 1, 1, 1]);
+  assert.equal(texts[0], texts[1]);
+  assert.equal(texts[2], texts[3]);
+  assert.deepEqual(usage, r.usage);
+  // Token-id prompts, and logprobs per choice.
+  const ids = await client.completions.create({ model, prompt: [[1019, 895, 220], [1019, 530]], max_tokens: 3, logprobs: 1, ignore_eos: true });
+  assert.deepEqual(ids.choices.map((c) => c.index), [0, 1]);
+  assert.equal(ids.usage.prompt_tokens, 5);
+  for (const c of ids.choices) assert.equal(c.logprobs.tokens.length, 3);
+});
+
 await check("completions, streaming equals non-streaming", async () => {
   const full = await client.completions.create({ model, prompt: "Hello there", max_tokens: 16, temperature: 0 });
   const stream = await client.completions.create({ model, prompt: "Hello there", max_tokens: 16, temperature: 0, stream: true, stream_options: { include_usage: true } });
