@@ -1,5 +1,6 @@
 // FPx linear on the GPU against cuBLAS FP16 (issue #3), in one run on one device:
-//   build-device/bench/fp6serve_bench_gemm [--quick | --profile | --no-tiles]
+//   build-device/bench/fp6serve_bench_gemm [--quick | --profile | --no-tiles | --hopper]
+// --hopper: the Hopper kernel's tile and split sweep alone (hopper_sweep below).
 // --profile: three launches per case on two shapes, nothing timed (for ncu). The tile sweep
 // (skipped by --quick and --no-tiles) times every CTA shape of fpx_tile_sweep.cu at its best
 // split for N = 1, 16, 32, 64: how fpx_gemm.cu's tiles were chosen. Built with
@@ -26,6 +27,7 @@
 #include "backend/cuda/fpx_gemm.h"
 #include "backend/cuda/linear.h"
 #include "bench/fpx_tile_sweep.h"
+#include "core/half.h"
 #include "fpx/pack.h"
 
 #ifdef FP6SERVE_HAVE_FP6_LLM
@@ -71,13 +73,185 @@ double time_us(const std::function<void(int)>& call, int per_batch = 20, int bat
   return ms[ms.size() / 2] * 1000.0;
 }
 
+// Random FP16 weights of shape s quantized to FP6 e3m2 on the GPU: `copies` of them, so that
+// a rotation over them reads more than the L2 holds.
+std::vector<cuda::DeviceFpxWeight> random_fp6(const Shape& s, int copies) {
+  std::vector<cuda::DeviceFpxWeight> out;
+  for (int i = 0; i < copies; ++i) {
+    cuda::DeviceBuffer w(static_cast<size_t>(s.rows * s.cols) * 2);
+    cuda::fill_normal(w.data(), s.rows * s.cols, 17 + i, 0.02f, false);
+    out.push_back(cuda::quantize_on_device(w.data(), DType::kF16, s.rows, s.cols, fpx::kE3M2, DType::kF16, s.name));
+  }
+  return out;
+}
+
+// Largest |a - b| over the largest |b| of two FP16 outputs on the device.
+double relative_error(const cuda::DeviceBuffer& a, const cuda::DeviceBuffer& b, size_t count) {
+  std::vector<uint16_t> ha(count), hb(count);
+  FP6_CUDA_CHECK(cudaMemcpy(ha.data(), a.data(), count * 2, cudaMemcpyDeviceToHost));
+  FP6_CUDA_CHECK(cudaMemcpy(hb.data(), b.data(), count * 2, cudaMemcpyDeviceToHost));
+  double err = 0, scale = 0;
+  for (size_t i = 0; i < count; ++i) {
+    const double x = f16_bits_to_f32(ha[i]), y = f16_bits_to_f32(hb[i]);
+    err = std::isfinite(x) ? std::max(err, std::abs(x - y)) : INFINITY;
+    scale = std::max(scale, std::abs(y));
+  }
+  return err / std::max(scale, 1e-30);
+}
+
+// --hopper: every tile of the Hopper kernel (fpx_tile_sweep.cu) at splits 1, 2, 4 (1 from 1024
+// tokens), per shape and token count, against cuBLAS FP16 and dequantize + cuBLAS in the same
+// run; each variant's output is checked against dequantize + cuBLAS (max error relative to
+// the largest output). Prints the per-(shape, N) winners and the geomean of the best.
+int hopper_sweep() {
+  cudaDeviceProp prop{};
+  FP6_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const size_t l2 = static_cast<size_t>(prop.l2CacheSize);
+  const std::vector<int64_t> ns = {16, 32, 64, 128, 256, 512, 1024, 2048, 4096};
+  const std::vector<cuda::FpxHopperTile>& variants = cuda::fpx_hopper_tiles();
+  std::string table =
+      "| shape | N | cuBLAS FP16 µs | dequant+cuBLAS µs | small-n kernel µs | fpx_linear µs (its path, tile, split) | "
+      "speedup over cuBLAS | best Hopper tile (tokens, consumers, stages; split) | µs | all tiles µs (split) "
+      "|\n|---|---|---|---|---|---|---|---|---|---|\n";
+  std::vector<std::vector<double>> best_speedup(ns.size()), ours_speedup(ns.size());
+  double worst_err = 0;
+  for (const Shape& s : kShapes) {
+    const size_t fp16_bytes = static_cast<size_t>(s.rows * s.cols) * 2;
+    const size_t packed_bytes = fpx::pack_plan(fpx::kE3M2, DType::kF16).packed_bytes(s.rows, s.cols);
+    const int copies6 = static_cast<int>(std::max<size_t>(2, 3 * l2 / packed_bytes + 1));
+    const int copies16 = static_cast<int>(std::max<size_t>(2, 3 * l2 / fp16_bytes + 1));
+    std::vector<cuda::DeviceFpxWeight> fp6 = random_fp6(s, copies6);
+    std::vector<cuda::DeviceDenseWeight> dense(static_cast<size_t>(copies16));
+    for (int i = 0; i < copies16; ++i) {
+      cuda::DeviceDenseWeight& d = dense[static_cast<size_t>(i)];
+      d.dtype = DType::kF16, d.rows = s.rows, d.cols = s.cols, d.data = cuda::DeviceBuffer(fp16_bytes);
+      cuda::fill_normal(d.data.data(), s.rows * s.cols, 17 + i, 0.02f, false);
+    }
+    const int64_t max_n = ns.back();
+    cuda::DeviceBuffer x(static_cast<size_t>(max_n * s.cols) * 2), y(static_cast<size_t>(max_n * s.rows) * 2),
+        ref(static_cast<size_t>(max_n * s.rows) * 2);
+    cuda::fill_normal(x.data(), max_n * s.cols, 5, 1.0f, false);
+    size_t ws_bytes = cuda::fpx_dequant_workspace_bytes(fp6[0]);
+    for (int64_t n : ns) ws_bytes = std::max(ws_bytes, cuda::fpx_fused_workspace_bytes(fp6[0], n, 8));
+    cuda::DeviceBuffer ws(ws_bytes);
+    FP6_CUDA_CHECK(cudaMemset(ws.data(), 0, ws_bytes));
+    auto fp6_at = [&](int i) -> const cuda::DeviceFpxWeight& { return fp6[static_cast<size_t>(i % copies6)]; };
+    for (size_t ni = 0; ni < ns.size(); ++ni) {
+      const int64_t n = ns[ni];
+      const int reps = n >= 1024 ? 4 : 10, batches = 5;
+      const double t16 = time_us(
+          [&](int i) {
+            cuda::dense_linear(x.data(), DType::kF16, n, dense[static_cast<size_t>(i % copies16)], nullptr, y.data(),
+                               nullptr, 0, nullptr);
+          },
+          reps, batches);
+      const double tdq = time_us(
+          [&](int i) {
+            cuda::fpx_linear_dequant_gemm(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes,
+                                          nullptr);
+          },
+          reps, batches);
+      cuda::fpx_linear_dequant_gemm(x.data(), DType::kF16, n, fp6[0], nullptr, ref.data(), ws.data(), ws_bytes,
+                                    nullptr);
+      // The small-n (mma.sync) kernel with fpx_gemm.cu's tile for n, at its best split.
+      std::string small = "-";
+      const std::vector<bench::TileVariant>& small_tiles = bench::fpx_tile_variants();
+      for (size_t v = 0; n <= cuda::kFpxGemmMaxTokens && v < small_tiles.size(); ++v) {
+        const bench::TileVariant& tv = small_tiles[v];
+        const int want = n <= 16 ? 16 : n <= 32 ? 32 : 64;
+        if (tv.n != want || tv.warps != 8 || tv.row_tiles_per_warp != 1 || tv.stages != (want == 64 ? 3 : 4)) continue;
+        double t_small = 1e30;
+        int s_small = 1;
+        for (int sp : {1, 2, 4, 8}) {
+          const double t = time_us(
+              [&](int i) {
+                cuda::FpxLaunch l = cuda::fpx_launch_for(fp6_at(i), x.data(), n, nullptr, y.data(), ws.data(), nullptr);
+                l.splits = sp;
+                bench::launch_fpx_tile_variant(l, v);
+              },
+              reps, batches);
+          if (t < t_small) t_small = t, s_small = sp;
+        }
+        small = fmt::format("{:.1f} ({})", t_small, s_small);
+      }
+      double best = 1e30;
+      std::string best_name, cells;
+      for (size_t v = 0; v < variants.size(); ++v) {
+        const cuda::FpxHopperTile& tv = variants[v];
+        if (tv.tokens > 2 * n && tv.tokens > 64) continue;  // mostly padding
+        double vbest = 1e30;
+        int vsplit = 1;
+        for (int sp : n >= 1024 ? std::vector<int>{1} : std::vector<int>{1, 2, 4}) {
+          if (sp > fp6[0].col_units() || cuda::fpx_fused_workspace_bytes(fp6[0], n, sp) > ws_bytes) break;
+          auto launch = [&](int i, void* out) {
+            cuda::FpxLaunch l = cuda::fpx_launch_for(fp6_at(i), x.data(), n, nullptr, out, ws.data(), nullptr);
+            l.splits = sp;
+            cuda::launch_fpx_gemm_hopper_tile(l, static_cast<int>(v));
+          };
+          FP6_CUDA_CHECK(cudaMemset(y.data(), 0xff, static_cast<size_t>(n * s.rows) * 2));  // NaN
+          launch(0, y.data());
+          FP6_CUDA_CHECK(cudaDeviceSynchronize());
+          const double err = relative_error(y, ref, static_cast<size_t>(n * s.rows));
+          worst_err = std::max(worst_err, err);
+          if (!(err < 2e-2)) {
+            fmt::print("WRONG: {} n={} tile ({}, {}, {}) split {}: relative error {:.3g}\n", s.name, n, tv.tokens,
+                       tv.consumers, tv.stages, sp, err);
+            continue;
+          }
+          const double t = time_us([&](int i) { launch(i, y.data()); }, reps, batches);
+          if (t < vbest) vbest = t, vsplit = sp;
+        }
+        if (vbest >= 1e30) continue;
+        cells += fmt::format("({},{},{}) {:.1f} ({}); ", tv.tokens, tv.consumers, tv.stages, vbest, vsplit);
+        if (vbest < best)
+          best = vbest, best_name = fmt::format("({}, {}, {}; {})", tv.tokens, tv.consumers, tv.stages, vsplit);
+      }
+      // What fpx_linear does by itself: its path, and on the fused path its plan.
+      const double tours = time_us(
+          [&](int i) {
+            cuda::fpx_linear(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, nullptr);
+          },
+          reps, batches);
+      const cuda::FpxGemmPlan plan =
+          cuda::fpx_gemm_plan(fp6[0].plan, fp6[0].row_tiles(), fp6[0].col_units(), fp6[0].cols, n, cuda::sm_count());
+      const std::string how =
+          cuda::fpx_path(fp6[0], n) == cuda::FpxPath::kDequantGemm ? "dequant+cuBLAS"
+          : plan.hopper ? fmt::format("Hopper ({}, {}, {}; {})", variants[static_cast<size_t>(plan.tile)].tokens,
+                                      variants[static_cast<size_t>(plan.tile)].consumers,
+                                      variants[static_cast<size_t>(plan.tile)].stages, cuda::fpx_splits(fp6[0], n))
+                        : fmt::format("small-n (split {})", cuda::fpx_splits(fp6[0], n));
+      ours_speedup[ni].push_back(t16 / tours);
+      best_speedup[ni].push_back(t16 / best);
+      table += fmt::format("| {} {}x{} | {} | {:.1f} | {:.1f} | {} | {:.1f} ({}) | {:.2f}x | {} | {:.1f} | {}|\n",
+                           s.name, s.rows, s.cols, n, t16, tdq, small, tours, how, t16 / tours, best_name, best, cells);
+    }
+    fmt::print("{} done\n", s.name);
+  }
+  std::string summary =
+      "| N | fpx_linear over cuBLAS FP16 (geomean) | worst shape | best Hopper tile over cuBLAS FP16 (geomean) "
+      "|\n|---|---|---|---|\n";
+  auto geomean = [](const std::vector<double>& v) {
+    double log_sum = 0;
+    for (double x : v) log_sum += std::log(x);
+    return std::exp(log_sum / static_cast<double>(v.size()));
+  };
+  for (size_t ni = 0; ni < ns.size(); ++ni)
+    summary +=
+        fmt::format("| {} | {:.2f}x | {:.2f}x | {:.2f}x |\n", ns[ni], geomean(ours_speedup[ni]),
+                    *std::min_element(ours_speedup[ni].begin(), ours_speedup[ni].end()), geomean(best_speedup[ni]));
+  fmt::print("=== table ===\ndevice: {}\nworst relative error of any tile: {:.3g}\n\n{}\n{}=== end ===\n",
+             cuda::device_summary(), worst_err, table, summary);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
+  cuda::require_device();
+  if (mode == "--hopper") return hopper_sweep();
   const bool quick = mode == "--quick", profile = mode == "--profile",
              tiles = !quick && !profile && mode != "--no-tiles";
-  cuda::require_device();
   cudaDeviceProp prop{};
   FP6_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   const size_t l2 = static_cast<size_t>(prop.l2CacheSize);

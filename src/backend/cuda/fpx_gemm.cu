@@ -1,5 +1,9 @@
 // The dequantization kernel of the large-n path, the launches, and the tiles fpx_linear
 // uses. The fused kernel itself is in fpx_gemm_kernel.cuh; docs/kernels.md has the design.
+#include <algorithm>
+#include <tuple>
+
+#include "backend/cuda/device.h"
 #include "backend/cuda/fpx_gemm_kernel.cuh"
 #include "backend/cuda/fpx_wgmma_kernel.cuh"
 
@@ -68,21 +72,31 @@ void dispatch_tile(int64_t n, F&& f) {
   return f.template operator()<Tile<64, 8, 1, 3>>();
 }
 
-// The Hopper tile for n > kFpxGemmMaxTokens tokens: 128 tokens per CTA up to 128 (four
-// stages), 256 above (two stages: a stage is 76 KB).
-template <typename F>
-void dispatch_wgmma_tile(int64_t n, F&& f) {
-  if (n <= 128) return f.template operator()<WgTile<128, 4>>();
-  return f.template operator()<WgTile<256, 2>>();
+// The Hopper tiles (tokens, consumer warpgroups of 64 rows, stages) fpx_gemm_plan chooses
+// from, by index: for up to 64 tokens, up to 512, and more. Three warpgroups (192 rows) fill
+// the last wave of CTAs better on some layers (bench/results/2026-11-24-hopper-gemm-h100.md).
+using HopperTiles =
+    std::tuple<WgTile<64, 2, 7>, WgTile<64, 3, 6>, WgTile<128, 2, 5>, WgTile<128, 3, 4>, WgTile<256, 2, 2>>;
+constexpr int kHopperTiles = std::tuple_size_v<HopperTiles>;
+
+template <typename F, int kI = 0>
+void dispatch_hopper_tile(int index, F&& f) {
+  if constexpr (kI < kHopperTiles) {
+    if (index == kI) return f.template operator()<std::tuple_element_t<kI, HopperTiles>>();
+    dispatch_hopper_tile<F, kI + 1>(index, std::forward<F>(f));
+  }
+}
+
+// Tiles [first, last] of HopperTiles are the candidates for n tokens.
+std::pair<int, int> hopper_candidates(int64_t n) {
+  if (n <= 64) return {0, 1};
+  if (n <= 512) return {2, 3};
+  return {4, 4};
 }
 
 // The Hopper kernel is built for sm_90a only.
 bool sm90() {
   return compute_capability_major() == 9;
-}
-
-bool use_wgmma(const FpxLaunch& l) {
-  return l.n > kFpxGemmMaxTokens && fpx_wgmma_supported(l.plan, l.cols) && reinterpret_cast<uintptr_t>(l.x) % 16 == 0;
 }
 
 template <int kE, int kM, bool kBf16>
@@ -120,32 +134,76 @@ bool fpx_gpu_format_supported(fpx::Format f) {
 }
 
 bool fpx_wgmma_supported(const fpx::PackPlan& plan, int64_t cols) {
-  return plan.format == fpx::kE3M2 && cols % 8 == 0 && sm90();
+  return (plan.format == fpx::kE3M2 || plan.format == fpx::kE2M3) && cols % 8 == 0 && sm90();
 }
 
-void launch_fpx_gemm(const FpxLaunch& l) {
-  const bool wgmma = use_wgmma(l);
+FpxGemmPlan fpx_gemm_plan(const fpx::PackPlan& plan, int64_t row_tiles, int64_t col_units, int64_t cols, int64_t n,
+                          int sms) {
+  FpxGemmPlan p;
+  // At least 4 K units (512 columns) per split.
+  const int64_t max_splits = std::max<int64_t>(1, col_units / 4);
+  if (n >= kFpxHopperMinTokens && fpx_wgmma_supported(plan, cols)) {
+    // One CTA per SM (a CTA takes most of its shared memory): pick the tile and split whose
+    // CTAs fill their last wave best; a split costs its partial sums and their reduction, so
+    // it must gain more than 5% to be taken. Ties go to the smaller tile index.
+    p.hopper = true;
+    double best = -1;
+    const auto [first, last] = hopper_candidates(n);
+    for (int t = first; t <= last; ++t)
+      dispatch_hopper_tile(t, [&]<class Cfg>() {
+        const int64_t blocks =
+            (row_tiles * fpx::kUnitRows + Cfg::kRows - 1) / Cfg::kRows * ((n + Cfg::kN - 1) / Cfg::kN);
+        for (int64_t s = 1; s <= std::min<int64_t>(max_splits, 16); ++s) {
+          const int64_t ctas = blocks * s, waves = (ctas + sms - 1) / sms;
+          const double score = static_cast<double>(ctas) / static_cast<double>(waves * sms) * (s > 1 ? 0.95 : 1.0);
+          if (score > best + 1e-9) {
+            best = score;
+            p.tile = t, p.rows_per_cta = Cfg::kRows, p.tokens_per_cta = Cfg::kN, p.splits = static_cast<int>(s);
+          }
+        }
+      });
+    return p;
+  }
+  dispatch_tile(n, [&]<class Cfg>() { p.rows_per_cta = Cfg::kRows, p.tokens_per_cta = Cfg::kN; });
+  // The small-n kernel is latency-bound: the best splits put about two CTAs on every SM, and
+  // at n <= 16, where the weights' bandwidth is all that matters, at least 4 (bench/results/).
+  const int64_t ctas = (row_tiles * fpx::kUnitRows + p.rows_per_cta - 1) / p.rows_per_cta *
+                       ((n + p.tokens_per_cta - 1) / p.tokens_per_cta);
+  if (ctas <= 0) return p;  // n = 0: nothing to split
+  const int64_t at_least = n <= 16 ? 4 : 1;
+  p.splits = static_cast<int>(std::clamp<int64_t>(std::max((2 * sms + ctas / 2) / ctas, at_least), 1, max_splits));
+  return p;
+}
+
+const std::vector<FpxHopperTile>& fpx_hopper_tiles() {
+  static const std::vector<FpxHopperTile> tiles = [] {
+    std::vector<FpxHopperTile> v;
+    for (int t = 0; t < kHopperTiles; ++t)
+      dispatch_hopper_tile(t, [&]<class Cfg>() { v.push_back({Cfg::kN, Cfg::kConsumers, Cfg::kStages}); });
+    return v;
+  }();
+  return tiles;
+}
+
+void launch_fpx_gemm_hopper_tile(const FpxLaunch& l, int tile) {
+  FP6_CUDA_REQUIRE(fpx_wgmma_supported(l.plan, l.cols) && reinterpret_cast<uintptr_t>(l.x) % 16 == 0 && tile >= 0 &&
+                       tile < kHopperTiles,
+                   kInvalidArgument, "fpx gemm: no Hopper tile " + std::to_string(tile) + " for this call");
   dispatch_format(l, [&]<int kE, int kM, bool kBf16>() {
-    if constexpr (kE == 3 && kM == 2) {
-      if (wgmma) return dispatch_wgmma_tile(l.n, [&]<class Cfg>() { launch_wgmma_tile<kE, kM, kBf16, Cfg>(l); });
-    }
-    dispatch_tile(l.n, [&]<class Cfg>() { launch_fused_tile<kE, kM, kBf16, Cfg>(l); });
+    if constexpr (kE == 3 && kM == 2 || kE == 2 && kM == 3)
+      dispatch_hopper_tile(tile, [&]<class Cfg>() { launch_wgmma_tile<kE, kM, kBf16, Cfg>(l); });
   });
 }
 
-int fpx_gemm_rows_per_cta(int64_t n) {
-  int rows = 0;
-  dispatch_tile(n, [&]<class Cfg>() { rows = Cfg::kRows; });
-  return rows;
-}
-
-int fpx_gemm_tokens_per_cta(int64_t n, const fpx::PackPlan& plan, int64_t cols) {
-  int tokens = 0;
-  if (n > kFpxGemmMaxTokens && fpx_wgmma_supported(plan, cols))
-    dispatch_wgmma_tile(n, [&]<class Cfg>() { tokens = Cfg::kN; });
-  else
-    dispatch_tile(n, [&]<class Cfg>() { tokens = Cfg::kN; });
-  return tokens;
+void launch_fpx_gemm(const FpxLaunch& l) {
+  const FpxGemmPlan p = fpx_gemm_plan(l.plan, l.row_tiles, l.col_units, l.cols, l.n, sm_count());
+  const bool hopper = p.hopper && reinterpret_cast<uintptr_t>(l.x) % 16 == 0;
+  dispatch_format(l, [&]<int kE, int kM, bool kBf16>() {
+    if constexpr (kE == 3 && kM == 2 || kE == 2 && kM == 3) {
+      if (hopper) return dispatch_hopper_tile(p.tile, [&]<class Cfg>() { launch_wgmma_tile<kE, kM, kBf16, Cfg>(l); });
+    }
+    dispatch_tile(l.n, [&]<class Cfg>() { launch_fused_tile<kE, kM, kBf16, Cfg>(l); });
+  });
 }
 
 void launch_fpx_dequant(const FpxLaunch& l, int64_t rt0, int64_t rt1, void* out) {

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "core/dtype.h"
 #include "fpx/pack_plan.h"
@@ -32,14 +33,32 @@ struct FpxLaunch {
 };
 
 bool fpx_gpu_format_supported(fpx::Format f);
-// Whether the Hopper kernel (fpx_wgmma_kernel.cuh) serves calls of more than
-// kFpxGemmMaxTokens tokens for this weight here: an sm_90 GPU, FP6 e3m2, K % 8 == 0 (and, per
-// call, X 16-byte aligned; otherwise the small-n kernel runs in 64-token blocks).
+// Whether the Hopper kernel (fpx_wgmma_kernel.cuh) can serve this weight here: an sm_90 GPU,
+// an FP6 format (e3m2, e2m3), K % 8 == 0 (and, per call, X 16-byte aligned; otherwise the
+// small-n kernel runs in 64-token blocks with the same split).
 bool fpx_wgmma_supported(const fpx::PackPlan& plan, int64_t cols);
-// Output rows one CTA of the fused kernel covers for n tokens (its row block).
-int fpx_gemm_rows_per_cta(int64_t n);
-// Tokens one CTA covers for n tokens (its token block).
-int fpx_gemm_tokens_per_cta(int64_t n, const fpx::PackPlan& plan, int64_t cols);
+// Calls of more than this many tokens take the Hopper kernel where it is supported (the
+// small-n kernel wins below: bench/results/2026-11-24-hopper-gemm-h100.md).
+inline constexpr int64_t kFpxHopperMinTokens = 17;
+
+// How the fused path runs n tokens of a weight of row_tiles x col_units units: which kernel
+// and tile (Hopper: an index into fpx_gemm.cu's tile list), the CTA's rows and tokens, and
+// the K split. The Hopper tile and split are chosen together to fill the last wave of CTAs.
+struct FpxGemmPlan {
+  bool hopper = false;
+  int tile = 0;
+  int rows_per_cta = 0, tokens_per_cta = 0;
+  int splits = 1;
+};
+FpxGemmPlan fpx_gemm_plan(const fpx::PackPlan& plan, int64_t row_tiles, int64_t col_units, int64_t cols, int64_t n,
+                          int sms);
+// The Hopper tiles fpx_gemm_plan chooses from, and one launch of tile i (for the tests, which
+// run every tile, and the benchmark's sweep; needs fpx_wgmma_supported and X 16-byte aligned).
+struct FpxHopperTile {
+  int tokens, consumers, stages;
+};
+const std::vector<FpxHopperTile>& fpx_hopper_tiles();
+void launch_fpx_gemm_hopper_tile(const FpxLaunch& l, int tile);
 // y = X . (scale (.) dequant(W))^T + bias, one launch (split-K reduced by the last CTA).
 void launch_fpx_gemm(const FpxLaunch& l);
 // Row tiles [rt0, rt1) dequantized and scaled into out[(rt1 - rt0) * 16, cols] (16-bit).

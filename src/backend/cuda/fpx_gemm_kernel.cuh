@@ -60,6 +60,7 @@ constexpr int kXStride = fpx::kUnitCols + 8;  // halves per X row in shared memo
 template <int kN_, int kWarps_, int kRowTilesPerWarp_, int kStages_>
 struct Tile {
   static constexpr int kN = kN_, kWarps = kWarps_, kRowTilesPerWarp = kRowTilesPerWarp_, kStages = kStages_;
+  static constexpr int kThreads = kWarps * 32;
   static constexpr int kRows = kWarps * kRowTilesPerWarp * fpx::kUnitRows;
   static_assert(kN % 8 == 0 && kN <= kFpxGemmMaxTokens, "token tiles are whole m16n8k16 B tiles");
   static constexpr int stage_bytes(int unit_bytes) {
@@ -149,28 +150,60 @@ struct GemmArgs {
 
 // Split-K in one launch: after each CTA stored its FP32 partials, the last CTA of its (row
 // block, token block) to arrive adds them in split order, writes Y (scale, bias) and resets
-// the counter. Shared by the mma.sync and the wgmma kernel.
-template <bool kBf16, int kRows, int kThreads>
-__device__ __forceinline__ void finish_split(const GemmArgs& a, int64_t n0, int n_here, float fold) {
+// the counter. Shared by the mma.sync and the wgmma kernel: kThreads threads numbered tid
+// take part, synchronized by __syncthreads (kBarrier 0) or named barrier kBarrier.
+template <bool kBf16, int kRows, int kThreads, int kBarrier = 0>
+__device__ __forceinline__ void finish_split(const GemmArgs& a, int64_t n0, int n_here, float fold,
+                                             int tid = static_cast<int>(threadIdx.x)) {
   __shared__ bool last;
+  auto sync = [] {
+    if constexpr (kBarrier == 0)
+      __syncthreads();
+    else
+      named_barrier_sync(kBarrier, kThreads);
+  };
   __threadfence();
-  __syncthreads();
+  sync();
   int* counter = a.counters + static_cast<int64_t>(blockIdx.z) * gridDim.x + blockIdx.x;
-  if (threadIdx.x == 0) last = atomicAdd(counter, 1) == a.splits - 1;
-  __syncthreads();
+  if (tid == 0) last = atomicAdd(counter, 1) == a.splits - 1;
+  sync();
   if (!last) return;
   __threadfence();
-  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kRows;
-  for (int e = threadIdx.x; e < n_here * kRows; e += kThreads) {
-    const int tok = e / kRows;
-    const int64_t row = r0 + e % kRows;
-    if (row >= a.rows) continue;
-    const float* p = a.partials + (n0 + tok) * a.ld + row;
-    float v = 0;
-    for (int s = 0; s < a.splits; ++s) v += __ldcg(p + static_cast<int64_t>(s) * a.n * a.ld);
-    a.y[(n0 + tok) * a.rows + row] = to_bits<kBf16>(v * (a.scales[row] * fold) + (a.bias ? a.bias[row] : 0.0f));
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kRows, split_stride = a.n * a.ld;
+  auto output = [&](float v, int64_t row) {
+    return to_bits<kBf16>(v * (a.scales[row] * fold) + (a.bias ? a.bias[row] : 0.0f));
+  };
+  if (a.rows % 4 == 0 && reinterpret_cast<uintptr_t>(a.y) % 8 == 0) {
+    // Four rows per thread: 16-byte partial loads (ld is a multiple of 16), 8-byte stores,
+    // and the splits' loads unrolled so that several are in flight.
+    for (int e = tid; e < n_here * (kRows / 4); e += kThreads) {
+      const int tok = e / (kRows / 4);
+      const int64_t row = r0 + 4 * (e % (kRows / 4));
+      if (row >= a.rows) continue;
+      const float* p = a.partials + (n0 + tok) * a.ld + row;
+      float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll 4
+      for (int s = 0; s < a.splits; ++s) {
+        const float4 q = __ldcg(reinterpret_cast<const float4*>(p + s * split_stride));
+        v.x += q.x, v.y += q.y, v.z += q.z, v.w += q.w;
+      }
+      const uint2 out{output(v.x, row) | static_cast<uint32_t>(output(v.y, row + 1)) << 16,
+                      output(v.z, row + 2) | static_cast<uint32_t>(output(v.w, row + 3)) << 16};
+      *reinterpret_cast<uint2*>(a.y + (n0 + tok) * a.rows + row) = out;
+    }
+  } else {
+    for (int e = tid; e < n_here * kRows; e += kThreads) {
+      const int tok = e / kRows;
+      const int64_t row = r0 + e % kRows;
+      if (row >= a.rows) continue;
+      const float* p = a.partials + (n0 + tok) * a.ld + row;
+      float v = 0;
+#pragma unroll 4
+      for (int s = 0; s < a.splits; ++s) v += __ldcg(p + s * split_stride);
+      a.y[(n0 + tok) * a.rows + row] = output(v, row);
+    }
   }
-  if (threadIdx.x == 0) *counter = 0;  // ready for the next launch
+  if (tid == 0) *counter = 0;  // ready for the next launch
 }
 
 template <int kE, int kM, bool kBf16, class Cfg>
@@ -351,11 +384,12 @@ std::pair<void (*)(GemmArgs), int> gemm_kernel_configured() {
 }
 
 // One launch of the fused kernel with tile Cfg; l.n may exceed Cfg::kN (token blocks).
-// Launches `kernel` (kernel<Cfg> of the FPx GEMM, smem bytes of dynamic shared memory) for
-// l: row blocks of Cfg::kRows, the splits, token blocks of Cfg::kN; a programmatic dependent
-// launch where the GPU has them. Shared by the mma.sync and the wgmma kernel.
-template <class Cfg>
-void launch_gemm(void (*kernel)(GemmArgs), int smem, const FpxLaunch& l, bool x_vec) {
+// Launches `kernel` (kernel<Cfg> of the FPx GEMM, smem bytes of dynamic shared memory, the
+// arguments after GemmArgs in `extra`) for l: row blocks of Cfg::kRows, the splits, token
+// blocks of Cfg::kN, Cfg::kThreads threads; a programmatic dependent launch where the GPU has
+// them. Shared by the mma.sync and the wgmma kernel.
+template <class Cfg, class... Extra>
+void launch_gemm(void (*kernel)(GemmArgs, Extra...), int smem, const FpxLaunch& l, bool x_vec, Extra... extra) {
   GemmArgs a{};
   a.w = l.w;
   a.x = static_cast<const uint16_t*>(l.x);
@@ -379,7 +413,7 @@ void launch_gemm(void (*kernel)(GemmArgs), int smem, const FpxLaunch& l, bool x_
                    "fpx gemm: too many row blocks for split-K counters");
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
-  config.blockDim = dim3(Cfg::kWarps * 32);
+  config.blockDim = dim3(Cfg::kThreads);
   config.dynamicSmemBytes = static_cast<size_t>(smem);
   config.stream = l.stream;
   cudaLaunchAttribute attribute{};
@@ -389,7 +423,7 @@ void launch_gemm(void (*kernel)(GemmArgs), int smem, const FpxLaunch& l, bool x_
     config.attrs = &attribute;
     config.numAttrs = 1;
   }
-  FP6_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, a));
+  FP6_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, a, extra...));
 }
 
 // One launch of the fused kernel with tile Cfg; l.n may exceed Cfg::kN (token blocks).

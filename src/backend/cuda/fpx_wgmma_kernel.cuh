@@ -1,22 +1,33 @@
 // The Hopper FPx GEMM for many tokens (included by fpx_gemm.cu): the fused kernel's work
 // (Y = X . (scale (.) dequant(W))^T + bias, split-K in one launch) with wgmma instead of
-// mma.sync, so that one CTA covers 128 or 256 tokens and reads and dequantizes each weight
-// once per 256 tokens instead of once per 64. sm_90a only (fpx_wgmma_supported says where).
+// mma.sync, so that a CTA covers up to 256 tokens and reads and dequantizes each weight once
+// per CTA token tile instead of once per 64 tokens. sm_90a only (fpx_wgmma_supported says
+// where).
+//
+// Warp specialization. A CTA is kConsumers consumer warpgroups of 64 output rows each and one
+// producer warpgroup after them. One producer thread fills a ring of kStages shared-memory stages: per
+// K unit (128 columns), the X tile by TMA (two boxes of 64 columns x kN tokens, 128-byte
+// swizzle, zeros past n and past K) and each row tile's packed unit by a bulk copy (the
+// units of a row tile are contiguous: the same bytes the small-n kernel reads, no second
+// weight layout); a stage's mbarrier "full" completes when all its bytes have landed. The
+// consumers wait on it, dequantize their unit into registers and multiply; each consumer
+// warp arrives on the stage's "empty" mbarrier when its wgmmas are done, and the producer
+// refills the stage when all have. Consumers of different warpgroups are not synchronized
+// with each other, and each dequantizes its next unit while its wgmmas run (two register sets
+// of A fragments), so the tensor cores wait for neither. The producer warpgroup gives its
+// registers to the consumers (setmaxnreg; ptxas allocates the consumers' code to the larger
+// count, given the entry count that __launch_bounds__(threads, 1) fixes).
 //
 // Operands. The weights are wgmma's A operand from registers: warp w of a warpgroup holds the
 // 16 rows of its row tile as m16n8k16 A fragments, which is exactly what the packed unit
-// (fpx/pack_plan.h) gives a warp, so this kernel reads the same packed bytes as the small-n
-// kernel. A warpgroup covers 64 output rows, a CTA of two warpgroups 128. X is B, from
-// shared memory through a matrix descriptor: per stage the [BN tokens x 128] X tile in the
-// no-swizzle K-major layout of 8x8 core matrices (128 contiguous bytes each: token t % 8's 16
-// bytes of one 8-column chunk), core matrix (k chunk c, token block b) at (c * BN / 8 + b) *
-// 128 bytes; so the leading (K) byte offset is BN * 16 and the stride (token) byte offset 128.
-//
-// Pipeline. As the small-n kernel: kStages shared-memory stages filled by cp.async, kStages - 1
-// units ahead. Per unit, each warp dequantizes its 8 A fragments into registers (bit
-// placement, fpx::PackPlan), then its warpgroup issues 8 wgmmas (k16 each) and waits for them
-// before the stage is reused. The scale and bias are applied in FP32 in the epilogue.
+// (fpx/pack_plan.h) gives a warp. X is B, K-major, from shared memory through a descriptor
+// of the 128-byte swizzle layout TMA wrote. The scale and bias are applied in FP32 in the
+// epilogue, as in the small-n kernel; split-K partials are reduced by the last CTA
+// (finish_split), the consumers synchronizing on a named barrier.
 #pragma once
+
+#include <cuda.h>  // CUtensorMap (a header-only use: the encoder comes from the runtime)
+#include <cudaTypedefs.h>
 
 #include "backend/cuda/fpx_gemm_kernel.cuh"
 #include "backend/cuda/ptx.cuh"
@@ -26,115 +37,165 @@ namespace fp6serve::cuda {
 
 namespace {
 
-// kN tokens per CTA (128 or 256: a wgmma width), two warpgroups of 64 rows, kStages stages.
-template <int kN_, int kStages_>
+// kN tokens per CTA (a wgmma width: 64, 128, 192 or 256), kConsumers warpgroups of 64 rows,
+// kStages stages; plus the producer warpgroup.
+template <int kN_, int kConsumers_, int kStages_>
 struct WgTile {
-  static constexpr int kN = kN_, kStages = kStages_, kWarps = 8, kRows = 128;
-  static constexpr int kXBytes = kN * fpx::kUnitCols * 2;
-  static constexpr int stage_bytes(int unit_bytes) { return kXBytes + kWarps * unit_bytes; }
+  static constexpr int kN = kN_, kConsumers = kConsumers_, kStages = kStages_;
+  static constexpr int kThreads = 128 * (kConsumers + 1);
+  static constexpr int kRows = 64 * kConsumers;
+  static constexpr int kXBytes = kN * fpx::kUnitCols * 2;  // two 64-column boxes of 128-byte rows
+  static constexpr int stage_bytes(int unit_bytes) { return kXBytes + 4 * kConsumers * unit_bytes; }
+  // Stages, their mbarriers, and slack to align the stages to 1024 bytes (the swizzle atom).
   template <int kUnitBytes>
   static constexpr int smem_bytes() {
-    return kStages * stage_bytes(kUnitBytes);
+    return 1024 + kStages * stage_bytes(kUnitBytes) + 2 * kStages * 8;
   }
 };
 
+// Registers of a producer thread, and of a consumer thread after the producer gave its
+// others up: the CTA's (65536 / kThreads each at entry, in multiples of 8) shared out.
+constexpr int kProducerRegs = 24;
+constexpr int consumer_regs(int consumers) {
+  const int entry = 65536 / (128 * (consumers + 1)) / 8 * 8;
+  const int regs = (entry * (consumers + 1) - kProducerRegs) / consumers / 8 * 8;
+  return regs > 240 ? 240 : regs;
+}
+
 template <int kE, int kM, bool kBf16, class Cfg>
-__global__ void __launch_bounds__(Cfg::kWarps * 32, 1) fpx_wgmma_kernel(const GemmArgs a) {
+__global__ void __launch_bounds__(Cfg::kThreads, 1)
+    fpx_wgmma_kernel(const GemmArgs a, const __grid_constant__ CUtensorMap x_map) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr int kN = Cfg::kN, kWarps = Cfg::kWarps, kStages = Cfg::kStages, kThreads = kWarps * 32;
+  constexpr int kN = Cfg::kN, kC = Cfg::kConsumers, kStages = Cfg::kStages;
+  constexpr int kRowTiles = 4 * kC;
   constexpr fpx::PackPlan plan = fpx::make_pack_plan(fpx::Format{kE, kM}, kBf16 ? DType::kBF16 : DType::kF16);
   constexpr int kUnitBytes = plan.unit_bytes();
   static_assert(kUnitBytes % 16 == 0, "units must be whole 16-byte chunks");
   constexpr int kXBytes = Cfg::kXBytes;
   constexpr int kStageBytes = Cfg::stage_bytes(kUnitBytes);
+  static_assert(kXBytes % 1024 == 0 && kStageBytes % 1024 == 0, "X tiles must stay 1024-byte aligned");
+  static_assert(kC >= 2 && kC <= 3, "two or three consumer warpgroups (setmaxnreg counts)");
   constexpr int kAcc = kN / 2;
   constexpr float kFold = kBf16 ? 1.0f : raw_to_value(plan);
-  extern __shared__ __align__(128) uint8_t smem[];
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
+  uint64_t* empty = full + kStages;
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, t = lane % 4;
-  const int64_t rt = static_cast<int64_t>(blockIdx.x) * kWarps + warp;  // this warp's row tile
-  const bool rt_valid = rt < a.row_tiles;
   const int split = static_cast<int>(blockIdx.y);
   const int64_t n0 = static_cast<int64_t>(blockIdx.z) * kN;
   const int n_here = static_cast<int>(min(static_cast<int64_t>(kN), a.n - n0));
   const int u_begin = static_cast<int>(a.col_units * split / a.splits);
   const int units = static_cast<int>(a.col_units * (split + 1) / a.splits) - u_begin;
-  const uint16_t* x = a.x + n0 * a.cols;
   const int64_t tile_bytes = a.col_units * kUnitBytes;
+  const int64_t rt0 = static_cast<int64_t>(blockIdx.x) * kRowTiles;
 
-  // Stage `slot` <- unit u of this warp's row tile (after the X tile).
-  auto load_weights = [&](int u, int slot) {
-    if (!rt_valid) return;
-    const uint8_t* src = a.w + rt * tile_bytes + static_cast<int64_t>(u) * kUnitBytes;
-    uint8_t* dst = smem + slot * kStageBytes + kXBytes + warp * kUnitBytes;
+  if (threadIdx.x == 0) {
 #pragma unroll
-    for (int c = lane; c < kUnitBytes / 16; c += 32) cp_async16(dst + c * 16, src + c * 16, 16);
-  };
-  // Stage `slot` <- X[tokens, 128u .. 128u + 128) in core matrices; tokens past n and columns
-  // past K are zeros. Four neighbouring lanes copy 64 contiguous bytes of one token's row.
-  auto load_x = [&](int u, int slot) {
-    uint8_t* xs = smem + slot * kStageBytes;
-    const int64_t k0 = static_cast<int64_t>(u) * fpx::kUnitCols;
-#pragma unroll 4
-    for (int c = threadIdx.x; c < kN * 16; c += kThreads) {
-      const int tok = (c / 4) % kN, chunk = 4 * (c / (4 * kN)) + c % 4;
-      const bool in = tok < n_here && k0 + chunk * 8 < a.cols;  // K % 8 == 0: a chunk is all in or out
-      cp_async16(xs + (chunk * (kN / 8) + tok / 8) * 128 + (tok % 8) * 16, in ? x + tok * a.cols + k0 + chunk * 8 : x,
-                 in ? 16 : 0);
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(&full[s], 1);
+      mbar_init(&empty[s], 4 * kC);  // one arrival per consumer warp
     }
-  };
+    fence_mbar_init();
+  }
+  __syncthreads();
+
+  if (threadIdx.x >= 128 * kC) {  // the producer warpgroup; one thread issues every copy
+    setmaxnreg_dec<kProducerRegs>();
+    if (threadIdx.x != 128 * kC) return;
+    const int valid_tiles = static_cast<int>(min(static_cast<int64_t>(kRowTiles), a.row_tiles - rt0));
+    const auto tx = static_cast<uint32_t>(kXBytes + valid_tiles * kUnitBytes);
+    auto load_weights = [&](int i) {
+      uint8_t* dst = smem + (i % kStages) * kStageBytes + kXBytes;
+      const uint8_t* src = a.w + rt0 * tile_bytes + static_cast<int64_t>(u_begin + i) * kUnitBytes;
+      for (int r = 0; r < valid_tiles; ++r)
+        bulk_copy_g2s(dst + r * kUnitBytes, src + r * tile_bytes, kUnitBytes, &full[i % kStages]);
+    };
+    auto load_x = [&](int i) {
+      uint8_t* dst = smem + (i % kStages) * kStageBytes;
+      const int k0 = (u_begin + i) * fpx::kUnitCols;
+      tma_load_2d(dst, &x_map, k0, static_cast<int>(n0), &full[i % kStages]);
+      tma_load_2d(dst + kXBytes / 2, &x_map, k0 + fpx::kUnitCols / 2, static_cast<int>(n0), &full[i % kStages]);
+    };
+    // The first stages' weights before griddepcontrol.wait (they do not depend on the
+    // previous kernel), their X after it.
+    const int first = min(units, kStages);
+    for (int i = 0; i < first; ++i) {
+      mbar_arrive_expect_tx(&full[i], tx);
+      load_weights(i);
+    }
+    wait_for_previous_grid();
+    for (int i = 0; i < first; ++i) load_x(i);
+    for (int i = kStages; i < units; ++i) {
+      mbar_wait(&empty[i % kStages], (i / kStages - 1) & 1);
+      mbar_arrive_expect_tx(&full[i % kStages], tx);
+      load_weights(i);
+      load_x(i);
+    }
+    return;
+  }
+
+  setmaxnreg_inc<consumer_regs(kC)>();
+  wait_for_previous_grid();  // Y and the workspace may still be in use by the previous kernel
+  const int tid = static_cast<int>(threadIdx.x);
+  const int cw = tid / 32, lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int64_t rt = rt0 + cw;  // this warp's row tile
+  const bool rt_valid = rt < a.row_tiles;
 
   float d[kAcc];
 #pragma unroll
   for (int i = 0; i < kAcc; ++i) d[i] = 0.0f;
-
-    // Prologue: the weights of the first stages before griddepcontrol.wait (they do not depend
-    // on the previous kernel), X after it.
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s)
-    if (s < units) load_weights(u_begin + s, s);
-  wait_for_previous_grid();
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < units) load_x(u_begin + s, s);
-    cp_async_commit();
-  }
-  for (int i = 0; i < units; ++i) {
-    cp_async_wait<kStages - 2>();
-    fence_proxy_async_shared();
-    __syncthreads();  // stage i is visible to all (and to wgmma); stage i-1 is free
-    if (i + kStages - 1 < units) {
-      load_weights(u_begin + i + kStages - 1, (i + kStages - 1) % kStages);
-      load_x(u_begin + i + kStages - 1, (i + kStages - 1) % kStages);
-    }
-    cp_async_commit();
-    const uint8_t* st = smem + (i % kStages) * kStageBytes;
+  // Unit i: wait for its stage, read this warp's words and dequantize them into af.
+  auto dequantize = [&](int i, uint32_t(&af)[fpx::kUnitFragments][4]) {
+    mbar_wait(&full[i % kStages], (i / kStages) & 1);
     UnitWords<plan.num_segments> words;
     if (rt_valid) {
-      read_unit_words<plan>(st + kXBytes + warp * kUnitBytes, lane, words);
+      read_unit_words<plan>(smem + (i % kStages) * kStageBytes + kXBytes + cw * kUnitBytes, lane, words);
     } else {
 #pragma unroll
       for (int s = 0; s < plan.num_segments; ++s)
 #pragma unroll
         for (int j = 0; j < 8; ++j) words.w[s][j] = 0;  // a row tile past the end: zeros, never stored
     }
-    uint32_t af[fpx::kUnitFragments][4];
 #pragma unroll
     for (int f = 0; f < fpx::kUnitFragments; ++f)
 #pragma unroll
       for (int r = 0; r < 4; ++r) af[f][r] = dequant_reg<plan, kBf16>(words, f, r);
-#pragma unroll
-    for (int j = 0; j < kAcc; ++j) fence_operand(d[j]);
+  };
+  // Unit i's wgmmas (asynchronous: they run while the next unit is dequantized).
+  auto multiply = [&](int i, const uint32_t(&af)[fpx::kUnitFragments][4]) {
+    const uint8_t* xs = smem + (i % kStages) * kStageBytes;
     wgmma_fence();
 #pragma unroll
     for (int f = 0; f < fpx::kUnitFragments; ++f)
-      Wgmma<kN, kBf16>::mma(d, af[f], smem_descriptor(st + f * 2 * (kN / 8) * 128, kN * 16, 128));
+      Wgmma<kN, kBf16>::mma(d, af[f], smem_descriptor_sw128(xs + (f / 4) * (kXBytes / 2) + (f % 4) * 32));
     wgmma_commit();
+  };
+  // After unit i's wgmmas completed: its stage may be refilled.
+  auto release = [&](int i) {
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&empty[i % kStages]);
+  };
+
+  // Two register sets of A fragments, alternating (the loop is unrolled by two so that each
+  // is named statically): unit i + 1 is dequantized into one while unit i's wgmmas read the
+  // other. Nothing touches the accumulators between a wgmma and its wait.
+  uint32_t af0[fpx::kUnitFragments][4], af1[fpx::kUnitFragments][4];
+  if (units > 0) dequantize(0, af0);
+  for (int i = 0; i < units; i += 2) {
+    multiply(i, af0);
+    if (i + 1 < units) dequantize(i + 1, af1);
     wgmma_wait_all();
-#pragma unroll
-    for (int j = 0; j < kAcc; ++j) fence_operand(d[j]);
+    release(i);
+    if (i + 1 == units) break;
+    multiply(i + 1, af1);
+    if (i + 2 < units) dequantize(i + 2, af0);
+    wgmma_wait_all();
+    release(i + 1);
   }
+#pragma unroll
+  for (int j = 0; j < kAcc; ++j) fence_operand(d[j]);
 
   // d[4 nt + e]: row g + 8 (e / 2) of the warp's row tile, token 8 nt + 2 t + e % 2.
   if (a.splits == 1) {
@@ -161,8 +222,33 @@ __global__ void __launch_bounds__(Cfg::kWarps * 32, 1) fpx_wgmma_kernel(const Ge
         if (tok < n_here) part[tok * a.ld + rt * fpx::kUnitRows + g + 8 * (e >> 1)] = d[nt * 4 + e];
       }
   }
-  finish_split<kBf16, Cfg::kRows, kThreads>(a, n0, n_here, kFold);
+  finish_split<kBf16, Cfg::kRows, 128 * kC, /*named barrier*/ 1>(a, n0, n_here, kFold, tid);
 #endif
+}
+
+// The tensor map of X [n, cols] (16-bit, rows 16-byte aligned) in boxes of 64 columns x
+// box_tokens tokens with the 128-byte swizzle, zeros outside. The encoder is the driver's,
+// found through the runtime (no link to libcuda).
+inline CUtensorMap x_tensor_map(const void* x, int64_t n, int64_t cols, int box_tokens) {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    FP6_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found));
+    FP6_CUDA_REQUIRE(found == cudaDriverEntryPointSuccess && fn, kInternal,
+                     "fpx gemm: the CUDA driver has no cuTensorMapEncodeTiled");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  CUtensorMap map{};
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(n)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(cols) * 2};
+  const cuuint32_t box[2] = {fpx::kUnitCols / 2, static_cast<cuuint32_t>(box_tokens)};
+  const cuuint32_t element_strides[2] = {1, 1};
+  const CUresult r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, const_cast<void*>(x), dims, strides, box,
+                            element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  FP6_CUDA_REQUIRE(r == CUDA_SUCCESS, kInternal,
+                   "fpx gemm: cuTensorMapEncodeTiled failed (" + std::to_string(static_cast<int>(r)) + ")");
+  return map;
 }
 
 // One launch of the Hopper kernel with tile Cfg (X rows 16-byte aligned, K % 8 == 0).
@@ -176,7 +262,7 @@ void launch_wgmma_tile(const FpxLaunch& l) {
     return true;
   }();
   (void)once;
-  launch_gemm<Cfg>(kernel, kSmem, l, true);
+  launch_gemm<Cfg>(kernel, kSmem, l, true, x_tensor_map(l.x, l.n, l.cols, Cfg::kN));
 }
 
 }  // namespace

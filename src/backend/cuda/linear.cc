@@ -76,14 +76,6 @@ FpxLaunch fpx_launch_for(const DeviceFpxWeight& w, const void* x, int64_t n, con
 
 namespace {
 
-int64_t row_blocks(const DeviceFpxWeight& w, int64_t n) {
-  const int64_t tiles = fpx_gemm_rows_per_cta(n) / fpx::kUnitRows;
-  return (w.row_tiles() + tiles - 1) / tiles;
-}
-int64_t token_blocks(const DeviceFpxWeight& w, int64_t n) {
-  const int64_t tokens = fpx_gemm_tokens_per_cta(n, w.plan, w.cols);
-  return (n + tokens - 1) / tokens;
-}
 size_t partial_bytes(const DeviceFpxWeight& w, int64_t n, int splits) {
   return splits > 1 ? static_cast<size_t>(splits * n * w.row_tiles() * fpx::kUnitRows) * sizeof(float) : 0;
 }
@@ -142,26 +134,21 @@ DeviceDenseWeight upload_dense(const void* host, DType dtype, int64_t rows, int6
 }
 
 FpxPath fpx_path(const DeviceFpxWeight& w, int64_t n, int64_t crossover) {
-  (void)w;  // the measured crossover does not depend on the weight yet
-  return n <= (crossover > 0 ? crossover : kFpxCrossoverTokens) ? FpxPath::kFused : FpxPath::kDequantGemm;
+  if (crossover <= 0) crossover = fpx_wgmma_supported(w.plan, w.cols) ? kFpxHopperCrossoverTokens : kFpxCrossoverTokens;
+  return n <= crossover ? FpxPath::kFused : FpxPath::kDequantGemm;
 }
 
-// Split-K, from the sweeps in bench/results/ (H100): the best splits put about two CTAs on
-// every SM (the kernel is latency-bound: more CTAs in flight, more loads in flight), and at
-// n <= 16, where the weights' bandwidth is all that matters, at least 4 splits even for the
-// largest layers; at least 4 K units per split, at most kMaxPartialBytes of partial sums.
+// The split fpx_gemm_plan chooses for the kernel and tile it picks, lowered until the partial
+// sums fit in kMaxPartialBytes; none where the arrival counters would not fit.
 int fpx_splits(const DeviceFpxWeight& w, int64_t n) {
-  constexpr int64_t kMinUnits = 4;
-  // The Hopper kernel's CTA takes most of an SM's shared memory: one per SM.
-  const int64_t ctas_per_sm = fpx_gemm_tokens_per_cta(n, w.plan, w.cols) > kFpxGemmMaxTokens ? 1 : 2;
   constexpr size_t kMaxPartialBytes = size_t{64} << 20;
-  const int64_t ctas = row_blocks(w, n) * token_blocks(w, n);
-  if (ctas <= 0 || static_cast<size_t>(ctas) * sizeof(int) > kFpxCounterBytes) return 1;  // n = 0: nothing to split
-  const int64_t max_splits = std::max<int64_t>(1, w.col_units() / kMinUnits);
-  const int64_t at_least = n <= 16 ? 4 : 1;
-  int64_t s = std::clamp<int64_t>(std::max((ctas_per_sm * sm_count() + ctas / 2) / ctas, at_least), 1, max_splits);
-  while (s > 1 && partial_bytes(w, n, static_cast<int>(s)) > kMaxPartialBytes) --s;
-  return static_cast<int>(s);
+  const FpxGemmPlan p = fpx_gemm_plan(w.plan, w.row_tiles(), w.col_units(), w.cols, n, sm_count());
+  const int64_t blocks = (w.row_tiles() * fpx::kUnitRows + p.rows_per_cta - 1) / p.rows_per_cta *
+                         ((n + p.tokens_per_cta - 1) / p.tokens_per_cta);
+  if (static_cast<size_t>(blocks) * sizeof(int) > kFpxCounterBytes) return 1;
+  int s = p.splits;
+  while (s > 1 && partial_bytes(w, n, s) > kMaxPartialBytes) --s;
+  return s;
 }
 
 size_t fpx_fused_workspace_bytes(const DeviceFpxWeight& w, int64_t n, int splits) {

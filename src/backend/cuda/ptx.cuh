@@ -1,7 +1,8 @@
 // Inline-PTX wrappers shared by the Tensor-Core kernels (the FPx GEMM, the prefill
-// attention): cp.async, ldmatrix, mma.sync m16n8k16, programmatic dependent launch, and the
-// wgmma fences, waits and shared-memory descriptors of the Hopper GEMM (sm_90a; the wgmma
-// instructions themselves are generated: wgmma_ops.cuh).
+// attention): cp.async, ldmatrix, mma.sync m16n8k16, programmatic dependent launch, and for
+// the Hopper GEMM mbarriers, TMA and bulk copies, setmaxnreg, named barriers, the wgmma
+// fences and waits and the shared-memory descriptor (sm_90a; the wgmma instructions
+// themselves are generated: wgmma_ops.cuh).
 // sm_80 and newer; the griddepcontrol instructions only on sm_90 (no-ops elsewhere).
 #pragma once
 
@@ -104,12 +105,90 @@ __device__ __forceinline__ void fence_operand(float& r) {
   asm volatile("" : "+f"(r)::"memory");
 }
 
-// A shared-memory matrix descriptor without swizzling: start address, leading (K) and stride
-// (M/N) byte offsets between core matrices, each in 16-byte units.
-__device__ __forceinline__ uint64_t smem_descriptor(const void* p, uint32_t leading_bytes, uint32_t stride_bytes) {
+// ---- mbarriers, TMA and bulk copies (sm_90)
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+}
+// Makes initialized mbarriers visible to the other threads and to the async proxy (TMA).
+__device__ __forceinline__ void fence_mbar_init() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(bar)) : "memory");
+}
+// Arrives and announces `bytes` more of asynchronous copies completing on this barrier.
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+#endif
+}
+// Waits until the barrier's phase of parity `parity` has completed.
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "{\n.reg .pred done;\nwait_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra wait_%=;\n}" ::"r"(smem_u32(bar)),
+      "r"(parity)
+      : "memory");
+#endif
+}
+// `bytes` (a multiple of 16) global -> shared by the copy engine, completing on `bar`; the
+// source is read once (L2 evict-first).
+__device__ __forceinline__ void bulk_copy_g2s(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "{\n.reg .b64 policy;\ncreatepolicy.fractional.L2::evict_first.b64 policy, 1.0;\n"
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], "
+      "policy;\n}" ::"r"(smem_u32(dst)),
+      "l"(src), "r"(bytes), "r"(smem_u32(bar))
+      : "memory");
+#endif
+}
+// The box at coordinates (c0 innermost, c1) of a 2-D tensor map -> shared, completing on bar.
+__device__ __forceinline__ void tma_load_2d(void* dst, const void* tensor_map, int c0, int c1, uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(
+          smem_u32(dst)),
+      "l"(reinterpret_cast<uint64_t>(tensor_map)), "r"(c0), "r"(c1), "r"(smem_u32(bar))
+      : "memory");
+#endif
+}
+// Warp-specialized kernels move registers between warpgroups (sm_90a): the producer gives
+// its registers up, the consumers take them (all warps of a warpgroup execute these).
+template <int kRegs>
+__device__ __forceinline__ void setmaxnreg_dec() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kRegs));
+#endif
+}
+template <int kRegs>
+__device__ __forceinline__ void setmaxnreg_inc() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(kRegs));
+#endif
+}
+// Synchronizes `threads` threads (whole warps) on named barrier `id` (1..15; 0 is
+// __syncthreads's).
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+
+// A descriptor of a K-major operand in the 128-byte swizzle layout that TMA writes with
+// CU_TENSOR_MAP_SWIZZLE_128B: rows of 64 16-bit values (128 bytes), 8-row atoms of 1024 bytes
+// (the stride byte offset); the tile must start 1024-byte aligned, and the k16 slice j of a
+// row starts at p + 32 j.
+__device__ __forceinline__ uint64_t smem_descriptor_sw128(const void* p) {
   const auto a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
-  return static_cast<uint64_t>((a & 0x3FFFF) >> 4) | static_cast<uint64_t>((leading_bytes >> 4) & 0x3FFF) << 16 |
-         static_cast<uint64_t>((stride_bytes >> 4) & 0x3FFF) << 32;
+  return static_cast<uint64_t>((a & 0x3FFFF) >> 4) | uint64_t{1} << 16 | uint64_t{1024 >> 4} << 32 | uint64_t{1} << 62;
 }
 
 }  // namespace fp6serve::cuda

@@ -138,6 +138,36 @@ TEST_P(CudaFpxLinear, EverySplitOfKGivesTheSameProduct) {
   }
 }
 
+// fpx_linear picks a Hopper tile by how well its CTAs fill the GPU, so a test shape may never
+// reach some tiles: run each directly, both FP6 formats, one and several token blocks, K not
+// a multiple of 128, a partial row block, with and without a split.
+TEST_P(CudaFpxLinear, EveryHopperTileMatchesTheReference) {
+  Case c{GetParam()};
+  const std::pair<int64_t, int64_t> shapes[] = {{300, 2048}, {17, 64}, {1000, 392}};
+  for (fpx::Format f : {fpx::kE3M2, fpx::kE2M3})
+    for (auto [rows, cols] : shapes)
+      for (int64_t n : {17, 100, 300}) {
+        Problem p(c, f, rows, cols, n, n % 2 == 1);
+        if (!cuda::fpx_wgmma_supported(p.w.plan, cols)) GTEST_SKIP() << "no Hopper kernel on this GPU";
+        for (int tile = 0; tile < static_cast<int>(cuda::fpx_hopper_tiles().size()); ++tile)
+          for (int splits : {1, 3}) {
+            const auto ws = zeroed_workspace(cuda::fpx_fused_workspace_bytes(p.w, n, splits));
+            FP6_CUDA_CHECK(cudaMemset(p.y.data(), 0xFF, p.y.size()));
+            cuda::FpxLaunch l = cuda::fpx_launch_for(p.w, p.x.data(), n, p.with_bias ? p.bias.as<float>() : nullptr,
+                                                     p.y.data(), ws.data(), nullptr);
+            l.splits = std::min<int>(splits, static_cast<int>(p.w.col_units()));
+            cuda::launch_fpx_gemm_hopper_tile(l, tile);
+            FP6_CUDA_CHECK(cudaDeviceSynchronize());
+            std::vector<uint16_t> out(static_cast<size_t>(p.y.size() / 2));
+            p.y.download(out.data(), p.y.size());
+            const cuda::FpxHopperTile& t = cuda::fpx_hopper_tiles()[static_cast<size_t>(tile)];
+            ASSERT_LT(rel_l2(out, p.ref, c), c.bound())
+                << f.name() << " " << rows << "x" << cols << " n=" << n << " tile (" << t.tokens << ", " << t.consumers
+                << ", " << t.stages << ") splits " << l.splits;
+          }
+      }
+}
+
 TEST_P(CudaFpxLinear, SplitKIsDeterministicAndLeavesTheWorkspaceReusable) {
   Case c{GetParam()};
   Problem p(c, fpx::kE3M2, 1000, 3000, 40, true);
