@@ -1,36 +1,39 @@
-#!/ usr / bin / env bash
-#Runs ON the GPU machine(through the device tool), from the repository root:
-#builds fp6serve with its CUDA backend, runs the CUDA tests and the benchmarks, writes full
-#logs under $OUT and prints a short table last.
+#!/usr/bin/env bash
+# Runs ON the GPU machine (through the device tool), from the repository root:
+# builds fp6serve with its CUDA backend, runs the CUDA tests and the benchmarks, writes full
+# logs under $OUT and prints a short table last.
 #
-#Here, first : bash tools / fetch - device - deps.sh(the GPU machine has no network)
-#and : (git rev - parse-- short HEAD; git diff-- quiet HEAD || echo + dirty)>.device / commit
-#Then call the device tool with carry[".device"] and a command such as
-#bash tools / device - run.sh #build + cuda tests + benchmarks
-#bash tools / device - run.sh build test #any subset of : build test bench sanitize profile model
-#If.device / fp6_llm / fp6_llm / csrc holds usyd - fsalab / fp6_llm's kernel sources (git archive of its
-#fp6_llm / csrc; never committed) the GEMM benchmark also measures that kernel side by side.
-#sanitize : compute - sanitizer memcheck on the split - K and rejection tests.
-#model : fp6serve bench decode and prefill on the shapes in FP6SERVE_MODEL_SHAPES(default
-#"llama2-7b llama2-70b"), FP6 against the FP16 mode, with FP6SERVE_DECODE_ARGS(e.g.
-#"--batch 1,8,64") and FP6SERVE_PREFILL_ARGS(e.g."--prompt-len 512") added.
-#profile : Nsight Compute metrics of our GEMM on a few shapes(fp6serve_bench_gemm-- profile).
-#quality : fp6serve perplexity of every mode on the trained fixture(GPU).
-#serve : the serving benchmark(fp6serve bench serve) against `fp6serve serve-- random - weights`
-#for each shape in FP6SERVE_SERVE_SHAPES(default llama2 - 7b) and each mode in
-#FP6SERVE_SERVE_MODES(default "wf6af16 fp16"), clients FP6SERVE_SERVE_CLIENTS(default
-# 8, 32, 64) x generation lengths FP6SERVE_SERVE_GEN(default 250, 500, 1000), prompts of 100
-#random ids, FP6SERVE_SERVE_ARGS added; one CSV per shape($OUT / serve - <shape>.csv, plotted
-#here afterwards : the GPU machine has no gnuplot).
-#The bench step runs the GPU benchmarks named in FP6SERVE_BENCHES(default : gemm), each with
-#the arguments in FP6SERVE_BENCH_ARGS(e.g.--quick).
-set - uo pipefail OUT = ${OUT : - / tmp / fp6serve - out} mkdir - p "$OUT" steps =
-                            ("$@")[$ { #steps[@] } - eq 0]&& steps = (build test bench)want() {
-  [[" ${steps[*]} " == *" $1 " * ]];
-}
+# Here, first: bash tools/fetch-device-deps.sh   (the GPU machine has no network)
+# and: (git rev-parse --short HEAD; git diff --quiet HEAD || echo +dirty) > .device/commit
+# Then call the device tool with carry [".device"] and a command such as
+#   bash tools/device-run.sh                 # build + cuda tests + benchmarks
+#   bash tools/device-run.sh build test      # any subset of: build test bench sanitize profile model
+# If .device/fp6_llm/fp6_llm/csrc holds usyd-fsalab/fp6_llm's kernel sources (git archive of its
+# fp6_llm/csrc; never committed) the GEMM benchmark also measures that kernel side by side.
+# sanitize: compute-sanitizer memcheck on the split-K and rejection tests.
+# model: fp6serve bench decode and prefill on the shapes in FP6SERVE_MODEL_SHAPES (default
+#   "llama2-7b llama2-70b"), FP6 against the FP16 mode, with FP6SERVE_DECODE_ARGS (e.g.
+#   "--batch 1,8,64") and FP6SERVE_PREFILL_ARGS (e.g. "--prompt-len 512") added.
+# profile: Nsight Compute metrics of our GEMM on a few shapes (fp6serve_bench_gemm --profile).
+# quality: fp6serve perplexity of every mode on the trained fixture (GPU).
+# serve: the serving benchmark (fp6serve bench serve) against `fp6serve serve --random-weights`
+#   for each shape in FP6SERVE_SERVE_SHAPES (default llama2-7b) and each mode in
+#   FP6SERVE_SERVE_MODES (default "wf6af16 fp16"), clients FP6SERVE_SERVE_CLIENTS (default
+#   8,32,64) x generation lengths FP6SERVE_SERVE_GEN (default 250,500,1000), prompts of 100
+#   random ids, FP6SERVE_SERVE_ARGS added; one CSV per shape ($OUT/serve-<shape>.csv, plotted
+#   here afterwards: the GPU machine has no gnuplot).
+# The bench step runs the GPU benchmarks named in FP6SERVE_BENCHES (default: gemm), each with
+# the arguments in FP6SERVE_BENCH_ARGS (e.g. --quick).
+set -uo pipefail
+OUT=${OUT:-/tmp/fp6serve-out}
+mkdir -p "$OUT"
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(build test bench)
+want() { [[ " ${steps[*]} " == *" $1 "* ]]; }
 
-deps = $PWD /.device / deps / root if[-d "$deps"]; then
-#The carried Debian packages say prefix = / usr in their pkg - config files : point them here.
+deps=$PWD/.device/deps/root
+if [ -d "$deps" ]; then
+  # The carried Debian packages say prefix=/usr in their pkg-config files: point them here.
   for pc in "$deps"/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc "$deps"/usr/share/pkgconfig/*.pc; do
     sed -i "s|^prefix=/usr\$|prefix=$deps/usr|" "$pc"
   done
