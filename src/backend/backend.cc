@@ -65,6 +65,39 @@ std::unique_ptr<LinearWeight> Backend::random_linear(int64_t rows, int64_t cols,
   return adopt_linear(std::move(h));
 }
 
+std::unique_ptr<ExpertWeights> Backend::adopt_experts(std::vector<HostLinear>&&) {
+  FP6_THROW(kUnsupported, "the {} backend has no mixture-of-experts layers", describe());
+}
+
+std::unique_ptr<ExpertWeights> Backend::random_experts(int64_t experts, int64_t rows, int64_t cols,
+                                                       const QuantizationMode& mode, float stddev, uint64_t seed) {
+  std::vector<HostLinear> all;
+  for (int64_t e = 0; e < experts; ++e) {
+    const std::vector<float> values = normal_values(rows * cols, stddev, seed + static_cast<uint64_t>(e));
+    HostLinear h;
+    h.id = {model::WeightKind::kExpertGateUp, 0, e};  // random weights are not named
+    h.rows = rows;
+    h.cols = cols;
+    if (mode.quantized) {
+      const fpx::MatrixView view{values.data(), DType::kF32, rows, cols, "random weight"};
+      h.packed = std::make_unique<fpx::PackedWeight>(fpx::quantize_pack(view, mode.format, pack_target(mode.format)));
+    } else {
+      h.dense = Tensor::empty({rows, cols}, mode.dense_dtype);
+      convert_from_f32(values.data(), h.dense.data(), mode.dense_dtype, values.size());
+    }
+    all.push_back(std::move(h));
+  }
+  return adopt_experts(std::move(all));
+}
+
+void Backend::qk_norm(Tensor&, const Tensor&, const Tensor&, double) {
+  FP6_THROW(kUnsupported, "the {} backend has no q/k norm (qwen3_moe)", describe());
+}
+
+void Backend::moe(const Tensor&, const MoeWeights&, Tensor&) {
+  FP6_THROW(kUnsupported, "the {} backend has no mixture-of-experts layers", describe());
+}
+
 Tensor Backend::random_tensor(const std::vector<int64_t>& shape, float stddev, uint64_t seed) {
   const std::vector<float> values = normal_values(shape_numel(shape), stddev, seed);
   Tensor host = Tensor::empty(shape, act_dtype() == DType::kF32 ? DType::kF16 : act_dtype());

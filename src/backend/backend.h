@@ -19,8 +19,10 @@
 
 namespace fp6serve {
 
+using model::ExpertWeights;
 using model::HostLinear;
 using model::LinearWeight;
+using model::MoeWeights;
 using model::QuantizationMode;
 
 class Backend {
@@ -52,6 +54,14 @@ class Backend {
   virtual std::unique_ptr<LinearWeight> random_linear(int64_t rows, int64_t cols, const QuantizationMode& mode,
                                                       float stddev, uint64_t seed);
   virtual Tensor random_tensor(const std::vector<int64_t>& shape, float stddev, uint64_t seed);
+
+  // The experts of one kind of one MoE layer (model/weights.h ExpertWeights): every expert's
+  // weight, in expert order, all of one shape and form. The default: kUnsupported.
+  virtual std::unique_ptr<ExpertWeights> adopt_experts(std::vector<HostLinear>&& experts);
+  // `experts` random weights [rows, cols] as random_linear makes one (seeds seed, seed + 1, ...);
+  // by default made on the host and adopted.
+  virtual std::unique_ptr<ExpertWeights> random_experts(int64_t experts, int64_t rows, int64_t cols,
+                                                        const QuantizationMode& mode, float stddev, uint64_t seed);
 
   // Zero-filled.
   virtual KvCache make_kv_cache(int64_t num_blocks, int64_t block_size) = 0;
@@ -88,6 +98,15 @@ class Backend {
   virtual void rope_write_kv(Tensor& qkv, KvCache& cache, int64_t layer) = 0;
   // out [tokens, q] = attention of qkv's q over the cached keys and values.
   virtual void attention(const Tensor& qkv, const KvCache& cache, int64_t layer, Tensor& out) = 0;
+  // qkv [tokens, q + 2 kv]: each q head and each k head RMS-normalized over head_dim and scaled
+  // by q_weight or k_weight [head_dim] (f32), in place: qwen3_moe's q_norm and k_norm, before
+  // RoPE. The default: kUnsupported.
+  virtual void qk_norm(Tensor& qkv, const Tensor& q_weight, const Tensor& k_weight, double eps);
+  // out [tokens, hidden] = the mixture-of-experts MLP (model/config.h MoeConfig, of the config
+  // the backend was made for) of x [tokens, hidden]: the router's top-k, every expert's tokens
+  // through its gate_up, silu_mul and down, the weighted sum (and the gated shared expert).
+  // The default: kUnsupported.
+  virtual void moe(const Tensor& x, const MoeWeights& w, Tensor& out);
   virtual void silu_mul(const Tensor& gate_up, Tensor& out) = 0;
   virtual void add(Tensor& acc, const Tensor& x) = 0;
   // out [batch.logit_rows.size(), cols] = x[batch.logit_rows, :]

@@ -20,8 +20,28 @@ struct Expected {
   std::vector<int64_t> shape;
 };
 
+// Hugging Face's names of a MoE layer's tensors (relative to the layer's prefix): Mixtral's
+// block_sparse_moe.{gate, experts.N.w1 (gate), w3 (up), w2 (down)}; the Qwens'
+// mlp.{gate, experts.N.{gate,up,down}_proj, shared_expert.*, shared_expert_gate}.
+struct MoeNames {
+  bool mixtral;
+  std::string router() const { return mixtral ? "block_sparse_moe.gate.weight" : "mlp.gate.weight"; }
+  std::string expert(int64_t e, const char* part) const {  // part: gate, up, down
+    const std::string p = (mixtral ? "block_sparse_moe.experts." : "mlp.experts.") + std::to_string(e) + ".";
+    if (!mixtral) return p + part + "_proj.weight";
+    return p + (part[0] == 'g' ? "w1" : part[0] == 'u' ? "w3" : "w2") + ".weight";
+  }
+  static std::string shared(const char* part) { return std::string("mlp.shared_expert.") + part + "_proj.weight"; }
+  static std::string shared_gate() { return "mlp.shared_expert_gate.weight"; }
+};
+
+MoeNames moe_names(const ModelConfig& c) {
+  return {c.family == model::Family::kMixtral};
+}
+
 std::vector<Expected> expected_tensors(const ModelConfig& c) {
   const int64_t h = c.hidden_size, q = c.q_size(), kv = c.kv_size(), inter = c.intermediate_size;
+  const MoeNames moe = moe_names(c);
   std::vector<Expected> out = {{"model.embed_tokens.weight", {c.vocab_size, h}}, {"model.norm.weight", {h}}};
   if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, h}});
   for (int64_t i = 0; i < c.num_layers; ++i) {
@@ -32,9 +52,29 @@ std::vector<Expected> expected_tensors(const ModelConfig& c) {
     out.push_back({p + "self_attn.k_proj.weight", {kv, h}});
     out.push_back({p + "self_attn.v_proj.weight", {kv, h}});
     out.push_back({p + "self_attn.o_proj.weight", {h, q}});
-    out.push_back({p + "mlp.gate_proj.weight", {inter, h}});
-    out.push_back({p + "mlp.up_proj.weight", {inter, h}});
-    out.push_back({p + "mlp.down_proj.weight", {h, inter}});
+    if (c.qk_norm) {
+      out.push_back({p + "self_attn.q_norm.weight", {c.head_dim}});
+      out.push_back({p + "self_attn.k_norm.weight", {c.head_dim}});
+    }
+    if (c.moe_layer(i)) {
+      const int64_t e_inter = c.moe.intermediate_size, s_inter = c.moe.shared_intermediate_size;
+      out.push_back({p + moe.router(), {c.moe.num_experts, h}});
+      for (int64_t e = 0; e < c.moe.num_experts; ++e) {
+        out.push_back({p + moe.expert(e, "gate"), {e_inter, h}});
+        out.push_back({p + moe.expert(e, "up"), {e_inter, h}});
+        out.push_back({p + moe.expert(e, "down"), {h, e_inter}});
+      }
+      if (s_inter > 0) {
+        out.push_back({p + MoeNames::shared("gate"), {s_inter, h}});
+        out.push_back({p + MoeNames::shared("up"), {s_inter, h}});
+        out.push_back({p + MoeNames::shared("down"), {h, s_inter}});
+        out.push_back({p + MoeNames::shared_gate(), {1, h}});
+      }
+    } else {
+      out.push_back({p + "mlp.gate_proj.weight", {inter, h}});
+      out.push_back({p + "mlp.up_proj.weight", {inter, h}});
+      out.push_back({p + "mlp.down_proj.weight", {h, inter}});
+    }
     if (c.qkv_bias) {
       out.push_back({p + "self_attn.q_proj.bias", {q}});
       out.push_back({p + "self_attn.k_proj.bias", {kv}});
@@ -108,9 +148,54 @@ HostLinear build_linear(const Checkpoint& ckpt, WeightId id, const std::vector<s
   return out;
 }
 
+// One MoE layer's weights: the router (f32, the shared expert's gate as its last row), the
+// experts' gate_up (gate and up stacked, as the dense MLP's) and down, the shared expert.
+void read_moe_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, const LinearSpec& spec,
+                    WeightSink& sink) {
+  const model::QuantizationMode& mode = spec.mode;
+  const std::string p = model::layer_prefix(layer);
+  const MoeNames names = moe_names(c);
+  const bool shared = c.moe.shared_intermediate_size > 0;
+  const int64_t experts = c.moe.num_experts, h = c.hidden_size;
+  Tensor router = Tensor::empty({experts + (shared ? 1 : 0), h}, DType::kF32);
+  const TensorInfo& gate = ckpt.get(p + names.router());
+  convert_to_f32(gate.data, ckpt.float_dtype(gate), router.data_as<float>(), static_cast<size_t>(experts * h));
+  if (shared) {
+    const TensorInfo& g = ckpt.get(p + MoeNames::shared_gate());
+    convert_to_f32(g.data, ckpt.float_dtype(g), router.data_as<float>() + experts * h, static_cast<size_t>(h));
+  }
+  sink.tensor({WeightKind::kRouter, layer}, std::move(router));
+  for (const WeightKind kind : {WeightKind::kExpertGateUp, WeightKind::kExpertDown}) {
+    std::vector<HostLinear> all;
+    for (int64_t e = 0; e < experts; ++e) {
+      const std::vector<std::string> parts =
+          kind == WeightKind::kExpertGateUp
+              ? std::vector<std::string>{p + names.expert(e, "gate"), p + names.expert(e, "up")}
+              : std::vector<std::string>{p + names.expert(e, "down")};
+      all.push_back(build_linear(ckpt, {kind, layer, e}, parts, {}, mode.quantized, spec, mode.dense_dtype));
+    }
+    sink.experts(std::move(all));
+  }
+  if (shared) {
+    sink.linear(build_linear(ckpt, {WeightKind::kSharedGateUp, layer},
+                             {p + MoeNames::shared("gate"), p + MoeNames::shared("up")}, {}, mode.quantized, spec,
+                             mode.dense_dtype));
+    sink.linear(build_linear(ckpt, {WeightKind::kSharedDown, layer}, {p + MoeNames::shared("down")}, {}, mode.quantized,
+                             spec, mode.dense_dtype));
+  }
+}
+
 }  // namespace
 
 void validate_checkpoint(const Checkpoint& ckpt, const ModelConfig& config) {
+  // transformers 5 holds a layer's experts in two 3-D tensors in memory; its save_pretrained
+  // writes them back one expert at a time, the layout published checkpoints have.
+  for (const char* fused : {"mlp.experts.gate_up_proj", "block_sparse_moe.experts.gate_up_proj"})
+    for (const std::string& name : {model::layer_prefix(0) + fused, model::layer_prefix(0) + fused + ".weight"})
+      FP6_CHECK(ckpt.find(name) == nullptr, kUnsupported,
+                "{}: tensor '{}' holds every expert of a layer in one tensor; fp6serve reads the layout with one "
+                "tensor per expert and projection (experts.N.gate_proj / w1 ...), which save_pretrained writes",
+                ckpt.file_of(name).string(), name);
   for (const Expected& e : expected_tensors(config)) {
     const TensorInfo* t = ckpt.find(e.name);
     FP6_CHECK(t != nullptr, kNotFound, "{}: tensor '{}' is missing (config: {} layers, {})", ckpt.describe().string(),
@@ -149,12 +234,20 @@ void read_hf_weights(const Checkpoint& ckpt, const ModelConfig& config, const Li
       sink.linear(build_linear(ckpt, {kind, i}, names(true, parts), names(has_bias, biases), mode.quantized, spec,
                                mode.dense_dtype));
     };
+    if (config.qk_norm) {
+      norm({WeightKind::kQNorm, i});
+      norm({WeightKind::kKNorm, i});
+    }
     linear(WeightKind::kQkv, {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"},
            config.qkv_bias, {"self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"});
     linear(WeightKind::kO, {"self_attn.o_proj.weight"}, config.o_bias, {"self_attn.o_proj.bias"});
-    linear(WeightKind::kGateUp, {"mlp.gate_proj.weight", "mlp.up_proj.weight"}, config.mlp_bias,
-           {"mlp.gate_proj.bias", "mlp.up_proj.bias"});
-    linear(WeightKind::kDown, {"mlp.down_proj.weight"}, config.mlp_bias, {"mlp.down_proj.bias"});
+    if (!config.moe_layer(i)) {
+      linear(WeightKind::kGateUp, {"mlp.gate_proj.weight", "mlp.up_proj.weight"}, config.mlp_bias,
+             {"mlp.gate_proj.bias", "mlp.up_proj.bias"});
+      linear(WeightKind::kDown, {"mlp.down_proj.weight"}, config.mlp_bias, {"mlp.down_proj.bias"});
+    } else {
+      read_moe_layer(ckpt, config, i, spec, sink);
+    }
     progress.advance(1, "layer " + std::to_string(i));
   }
   const std::string head = config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";

@@ -99,6 +99,10 @@ class StreamingWriter : public WeightSink {
     linears_[name] = info;
   }
 
+  void experts(std::vector<HostLinear>&& all) override {
+    for (HostLinear& h : all) linear(std::move(h));
+  }
+
   void finish(json meta) {
     data_.close();
     FP6_CHECK(!data_.fail(), kInvalidArgument, "writing {} failed (disk full?)", data_path_.string());
@@ -233,10 +237,32 @@ void read_prequantized(const Checkpoint& ckpt, const ModelConfig& config, DType 
   for (int64_t i = 0; i < config.num_layers; ++i) {
     sink.tensor({WeightKind::kInputNorm, i}, read_tensor({WeightKind::kInputNorm, i}, {hsz}));
     sink.tensor({WeightKind::kPostNorm, i}, read_tensor({WeightKind::kPostNorm, i}, {hsz}));
+    if (config.qk_norm) {
+      sink.tensor({WeightKind::kQNorm, i}, read_tensor({WeightKind::kQNorm, i}, {config.head_dim}));
+      sink.tensor({WeightKind::kKNorm, i}, read_tensor({WeightKind::kKNorm, i}, {config.head_dim}));
+    }
     sink.linear(read_linear({WeightKind::kQkv, i}, config.q_size() + 2 * config.kv_size(), hsz));
     sink.linear(read_linear({WeightKind::kO, i}, hsz, config.q_size()));
-    sink.linear(read_linear({WeightKind::kGateUp, i}, 2 * config.intermediate_size, hsz));
-    sink.linear(read_linear({WeightKind::kDown, i}, hsz, config.intermediate_size));
+    if (!config.moe_layer(i)) {
+      sink.linear(read_linear({WeightKind::kGateUp, i}, 2 * config.intermediate_size, hsz));
+      sink.linear(read_linear({WeightKind::kDown, i}, hsz, config.intermediate_size));
+      continue;
+    }
+    const model::MoeConfig& moe = config.moe;
+    const bool shared = moe.shared_intermediate_size > 0;
+    sink.tensor({WeightKind::kRouter, i},
+                read_tensor({WeightKind::kRouter, i}, {moe.num_experts + (shared ? 1 : 0), hsz}));
+    for (const WeightKind kind : {WeightKind::kExpertGateUp, WeightKind::kExpertDown}) {
+      std::vector<HostLinear> all;
+      for (int64_t e = 0; e < moe.num_experts; ++e)
+        all.push_back(kind == WeightKind::kExpertGateUp ? read_linear({kind, i, e}, 2 * moe.intermediate_size, hsz)
+                                                        : read_linear({kind, i, e}, hsz, moe.intermediate_size));
+      sink.experts(std::move(all));
+    }
+    if (shared) {
+      sink.linear(read_linear({WeightKind::kSharedGateUp, i}, 2 * moe.shared_intermediate_size, hsz));
+      sink.linear(read_linear({WeightKind::kSharedDown, i}, hsz, moe.shared_intermediate_size));
+    }
   }
   sink.linear(read_linear({WeightKind::kLmHead}, config.vocab_size, hsz));
 }

@@ -1,6 +1,9 @@
 // What the loader produces, one weight at a time, in file order: embeddings, final norm, then
-// per layer input norm, post-attention norm, qkv, o, gate_up, down, and last lm_head. The
-// model's backend consumes it (transformer/load.cc), and so does the prequantized writer.
+// per layer input norm, post-attention norm, q and k norms (qwen3_moe), qkv, o, then the MLP:
+// gate_up and down, or in a MoE layer the router, every expert's gate_up (one experts() call),
+// every expert's down (another), and the shared expert's gate_up and down (qwen2_moe); last
+// lm_head. The model's backend consumes it (transformer/load.cc), and so does the prequantized
+// writer.
 #pragma once
 
 #include "core/tensor.h"
@@ -16,6 +19,9 @@ class WeightSink {
   // An embedding or norm, as a host tensor (norms f32, embeddings in their stored dtype).
   virtual void tensor(model::WeightId id, Tensor host) = 0;
   virtual void linear(model::HostLinear&& host) = 0;
+  // Every expert of one kind of one layer (kExpertGateUp or kExpertDown), in expert order, of
+  // one shape and one form (all packed alike, or all dense in one dtype).
+  virtual void experts(std::vector<model::HostLinear>&& experts) = 0;
 };
 
 // How the linear layers are to be loaded.

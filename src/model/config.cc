@@ -23,8 +23,22 @@ const char* family_name(Family family) {
       return "mistral";
     case Family::kQwen2:
       return "qwen2";
+    case Family::kMixtral:
+      return "mixtral";
+    case Family::kQwen2Moe:
+      return "qwen2_moe";
+    case Family::kQwen3Moe:
+      return "qwen3_moe";
   }
   return "?";
+}
+
+bool ModelConfig::moe_layer(int64_t l) const {
+  return is_moe() && std::find(moe.dense_layers.begin(), moe.dense_layers.end(), l) == moe.dense_layers.end();
+}
+
+bool ModelConfig::has_dense_mlp() const {
+  return !is_moe() || !moe.dense_layers.empty();
 }
 
 namespace {
@@ -40,6 +54,7 @@ constexpr int64_t kMaxHeads = 4096;                // [Llama-3.1 405B: 128]
 constexpr int64_t kMaxHeadDim = 1024;              // [Gemma: 256]
 constexpr int64_t kMaxVocabSize = 1 << 24;         // [Gemma: 256k] the tokenizer's bound too
 constexpr int64_t kMaxPositions = 1 << 24;         // [Llama-4 Scout: 10M]
+constexpr int64_t kMaxExperts = 1 << 12;           // [DeepSeek-V3: 256, Qwen3-235B: 128]
 // Every weight (embeddings, qkv, gate_up, ...) has at most 2^40 elements, so the whole model
 // in 8-byte elements stays far below 2^63 bytes.
 constexpr int64_t kMaxWeightElements = int64_t{1} << 40;
@@ -124,7 +139,7 @@ void parse_rope(const Fields& f, ModelConfig& c) {
     params = &f.j["rope_parameters"], params_key = "rope_parameters";
   else if (f.has("rope_scaling"))
     params = &f.j["rope_scaling"], params_key = "rope_scaling";
-  c.rope.theta = f.positive_number_or("rope_theta", 10000.0);
+  c.rope.theta = f.positive_number_or("rope_theta", c.family == Family::kMixtral ? 1e6 : 10000.0);
   if (!params) return;
   FP6_CHECK(params->is_object(), kBadInput, "{}: field '{}' must be an object", f.source, params_key);
   const json& p = *params;
@@ -164,6 +179,48 @@ void parse_rope(const Fields& f, ModelConfig& c) {
             params_key, type);
 }
 
+// The mixture of experts (MoeConfig), with transformers' defaults for absent fields.
+void parse_moe(const Fields& f, ModelConfig& c) {
+  const bool mixtral = c.family == Family::kMixtral, qwen2 = c.family == Family::kQwen2Moe;
+  MoeConfig& m = c.moe;
+  // Mixtral names the count num_local_experts, the Qwens num_experts; either is read.
+  const char* experts_key = f.has("num_local_experts") ? "num_local_experts" : "num_experts";
+  m.num_experts = f.positive_int_or(experts_key, kMaxExperts, mixtral ? 8 : qwen2 ? 60 : 128);
+  if (f.has("num_local_experts") && f.has("num_experts"))
+    FP6_CHECK(f.positive_int("num_experts", kMaxExperts) == m.num_experts, kBadInput,
+              "{}: num_local_experts ({}) and num_experts ({}) disagree", f.source, m.num_experts,
+              f.j["num_experts"].get<int64_t>());
+  m.top_k = f.positive_int_or("num_experts_per_tok", kMaxExperts, mixtral ? 2 : qwen2 ? 4 : 8);
+  FP6_CHECK(m.top_k <= m.num_experts, kBadInput, "{}: num_experts_per_tok ({}) exceeds the {} experts ({})", f.source,
+            m.top_k, m.num_experts, experts_key);
+  m.intermediate_size = mixtral ? c.intermediate_size
+                                : f.positive_int_or("moe_intermediate_size", kMaxIntermediateSize, qwen2 ? 1408 : 768);
+  // Every expert's weights of one kind are held together: bounded like one weight.
+  FP6_CHECK(m.num_experts * 2 * m.intermediate_size * c.hidden_size <= kMaxWeightElements, kBadInput,
+            "{}: {} experts of {} x {} hold more weights than any real model", f.source, m.num_experts,
+            m.intermediate_size, c.hidden_size);
+  if (qwen2)
+    m.shared_intermediate_size = f.positive_int_or("shared_expert_intermediate_size", kMaxIntermediateSize, 5632);
+  m.renormalize = mixtral || f.boolean_or("norm_topk_prob", false);
+  if (mixtral) return;
+  // Qwen: layer l is sparse unless listed in mlp_only_layers or (l + 1) % decoder_sparse_step != 0.
+  const int64_t step = f.positive_int_or("decoder_sparse_step", kMaxLayers, 1);
+  std::vector<int64_t> only;
+  if (f.has("mlp_only_layers")) {
+    const json& v = f.j["mlp_only_layers"];
+    FP6_CHECK(v.is_array(), kBadInput, "{}: field 'mlp_only_layers' must be a list of layer indices, got {}", f.source,
+              brief(v));
+    for (const json& x : v) {
+      FP6_CHECK(x.is_number_integer() && x.get<int64_t>() >= 0 && x.get<int64_t>() < c.num_layers, kBadInput,
+                "{}: field 'mlp_only_layers' must hold layer indices in [0, {}), got {}", f.source, c.num_layers,
+                brief(x));
+      only.push_back(x.get<int64_t>());
+    }
+  }
+  for (int64_t l = 0; l < c.num_layers; ++l)
+    if (std::find(only.begin(), only.end(), l) != only.end() || (l + 1) % step != 0) m.dense_layers.push_back(l);
+}
+
 }  // namespace
 
 ModelConfig ModelConfig::load(const fs::path& dir) {
@@ -174,34 +231,87 @@ ModelConfig ModelConfig::load(const fs::path& dir) {
   return parse(read_file(path), path.string());
 }
 
+namespace {
+
+// The config.json fields of the real models (in FP16, as every preset: the benchmarks compare
+// FP6 with the FP16 mode).
+struct Preset {
+  const char* name;
+  json fields;
+};
+
+const std::vector<Preset>& presets() {
+  static const std::vector<Preset> table = [] {
+    auto llama = [](int64_t vocab, int64_t hidden, int64_t inter, int64_t layers, int64_t heads, int64_t kv_heads,
+                    int64_t max_pos, double theta) {
+      return json{{"model_type", "llama"},
+                  {"vocab_size", vocab},
+                  {"hidden_size", hidden},
+                  {"intermediate_size", inter},
+                  {"num_hidden_layers", layers},
+                  {"num_attention_heads", heads},
+                  {"num_key_value_heads", kv_heads},
+                  {"max_position_embeddings", max_pos},
+                  {"rms_norm_eps", 1e-5},
+                  {"rope_theta", theta},
+                  {"torch_dtype", "float16"}};
+    };
+    std::vector<Preset> t = {{"llama2-7b", llama(32000, 4096, 11008, 32, 32, 32, 4096, 10000)},
+                             {"llama2-13b", llama(32000, 5120, 13824, 40, 40, 40, 4096, 10000)},
+                             {"llama2-70b", llama(32000, 8192, 28672, 80, 64, 8, 4096, 10000)},
+                             {"llama3-8b", llama(128256, 4096, 14336, 32, 32, 8, 8192, 500000)}};
+    // mistralai/Mixtral-8x7B-v0.1: 8 experts of Mistral-7B's MLP, top-2.
+    json mixtral = llama(32000, 4096, 14336, 32, 32, 8, 32768, 1e6);
+    mixtral["model_type"] = "mixtral";
+    mixtral["num_local_experts"] = 8;
+    mixtral["num_experts_per_tok"] = 2;
+    t.push_back({"mixtral-8x7b", mixtral});
+    // Qwen/Qwen1.5-MoE-A2.7B: 60 experts of 1408, top-4 (not renormalized), a shared expert of 5632.
+    json qwen15 = llama(151936, 2048, 5632, 24, 16, 16, 8192, 1e6);
+    qwen15["model_type"] = "qwen2_moe";
+    qwen15["rms_norm_eps"] = 1e-6;
+    qwen15["moe_intermediate_size"] = 1408;
+    qwen15["shared_expert_intermediate_size"] = 5632;
+    qwen15["num_experts"] = 60;
+    qwen15["num_experts_per_tok"] = 4;
+    qwen15["norm_topk_prob"] = false;
+    qwen15["tie_word_embeddings"] = false;
+    t.push_back({"qwen1.5-moe-a2.7b", qwen15});
+    // Qwen/Qwen3-30B-A3B: 128 experts of 768, top-8 (renormalized), q/k norms, head_dim 128.
+    json qwen3 = llama(151936, 2048, 6144, 48, 32, 4, 40960, 1e6);
+    qwen3["model_type"] = "qwen3_moe";
+    qwen3["rms_norm_eps"] = 1e-6;
+    qwen3["head_dim"] = 128;
+    qwen3["moe_intermediate_size"] = 768;
+    qwen3["num_experts"] = 128;
+    qwen3["num_experts_per_tok"] = 8;
+    qwen3["norm_topk_prob"] = true;
+    qwen3["tie_word_embeddings"] = false;
+    t.push_back({"qwen3-30b-a3b", qwen3});
+    return t;
+  }();
+  return table;
+}
+
+}  // namespace
+
+const std::vector<std::string>& ModelConfig::shape_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> n;
+    for (const Preset& p : presets()) n.push_back(p.name);
+    return n;
+  }();
+  return names;
+}
+
 ModelConfig ModelConfig::shape(const std::string& name) {
-  struct Preset {
-    const char* name;
-    int64_t vocab, hidden, inter, layers, heads, kv_heads, max_pos;
-    double theta;
-  };
-  static constexpr Preset kPresets[] = {{"llama2-7b", 32000, 4096, 11008, 32, 32, 32, 4096, 10000},
-                                        {"llama2-13b", 32000, 5120, 13824, 40, 40, 40, 4096, 10000},
-                                        {"llama2-70b", 32000, 8192, 28672, 80, 64, 8, 4096, 10000},
-                                        {"llama3-8b", 128256, 4096, 14336, 32, 32, 8, 8192, 500000}};
-  for (const Preset& p : kPresets)
-    if (name == p.name)
-      return parse(json{{"model_type", "llama"},
-                        {"vocab_size", p.vocab},
-                        {"hidden_size", p.hidden},
-                        {"intermediate_size", p.inter},
-                        {"num_hidden_layers", p.layers},
-                        {"num_attention_heads", p.heads},
-                        {"num_key_value_heads", p.kv_heads},
-                        {"max_position_embeddings", p.max_pos},
-                        {"rms_norm_eps", 1e-5},
-                        {"rope_theta", p.theta},
-                        {"torch_dtype", "float16"}}
-                       .dump(),
-                   name);
+  for (const Preset& p : presets())
+    if (name == p.name) return parse(p.fields.dump(), name);
   if (fs::is_directory(name)) return load(name);
-  FP6_CHECK(fs::is_regular_file(name), kInvalidArgument,
-            "'{}' is neither a model shape (llama2-7b, llama2-13b, llama2-70b, llama3-8b) nor a config.json", name);
+  std::string list;
+  for (const std::string& n : shape_names()) list += (list.empty() ? "" : ", ") + n;
+  FP6_CHECK(fs::is_regular_file(name), kInvalidArgument, "'{}' is neither a model shape ({}) nor a config.json", name,
+            list);
   return parse(read_file(name), name);
 }
 
@@ -219,9 +329,16 @@ ModelConfig parse_fields(const std::string& text, const std::string& source) {
     c.family = Family::kMistral;
   else if (c.model_type == "qwen2")
     c.family = Family::kQwen2;
+  else if (c.model_type == "mixtral")
+    c.family = Family::kMixtral;
+  else if (c.model_type == "qwen2_moe")
+    c.family = Family::kQwen2Moe;
+  else if (c.model_type == "qwen3_moe")
+    c.family = Family::kQwen3Moe;
   else
-    FP6_THROW(kUnsupported, "{}: model_type '{}' is not supported (supported: llama, mistral, qwen2)", source,
-              c.model_type);
+    FP6_THROW(kUnsupported,
+              "{}: model_type '{}' is not supported (supported: llama, mistral, qwen2, mixtral, qwen2_moe, qwen3_moe)",
+              source, c.model_type);
 
   c.vocab_size = f.positive_int("vocab_size", kMaxVocabSize);
   c.hidden_size = f.positive_int("hidden_size", kMaxHiddenSize);
@@ -244,7 +361,11 @@ ModelConfig parse_fields(const std::string& text, const std::string& source) {
               c.head_dim, kMaxHeadDim);
   }
   FP6_CHECK(c.head_dim % 2 == 0, kBadInput, "{}: head_dim ({}) must be even for rotary embeddings", source, c.head_dim);
-  c.max_position_embeddings = f.positive_int_or("max_position_embeddings", kMaxPositions, 4096);
+  // transformers' defaults when the field is absent: Mixtral 4096 * 32, the Qwen MoEs 32768.
+  const int64_t default_positions = c.family == Family::kMixtral                                     ? 131072
+                                    : c.family == Family::kQwen2Moe || c.family == Family::kQwen3Moe ? 32768
+                                                                                                     : 4096;
+  c.max_position_embeddings = f.positive_int_or("max_position_embeddings", kMaxPositions, default_positions);
   c.rms_norm_eps = f.positive_number_or("rms_norm_eps", 1e-6);
   c.tie_word_embeddings = f.boolean_or("tie_word_embeddings", c.family == Family::kQwen2);
   if (f.has("hidden_act")) {
@@ -259,14 +380,41 @@ ModelConfig parse_fields(const std::string& text, const std::string& source) {
       break;
     }
     case Family::kMistral:
+    case Family::kMixtral:
       break;
     case Family::kQwen2:
       c.qkv_bias = true;
       break;
+    case Family::kQwen2Moe:
+      c.qkv_bias = f.boolean_or("qkv_bias", true);
+      break;
+    case Family::kQwen3Moe: {
+      const bool attention_bias = f.boolean_or("attention_bias", false);
+      c.qkv_bias = c.o_bias = attention_bias;
+      c.qk_norm = true;
+      break;
+    }
   }
-  // Mistral v0.1 ships sliding_window 4096; Qwen2 ships one but disables it.
-  const bool sliding = c.family == Family::kQwen2 ? f.boolean_or("use_sliding_window", false) : true;
+  // Mistral v0.1 ships sliding_window 4096; the Qwens ship one but disable it (use_sliding_window).
+  bool sliding = true;
+  if (c.family == Family::kQwen2 || c.family == Family::kQwen3Moe) sliding = f.boolean_or("use_sliding_window", false);
+  if (c.family == Family::kQwen2Moe) {
+    // Its window applies to some layers only (layer_types, max_window_layers).
+    FP6_CHECK(!f.boolean_or("use_sliding_window", false), kUnsupported,
+              "{}: use_sliding_window: qwen2_moe's sliding window covers only some layers, which fp6serve does not "
+              "support (only full attention in every layer)",
+              source);
+    sliding = false;
+    if (f.has("layer_types")) {
+      FP6_CHECK(j["layer_types"].is_array(), kBadInput, "{}: field 'layer_types' must be a list", source);
+      for (const json& t : j["layer_types"])
+        FP6_CHECK(t == "full_attention", kUnsupported,
+                  "{}: layer_types holds {}: fp6serve supports only full_attention layers for qwen2_moe", source,
+                  brief(t));
+    }
+  }
   if (sliding && f.has("sliding_window")) c.sliding_window = f.positive_int("sliding_window", kMaxPositions);
+  if (c.family == Family::kMixtral || c.family == Family::kQwen2Moe || c.family == Family::kQwen3Moe) parse_moe(f, c);
   parse_rope(f, c);
   for (const char* key : {"dtype", "torch_dtype"}) {
     if (f.has(key)) {

@@ -11,6 +11,10 @@ bool WeightId::is_linear() const {
     case WeightKind::kGateUp:
     case WeightKind::kDown:
     case WeightKind::kLmHead:
+    case WeightKind::kExpertGateUp:
+    case WeightKind::kExpertDown:
+    case WeightKind::kSharedGateUp:
+    case WeightKind::kSharedDown:
       return true;
     default:
       return false;
@@ -41,15 +45,42 @@ std::string weight_name(WeightId id) {
       return layer_prefix(id.layer) + "mlp.gate_up_proj";
     case WeightKind::kDown:
       return layer_prefix(id.layer) + "mlp.down_proj";
+    case WeightKind::kQNorm:
+      return layer_prefix(id.layer) + "self_attn.q_norm.weight";
+    case WeightKind::kKNorm:
+      return layer_prefix(id.layer) + "self_attn.k_norm.weight";
+    case WeightKind::kRouter:
+      return layer_prefix(id.layer) + "mlp.router.weight";
+    case WeightKind::kExpertGateUp:
+      return layer_prefix(id.layer) + "mlp.experts." + std::to_string(id.expert) + ".gate_up_proj";
+    case WeightKind::kExpertDown:
+      return layer_prefix(id.layer) + "mlp.experts." + std::to_string(id.expert) + ".down_proj";
+    case WeightKind::kSharedGateUp:
+      return layer_prefix(id.layer) + "mlp.shared_expert.gate_up_proj";
+    case WeightKind::kSharedDown:
+      return layer_prefix(id.layer) + "mlp.shared_expert.down_proj";
   }
   FP6_ASSERT(false);
 }
 
+namespace {
+size_t bytes_of(const std::unique_ptr<LinearWeight>& w) {
+  return w ? w->weight_bytes : 0;
+}
+size_t bytes_of(const std::unique_ptr<ExpertWeights>& w) {
+  return w ? w->weight_bytes : 0;
+}
+}  // namespace
+
+size_t MoeWeights::bytes() const {
+  return router.bytes() + bytes_of(gate_up) + bytes_of(down) + bytes_of(shared_gate_up) + bytes_of(shared_down);
+}
+
 size_t ModelWeights::bytes() const {
-  size_t b = embed.bytes() + final_norm.bytes() + (lm_head ? lm_head->weight_bytes : 0);
+  size_t b = embed.bytes() + final_norm.bytes() + bytes_of(lm_head);
   for (const auto& l : layers)
-    b += l.input_norm.bytes() + l.post_norm.bytes() + l.qkv->weight_bytes + l.o->weight_bytes +
-         l.gate_up->weight_bytes + l.down->weight_bytes;
+    b += l.input_norm.bytes() + l.post_norm.bytes() + l.q_norm.bytes() + l.k_norm.bytes() + bytes_of(l.qkv) +
+         bytes_of(l.o) + bytes_of(l.gate_up) + bytes_of(l.down) + (l.moe ? l.moe->bytes() : 0);
   return b;
 }
 

@@ -2,6 +2,7 @@
 // real shape (Model::random). The loader's weights go straight to the backend, one at a
 // time, so a host copy of the whole model never exists.
 #include <algorithm>
+#include <random>
 
 #include "core/check.h"
 #include "loader/hf_weights.h"
@@ -40,9 +41,30 @@ class Adopter : public loader::WeightSink {
       case WeightKind::kPostNorm:
         layer(id).post_norm = std::move(t);
         return;
+      case WeightKind::kQNorm:
+        layer(id).q_norm = std::move(t);
+        return;
+      case WeightKind::kKNorm:
+        layer(id).k_norm = std::move(t);
+        return;
+      case WeightKind::kRouter:
+        moe(id).router = std::move(t);  // f32: the loaders convert it
+        return;
       default:
         FP6_THROW(kInternal, "weight {} is not a tensor", model::weight_name(id));
     }
+  }
+
+  void experts(std::vector<model::HostLinear>&& all) override {
+    FP6_ASSERT(!all.empty());
+    const WeightId id = all.front().id;
+    auto w = backend_.adopt_experts(std::move(all));
+    if (id.kind == WeightKind::kExpertGateUp)
+      moe(id).gate_up = std::move(w);
+    else if (id.kind == WeightKind::kExpertDown)
+      moe(id).down = std::move(w);
+    else
+      FP6_THROW(kInternal, "weight {} is not an expert", model::weight_name(id));
   }
 
   void linear(model::HostLinear&& host) override {
@@ -64,6 +86,12 @@ class Adopter : public loader::WeightSink {
       case WeightKind::kLmHead:
         weights_.lm_head = std::move(w);
         return;
+      case WeightKind::kSharedGateUp:
+        moe(id).shared_gate_up = std::move(w);
+        return;
+      case WeightKind::kSharedDown:
+        moe(id).shared_down = std::move(w);
+        return;
       default:
         FP6_THROW(kInternal, "weight {} is not a linear layer", model::weight_name(id));
     }
@@ -75,8 +103,14 @@ class Adopter : public loader::WeightSink {
               "the checkpoint lacks embeddings, final norm or lm_head");
     for (size_t i = 0; i < weights_.layers.size(); ++i) {
       const LayerWeights& l = weights_.layers[i];
-      FP6_CHECK(l.qkv && l.o && l.gate_up && l.down && l.input_norm.numel() > 0 && l.post_norm.numel() > 0, kBadInput,
-                "layer {} is incomplete in the checkpoint", i);
+      const auto li = static_cast<int64_t>(i);
+      const bool mlp = config_.moe_layer(li) ? l.moe && l.moe->router.numel() > 0 && l.moe->gate_up && l.moe->down &&
+                                                   (config_.moe.shared_intermediate_size == 0 ||
+                                                    (l.moe->shared_gate_up && l.moe->shared_down))
+                                             : l.gate_up && l.down;
+      FP6_CHECK(l.qkv && l.o && mlp && l.input_norm.numel() > 0 && l.post_norm.numel() > 0 &&
+                    (!config_.qk_norm || (l.q_norm.numel() > 0 && l.k_norm.numel() > 0)),
+                kBadInput, "layer {} is incomplete in the checkpoint", i);
     }
     return std::move(weights_);
   }
@@ -85,6 +119,12 @@ class Adopter : public loader::WeightSink {
   LayerWeights& layer(WeightId id) {
     FP6_ASSERT(id.layer >= 0 && id.layer < config_.num_layers);
     return weights_.layers[static_cast<size_t>(id.layer)];
+  }
+  model::MoeWeights& moe(WeightId id) {
+    LayerWeights& l = layer(id);
+    FP6_ASSERT(config_.moe_layer(id.layer));
+    if (!l.moe) l.moe = std::make_unique<model::MoeWeights>();
+    return *l.moe;
   }
   const ModelConfig& config_;
   Backend& backend_;
@@ -136,14 +176,40 @@ std::unique_ptr<Model> Model::random(const ModelConfig& c, const QuantizationMod
   ModelWeights w;
   w.embed = be.random_tensor({c.vocab_size, c.hidden_size}, kStd, seed++);
   w.final_norm = be.adopt_tensor(ones);
+  Tensor head_ones = Tensor::empty({c.head_dim}, DType::kF32);
+  std::fill_n(head_ones.data_as<float>(), c.head_dim, 1.0f);
+  const model::MoeConfig& moe = c.moe;
   for (int64_t l = 0; l < c.num_layers; ++l) {
     LayerWeights& lw = w.layers.emplace_back();
     lw.input_norm = be.adopt_tensor(ones);
     lw.post_norm = be.adopt_tensor(ones);
+    if (c.qk_norm) {
+      lw.q_norm = be.adopt_tensor(head_ones);
+      lw.k_norm = be.adopt_tensor(head_ones);
+    }
     lw.qkv = be.random_linear(c.q_size() + 2 * c.kv_size(), c.hidden_size, mode, kStd, seed++);
     lw.o = be.random_linear(c.hidden_size, c.q_size(), mode, kStd, seed++);
-    lw.gate_up = be.random_linear(2 * c.intermediate_size, c.hidden_size, mode, kStd, seed++);
-    lw.down = be.random_linear(c.hidden_size, c.intermediate_size, mode, kStd, seed++);
+    if (!c.moe_layer(l)) {
+      lw.gate_up = be.random_linear(2 * c.intermediate_size, c.hidden_size, mode, kStd, seed++);
+      lw.down = be.random_linear(c.hidden_size, c.intermediate_size, mode, kStd, seed++);
+      continue;
+    }
+    // The router in f32, made on the host (it is small); the experts on the backend's device.
+    const bool shared = moe.shared_intermediate_size > 0;
+    auto& m = *(lw.moe = std::make_unique<model::MoeWeights>());
+    Tensor router = Tensor::empty({moe.num_experts + (shared ? 1 : 0), c.hidden_size}, DType::kF32);
+    std::mt19937_64 rng(seed++);
+    std::normal_distribution<float> normal(0.0f, kStd);
+    for (int64_t i = 0; i < router.numel(); ++i) router.data_as<float>()[i] = normal(rng);
+    m.router = be.adopt_tensor(std::move(router));
+    m.gate_up = be.random_experts(moe.num_experts, 2 * moe.intermediate_size, c.hidden_size, mode, kStd, seed);
+    seed += static_cast<uint64_t>(moe.num_experts);
+    m.down = be.random_experts(moe.num_experts, c.hidden_size, moe.intermediate_size, mode, kStd, seed);
+    seed += static_cast<uint64_t>(moe.num_experts);
+    if (shared) {
+      m.shared_gate_up = be.random_linear(2 * moe.shared_intermediate_size, c.hidden_size, mode, kStd, seed++);
+      m.shared_down = be.random_linear(c.hidden_size, moe.shared_intermediate_size, mode, kStd, seed++);
+    }
   }
   QuantizationMode head = mode;  // lm_head stays 16-bit, as when loading
   head.quantized = false;

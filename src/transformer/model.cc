@@ -41,8 +41,9 @@ Tensor Model::run(const Batch& batch, KvCache& cache, const HiddenStateHook& hoo
   Tensor qkv = be.activations(n, c.q_size() + 2 * c.kv_size());
   Tensor attn = be.activations(n, c.q_size());
   Tensor proj = be.activations(n, c.hidden_size);
-  Tensor gate_up = be.activations(n, 2 * c.intermediate_size);
-  Tensor act = be.activations(n, c.intermediate_size);
+  // The dense MLP's (a MoE backend keeps the experts' own buffers).
+  Tensor gate_up = c.has_dense_mlp() ? be.activations(n, 2 * c.intermediate_size) : Tensor();
+  Tensor act = c.has_dense_mlp() ? be.activations(n, c.intermediate_size) : Tensor();
   Tensor all = hook ? be.activations(n, c.hidden_size) : Tensor();
   Tensor last = be.activations(rows, c.hidden_size);
   Tensor normed = be.activations(rows, c.hidden_size);
@@ -55,13 +56,18 @@ Tensor Model::run(const Batch& batch, KvCache& cache, const HiddenStateHook& hoo
     for (int64_t l = 0; l < c.num_layers; ++l) {
       const model::LayerWeights& w = weights_.layers[l];
       be.linear(h, *w.qkv, qkv);
+      if (c.qk_norm) be.qk_norm(qkv, w.q_norm, w.k_norm, eps);
       be.rope_write_kv(qkv, cache, l);
       be.attention(qkv, cache, l, attn);
       be.linear(attn, *w.o, proj);
       be.add_rms_norm(residual, proj, w.post_norm, eps, h);
-      be.linear(h, *w.gate_up, gate_up);
-      be.silu_mul(gate_up, act);
-      be.linear(act, *w.down, proj);
+      if (w.moe) {
+        be.moe(h, *w.moe, proj);
+      } else {
+        be.linear(h, *w.gate_up, gate_up);
+        be.silu_mul(gate_up, act);
+        be.linear(act, *w.down, proj);
+      }
       if (l + 1 < c.num_layers) {
         be.add_rms_norm(residual, proj, weights_.layers[l + 1].input_norm, eps, h);
         if (hook) hook(l + 1, residual);

@@ -1,7 +1,7 @@
 // A loaded model: config, weights on a backend, and the transformer forward pass over a
 // batch of sequences (prompt chunks and decode tokens mixed, each at its own position, with
 // a paged KV cache). Llama-family: pre-norm RMSNorm, rotary attention with grouped-query
-// heads, SwiGLU MLP.
+// heads (q/k norms for qwen3_moe), SwiGLU MLP or a mixture of SwiGLU experts (Backend::moe).
 #pragma once
 
 #include <filesystem>

@@ -94,6 +94,11 @@ constexpr Tolerance kRounded = {{1e-13, 2e-6}, {5e-7, 2e-3}, {3e-5, 1.6e-2}};
 // Long f32 accumulations, on the GPU of 16-bit operands (dequantized weights, attention
 // probabilities): linear, attention.
 constexpr Tolerance kAccumulated = {{2e-12, 1e-5}, {1e-6, 4e-3}, {4e-5, 2.5e-2}};
+// The MoE MLP: two accumulations with the intermediate activations rounded to the activation
+// dtype in between (gate_up, the SwiGLU product, each expert's down), then the weighted sum.
+// The f16 and bf16 bounds are provisional (twice kAccumulated's per rounded stage, not yet
+// measured over seeds on a GPU).
+constexpr Tolerance kMoe = {{1e-11, 2e-5}, {4e-6, 1e-2}, {2e-4, 5e-2}};
 // Log-probabilities of the same logits (f32/f64 on every backend).
 constexpr Tolerance kLogprob = {{1e-12, 1e-6}, {1e-12, 2e-6}, {1e-12, 2e-6}};
 
@@ -864,6 +869,268 @@ OpRow add_row(const EltShape& s) {
       make_config(), kRounded, [s](Rng& rng) { return build_add(s, rng); }, run_add, ref_add);
 }
 
+// --- qk_norm ---------------------------------------------------------------------------------
+
+struct QkNormShape {
+  int64_t n, heads, kv_heads, head_dim;
+  double scale, eps;
+};
+
+struct QkNormIn {
+  QkNormShape s;
+  Pass pass;
+  std::vector<float> qkv, q_w, k_w;
+};
+
+QkNormIn build_qk_norm(const QkNormShape& s, Rng& rng) {
+  return {s, make_pass(rng, {{0, s.n}}, 1000), randn(rng, s.n * (s.heads + 2 * s.kv_heads) * s.head_dim, s.scale),
+          uniform(rng, s.head_dim, 0.5, 1.5), uniform(rng, s.head_dim, 0.5, 1.5)};
+}
+
+std::vector<Out> run_qk_norm(Backend& be, const QkNormIn& in) {
+  const QkNormShape& s = in.s;
+  const Tensor q_w = be.adopt_tensor(host(in.q_w, {s.head_dim})), k_w = be.adopt_tensor(host(in.k_w, {s.head_dim}));
+  KvCache cache = begin_pass(be, in.pass);
+  Tensor qkv = input(be, in.qkv, s.n, (s.heads + 2 * s.kv_heads) * s.head_dim);
+  be.qk_norm(qkv, q_w, k_w, s.eps);
+  return {read(be, qkv, "qkv")};
+}
+
+// Each q head w_q * v / sqrt(mean(v^2) + eps), each k head the same with w_k; v heads as they were.
+std::vector<Out> ref_qk_norm(const QkNormIn& in, Device) {
+  const QkNormShape& s = in.s;
+  const int64_t d = s.head_dim, width = (s.heads + 2 * s.kv_heads) * d;
+  Out out{"qkv", {s.n, width}, std::vector<double>(in.qkv.begin(), in.qkv.end())};
+  for (int64_t i = 0; i < s.n; ++i)
+    for (int64_t h = 0; h < s.heads + s.kv_heads; ++h) {
+      double* v = out.v.data() + i * width + h * d;
+      const std::vector<double> head(v, v + d);
+      const auto normed = norm_reference(head, h < s.heads ? in.q_w : in.k_w, 1, d, s.eps);
+      std::copy(normed.begin(), normed.end(), v);
+    }
+  return {out};
+}
+
+OpRow qk_norm_row(const QkNormShape& s) {
+  return bind_row<QkNormIn>(
+      "qk_norm", fmt::format("n{}_h{}kv{}_d{}", s.n, s.heads, s.kv_heads, s.head_dim),
+      fmt::format("qkv of {} tokens, heads {}/{} of {}, scale {}, eps {}", s.n, s.heads, s.kv_heads, s.head_dim,
+                  s.scale, s.eps),
+      make_config(s.heads, s.kv_heads, s.head_dim), kRounded, [s](Rng& rng) { return build_qk_norm(s, rng); },
+      run_qk_norm, ref_qk_norm);
+}
+
+// --- moe -------------------------------------------------------------------------------------
+
+struct MoeShape {
+  std::string tag;
+  const char* weight;  // the experts': FPx "e3m2", "e2m2", "e2m1", or dense "f16", "bf16", "f32"
+  int64_t n, hidden, inter, experts, top_k;
+  bool renormalize;
+  int64_t shared = 0;           // the shared expert's intermediate size (0: none)
+  std::string routing = "any";  // "any"; "one": every token's first choice is expert 1; "starve": expert 0 never chosen
+};
+
+ModelConfig moe_config(const MoeShape& s) {
+  ModelConfig c = make_config(2, 1, 16, 0, 1000, s.hidden);
+  c.model_type = "qwen2_moe";
+  c.moe.num_experts = s.experts;
+  c.moe.top_k = s.top_k;
+  c.moe.intermediate_size = s.inter;
+  c.moe.shared_intermediate_size = s.shared;
+  c.moe.renormalize = s.renormalize;
+  return c;
+}
+
+struct MoeIn {
+  MoeShape s;
+  Pass pass;
+  std::vector<float> x, router;                     // router: [experts (+1), hidden]
+  std::vector<std::vector<float>> gu, dn;           // per expert [2 inter, hidden], [hidden, inter]
+  std::vector<std::vector<double>> gu_ref, dn_ref;  // the values the op must apply
+  std::vector<float> sgu, sdn;                      // the shared expert's
+  bool quantized() const { return s.weight[0] == 'e'; }
+};
+
+// The values a weight stands for: its quantized values (as build_linear), or itself.
+std::vector<double> weight_values(const std::vector<float>& w, int64_t rows, int64_t cols, const char* weight) {
+  if (weight[0] != 'e') return {w.begin(), w.end()};
+  const fpx::Format format = fpx::parse_format(weight);
+  const fpx::QuantizedMatrix q = fpx::quantize({w.data(), DType::kF32, rows, cols, "w"}, format);
+  std::vector<double> v;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) v.push_back(q.scales[r] * fpx_value(q.codes[r * cols + c], format));
+  return v;
+}
+
+// Router logits in double, softmax, top-k (ties: the lower expert); returns ids and weights.
+void moe_reference_route(const MoeIn& in, int64_t t, std::vector<int64_t>& ids, std::vector<double>& w) {
+  const MoeShape& s = in.s;
+  std::vector<double> p(static_cast<size_t>(s.experts));
+  for (int64_t e = 0; e < s.experts; ++e) {
+    double acc = 0;
+    for (int64_t j = 0; j < s.hidden; ++j)
+      acc += static_cast<double>(in.x[t * s.hidden + j]) * in.router[e * s.hidden + j];
+    p[e] = acc;
+  }
+  const double mx = *std::max_element(p.begin(), p.end());
+  double sum = 0;
+  for (double& v : p) sum += (v = std::exp(v - mx));
+  for (double& v : p) v /= sum;
+  std::vector<int64_t> order(static_cast<size_t>(s.experts));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return p[a] > p[b]; });
+  ids.assign(order.begin(), order.begin() + s.top_k);
+  w.clear();
+  double chosen = 0;
+  for (int64_t e : ids) chosen += p[e];
+  for (int64_t e : ids) w.push_back(s.renormalize ? p[e] / chosen : p[e]);
+}
+
+// The smallest gap between a token's k-th and (k+1)-th router logit (in double).
+double routing_margin(const MoeIn& in, int64_t t) {
+  const MoeShape& s = in.s;
+  if (s.top_k == s.experts) return INFINITY;
+  std::vector<double> l(static_cast<size_t>(s.experts));
+  for (int64_t e = 0; e < s.experts; ++e) {
+    double acc = 0;
+    for (int64_t j = 0; j < s.hidden; ++j)
+      acc += static_cast<double>(in.x[t * s.hidden + j]) * in.router[e * s.hidden + j];
+    l[e] = acc;
+  }
+  std::sort(l.begin(), l.end(), std::greater<>());
+  return l[s.top_k - 1] - l[s.top_k];
+}
+
+MoeIn build_moe(const MoeShape& s, Rng& rng) {
+  MoeIn in{s, make_pass(rng, {{0, s.n}}, 1000), {}, {}, {}, {}, {}, {}, {}, {}};
+  const bool shared = s.shared > 0;
+  in.router = randn(rng, (s.experts + (shared ? 1 : 0)) * s.hidden, 0.1);
+  if (s.routing == "one" || s.routing == "starve") {
+    // x > 0, and one router row of large positive (one) or negative (starve) weights.
+    in.x = uniform(rng, s.n * s.hidden, 0.25, 1.0);
+    const int64_t e = s.routing == "one" ? 1 : 0;
+    const float v = s.routing == "one" ? 0.5f : -0.5f;
+    std::fill_n(in.router.begin() + e * s.hidden, s.hidden, v);
+  } else {
+    in.x = randn(rng, s.n * s.hidden, 1.0);
+  }
+  // Every token's k-th and (k+1)-th logits at least 1e-2 apart: the backends compute them in
+  // f32 from the same exact inputs, so they pick the reference's experts.
+  for (int64_t t = 0; t < s.n; ++t)
+    for (int tries = 0; routing_margin(in, t) < 1e-2; ++tries) {
+      if (tries == 1000) throw std::runtime_error("moe row " + s.tag + ": no token with a clear routing margin");
+      const auto row = s.routing == "any" ? randn(rng, s.hidden, 1.0) : uniform(rng, s.hidden, 0.25, 1.0);
+      std::copy(row.begin(), row.end(), in.x.begin() + t * s.hidden);
+    }
+  for (int64_t e = 0; e < s.experts; ++e) {
+    in.gu.push_back(randn(rng, 2 * s.inter * s.hidden, 0.05));
+    in.dn.push_back(randn(rng, s.hidden * s.inter, 0.05));
+    in.gu_ref.push_back(weight_values(in.gu.back(), 2 * s.inter, s.hidden, s.weight));
+    in.dn_ref.push_back(weight_values(in.dn.back(), s.hidden, s.inter, s.weight));
+  }
+  if (shared) {
+    in.sgu = randn(rng, 2 * s.shared * s.hidden, 0.05);
+    in.sdn = randn(rng, s.hidden * s.shared, 0.05);
+  }
+  return in;
+}
+
+HostLinear moe_host_linear(Backend& be, const std::vector<float>& w, int64_t rows, int64_t cols, const char* weight,
+                           model::WeightId id) {
+  HostLinear h;
+  h.id = id;
+  h.rows = rows;
+  h.cols = cols;
+  if (weight[0] == 'e') {
+    const fpx::Format format = fpx::parse_format(weight);
+    h.packed = std::make_unique<fpx::PackedWeight>(
+        fpx::quantize_pack(fpx::MatrixView{w.data(), DType::kF32, rows, cols, "w"}, format, be.pack_target(format)));
+  } else {
+    h.dense = host(w, {rows, cols}, parse_float_dtype(weight));
+  }
+  return h;
+}
+
+std::vector<Out> run_moe(Backend& be, const MoeIn& in) {
+  const MoeShape& s = in.s;
+  MoeWeights w;
+  w.router = be.adopt_tensor(host(in.router, {s.experts + (s.shared ? 1 : 0), s.hidden}));
+  std::vector<HostLinear> gu, dn;
+  for (int64_t e = 0; e < s.experts; ++e) {
+    gu.push_back(
+        moe_host_linear(be, in.gu[e], 2 * s.inter, s.hidden, s.weight, {model::WeightKind::kExpertGateUp, 0, e}));
+    dn.push_back(moe_host_linear(be, in.dn[e], s.hidden, s.inter, s.weight, {model::WeightKind::kExpertDown, 0, e}));
+  }
+  w.gate_up = be.adopt_experts(std::move(gu));
+  w.down = be.adopt_experts(std::move(dn));
+  if (s.shared) {  // the shared expert in f32 (dense): its own linears are the linear rows' business
+    w.shared_gate_up = be.adopt_linear(
+        moe_host_linear(be, in.sgu, 2 * s.shared, s.hidden, "f32", {model::WeightKind::kSharedGateUp, 0}));
+    w.shared_down =
+        be.adopt_linear(moe_host_linear(be, in.sdn, s.hidden, s.shared, "f32", {model::WeightKind::kSharedDown, 0}));
+  }
+  KvCache cache = begin_pass(be, in.pass);
+  const Tensor x = input(be, in.x, s.n, s.hidden);
+  Tensor out = output(be, s.n, s.hidden);
+  be.moe(x, w, out);
+  return {read(be, out, "out")};
+}
+
+// y = down(silu(gate x) * up x) of weights given as [2 inter, hidden] (gate rows, then up) and
+// [hidden, inter], in double.
+template <typename W>
+std::vector<double> swiglu_reference(const float* x, const W& gu, const W& dn, int64_t hidden, int64_t inter) {
+  std::vector<double> act(static_cast<size_t>(inter)), y(static_cast<size_t>(hidden));
+  for (int64_t i = 0; i < inter; ++i) {
+    double g = 0, u = 0;
+    for (int64_t j = 0; j < hidden; ++j) {
+      g += static_cast<double>(x[j]) * gu[i * hidden + j];
+      u += static_cast<double>(x[j]) * gu[(inter + i) * hidden + j];
+    }
+    act[i] = g / (1.0 + std::exp(-g)) * u;
+  }
+  for (int64_t r = 0; r < hidden; ++r) {
+    double acc = 0;
+    for (int64_t i = 0; i < inter; ++i) acc += act[i] * dn[r * inter + i];
+    y[r] = acc;
+  }
+  return y;
+}
+
+// out[t] = sum over t's top-k experts of weight x expert(x[t]) (+ sigmoid(gate . x[t]) x
+// shared(x[t])), everything in double.
+std::vector<Out> ref_moe(const MoeIn& in, Device) {
+  const MoeShape& s = in.s;
+  Out out{"out", {s.n, s.hidden}, std::vector<double>(static_cast<size_t>(s.n * s.hidden), 0.0)};
+  std::vector<int64_t> ids;
+  std::vector<double> w;
+  for (int64_t t = 0; t < s.n; ++t) {
+    const float* xt = in.x.data() + t * s.hidden;
+    moe_reference_route(in, t, ids, w);
+    for (size_t k = 0; k < ids.size(); ++k) {
+      const auto y = swiglu_reference(xt, in.gu_ref[ids[k]], in.dn_ref[ids[k]], s.hidden, s.inter);
+      for (int64_t j = 0; j < s.hidden; ++j) out.v[t * s.hidden + j] += w[k] * y[j];
+    }
+    if (s.shared) {
+      double g = 0;
+      for (int64_t j = 0; j < s.hidden; ++j) g += static_cast<double>(xt[j]) * in.router[s.experts * s.hidden + j];
+      const auto y = swiglu_reference(xt, in.sgu, in.sdn, s.hidden, s.shared);
+      for (int64_t j = 0; j < s.hidden; ++j) out.v[t * s.hidden + j] += y[j] / (1.0 + std::exp(-g));
+    }
+  }
+  return {out};
+}
+
+OpRow moe_row(const MoeShape& s) {
+  return bind_row<MoeIn>(
+      "moe", s.tag,
+      fmt::format("{} experts of {} [{}, {}], top-{}{}, {} tokens{}, routing {}", s.experts, s.weight, s.inter,
+                  s.hidden, s.top_k, s.renormalize ? " renormalized" : "", s.n,
+                  s.shared ? fmt::format(", shared expert of {}", s.shared) : "", s.routing),
+      moe_config(s), kMoe, [s](Rng& rng) { return build_moe(s, rng); }, run_moe, ref_moe);
+}
+
 // --- gather_logit_rows -----------------------------------------------------------------------
 
 struct GatherShape {
@@ -1132,7 +1399,7 @@ OpRow sample_row(const SampleShape& s) {
 // The rows.
 
 const char* const kOps[] = {"embed",    "rms_norm", "add_rms_norm",      "linear", "rope_write_kv", "attention",
-                            "silu_mul", "add",      "gather_logit_rows", "sample"};
+                            "silu_mul", "add",      "gather_logit_rows", "sample", "qk_norm",       "moe"};
 
 const std::vector<OpRow>& op_table() {
   static const std::vector<OpRow> table = [] {
@@ -1184,6 +1451,21 @@ const std::vector<OpRow>& op_table() {
                                 {"mixed", 4, 2, 36, 0, {{0, 20}, {300, 1}, {50, 9}}},
                                 {"window16", 6, 2, 80, 16, {{10, 30}, {500, 2}}}})
       t.push_back(attention_row(s));
+
+    for (const QkNormShape& s :
+         std::vector<QkNormShape>{{1, 32, 4, 128, 3.0, 1e-6}, {37, 4, 2, 64, 0.01, 1e-6}, {5, 6, 6, 36, 1.0, 1e-5}})
+      t.push_back(qk_norm_row(s));
+
+    for (const MoeShape& s : std::vector<MoeShape>{{"mixtral_e3m2", "e3m2", 7, 256, 192, 8, 2, true},
+                                                   {"decode1_e3m2", "e3m2", 1, 512, 384, 8, 2, true},
+                                                   {"qwen2_shared_e3m2", "e3m2", 33, 128, 64, 16, 4, false, 96},
+                                                   {"qwen3_e2m1", "e2m1", 70, 256, 128, 32, 8, true},
+                                                   {"many_per_expert_e3m2", "e3m2", 200, 128, 64, 4, 2, true},
+                                                   {"one_expert_top1_e2m2", "e2m2", 40, 128, 64, 4, 1, true, 0, "one"},
+                                                   {"starved_odd_e3m2", "e3m2", 20, 130, 100, 6, 2, true, 0, "starve"},
+                                                   {"dense_f32", "f32", 9, 64, 48, 4, 2, true, 32},
+                                                   {"dense_bf16", "bf16", 12, 128, 64, 8, 3, false}})
+      t.push_back(moe_row(s));
 
     for (const EltShape& s : std::vector<EltShape>{{1, 11, 2.0}, {19, 1000, 2.0}, {64, 4096, 4.0}})
       t.push_back(silu_mul_row(s));

@@ -40,6 +40,64 @@ TEST(ModelShape, PresetsHaveTheRealModelsShapes) {
     EXPECT_EQ(ModelConfig::shape(name).dtype, DType::kF16) << name;
 }
 
+// The MoE presets: the published configs' shapes (Mixtral-8x7B-v0.1, Qwen1.5-MoE-A2.7B,
+// Qwen3-30B-A3B).
+TEST(ModelShape, MoePresetsHaveTheRealModelsShapes) {
+  const ModelConfig mx = ModelConfig::shape("mixtral-8x7b");
+  EXPECT_EQ(mx.family, Family::kMixtral);
+  EXPECT_EQ(mx.moe.num_experts, 8);
+  EXPECT_EQ(mx.moe.top_k, 2);
+  EXPECT_EQ(mx.moe.intermediate_size, 14336);
+  EXPECT_TRUE(mx.moe.renormalize);
+  EXPECT_EQ(mx.num_kv_heads, 8);
+  EXPECT_EQ(mx.rope.theta, 1e6);
+  const ModelConfig q15 = ModelConfig::shape("qwen1.5-moe-a2.7b");
+  EXPECT_EQ(q15.family, Family::kQwen2Moe);
+  EXPECT_EQ(q15.moe.num_experts, 60);
+  EXPECT_EQ(q15.moe.top_k, 4);
+  EXPECT_EQ(q15.moe.intermediate_size, 1408);
+  EXPECT_EQ(q15.moe.shared_intermediate_size, 5632);
+  EXPECT_FALSE(q15.moe.renormalize);
+  EXPECT_TRUE(q15.qkv_bias);
+  EXPECT_TRUE(q15.moe_layer(0) && q15.moe_layer(23) && !q15.has_dense_mlp());
+  const ModelConfig q3 = ModelConfig::shape("qwen3-30b-a3b");
+  EXPECT_EQ(q3.family, Family::kQwen3Moe);
+  EXPECT_EQ(q3.moe.num_experts, 128);
+  EXPECT_EQ(q3.moe.top_k, 8);
+  EXPECT_EQ(q3.moe.intermediate_size, 768);
+  EXPECT_TRUE(q3.moe.renormalize && q3.qk_norm && !q3.qkv_bias);
+  EXPECT_EQ(q3.q_size(), 4096);  // head_dim 128 x 32 heads, not hidden_size
+  for (const std::string& name : ModelConfig::shape_names()) EXPECT_EQ(ModelConfig::shape(name).dtype, DType::kF16);
+}
+
+// transformers' defaults where a MoE config leaves a field out, both names of the expert count,
+// and the sparse layers of decoder_sparse_step / mlp_only_layers.
+TEST(Config, MoeFieldsAndTheirDefaults) {
+  const std::string base = R"("vocab_size": 100, "hidden_size": 64, "intermediate_size": 128,
+      "num_hidden_layers": 6, "num_attention_heads": 4)";
+  const ModelConfig mx = ModelConfig::parse(R"({"model_type": "mixtral", )" + base + "}", "config.json");
+  EXPECT_EQ(mx.moe.num_experts, 8);
+  EXPECT_EQ(mx.moe.top_k, 2);
+  EXPECT_EQ(mx.moe.intermediate_size, 128);
+  EXPECT_EQ(mx.rope.theta, 1e6);
+  EXPECT_EQ(mx.max_position_embeddings, 131072);
+  const ModelConfig q3 = ModelConfig::parse(
+      R"({"model_type": "qwen3_moe", "num_local_experts": 16, "moe_intermediate_size": 32,
+          "decoder_sparse_step": 2, "mlp_only_layers": [3], "attention_bias": true, )" +
+          base + "}",
+      "config.json");
+  EXPECT_EQ(q3.moe.num_experts, 16);
+  EXPECT_EQ(q3.moe.top_k, 8);
+  EXPECT_FALSE(q3.moe.renormalize);  // norm_topk_prob defaults to false
+  EXPECT_TRUE(q3.qkv_bias && q3.o_bias && q3.qk_norm);
+  // (l + 1) % 2 == 0 and not listed: layers 1 and 5 sparse; 0, 2, 4 by the step, 3 listed.
+  EXPECT_EQ(q3.moe.dense_layers, (std::vector<int64_t>{0, 2, 3, 4}));
+  EXPECT_TRUE(q3.moe_layer(1) && q3.moe_layer(5) && !q3.moe_layer(3) && q3.has_dense_mlp());
+  const ModelConfig dense = ModelConfig::parse(R"({"model_type": "llama", )" + base + "}", "config.json");
+  EXPECT_FALSE(dense.is_moe() || dense.moe_layer(0));
+  EXPECT_TRUE(dense.has_dense_mlp());
+}
+
 TEST(ModelShape, AConfigFileOrDirectoryAndAClearErrorOtherwise) {
   const std::string dir = testing::fixture_dir("tiny-llama");
   EXPECT_EQ(ModelConfig::shape(dir).hidden_size, 128);
@@ -50,6 +108,7 @@ TEST(ModelShape, AConfigFileOrDirectoryAndAClearErrorOtherwise) {
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
     EXPECT_NE(std::string(e.what()).find("llama2-70b"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("mixtral-8x7b"), std::string::npos) << e.what();
   }
 }
 
@@ -181,6 +240,37 @@ TEST(Config, AbsurdSizesAreRejectedNamingTheField) {
   const ModelConfig big = ModelConfig::parse(text, "config.json");
   EXPECT_EQ(big.num_layers, 1024);
   EXPECT_EQ(big.vocab_size, 1048576);
+}
+
+TEST(Config, BadMoeFieldsAreRejectedNamingTheField) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"num_local_experts", "0"},     {"num_local_experts", "1000000"},
+      {"num_experts_per_tok", "9"},                                   // more than the 8 experts
+      {"num_experts_per_tok", "-1"},  {"num_experts", "7"},           // disagrees with num_local_experts
+      {"moe_intermediate_size", "0"}, {"mlp_only_layers", "[0, 4]"},  // 4 layers: index 4 is outside
+      {"mlp_only_layers", "3"},       {"decoder_sparse_step", "0"},
+      {"norm_topk_prob", "1"},
+  };
+  for (const auto& [field, value] : cases) {
+    nlohmann::json j = nlohmann::json::parse(tiny_config_with(field, value));
+    const bool qwen = std::string(field) != "num_local_experts" && std::string(field) != "num_experts";
+    j["model_type"] = qwen ? "qwen3_moe" : "mixtral";
+    if (!j.contains("num_local_experts") && !qwen) j["num_local_experts"] = 8;
+    if (std::string(field) == "num_experts") j["num_local_experts"] = 8;
+    if (qwen && std::string(field) != "num_experts_per_tok") j["num_experts_per_tok"] = 2;
+    if (qwen) j["num_experts"] = 8;
+    const Error e = config_error(j.dump());
+    EXPECT_EQ(e.kind(), ErrorKind::kBadInput) << field << "=" << value << ": " << e.what();
+    for (const char* part : {"dir/config.json", field})
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << field << "=" << value << ": " << e.what();
+  }
+  // A feature fp6serve lacks is kUnsupported, saying which.
+  nlohmann::json j = nlohmann::json::parse(tiny_config_with("use_sliding_window", "true"));
+  j["model_type"] = "qwen2_moe";
+  EXPECT_EQ(config_error(j.dump()).kind(), ErrorKind::kUnsupported);
+  j["use_sliding_window"] = false;
+  j["layer_types"] = {"full_attention", "sliding_attention"};
+  EXPECT_EQ(config_error(j.dump()).kind(), ErrorKind::kUnsupported);
 }
 
 TEST(Config, Llama3OriginalMaxPositionIsBoundedBeforeItsConversion) {

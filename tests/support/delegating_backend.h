@@ -24,6 +24,9 @@ class DelegatingBackend : public Backend {
   std::string describe() const override { return "delegating to " + inner_->describe(); }
   Memory memory() const override { return inner_->memory(); }
   std::unique_ptr<LinearWeight> adopt_linear(HostLinear&& h) override { return inner_->adopt_linear(std::move(h)); }
+  std::unique_ptr<ExpertWeights> adopt_experts(std::vector<HostLinear>&& e) override {
+    return inner_->adopt_experts(std::move(e));
+  }
   Tensor adopt_tensor(Tensor t) override { return inner_->adopt_tensor(std::move(t)); }
   void upload(const Tensor& host, Tensor& dst) override { inner_->upload(host, dst); }
   KvCache make_kv_cache(int64_t n, int64_t b) override { return inner_->make_kv_cache(n, b); }
@@ -38,6 +41,8 @@ class DelegatingBackend : public Backend {
   void linear(const Tensor& x, const LinearWeight& w, Tensor& y) override { inner_->linear(x, w, y); }
   void rope_write_kv(Tensor& q, KvCache& c, int64_t l) override { inner_->rope_write_kv(q, c, l); }
   void attention(const Tensor& q, const KvCache& c, int64_t l, Tensor& o) override { inner_->attention(q, c, l, o); }
+  void qk_norm(Tensor& q, const Tensor& qw, const Tensor& kw, double e) override { inner_->qk_norm(q, qw, kw, e); }
+  void moe(const Tensor& x, const MoeWeights& w, Tensor& o) override { inner_->moe(x, w, o); }
   void silu_mul(const Tensor& g, Tensor& o) override { inner_->silu_mul(g, o); }
   void add(Tensor& a, const Tensor& x) override { inner_->add(a, x); }
   void gather_logit_rows(const Tensor& x, Tensor& o) override { inner_->gather_logit_rows(x, o); }
@@ -53,18 +58,25 @@ class DequantizingBackend : public DelegatingBackend {
   DequantizingBackend(const model::ModelConfig& c, std::function<bool(model::WeightId)> dequantize)
       : DelegatingBackend(cpu::make_cpu_backend(c, Options{})), dequantize_(std::move(dequantize)) {}
   std::unique_ptr<LinearWeight> adopt_linear(HostLinear&& h) override {
-    if (h.packed && dequantize_(h.id)) {
-      const fpx::QuantizedMatrix q = fpx::unpack(*h.packed);
-      const fpx::Codec codec(q.format);
-      h.dense = Tensor::empty({h.rows, h.cols}, DType::kF32);
-      for (int64_t r = 0; r < h.rows; ++r)
-        for (int64_t c = 0; c < h.cols; ++c) h.dense.data_as<float>()[r * h.cols + c] = fpx::dequantize(q, codec, r, c);
-      h.packed.reset();
-    }
+    dequantized(h);
     return DelegatingBackend::adopt_linear(std::move(h));
+  }
+  std::unique_ptr<ExpertWeights> adopt_experts(std::vector<HostLinear>&& all) override {
+    for (HostLinear& h : all) dequantized(h);
+    return DelegatingBackend::adopt_experts(std::move(all));
   }
 
  private:
+  void dequantized(HostLinear& h) const {
+    if (!h.packed || !dequantize_(h.id)) return;
+    const fpx::QuantizedMatrix q = fpx::unpack(*h.packed);
+    const fpx::Codec codec(q.format);
+    h.dense = Tensor::empty({h.rows, h.cols}, DType::kF32);
+    for (int64_t r = 0; r < h.rows; ++r)
+      for (int64_t c = 0; c < h.cols; ++c) h.dense.data_as<float>()[r * h.cols + c] = fpx::dequantize(q, codec, r, c);
+    h.packed.reset();
+  }
+
   std::function<bool(model::WeightId)> dequantize_;
 };
 

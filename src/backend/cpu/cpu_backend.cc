@@ -30,6 +30,26 @@ class CpuLinear : public LinearWeight {
   HostLinear host;
 };
 
+class CpuExperts : public ExpertWeights {
+ public:
+  explicit CpuExperts(std::vector<HostLinear>&& all) : experts(std::move(all)) {
+    FP6_CHECK(!experts.empty(), kInvalidArgument, "adopt_experts: no experts");
+    const HostLinear& first = experts.front();
+    num_experts = static_cast<int64_t>(experts.size());
+    rows = first.rows;
+    cols = first.cols;
+    quantized = first.packed != nullptr;
+    for (const HostLinear& h : experts) {
+      FP6_CHECK(h.rows == rows && h.cols == cols && (h.packed != nullptr) == quantized && h.bias.empty(),
+                kInvalidArgument, "adopt_experts: {} is [{}, {}]{}, unlike the first expert [{}, {}]{}",
+                model::weight_name(h.id), h.rows, h.cols, h.packed ? " FPx" : " dense", rows, cols,
+                quantized ? " FPx" : " dense");
+      weight_bytes += quantized ? h.packed->bytes() + h.packed->scales.size() * sizeof(float) : h.dense.bytes();
+    }
+  }
+  std::vector<HostLinear> experts;
+};
+
 class CpuBackend : public Backend {
  public:
   CpuBackend(const ModelConfig& config, const Options& options)
@@ -48,6 +68,9 @@ class CpuBackend : public Backend {
 
   std::unique_ptr<LinearWeight> adopt_linear(HostLinear&& host) override {
     return std::make_unique<CpuLinear>(std::move(host));
+  }
+  std::unique_ptr<ExpertWeights> adopt_experts(std::vector<HostLinear>&& experts) override {
+    return std::make_unique<CpuExperts>(std::move(experts));
   }
   Tensor adopt_tensor(Tensor host) override { return host; }
   void upload(const Tensor& host, Tensor& dst) override {
@@ -100,13 +123,7 @@ class CpuBackend : public Backend {
   }
 
   void linear(const Tensor& x, const LinearWeight& w, Tensor& y) override {
-    const HostLinear& h = static_cast<const CpuLinear&>(w).host;
-    const float* bias = h.bias.empty() ? nullptr : h.bias.data();
-    if (h.packed)
-      fpx_linear(x.data(), DType::kF32, x.dim(0), *h.packed, bias, y.data(), isa_);
-    else
-      dense_linear(x.data(), DType::kF32, x.dim(0), h.dense.data(), h.dense.dtype(), h.rows, h.cols, bias, y.data(),
-                   isa_);
+    run_linear(static_cast<const CpuLinear&>(w).host, x.data(), x.dim(0), y.data());
   }
 
   void rope_write_kv(Tensor& qkv, KvCache& cache, int64_t layer) override {
@@ -118,6 +135,54 @@ class CpuBackend : public Backend {
     cpu::attention(qkv.data_as<float>(), qkv.dim(1), config_.num_heads, seqs_.data(),
                    static_cast<int64_t>(seqs_.size()), paged(cache, layer), config_.sliding_window,
                    out.data_as<float>());
+  }
+
+  void qk_norm(Tensor& qkv, const Tensor& q_w, const Tensor& k_w, double eps) override {
+    FP6_ASSERT(q_w.dtype() == DType::kF32 && k_w.dtype() == DType::kF32);
+    cpu::qk_norm(qkv.data_as<float>(), qkv.dim(0), config_.num_heads, config_.num_kv_heads, config_.head_dim,
+                 q_w.data_as<float>(), k_w.data_as<float>(), eps);
+  }
+
+  // The steps of moe.cc around each expert's linears on its rows of the grouped order.
+  void moe(const Tensor& x, const MoeWeights& w, Tensor& out) override {
+    const model::MoeConfig& m = config_.moe;
+    FP6_CHECK(m.num_experts > 0, kInvalidArgument, "moe on a backend made for a dense model");
+    FP6_ASSERT(w.router.dtype() == DType::kF32);
+    const int64_t n = x.dim(0), hidden = x.dim(1), k = m.top_k, rows = n * k;
+    const auto& gate_up = static_cast<const CpuExperts&>(*w.gate_up);
+    const auto& down = static_cast<const CpuExperts&>(*w.down);
+    const int64_t inter = down.cols;
+    const bool shared = w.shared_gate_up != nullptr;
+    std::vector<int32_t> ids(rows), offsets(m.num_experts + 1), order(rows), row_of(rows);
+    std::vector<float> weights(rows), scale(shared ? n : 0);
+    moe_route(x.data_as<float>(), n, hidden, w.router.data_as<float>(), m.num_experts, k, m.renormalize, ids.data(),
+              weights.data(), shared ? scale.data() : nullptr);
+    moe_group(ids.data(), rows, m.num_experts, offsets.data(), order.data(), row_of.data());
+    std::vector<float> xs(rows * hidden), gu(rows * 2 * inter), act(rows * inter), ys(rows * hidden);
+    moe_gather(x.data_as<float>(), hidden, order.data(), rows, k, xs.data());
+    for (int64_t e = 0; e < m.num_experts; ++e) {
+      const int64_t r0 = offsets[e], count = offsets[e + 1] - r0;
+      if (count == 0) continue;
+      run_linear(gate_up.experts[e], xs.data() + r0 * hidden, count, gu.data() + r0 * 2 * inter);
+    }
+    cpu::silu_mul(gu.data(), rows, inter, act.data());
+    for (int64_t e = 0; e < m.num_experts; ++e) {
+      const int64_t r0 = offsets[e], count = offsets[e + 1] - r0;
+      if (count == 0) continue;
+      run_linear(down.experts[e], act.data() + r0 * inter, count, ys.data() + r0 * hidden);
+    }
+    std::vector<float> sy;
+    if (shared) {
+      const auto& sgu = static_cast<const CpuLinear&>(*w.shared_gate_up).host;
+      const auto& sd = static_cast<const CpuLinear&>(*w.shared_down).host;
+      std::vector<float> s1(n * sgu.rows), s2(n * sd.cols);
+      sy.resize(n * hidden);
+      run_linear(sgu, x.data_as<float>(), n, s1.data());
+      cpu::silu_mul(s1.data(), n, sd.cols, s2.data());
+      run_linear(sd, s2.data(), n, sy.data());
+    }
+    moe_combine(ys.data(), row_of.data(), weights.data(), n, k, hidden, shared ? scale.data() : nullptr, sy.data(),
+                out.data_as<float>());
   }
 
   void silu_mul(const Tensor& gate_up, Tensor& out) override {
@@ -141,6 +206,15 @@ class CpuBackend : public Backend {
   }
 
  private:
+  // y [n, h.rows] = x [n, h.cols] . h^T (+ bias), f32.
+  void run_linear(const HostLinear& h, const void* x, int64_t n, void* y) const {
+    const float* bias = h.bias.empty() ? nullptr : h.bias.data();
+    if (h.packed)
+      fpx_linear(x, DType::kF32, n, *h.packed, bias, y, isa_);
+    else
+      dense_linear(x, DType::kF32, n, h.dense.data(), h.dense.dtype(), h.rows, h.cols, bias, y, isa_);
+  }
+
   PagedKv paged(const KvCache& cache, int64_t layer) const {
     return {cache.k[layer].data_as<float>(),
             cache.v[layer].data_as<float>(),

@@ -33,4 +33,16 @@ void add_rms_norm(float* residual, const float* x, const float* w, int64_t rows,
   });
 }
 
+void qk_norm(float* qkv, int64_t n, int64_t heads, int64_t kv_heads, int64_t head_dim, const float* q_w,
+             const float* k_w, double eps) {
+  const int64_t width = (heads + 2 * kv_heads) * head_dim;
+  ThreadPool::global()->parallel_for(n, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      for (int64_t h = 0; h < heads + kv_heads; ++h) {
+        float* v = qkv + i * width + h * head_dim;
+        norm_row(v, h < heads ? q_w : k_w, head_dim, eps, v);
+      }
+  });
+}
+
 }  // namespace fp6serve::cpu
