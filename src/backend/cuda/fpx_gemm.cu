@@ -90,9 +90,32 @@ void dispatch_hopper_tile(int index, F&& f) {
 // Tiles [first, last] of HopperTiles are the candidates for n tokens.
 std::pair<int, int> hopper_candidates(int64_t n) {
   if (n <= 64) return {0, 1};
-  if (n <= 512) return {2, 3};
-  return {4, 4};
+  if (n <= 256) return {2, 3};
+  return {2, 4};
 }
+
+// The best Hopper tile and split measured on the H100 (132 SMs) for the Llama-2-7B and 70B
+// layers, per token bucket (n up to `tokens`): `fp6serve_bench_gemm --hopper`,
+// bench/results/2026-11-24-hopper-gemm-h100.md. Other shapes and GPUs take the rule in
+// fpx_gemm_plan.
+struct MeasuredHopperPlan {
+  int64_t rows, cols, tokens;
+  int tile, splits;
+};
+constexpr int kMeasuredSms = 132;
+constexpr MeasuredHopperPlan kMeasuredHopperPlans[] = {
+    {12288, 4096, 32, 1, 2},  {12288, 4096, 64, 0, 1},   {12288, 4096, 128, 2, 1}, {12288, 4096, 256, 3, 1},
+    {12288, 4096, 512, 3, 1}, {12288, 4096, 1024, 4, 1}, {4096, 4096, 32, 0, 4},   {4096, 4096, 64, 0, 4},
+    {4096, 4096, 128, 0, 2},  {4096, 4096, 256, 0, 1},   {4096, 4096, 512, 2, 1},  {4096, 4096, 1024, 4, 1},
+    {22016, 4096, 32, 1, 1},  {22016, 4096, 64, 1, 1},   {22016, 4096, 128, 3, 1}, {22016, 4096, 256, 3, 1},
+    {22016, 4096, 512, 4, 1}, {22016, 4096, 1024, 3, 1}, {4096, 11008, 32, 0, 4},  {4096, 11008, 64, 0, 4},
+    {4096, 11008, 128, 2, 4}, {4096, 11008, 256, 2, 2},  {4096, 11008, 512, 2, 1}, {4096, 11008, 1024, 4, 1},
+    {10240, 8192, 32, 1, 2},  {10240, 8192, 64, 1, 2},   {10240, 8192, 128, 3, 2}, {10240, 8192, 256, 3, 1},
+    {10240, 8192, 512, 3, 1}, {10240, 8192, 1024, 2, 1}, {8192, 8192, 32, 0, 2},   {8192, 8192, 64, 0, 2},
+    {8192, 8192, 128, 2, 2},  {8192, 8192, 256, 2, 1},   {8192, 8192, 512, 4, 1},  {8192, 8192, 1024, 4, 1},
+    {57344, 8192, 32, 1, 2},  {57344, 8192, 64, 0, 1},   {57344, 8192, 128, 2, 1}, {57344, 8192, 256, 4, 1},
+    {57344, 8192, 512, 4, 1}, {57344, 8192, 1024, 4, 1}, {8192, 28672, 32, 0, 2},  {8192, 28672, 64, 0, 2},
+    {8192, 28672, 128, 2, 2}, {8192, 28672, 256, 2, 1},  {8192, 28672, 512, 4, 1}, {8192, 28672, 1024, 4, 1}};
 
 // The Hopper kernel is built for sm_90a only.
 bool sm90() {
@@ -143,24 +166,31 @@ FpxGemmPlan fpx_gemm_plan(const fpx::PackPlan& plan, int64_t row_tiles, int64_t 
   // At least 4 K units (512 columns) per split.
   const int64_t max_splits = std::max<int64_t>(1, col_units / 4);
   if (n >= kFpxHopperMinTokens && fpx_wgmma_supported(plan, cols)) {
-    // One CTA per SM (a CTA takes most of its shared memory): pick the tile and split whose
-    // CTAs fill their last wave best; a split costs its partial sums and their reduction, so
-    // it must gain more than 5% to be taken. Ties go to the smaller tile index.
     p.hopper = true;
+    auto take = [&](int t, int64_t s) {
+      dispatch_hopper_tile(t, [&]<class Cfg>() { p.rows_per_cta = Cfg::kRows, p.tokens_per_cta = Cfg::kN; });
+      p.tile = t, p.splits = static_cast<int>(std::min(s, max_splits));
+    };
+    if (sms == kMeasuredSms)
+      for (const MeasuredHopperPlan& m : kMeasuredHopperPlans)
+        if (m.rows == row_tiles * fpx::kUnitRows && m.cols == cols && n <= m.tokens && n > m.tokens / 2) {
+          take(m.tile, m.splits);
+          return p;
+        }
+    // Otherwise: one CTA per SM (a CTA takes most of its shared memory), so pick the tile
+    // whose CTAs fill their last wave best; split K only to bring a grid of less than half
+    // the SMs up to one wave (splits cost their partial sums, their reduction and a shorter
+    // pipeline: each must gain 10%). Ties go to the smaller tile index.
     double best = -1;
     const auto [first, last] = hopper_candidates(n);
     for (int t = first; t <= last; ++t)
       dispatch_hopper_tile(t, [&]<class Cfg>() {
         const int64_t blocks =
             (row_tiles * fpx::kUnitRows + Cfg::kRows - 1) / Cfg::kRows * ((n + Cfg::kN - 1) / Cfg::kN);
-        for (int64_t s = 1; s <= std::min<int64_t>(max_splits, 16); ++s) {
-          const int64_t ctas = blocks * s, waves = (ctas + sms - 1) / sms;
-          const double score = static_cast<double>(ctas) / static_cast<double>(waves * sms) * (s > 1 ? 0.95 : 1.0);
-          if (score > best + 1e-9) {
-            best = score;
-            p.tile = t, p.rows_per_cta = Cfg::kRows, p.tokens_per_cta = Cfg::kN, p.splits = static_cast<int>(s);
-          }
-        }
+        const int64_t s = 2 * blocks <= sms ? std::min<int64_t>(sms / blocks, max_splits) : 1;
+        const int64_t ctas = blocks * s, waves = (ctas + sms - 1) / sms;
+        const double score = static_cast<double>(ctas) / static_cast<double>(waves * sms) / (1.0 + 0.1 * (s - 1));
+        if (score > best + 1e-9) best = score, take(t, s);
       });
     return p;
   }

@@ -57,7 +57,7 @@ DeviceFpxWeight quantize_on_device(const void* src, DType src_dtype, int64_t row
 // serves the weight (fpx_wgmma_supported; bench/results/2026-11-24-hopper-gemm-h100.md). A
 // crossover of 0 means these measured ones; Options::fpx_crossover may set another.
 inline constexpr int64_t kFpxCrossoverTokens = 64;
-inline constexpr int64_t kFpxHopperCrossoverTokens = 2048;
+inline constexpr int64_t kFpxHopperCrossoverTokens = 1024;
 // Which path fpx_linear takes for n tokens: the fused kernels, or dequantize + cuBLAS.
 enum class FpxPath { kFused, kDequantGemm };
 FpxPath fpx_path(const DeviceFpxWeight& w, int64_t n, int64_t crossover = 0);
