@@ -42,8 +42,9 @@ py::str text(const std::string& s) {
 // ---- errors ----------------------------------------------------------------------------------
 // fp6serve.Error, and one subclass per ErrorKind that is also the built-in exception a Python
 // user expects: ValueError for bad arguments and malformed files, FileNotFoundError for what
-// does not exist, NotImplementedError for what fp6serve does not do, MemoryError, and
-// RuntimeError for CUDA failures and bugs. A kind missing here arrives as fp6serve.Error.
+// does not exist, NotImplementedError for what fp6serve does not do, MemoryError, OSError for
+// a resource the system refused, and RuntimeError for CUDA failures and bugs. A kind missing here arrives as
+// fp6serve.Error.
 struct ErrorTypes {
   PyObject* base = nullptr;
   std::vector<std::pair<ErrorKind, PyObject*>> by_kind;
@@ -72,6 +73,8 @@ void register_errors(py::module_& m) {
       {ErrorKind::kUnsupported, "UnsupportedError", PyExc_NotImplementedError,
        "Valid, but not something fp6serve does (a model_type, a format, no GPU)."},
       {ErrorKind::kOutOfMemory, "OutOfMemoryError", PyExc_MemoryError, "Host or device memory ran out."},
+      {ErrorKind::kUnavailable, "UnavailableError", PyExc_OSError,
+       "The system refused a resource: a port in use, an address not ours."},
       {ErrorKind::kCuda, "CudaError", PyExc_RuntimeError, "A CUDA or cuBLAS call failed."},
       {ErrorKind::kInternal, "InternalError", PyExc_RuntimeError, "A broken invariant: a bug in fp6serve."},
   };
@@ -131,6 +134,8 @@ Options to_options(const py::dict& d) {
       o.kv_cache_bytes = py::cast<size_t>(value);
     else if (k == "kv_cache_blocks")
       o.kv_cache_blocks = py::cast<int64_t>(value);
+    else if (k == "gpu_memory_utilization")
+      o.gpu_memory_utilization = py::cast<double>(value);
     else
       throw Error(ErrorKind::kInternal, "_native: unknown Options field " + k);
   }

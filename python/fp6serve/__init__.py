@@ -30,6 +30,7 @@ from ._native import (
     OutOfMemoryError,
     Response,
     Stream,
+    UnavailableError,
     UnsupportedError,
 )
 
@@ -47,6 +48,7 @@ __all__ = [
     "NotFoundError",
     "UnsupportedError",
     "OutOfMemoryError",
+    "UnavailableError",
     "CudaError",
     "InternalError",
 ]
@@ -70,6 +72,7 @@ _OPTIONS: Dict[str, type] = {
     "kv_block_size": int,
     "kv_cache_bytes": int,
     "kv_cache_blocks": int,
+    "gpu_memory_utilization": float,
 }
 
 # The fields of fp6serve::GenerateOptions; "ids" are lists of token ids, "strs" lists of str.
@@ -305,6 +308,7 @@ def pipeline(
     "bf16", "fp32"; None: wf6af16, or the mode a prequantized checkpoint was written in.
     device: "auto" (the GPU when there is one), "cpu" or "cuda".
     options: the other fields of fp6serve::Options (quantization_scale, threads,
-    max_batch_tokens, max_model_len, kv_cache_bytes, ...; docs/python.md).
+    max_batch_tokens, max_model_len, kv_cache_bytes, gpu_memory_utilization, ...;
+    docs/python.md).
     """
     return Pipeline(model_dir, quantization_mode=quantization_mode, device=device, **options)

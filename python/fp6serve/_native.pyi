@@ -24,6 +24,9 @@ class UnsupportedError(Error, NotImplementedError):
 class OutOfMemoryError(Error, MemoryError):
     """Host or device memory ran out."""
 
+class UnavailableError(Error, OSError):
+    """The system refused a resource: a port in use, an address not ours."""
+
 class CudaError(Error, RuntimeError):
     """A CUDA or cuBLAS call failed."""
 

@@ -34,6 +34,8 @@ def test_a_malformed_model_is_a_value_error(tmp_path):
     (dict(bogus=1), TypeError, "unexpected pipeline argument 'bogus'"),
     (dict(threads="2"), TypeError, "threads must be an int, not str"),
     (dict(progress=1), TypeError, "progress must be a bool"),
+    (dict(gpu_memory_utilization=0.5), ValueError, "gpu_memory_utilization applies to the GPU, not to device cpu"),
+    (dict(gpu_memory_utilization="half"), TypeError, "gpu_memory_utilization must be a float"),
 ])
 def test_bad_pipeline_arguments(options, error, message):
     options.setdefault("device", "cpu")
