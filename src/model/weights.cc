@@ -1,5 +1,7 @@
 #include "model/weights.h"
 
+#include <cmath>
+
 #include "core/check.h"
 
 namespace fp6serve::model {
@@ -81,6 +83,19 @@ size_t ModelWeights::bytes() const {
   for (const auto& l : layers)
     b += l.input_norm.bytes() + l.post_norm.bytes() + l.q_norm.bytes() + l.k_norm.bytes() + bytes_of(l.qkv) +
          bytes_of(l.o) + bytes_of(l.gate_up) + bytes_of(l.down) + (l.moe ? l.moe->bytes() : 0);
+  return b;
+}
+
+size_t ModelWeights::bytes_read(int64_t tokens, int64_t top_k) const {
+  size_t b = bytes();
+  for (const auto& l : layers) {
+    if (!l.moe) continue;
+    const auto experts = static_cast<double>(l.moe->gate_up->num_experts);
+    const double picked = experts * (1.0 - std::pow(1.0 - std::min(1.0, static_cast<double>(top_k) / experts),
+                                                    static_cast<double>(tokens)));
+    const auto all = static_cast<double>(bytes_of(l.moe->gate_up) + bytes_of(l.moe->down));
+    b -= static_cast<size_t>(all * (1.0 - picked / experts));
+  }
   return b;
 }
 

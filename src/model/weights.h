@@ -109,6 +109,11 @@ struct ModelWeights {
   Tensor final_norm;
   std::unique_ptr<LinearWeight> lm_head;  // [vocab, hidden]
   size_t bytes() const;
+  // The weight bytes a forward pass of `tokens` tokens reads: all of them, except that of the
+  // experts of each MoE layer only those a uniform router choosing top_k of E is expected to
+  // pick, E (1 - (1 - top_k / E)^tokens) (the benchmarks' roofline; a trained router is not
+  // uniform).
+  size_t bytes_read(int64_t tokens, int64_t top_k) const;
 };
 
 }  // namespace fp6serve::model

@@ -14,11 +14,14 @@
 
 #include "backend/cuda/device.h"
 #include "backend/cuda/device_buffer.h"
+#include "backend/cuda/fpx_quantize.h"
 #include "backend/cuda/graph_cache.h"
 #include "backend/cuda/linear.h"
+#include "backend/cuda/moe.h"
 #include "backend/cuda/ops.h"
 #include "backend/cuda/sampling.h"
 #include "core/check.h"
+#include "fpx/format.h"
 
 namespace fp6serve::cuda {
 
@@ -31,6 +34,14 @@ class CudaLinear : public LinearWeight {
   std::optional<DeviceFpxWeight> fpx;
   DeviceDenseWeight dense;
   DeviceBuffer bias;  // f32 [rows] or empty
+};
+
+// The experts of one kind of one MoE layer: FPx in one buffer (one grouped launch runs them
+// all, moe.h), or dense, one cuBLAS weight each.
+class CudaExperts : public ExpertWeights {
+ public:
+  DeviceExperts dev;
+  std::vector<DeviceDenseWeight> dense;
 };
 
 // A device tensor owning its cudaMalloc'ed memory.
@@ -139,6 +150,105 @@ class CudaBackend : public Backend {
     return t;
   }
 
+  std::unique_ptr<ExpertWeights> adopt_experts(std::vector<HostLinear>&& experts) override {
+    FP6_CHECK(!experts.empty(), kInvalidArgument, "adopt_experts: no experts");
+    auto w = std::make_unique<CudaExperts>();
+    const HostLinear& first = experts.front();
+    w->num_experts = static_cast<int64_t>(experts.size());
+    w->rows = first.rows;
+    w->cols = first.cols;
+    w->quantized = first.packed != nullptr;
+    for (const HostLinear& h : experts)
+      FP6_CHECK(h.rows == w->rows && h.cols == w->cols && (h.packed != nullptr) == w->quantized && h.bias.empty() &&
+                    (!h.packed || (h.packed->plan.format == first.packed->plan.format &&
+                                   h.packed->plan.target == first.packed->plan.target)),
+                kInvalidArgument, "adopt_experts: {} is [{}, {}]{}, unlike the first expert [{}, {}]{}",
+                model::weight_name(h.id), h.rows, h.cols, h.packed ? " FPx" : " dense", w->rows, w->cols,
+                w->quantized ? " FPx" : " dense");
+    DeviceExperts& d = w->dev;
+    d.num_experts = w->num_experts;
+    d.rows = w->rows;
+    d.cols = w->cols;
+    if (w->quantized) {
+      const fpx::PackPlan& plan = first.packed->plan;
+      FP6_CHECK(fpx_gpu_format_supported(plan.format), kUnsupported,
+                "the GPU kernels are built for e3m2, e2m3, e2m2 and e2m1 (FP6, FP6, FP5, FP4), not {}",
+                plan.format.name());
+      d.plan = plan;
+      const auto bytes = static_cast<size_t>(d.expert_bytes());
+      const auto scales = static_cast<size_t>(d.row_tiles() * fpx::kUnitRows);
+      d.data = DeviceBuffer(bytes * static_cast<size_t>(d.num_experts));
+      d.scales = DeviceBuffer(scales * sizeof(float) * static_cast<size_t>(d.num_experts));
+      for (size_t e = 0; e < experts.size(); ++e) {
+        const fpx::PackedWeight& p = *experts[e].packed;
+        FP6_ASSERT(p.bytes() == bytes && p.scales.size() == scales);
+        d.data.upload(p.data.data(), bytes, e * bytes);
+        d.scales.upload(p.scales.data(), scales * sizeof(float), e * scales * sizeof(float));
+      }
+      w->weight_bytes = d.data.size() + d.scales.size();
+    } else {
+      d.dense_dtype = act_;
+      for (const HostLinear& h : experts) {
+        const Tensor dense = in_act_dtype(h.dense);
+        w->dense.push_back(upload_dense(dense.data(), act_, h.rows, h.cols));
+        w->weight_bytes += w->dense.back().data.size();
+      }
+      dense_experts_ = true;
+    }
+    expert_weights_.push_back(w.get());
+    return w;
+  }
+
+  std::unique_ptr<ExpertWeights> random_experts(int64_t experts, int64_t rows, int64_t cols,
+                                                const QuantizationMode& mode, float stddev, uint64_t seed) override {
+    if (!mode.quantized) {  // dense: each expert filled in place
+      auto w = std::make_unique<CudaExperts>();
+      w->num_experts = w->dev.num_experts = experts;
+      w->rows = w->dev.rows = rows;
+      w->cols = w->dev.cols = cols;
+      w->dev.dense_dtype = act_;
+      for (int64_t e = 0; e < experts; ++e) {
+        DeviceBuffer values(static_cast<size_t>(rows * cols) * dtype_size(act_));
+        fill_normal(values.data(), rows * cols, seed + static_cast<uint64_t>(e), stddev, act_ == DType::kBF16);
+        w->weight_bytes += values.size();
+        w->dense.push_back({act_, rows, cols, std::move(values)});
+      }
+      FP6_CUDA_CHECK(cudaDeviceSynchronize());  // the fills ran on the default stream
+      dense_experts_ = true;
+      expert_weights_.push_back(w.get());
+      return w;
+    }
+    FP6_CHECK(fpx_gpu_format_supported(mode.format), kUnsupported,
+              "the GPU kernels are built for e3m2, e2m3, e2m2 and e2m1 (FP6, FP6, FP5, FP4), not {}",
+              mode.format.name());
+    auto w = std::make_unique<CudaExperts>();
+    w->num_experts = experts;
+    w->rows = rows;
+    w->cols = cols;
+    w->quantized = true;
+    DeviceExperts& d = w->dev;
+    d.num_experts = experts;
+    d.rows = rows;
+    d.cols = cols;
+    d.plan = fpx::pack_plan(mode.format, act_);
+    const auto bytes = static_cast<size_t>(d.expert_bytes());
+    const auto scales = static_cast<size_t>(d.row_tiles() * fpx::kUnitRows);
+    d.data = DeviceBuffer(bytes * static_cast<size_t>(experts));
+    d.scales = DeviceBuffer(scales * sizeof(float) * static_cast<size_t>(experts));
+    DeviceBuffer values(static_cast<size_t>(rows * cols) * dtype_size(act_));
+    for (int64_t e = 0; e < experts; ++e) {
+      fill_normal(values.data(), rows * cols, seed + static_cast<uint64_t>(e), stddev, act_ == DType::kBF16);
+      FP6_CUDA_CHECK(cudaDeviceSynchronize());  // the fill ran on the default stream
+      const int64_t bad = quantize_pack(values.data(), act_, rows, cols, *d.plan, fpx::Codec(mode.format).params(),
+                                        d.data.as<uint8_t>() + static_cast<size_t>(e) * bytes,
+                                        d.scales.as<float>() + e * scales, nullptr);
+      FP6_CHECK(bad < 0, kInternal, "random expert {}: not finite at {}", e, bad);
+    }
+    w->weight_bytes = d.data.size() + d.scales.size();
+    expert_weights_.push_back(w.get());
+    return w;
+  }
+
   Tensor adopt_tensor(Tensor host) override {
     Tensor t = device_tensor(host.shape(), host.dtype());
     FP6_CUDA_CHECK(cudaMemcpy(t.data(), host.data(), host.bytes(), cudaMemcpyHostToDevice));
@@ -189,12 +299,14 @@ class CudaBackend : public Backend {
     num_tokens_ = batch.num_tokens();
     num_logit_rows_ = static_cast<int64_t>(batch.logit_rows.size());
     size_workspaces(num_tokens_, num_logit_rows_);
+    if (config_.is_moe()) take_moe_scratch(num_tokens_);
     graph_key_ = pass_key(batch, cache);
   }
 
   bool replay_forward() override {
     // Activations that did not fit the arena were allocated afresh: not replayable.
-    recordable_ = graphs_.enabled() && arena_used_ <= arena_.size();
+    // (Dense experts read the routing back to the host: not capturable.)
+    recordable_ = graphs_.enabled() && arena_used_ <= arena_.size() && !dense_experts_;
     return recordable_ && graphs_.replay(graph_key_, stream_);
   }
   void begin_recording() override {
@@ -235,6 +347,63 @@ class CudaBackend : public Backend {
     paged_attention(qkv.data(), attn_work_, config_.num_heads, positions_, seq_of_token_, tables_, max_blocks_,
                     view(cache, layer), config_.sliding_window, max_context_, out.data(), attn_ws_.buf.as<float>(),
                     attn_floats_, act_, stream_);
+  }
+
+  void qk_norm(Tensor& qkv, const Tensor& q_w, const Tensor& k_w, double eps) override {
+    FP6_ASSERT(q_w.dtype() == DType::kF32 && k_w.dtype() == DType::kF32);
+    cuda::qk_norm(qkv.data(), num_tokens_, config_.num_heads, config_.num_kv_heads, config_.head_dim,
+                  q_w.data_as<float>(), k_w.data_as<float>(), eps, act_, stream_);
+  }
+
+  // moe.h's launches (dense experts: a cuBLAS call per expert with tokens, after reading the
+  // offsets back), and the shared expert's linears.
+  void moe(const Tensor& x, const MoeWeights& w, Tensor& out) override {
+    const model::MoeConfig& m = config_.moe;
+    FP6_CHECK(m.num_experts > 0, kInvalidArgument, "moe on a backend made for a dense model");
+    FP6_ASSERT(w.router.dtype() == DType::kF32 && x.dim(0) == num_tokens_);
+    const auto& gate_up = static_cast<const CudaExperts&>(*w.gate_up);
+    const auto& down = static_cast<const CudaExperts&>(*w.down);
+    const int64_t n = num_tokens_, hidden = x.dim(1), k = m.top_k, rows = n * k, inter = down.cols;
+    const MoeScratch& s = moe_;
+    const bool shared = w.shared_gate_up != nullptr;
+    moe_route(x.data(), act_, n, hidden, w.router.data_as<float>(), m.num_experts, k, m.renormalize, s.ids, s.weights,
+              shared ? s.scale : nullptr, stream_);
+    moe_group(s.ids, rows, m.num_experts, s.block_tokens, s.offsets, s.order, s.row_of, s.work, s.num_work, stream_);
+    moe_gather(x.data(), hidden, s.order, rows, k, s.xs, act_, stream_);
+    const size_t act_bytes = dtype_size(act_);
+    if (gate_up.quantized) {
+      const ExpertGemmPlan gp = plan_expert_gemm(gate_up.dev, n, k), dp = plan_expert_gemm(down.dev, n, k);
+      expert_gemm(s.xs, act_, gate_up.dev, s.work, s.num_work, rows, gp, s.gu, linear_ws_.data(), linear_ws_.size(),
+                  stream_);
+      silu_rows(s.gu, rows, inter, s.act);
+      expert_gemm(s.act, act_, down.dev, s.work, s.num_work, rows, dp, s.ys, linear_ws_.data(), linear_ws_.size(),
+                  stream_);
+    } else {
+      std::vector<int32_t> offsets(static_cast<size_t>(m.num_experts) + 1);
+      FP6_CUDA_CHECK(cudaMemcpyAsync(offsets.data(), s.offsets, offsets.size() * sizeof(int32_t),
+                                     cudaMemcpyDeviceToHost, stream_));
+      FP6_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      auto each = [&](const CudaExperts& ew, const uint8_t* in, int64_t in_cols, uint8_t* o, int64_t o_cols) {
+        for (int64_t e = 0; e < m.num_experts; ++e) {
+          const int64_t r0 = offsets[e], count = offsets[e + 1] - r0;
+          if (count > 0)
+            dense_linear(in + r0 * in_cols * act_bytes, act_, count, ew.dense[e], nullptr, o + r0 * o_cols * act_bytes,
+                         nullptr, 0, stream_);
+        }
+      };
+      each(gate_up, static_cast<const uint8_t*>(s.xs), hidden, static_cast<uint8_t*>(s.gu), 2 * inter);
+      silu_rows(s.gu, rows, inter, s.act);
+      each(down, static_cast<const uint8_t*>(s.act), inter, static_cast<uint8_t*>(s.ys), hidden);
+    }
+    if (shared) {
+      Tensor sgu = wrap(s.shared_gu, n, w.shared_gate_up->rows), sact = wrap(s.shared_act, n, w.shared_down->cols),
+             sy = wrap(s.shared_y, n, hidden);
+      linear(x, *w.shared_gate_up, sgu);
+      cuda::silu_mul(sgu.data(), n, sact.dim(1), sact.data(), act_, stream_);
+      linear(sact, *w.shared_down, sy);
+    }
+    moe_combine(s.ys, s.row_of, s.weights, n, k, hidden, shared ? s.scale : nullptr, s.shared_y, out.data(), act_,
+                stream_);
   }
 
   void silu_mul(const Tensor& gate_up, Tensor& out) override {
@@ -316,10 +485,15 @@ class CudaBackend : public Backend {
     attn_floats_ = paged_attention_workspace(attn_work_, config_.num_heads, config_.head_dim, max_context_);
     attn_ws_.reserve(std::max<size_t>(attn_floats_, 1) * sizeof(float));
     size_t& need = workspace_need_[{n, rows}];  // once per batch shape, not per step
-    if (need == 0)
+    if (need == 0) {
       for (const DeviceFpxWeight* w : fpx_weights_)
         need = std::max(
             {need, fpx_linear_workspace_bytes(*w, n, crossover_), fpx_linear_workspace_bytes(*w, rows, crossover_)});
+      for (const CudaExperts* w : expert_weights_)
+        if (w->quantized)
+          need = std::max(need, expert_gemm_workspace_bytes(w->dev, n * config_.moe.top_k,
+                                                            plan_expert_gemm(w->dev, n, config_.moe.top_k)));
+    }
     if (need > linear_ws_.size()) {
       linear_ws_ = DeviceBuffer(need);
       FP6_CUDA_CHECK(cudaMemset(linear_ws_.data(), 0, need));  // the workspace contract
@@ -344,6 +518,50 @@ class CudaBackend : public Backend {
             address(linear_ws_.data()),
             address(arena_.data())};
   }
+
+  // The MoE op's buffers for n tokens, from the arena (they live for the pass, like the
+  // activations).
+  struct MoeScratch {
+    int block_tokens = 8;
+    int32_t *ids, *offsets, *order, *row_of, *work, *num_work;
+    float *weights, *scale;
+    void *xs, *gu, *act, *ys, *shared_gu, *shared_act, *shared_y;
+  };
+  void take_moe_scratch(int64_t n) {
+    const model::MoeConfig& m = config_.moe;
+    const int64_t rows = n * m.top_k, hidden = config_.hidden_size, inter = m.intermediate_size;
+    const int64_t shared = m.shared_intermediate_size;
+    MoeScratch& s = moe_;
+    s.block_tokens = expert_gemm_block_tokens(n, m.top_k, m.num_experts);
+    moe_tensors_.clear();
+    auto take = [&](int64_t count, DType dtype) {
+      moe_tensors_.push_back(arena_tensor({std::max<int64_t>(count, 1)}, dtype));
+      return moe_tensors_.back().data();
+    };
+    s.ids = static_cast<int32_t*>(take(rows, DType::kI32));
+    s.offsets = static_cast<int32_t*>(take(m.num_experts + 1, DType::kI32));
+    s.order = static_cast<int32_t*>(take(rows, DType::kI32));
+    s.row_of = static_cast<int32_t*>(take(rows, DType::kI32));
+    s.work = static_cast<int32_t*>(take(3 * moe_max_work_items(rows, m.num_experts, s.block_tokens), DType::kI32));
+    s.num_work = static_cast<int32_t*>(take(1, DType::kI32));
+    s.weights = static_cast<float*>(take(rows, DType::kF32));
+    s.scale = static_cast<float*>(take(n, DType::kF32));
+    s.xs = take(rows * hidden, act_);
+    s.gu = take(rows * 2 * inter, act_);
+    s.act = take(rows * inter, act_);
+    s.ys = take(rows * hidden, act_);
+    s.shared_gu = shared ? take(n * 2 * shared, act_) : nullptr;
+    s.shared_act = shared ? take(n * shared, act_) : nullptr;
+    s.shared_y = shared ? take(n * hidden, act_) : nullptr;
+  }
+  // silu_mul over `rows` rows of gate_up, in launches of at most 65535 rows (its grid's y).
+  void silu_rows(const void* gate_up, int64_t rows, int64_t inter, void* out) {
+    const size_t b = dtype_size(act_);
+    for (int64_t r0 = 0; r0 < rows; r0 += 65535)
+      cuda::silu_mul(static_cast<const uint8_t*>(gate_up) + r0 * 2 * inter * b, std::min<int64_t>(65535, rows - r0),
+                     inter, static_cast<uint8_t*>(out) + r0 * inter * b, act_, stream_);
+  }
+  Tensor wrap(void* p, int64_t rows, int64_t cols) const { return Tensor::wrap(p, {rows, cols}, act_, Device::kCuda); }
 
   // A dense host weight in the activation dtype (checkpoints may hold f32 or the other 16-bit type).
   Tensor in_act_dtype(const Tensor& host) const {
@@ -381,6 +599,10 @@ class CudaBackend : public Backend {
   cudaStream_t stream_ = nullptr;
   DeviceBuffer linear_ws_, arena_;
   std::vector<const DeviceFpxWeight*> fpx_weights_;
+  std::vector<const CudaExperts*> expert_weights_;
+  bool dense_experts_ = false;  // dense experts: no CUDA graphs (moe reads the routing back)
+  MoeScratch moe_{};
+  std::vector<Tensor> moe_tensors_;
   std::map<std::pair<int64_t, int64_t>, size_t> workspace_need_;  // (tokens, logit rows) -> FPx workspace
   std::vector<int64_t> graph_key_;
   bool recordable_ = false;

@@ -1,5 +1,6 @@
 // RMSNorm and RMSNorm fused with the residual add (the CUDA twins of cpu/norm.cc): a block of
-// kNormThreads per row, the row held in registers between the two passes.
+// kNormThreads per row, the row held in registers between the two passes; and the per-head
+// RMSNorm of q and k (qk_norm), a warp per head.
 // Targets: sm_80 and sm_90 (no architecture-specific instructions but griddepcontrol).
 #include "backend/cuda/dtype.cuh"
 #include "backend/cuda/ops.h"
@@ -76,7 +77,39 @@ __global__ void __launch_bounds__(kNormThreads)
     o[j] = from_float<T>(w[j] * (v * inv));
   }
 }
+// qk_norm: a warp per head vector (token i, head h of the q heads then the k heads), the
+// vector in f32, normalized in place.
+template <typename T>
+__global__ void qk_norm_kernel(T* __restrict__ qkv, int64_t vectors, int heads, int kv_heads, int head_dim,
+                               const float* __restrict__ q_w, const float* __restrict__ k_w, float eps) {
+  allow_dependents_to_launch();
+  const int64_t v = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (v >= vectors) return;
+  const int64_t token = v / (heads + kv_heads);
+  const int h = static_cast<int>(v % (heads + kv_heads));
+  T* x = qkv + token * (heads + 2 * kv_heads) * head_dim + static_cast<int64_t>(h) * head_dim;
+  const float* w = h < heads ? q_w : k_w;
+  float ss = 0.0f;
+  for (int j = lane; j < head_dim; j += 32) ss += to_float(x[j]) * to_float(x[j]);
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  const float inv = rsqrtf(ss / static_cast<float>(head_dim) + eps);
+  for (int j = lane; j < head_dim; j += 32) x[j] = from_float<T>(w[j] * (to_float(x[j]) * inv));
+}
+
 }  // namespace
+
+void qk_norm(void* qkv, int64_t n, int64_t heads, int64_t kv_heads, int64_t head_dim, const float* q_w,
+             const float* k_w, double eps, DType dtype, cudaStream_t stream) {
+  const int64_t vectors = n * (heads + kv_heads);
+  if (vectors == 0) return;
+  dispatch(dtype, [&]<typename T>() {
+    qk_norm_kernel<T><<<static_cast<unsigned>((vectors * 32 + 255) / 256), 256, 0, stream>>>(
+        static_cast<T*>(qkv), vectors, static_cast<int>(heads), static_cast<int>(kv_heads), static_cast<int>(head_dim),
+        q_w, k_w, static_cast<float>(eps));
+  });
+  FP6_CUDA_CHECK_LAUNCH();
+}
 
 void rms_norm(const void* x, const float* w, int64_t rows, int64_t dim, double eps, void* out, DType dtype,
               cudaStream_t stream) {

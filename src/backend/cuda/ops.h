@@ -22,6 +22,10 @@ void rms_norm(const void* x, const float* w, int64_t rows, int64_t dim, double e
               cudaStream_t stream);
 void add_rms_norm(void* residual, const void* x, const float* w, int64_t rows, int64_t dim, double eps, void* out,
                   DType dtype, cudaStream_t stream);
+// qkv [n, (heads + 2 kv_heads) * head_dim]: each q head RMS-normalized and scaled by q_w, each
+// k head by k_w ([head_dim] f32), in place (qwen3_moe's q_norm and k_norm).
+void qk_norm(void* qkv, int64_t n, int64_t heads, int64_t kv_heads, int64_t head_dim, const float* q_w,
+             const float* k_w, double eps, DType dtype, cudaStream_t stream);
 
 // The paged KV cache of one layer: [num_blocks, block_size, kv_heads, head_dim] in `dtype`.
 struct PagedKvView {

@@ -1,0 +1,521 @@
+// The mixture-of-experts kernels (moe.h; the CUDA twins of cpu/moe.cc).
+//
+// The grouped GEMM (expert_gemm_kernel) is the fused TC-FPx kernel of fpx_gemm_kernel.cuh
+// (its tiles, pipeline, dequantization in registers and one-launch split-K, built from that
+// header's pieces) with one change: blockIdx.z is an item of the work list moe_group wrote
+// (an expert and up to kN consecutive rows of the grouped order), not a token block, and the
+// CTA reads that expert's packed units and scales. Items past the list's length return at
+// once, so the grid depends only on the token count: the launch is the same for every
+// routing, and CUDA graphs can replay it. It is a kernel of its own, not a template flag of
+// fpx_gemm_kernel, while that file's Hopper path is being rewritten; the main loop is the
+// same and should be folded back into one template once that settles.
+// Targets: sm_80 and sm_90 (mma.sync, cp.async, __match_any_sync).
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cuda/device.h"
+#include "backend/cuda/dtype.cuh"
+#include "backend/cuda/fpx_gemm_kernel.cuh"
+#include "backend/cuda/moe.h"
+#include "backend/cuda/ptx.cuh"
+
+namespace fp6serve::cuda {
+
+int64_t DeviceExperts::expert_bytes() const {
+  if (plan) return static_cast<int64_t>(plan->packed_bytes(rows, cols));
+  return rows * cols * static_cast<int64_t>(dtype_size(dense_dtype));
+}
+
+namespace {
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The router: a block per token. Warps take the router's rows in turn (f32 dot products of
+// the 16-bit x), then warp 0 does what cpu::moe_route does in the same order: the max, the
+// exponentials, their sum in expert order, the division; k rounds of a warp argmax (ties to
+// the lower expert), the chosen probabilities summed in choice order.
+
+constexpr int kRouteThreads = 256;
+
+template <typename T>
+__global__ void __launch_bounds__(kRouteThreads)
+    moe_route_kernel(const T* __restrict__ x, int64_t hidden, const float* __restrict__ router, int experts, int top_k,
+                     bool renormalize, int32_t* __restrict__ ids, float* __restrict__ weights,
+                     float* __restrict__ shared_scale) {
+  extern __shared__ float p[];  // experts (+1: the shared expert's gate logit)
+  const int64_t t = blockIdx.x;
+  const T* xt = x + t * hidden;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int rows = experts + (shared_scale ? 1 : 0);
+  for (int e = warp; e < rows; e += kRouteThreads / 32) {
+    const float* w = router + static_cast<int64_t>(e) * hidden;
+    float acc = 0.0f;
+    for (int64_t j = lane; j < hidden; j += 32) acc += to_float(xt[j]) * w[j];
+    acc = warp_sum(acc);
+    if (lane == 0) p[e] = acc;
+  }
+  __syncthreads();
+  if (warp != 0) return;
+  float mx = -INFINITY;
+  for (int e = lane; e < experts; e += 32) mx = fmaxf(mx, p[e]);
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  for (int e = lane; e < experts; e += 32) p[e] = expf(p[e] - mx);
+  __syncwarp();
+  float sum = 0.0f;
+  if (lane == 0)
+    for (int e = 0; e < experts; ++e) sum += p[e];
+  sum = __shfl_sync(0xffffffffu, sum, 0);
+  for (int e = lane; e < experts; e += 32) p[e] = p[e] / sum;
+  __syncwarp();
+  int32_t* id = ids + t * top_k;
+  float* wt = weights + t * top_k;
+  for (int s = 0; s < top_k; ++s) {
+    float best = -1.0f;  // probabilities are >= 0; chosen experts are marked -1
+    int best_e = experts;
+    for (int e = lane; e < experts; e += 32)
+      if (p[e] > best) best = p[e], best_e = e;  // e increases: the lowest of equals stays
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+      const int oe = __shfl_xor_sync(0xffffffffu, best_e, o);
+      if (ob > best || (ob == best && oe < best_e)) best = ob, best_e = oe;
+    }
+    if (lane == 0) {
+      id[s] = best_e;
+      wt[s] = best;
+      p[best_e] = -1.0f;
+    }
+    __syncwarp();
+  }
+  if (lane == 0) {
+    if (renormalize) {
+      float chosen = 0.0f;
+      for (int s = 0; s < top_k; ++s) chosen += wt[s];
+      for (int s = 0; s < top_k; ++s) wt[s] = wt[s] / chosen;
+    }
+    if (shared_scale) shared_scale[t] = 1.0f / (1.0f + expf(-p[experts]));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The grouping: one warp. Counts per expert (shared-memory atomics), the offsets and the work
+// list (lane 0, experts in order), then the assignments placed 32 at a time in increasing
+// order: lanes with the same expert (__match_any_sync) take consecutive rows by lane.
+
+__global__ void moe_group_kernel(const int32_t* __restrict__ ids, int assignments, int experts, int block_tokens,
+                                 int32_t* __restrict__ offsets, int32_t* __restrict__ order,
+                                 int32_t* __restrict__ row_of, int32_t* __restrict__ work,
+                                 int32_t* __restrict__ num_work) {
+  extern __shared__ int32_t cursor[];  // experts
+  const int lane = threadIdx.x;
+  for (int e = lane; e < experts; e += 32) cursor[e] = 0;
+  __syncwarp();
+  for (int a = lane; a < assignments; a += 32) atomicAdd(&cursor[ids[a]], 1);
+  __syncwarp();
+  if (lane == 0) {
+    int run = 0, items = 0;
+    for (int e = 0; e < experts; ++e) {
+      const int count = cursor[e];
+      offsets[e] = run;
+      for (int j = 0; j < count; j += block_tokens, ++items) {
+        work[3 * items] = e;
+        work[3 * items + 1] = run + j;
+        work[3 * items + 2] = min(block_tokens, count - j);
+      }
+      cursor[e] = run;
+      run += count;
+    }
+    offsets[experts] = run;
+    num_work[0] = items;
+  }
+  __syncwarp();
+  for (int base = 0; base < assignments; base += 32) {
+    const int a = base + lane;
+    const bool valid = a < assignments;
+    const int e = valid ? ids[a] : -1;
+    const unsigned peers = __match_any_sync(0xffffffffu, e);
+    const int rank = __popc(peers & ((1u << lane) - 1u));
+    if (valid) {
+      const int r = cursor[e] + rank;
+      order[r] = a;
+      row_of[a] = r;
+    }
+    __syncwarp();
+    if (valid && lane == __ffs(peers) - 1) cursor[e] += __popc(peers);
+    __syncwarp();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gather and the combine: a block per row.
+
+template <typename T>
+__global__ void moe_gather_kernel(const T* __restrict__ x, int64_t hidden, const int32_t* __restrict__ order, int top_k,
+                                  T* __restrict__ xs) {
+  const int64_t r = blockIdx.x;
+  const T* src = x + static_cast<int64_t>(order[r] / top_k) * hidden;
+  T* dst = xs + r * hidden;
+  if (hidden % 8 == 0) {  // 16-byte chunks (rows of activations are 256-byte aligned)
+    for (int64_t j = threadIdx.x; j < hidden / 8; j += blockDim.x)
+      reinterpret_cast<uint4*>(dst)[j] = reinterpret_cast<const uint4*>(src)[j];
+  } else {
+    for (int64_t j = threadIdx.x; j < hidden; j += blockDim.x) dst[j] = src[j];
+  }
+}
+
+template <typename T>
+__global__ void moe_combine_kernel(const T* __restrict__ ys, const int32_t* __restrict__ row_of,
+                                   const float* __restrict__ weights, int top_k, int64_t hidden,
+                                   const float* __restrict__ shared_scale, const T* __restrict__ shared,
+                                   T* __restrict__ out) {
+  const int64_t t = blockIdx.x;
+  for (int64_t j = threadIdx.x; j < hidden; j += blockDim.x) {
+    float acc = 0.0f;
+    for (int s = 0; s < top_k; ++s) {
+      const int64_t a = t * top_k + s;
+      acc += weights[a] * to_float(ys[static_cast<int64_t>(row_of[a]) * hidden + j]);
+    }
+    if (shared_scale) acc += shared_scale[t] * to_float(shared[t * hidden + j]);
+    out[t * hidden + j] = from_float<T>(acc);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The grouped FPx GEMM.
+
+template <int kE, int kM, bool kBf16, class Cfg>
+__global__ void __launch_bounds__(Cfg::kWarps * 32)
+    expert_gemm_kernel(const GemmArgs base, const int32_t* __restrict__ work, const int32_t* __restrict__ num_work,
+                       int64_t expert_bytes, int64_t expert_scales) {
+  constexpr int kN = Cfg::kN, kWarps = Cfg::kWarps, kRT = Cfg::kRowTilesPerWarp, kStages = Cfg::kStages;
+  constexpr int kThreads = kWarps * 32;
+  constexpr fpx::PackPlan plan = fpx::make_pack_plan(fpx::Format{kE, kM}, kBf16 ? DType::kBF16 : DType::kF16);
+  static_assert(plan.num_segments >= 1 && plan.num_segments <= 3, "plan not supported by this kernel");
+  constexpr int kUnitBytes = plan.unit_bytes();
+  static_assert(kUnitBytes % 16 == 0, "units must be whole 16-byte chunks");
+  constexpr int kWeightBytes = kWarps * kRT * kUnitBytes;  // per stage
+  constexpr int kStageBytes = Cfg::stage_bytes(kUnitBytes);
+  constexpr int kNTiles = kN / 8;
+  constexpr float kFold = kBf16 ? 1.0f : raw_to_value(plan);  // FP16 MMAs ran on raw values
+  extern __shared__ __align__(16) uint8_t smem[];
+
+  // The work list is the previous kernel's output: wait for it (a no-op without a
+  // programmatic launch), then take this CTA's item.
+  wait_for_previous_grid();
+  const int item = static_cast<int>(blockIdx.z);
+  if (item >= num_work[0]) return;
+  // (The expert's weight and scales pointers are recomputed where used, not held: two more
+  // live 64-bit registers made ptxas spill the 8-token tiles.)
+  const int expert = work[3 * item];
+  const GemmArgs& a = base;
+  const int64_t n0 = work[3 * item + 1];
+  const int n_here = work[3 * item + 2];
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int64_t rt0 = (static_cast<int64_t>(blockIdx.x) * kWarps + warp) * kRT;  // this warp's first row tile
+  const int split = static_cast<int>(blockIdx.y);
+  const int u_begin = static_cast<int>(a.col_units * split / a.splits);
+  const int units = static_cast<int>(a.col_units * (split + 1) / a.splits) - u_begin;
+  const uint16_t* x = a.x + n0 * a.cols;
+  const int64_t tile_bytes = a.col_units * kUnitBytes;
+
+  auto load_weights = [&](int u, int slot) {
+    uint8_t* st = smem + slot * kStageBytes;
+#pragma unroll
+    for (int j = 0; j < kRT; ++j) {
+      if (rt0 + j >= a.row_tiles) break;
+      const uint8_t* src =
+          base.w + expert * expert_bytes + (rt0 + j) * tile_bytes + static_cast<int64_t>(u) * kUnitBytes;
+      uint8_t* dst = st + (warp * kRT + j) * kUnitBytes;
+#pragma unroll
+      for (int c = lane; c < kUnitBytes / 16; c += 32) cp_async16(dst + c * 16, src + c * 16, 16);
+    }
+  };
+  auto load_x = [&](int u, int slot) {
+    uint16_t* xs = reinterpret_cast<uint16_t*>(smem + slot * kStageBytes + kWeightBytes);
+    const int64_t k0 = static_cast<int64_t>(u) * fpx::kUnitCols;
+    if (a.x_vec) {
+      for (int c = threadIdx.x; c < n_here * 16; c += kThreads) {
+        const int r = c / 16, kc = (c % 16) * 8;
+        const bool in = k0 + kc < a.cols;  // K % 8 == 0: a chunk is all in or all out
+        cp_async16(xs + r * kXStride + kc, in ? x + r * a.cols + k0 + kc : x, in ? 16 : 0);
+      }
+    } else {
+      for (int c = threadIdx.x; c < n_here * fpx::kUnitCols; c += kThreads) {
+        const int r = c / fpx::kUnitCols, kc = c % fpx::kUnitCols;
+        xs[r * kXStride + kc] = k0 + kc < a.cols ? x[r * a.cols + k0 + kc] : uint16_t{0};
+      }
+    }
+  };
+
+  float c[kRT][kNTiles][4] = {};
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < units) {
+      load_weights(u_begin + s, s);
+      load_x(u_begin + s, s);
+    }
+    cp_async_commit();
+  }
+  for (int i = 0; i < units; ++i) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();  // stage i is visible to all; stage i-1 is free
+    if (i + kStages - 1 < units) {
+      load_weights(u_begin + i + kStages - 1, (i + kStages - 1) % kStages);
+      load_x(u_begin + i + kStages - 1, (i + kStages - 1) % kStages);
+    }
+    cp_async_commit();
+    if (rt0 >= a.row_tiles) continue;
+    const uint8_t* st = smem + (i % kStages) * kStageBytes;
+    UnitWords<plan.num_segments> words[kRT];
+#pragma unroll
+    for (int j = 0; j < kRT; ++j) read_unit_words<plan>(st + (warp * kRT + j) * kUnitBytes, lane, words[j]);
+    const uint16_t* xb = reinterpret_cast<const uint16_t*>(st + kWeightBytes) +
+                         (8 * (lane / 16) + lane % 8) * kXStride + 8 * (lane / 8 % 2);
+#pragma unroll
+    for (int f = 0; f < fpx::kUnitFragments; ++f) {
+      uint32_t b[kNTiles][2];
+      if constexpr (kNTiles == 1) {
+        ldmatrix_x2(b[0], xb + 16 * f);
+      } else {
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; nt += 2) {
+          uint32_t r[4];
+          ldmatrix_x4(r, xb + nt * 8 * kXStride + 16 * f);
+          b[nt][0] = r[0], b[nt][1] = r[1], b[nt + 1][0] = r[2], b[nt + 1][1] = r[3];
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < kRT; ++j) {
+        uint32_t af[4];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) af[r] = dequant_reg<plan, kBf16>(words[j], f, r);
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt) {
+          if (nt * 8 >= n_here) break;
+          mma<kBf16>(c[j][nt], af, b[nt][0], b[nt][1]);
+        }
+      }
+    }
+  }
+
+  const float* scales_e = base.scales + expert * expert_scales;
+  if (a.splits == 1) {
+#pragma unroll
+    for (int j = 0; j < kRT; ++j)
+#pragma unroll
+      for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int tok = nt * 8 + 2 * t + (e & 1);
+          const int64_t row = (rt0 + j) * fpx::kUnitRows + g + 8 * (e >> 1);
+          if (tok >= n_here || row >= a.rows) continue;
+          a.y[(n0 + tok) * a.rows + row] = to_bits<kBf16>(c[j][nt][e] * (scales_e[row] * kFold));
+        }
+    return;
+  }
+  float* part = a.partials + (static_cast<int64_t>(split) * a.n + n0) * a.ld;
+#pragma unroll
+  for (int j = 0; j < kRT; ++j) {
+    if (rt0 + j >= a.row_tiles) break;
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int tok = nt * 8 + 2 * t + (e & 1);
+        if (tok < n_here) part[tok * a.ld + (rt0 + j) * fpx::kUnitRows + g + 8 * (e >> 1)] = c[j][nt][e];
+      }
+  }
+  GemmArgs f = base;
+  f.scales = scales_e;
+  finish_split<kBf16, Cfg::kRows, kThreads>(f, n0, n_here, kFold);
+}
+
+// The tiles of fpx_gemm.cu's dispatch_tile (the H100 sweep's best per token tile).
+template <typename F>
+void dispatch_expert_tile(int block_tokens, F&& f) {
+  if (block_tokens <= 8) return f.template operator()<Tile<8, 4, 2, 4>>();
+  if (block_tokens <= 16) return f.template operator()<Tile<16, 8, 1, 4>>();
+  if (block_tokens <= 32) return f.template operator()<Tile<32, 8, 1, 4>>();
+  return f.template operator()<Tile<64, 8, 1, 3>>();
+}
+
+template <typename F>
+void dispatch_expert_format(const fpx::PackPlan& plan, F&& f) {
+  const bool bf16 = plan.target == DType::kBF16;
+  auto pick = [&]<int kE, int kM>() {
+    if (bf16)
+      f.template operator()<kE, kM, true>();
+    else
+      f.template operator()<kE, kM, false>();
+  };
+  if (plan.format == fpx::kE3M2) return pick.template operator()<3, 2>();
+  if (plan.format == fpx::kE2M2) return pick.template operator()<2, 2>();
+  if (plan.format == fpx::kE2M1) return pick.template operator()<2, 1>();
+  if (plan.format == fpx::kE2M3) return pick.template operator()<2, 3>();
+  FP6_CUDA_REQUIRE(
+      false, kUnsupported,
+      "the GPU kernels are built for e3m2, e2m3, e2m2 and e2m1 (FP6, FP6, FP5, FP4), not " + plan.format.name());
+}
+
+template <int kE, int kM, bool kBf16, class Cfg>
+void launch_expert_tile(const GemmArgs& a, const DeviceExperts& w, const int32_t* work, const int32_t* num_work,
+                        int64_t max_items, cudaStream_t stream) {
+  constexpr fpx::PackPlan plan = fpx::make_pack_plan(fpx::Format{kE, kM}, kBf16 ? DType::kBF16 : DType::kF16);
+  constexpr int kSmem = Cfg::template smem_bytes<plan.unit_bytes()>();
+  auto* kernel = expert_gemm_kernel<kE, kM, kBf16, Cfg>;
+  static const bool once = [&] {
+    FP6_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+    return true;
+  }();
+  (void)once;
+  constexpr int kRowTiles = Cfg::kRows / fpx::kUnitRows;
+  const dim3 grid(static_cast<unsigned>((w.row_tiles() + kRowTiles - 1) / kRowTiles), static_cast<unsigned>(a.splits),
+                  static_cast<unsigned>(max_items));
+  FP6_CUDA_REQUIRE(max_items <= 65535, kInvalidArgument, "expert gemm: more work items than a grid's z extent");
+  FP6_CUDA_REQUIRE(a.splits == 1 || static_cast<size_t>(grid.x) * grid.z * sizeof(int) <= kFpxCounterBytes, kInternal,
+                   "expert gemm: too many row blocks and work items for the split-K counters");
+  kernel<<<grid, Cfg::kWarps * 32, kSmem, stream>>>(a, work, num_work, w.expert_bytes(),
+                                                    w.row_tiles() * fpx::kUnitRows);
+  FP6_CUDA_CHECK_LAUNCH();
+}
+
+int64_t row_blocks_of(const DeviceExperts& w, int block_tokens) {
+  int rows = 0;
+  dispatch_expert_tile(block_tokens, [&]<class Cfg>() { rows = Cfg::kRows; });
+  const int64_t tiles = rows / fpx::kUnitRows;
+  return (w.row_tiles() + tiles - 1) / tiles;
+}
+
+size_t partial_bytes(const DeviceExperts& w, int64_t assignments, int splits) {
+  return splits > 1 ? static_cast<size_t>(splits) * assignments * w.row_tiles() * fpx::kUnitRows * sizeof(float) : 0;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+void moe_route(const void* x, DType dtype, int64_t n, int64_t hidden, const float* router, int64_t experts,
+               int64_t top_k, bool renormalize, int32_t* ids, float* weights, float* shared_scale,
+               cudaStream_t stream) {
+  FP6_CUDA_REQUIRE(top_k >= 1 && top_k <= experts, kInvalidArgument, "moe_route: top_k outside [1, experts]");
+  if (n == 0) return;
+  const size_t smem = static_cast<size_t>(experts + 1) * sizeof(float);
+  dispatch(dtype, [&]<typename T>() {
+    moe_route_kernel<T><<<static_cast<unsigned>(n), kRouteThreads, smem, stream>>>(
+        static_cast<const T*>(x), hidden, router, static_cast<int>(experts), static_cast<int>(top_k), renormalize, ids,
+        weights, shared_scale);
+  });
+  FP6_CUDA_CHECK_LAUNCH();
+}
+
+int64_t moe_max_work_items(int64_t assignments, int64_t experts, int block_tokens) {
+  // sum over experts of ceil(count / block) <= assignments / block + (experts with any count)
+  return assignments / block_tokens + std::min(experts, assignments);
+}
+
+void moe_group(const int32_t* ids, int64_t assignments, int64_t experts, int block_tokens, int32_t* offsets,
+               int32_t* order, int32_t* row_of, int32_t* work, int32_t* num_work, cudaStream_t stream) {
+  FP6_CUDA_REQUIRE(assignments < (int64_t{1} << 31) && block_tokens > 0, kInvalidArgument,
+                   "moe_group: too many assignments");
+  moe_group_kernel<<<1, 32, static_cast<size_t>(experts) * sizeof(int32_t), stream>>>(
+      ids, static_cast<int>(assignments), static_cast<int>(experts), block_tokens, offsets, order, row_of, work,
+      num_work);
+  FP6_CUDA_CHECK_LAUNCH();
+}
+
+void moe_gather(const void* x, int64_t hidden, const int32_t* order, int64_t rows, int64_t top_k, void* xs, DType dtype,
+                cudaStream_t stream) {
+  if (rows == 0) return;
+  dispatch(dtype, [&]<typename T>() {
+    moe_gather_kernel<T><<<static_cast<unsigned>(rows), 128, 0, stream>>>(static_cast<const T*>(x), hidden, order,
+                                                                          static_cast<int>(top_k), static_cast<T*>(xs));
+  });
+  FP6_CUDA_CHECK_LAUNCH();
+}
+
+void moe_combine(const void* ys, const int32_t* row_of, const float* weights, int64_t n, int64_t top_k, int64_t hidden,
+                 const float* shared_scale, const void* shared, void* out, DType dtype, cudaStream_t stream) {
+  if (n == 0) return;
+  dispatch(dtype, [&]<typename T>() {
+    moe_combine_kernel<T><<<static_cast<unsigned>(n), 256, 0, stream>>>(
+        static_cast<const T*>(ys), row_of, weights, static_cast<int>(top_k), hidden, shared_scale,
+        static_cast<const T*>(shared), static_cast<T*>(out));
+  });
+  FP6_CUDA_CHECK_LAUNCH();
+}
+
+int expert_gemm_block_tokens(int64_t tokens, int64_t top_k, int64_t experts) {
+  // An expert's tokens beyond the tile cost another pass over its weights: the tile is sized
+  // for the expected largest count, mean + 3 standard deviations of a uniform router (the
+  // count is at most `tokens`: each token picks an expert once). A heuristic, not a sweep.
+  const double mean = static_cast<double>(tokens) * static_cast<double>(top_k) / static_cast<double>(experts);
+  const double expected_max = std::min(static_cast<double>(tokens), mean + 3.0 * std::sqrt(mean) + 1.0);
+  int block = 0;
+  dispatch_expert_tile(static_cast<int>(std::min(expected_max, 64.0)), [&]<class Cfg>() { block = Cfg::kN; });
+  return block;
+}
+
+ExpertGemmPlan plan_expert_gemm(const DeviceExperts& w, int64_t tokens, int64_t top_k) {
+  ExpertGemmPlan p;
+  const int64_t assignments = tokens * top_k;
+  p.block_tokens = expert_gemm_block_tokens(tokens, top_k, w.num_experts);
+  p.max_items = moe_max_work_items(assignments, w.num_experts, p.block_tokens);
+  // Split-K as fpx_splits: about two CTAs per SM over the items expected to have work (every
+  // expert with a token), at least 4 splits when the tiles hold 16 tokens or fewer (the
+  // weights' bandwidth is what matters), at least 4 K units per split, at most 64 MiB of
+  // partial sums and as many counters as the workspace has.
+  const int64_t active = std::min(w.num_experts, assignments);
+  const int64_t ctas = row_blocks_of(w, p.block_tokens) * std::max<int64_t>(active, 1);
+  const int64_t max_splits = std::max<int64_t>(1, w.col_units() / 4);
+  const int64_t at_least = p.block_tokens <= 16 ? 4 : 1;
+  int64_t s = std::clamp<int64_t>(std::max((2 * sm_count() + ctas / 2) / ctas, at_least), 1, max_splits);
+  while (s > 1 && partial_bytes(w, assignments, static_cast<int>(s)) > (size_t{64} << 20)) --s;
+  if (static_cast<size_t>(row_blocks_of(w, p.block_tokens) * p.max_items) * sizeof(int) > kFpxCounterBytes) s = 1;
+  p.splits = static_cast<int>(s);
+  return p;
+}
+
+size_t expert_gemm_workspace_bytes(const DeviceExperts& w, int64_t assignments, const ExpertGemmPlan& plan) {
+  return kFpxCounterBytes + partial_bytes(w, assignments, plan.splits);
+}
+
+void expert_gemm(const void* x, DType act, const DeviceExperts& w, const int32_t* work, const int32_t* num_work,
+                 int64_t assignments, const ExpertGemmPlan& plan, void* y, void* workspace, size_t workspace_bytes,
+                 cudaStream_t stream) {
+  FP6_CUDA_REQUIRE(w.plan.has_value(), kInternal, "expert_gemm: the experts are not FPx");
+  FP6_CUDA_REQUIRE(act == w.plan->target, kInvalidArgument,
+                   std::string("expert_gemm: the experts are packed for ") + dtype_name(w.plan->target) +
+                       " activations, not " + dtype_name(act));
+  FP6_CUDA_REQUIRE(workspace_bytes >= expert_gemm_workspace_bytes(w, assignments, plan), kInvalidArgument,
+                   "expert_gemm: workspace too small");
+  if (assignments == 0) return;
+  GemmArgs a{};
+  a.w = w.data.as<uint8_t>();
+  a.x = static_cast<const uint16_t*>(x);
+  a.scales = w.scales.as<float>();
+  a.bias = nullptr;
+  a.y = static_cast<uint16_t*>(y);
+  a.counters = static_cast<int*>(workspace);
+  a.partials = reinterpret_cast<float*>(static_cast<uint8_t*>(workspace) + kFpxCounterBytes);
+  a.n = assignments;
+  a.rows = w.rows;
+  a.cols = w.cols;
+  a.col_units = w.col_units();
+  a.row_tiles = w.row_tiles();
+  a.ld = w.row_tiles() * fpx::kUnitRows;
+  a.splits = std::min<int>(plan.splits, static_cast<int>(w.col_units()));
+  a.x_vec = w.cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  dispatch_expert_format(*w.plan, [&]<int kE, int kM, bool kBf16>() {
+    dispatch_expert_tile(plan.block_tokens, [&]<class Cfg>() {
+      FP6_CUDA_REQUIRE(Cfg::kN == plan.block_tokens, kInternal, "expert_gemm: the plan's token block is no tile");
+      launch_expert_tile<kE, kM, kBf16, Cfg>(a, w, work, num_work, plan.max_items, stream);
+    });
+  });
+}
+
+}  // namespace fp6serve::cuda
