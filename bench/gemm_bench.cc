@@ -274,7 +274,7 @@ int main(int argc, char** argv) {
   std::string sweep =
       "| shape | N | heuristic split | µs | best split | µs | best/heuristic |\n|---|---|---|---|---|---|---|\n";
   if (quick) ns = {1, 16, 64, 256};
-  if (profile) ns = {16, 128, 256};
+  if (profile) ns = {16, 64, 128, 256, 1024};
   const std::vector<bench::TileVariant>& variants = bench::fpx_tile_variants();
   // Tile sweep: per variant, cuBLAS time / the variant's best time, per shape.
   std::vector<std::vector<double>> tile_speedups(variants.size());

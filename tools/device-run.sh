@@ -198,10 +198,17 @@ if want sanitize; then
   san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
   if [ -n "$san" ]; then
     "$san" --tool memcheck --error-exitcode 9 build-device/tests/fp6serve_cuda_tests \
-      --gtest_filter='*EverySplit*:*Rejects*:*Determin*:*PagedAttention*:*CudaSampling*' >"$OUT/sanitize.log" 2>&1
+      --gtest_filter='*EverySplit*:*Rejects*:*Determin*:*PagedAttention*:*CudaSampling*:*EveryHopperTile*' \
+      >"$OUT/sanitize.log" 2>&1
     rc=$?
     [ $rc -ne 0 ] && status=$rc
     echo "memcheck: rc=$rc: $(grep -E 'ERROR SUMMARY' "$OUT/sanitize.log" | tail -1)" | tee -a "$summary"
+    # Shared-memory races in the kernels with hand-made pipelines (the FPx GEMMs, mbarrier rings).
+    "$san" --tool racecheck --error-exitcode 9 build-device/tests/fp6serve_cuda_tests \
+      --gtest_filter='*EveryHopperTile*/f16:*EverySplit*/f16' >"$OUT/racecheck.log" 2>&1
+    rc=$?
+    [ $rc -ne 0 ] && status=$rc
+    echo "racecheck: rc=$rc: $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/racecheck.log" | tail -1)" | tee -a "$summary"
   else
     echo "memcheck: no compute-sanitizer on this machine" | tee -a "$summary"
   fi
@@ -211,7 +218,8 @@ if want profile; then
   ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
   if [ -n "$ncu" ]; then
     "$ncu" -k regex:"fpx_(gemm|wgmma)" --csv --page details --section SpeedOfLight --section Occupancy \
-      --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
+      --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis --section SchedulerStats \
+      --section ComputeWorkloadAnalysis \
       build-device/bench/fp6serve_bench_gemm --profile >"$OUT/ncu.csv" 2>"$OUT/ncu.err"
     rc=$?
     echo "profile: rc=$rc ($(grep -cE "fpx_(gemm|wgmma)" "$OUT/ncu.csv") kernel metrics rows in ncu.csv)" | tee -a "$summary"
