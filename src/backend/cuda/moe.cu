@@ -76,8 +76,10 @@ __global__ void __launch_bounds__(kRouteThreads)
   for (int s = 0; s < top_k; ++s) {
     float best = -1.0f;  // probabilities are >= 0; chosen experts are marked -1
     int best_e = experts;
-    for (int e = lane; e < experts; e += 32)
-      if (p[e] > best) best = p[e], best_e = e;  // e increases: the lowest of equals stays
+    for (int e = lane; e < experts; e += 32) {
+      const float v = p[e] == p[e] ? p[e] : -0.5f;  // NaN (from NaN activations): chosen last, weight NaN
+      if (v > best) best = v, best_e = e;           // e increases: the lowest of equals stays
+    }
     for (int o = 16; o > 0; o >>= 1) {
       const float ob = __shfl_xor_sync(0xffffffffu, best, o);
       const int oe = __shfl_xor_sync(0xffffffffu, best_e, o);
@@ -85,7 +87,7 @@ __global__ void __launch_bounds__(kRouteThreads)
     }
     if (lane == 0) {
       id[s] = best_e;
-      wt[s] = best;
+      wt[s] = best < 0.0f ? NAN : best;
       p[best_e] = -1.0f;
     }
     __syncwarp();
@@ -158,8 +160,9 @@ __global__ void moe_gather_kernel(const T* __restrict__ x, int64_t hidden, const
   const int64_t r = blockIdx.x;
   const T* src = x + static_cast<int64_t>(order[r] / top_k) * hidden;
   T* dst = xs + r * hidden;
-  if (hidden % 8 == 0) {  // 16-byte chunks (rows of activations are 256-byte aligned)
-    for (int64_t j = threadIdx.x; j < hidden / 8; j += blockDim.x)
+  constexpr int kPerChunk = 16 / sizeof(T);
+  if (hidden % kPerChunk == 0) {  // 16-byte chunks (rows of activations are 256-byte aligned)
+    for (int64_t j = threadIdx.x; j < hidden / kPerChunk; j += blockDim.x)
       reinterpret_cast<uint4*>(dst)[j] = reinterpret_cast<const uint4*>(src)[j];
   } else {
     for (int64_t j = threadIdx.x; j < hidden; j += blockDim.x) dst[j] = src[j];
