@@ -33,10 +33,11 @@ void moe_route(const float* x, int64_t n, int64_t hidden, const float* router, i
       float sum = 0.0f;
       for (float& v : p) sum += (v = std::exp(v - mx));
       for (float& v : p) v /= sum;
-      // top_k by probability, ties to the lowest expert: a stable sort of the ids by p descending
+      // top_k by probability, ties to the lowest expert (NaN, from NaN activations, last)
+      auto key = [&](int32_t e) { return std::isnan(p[e]) ? -0.5f : p[e]; };
       std::iota(order.begin(), order.end(), 0);
       std::partial_sort(order.begin(), order.begin() + top_k, order.end(),
-                        [&](int32_t a, int32_t c) { return p[a] > p[c] || (p[a] == p[c] && a < c); });
+                        [&](int32_t a, int32_t c) { return key(a) > key(c) || (key(a) == key(c) && a < c); });
       float chosen = 0.0f;
       for (int64_t s = 0; s < top_k; ++s) chosen += p[order[s]];
       for (int64_t s = 0; s < top_k; ++s) {
