@@ -534,8 +534,9 @@ def make_one(spec, out_root, seed):
         names = write_checkpoint(model, spec, source_dir, out_dir)
         ref_model = load_written(out_dir)
         for ids in prompts:  # what transformers reads back computes what was built
-            d = (logits_of(ref_model, ids).logits - logits_of(model, ids).logits).abs().max().item()
-            if d > 1e-4:
+            built = logits_of(model, ids).logits
+            d = (logits_of(ref_model, ids).logits - built).abs().max().item()
+            if d > 1e-3 * max(1.0, built.abs().max().item()):  # FP32 arithmetic-order noise, not a wrong tensor
                 raise SystemExit(f"{spec['name']}: the reloaded checkpoint differs from the built model by {d}")
         watch = RouterWatch(ref_model, ref_model.config.num_experts_per_tok)
         arrays, prompt_info, greedy_info, batch_stats = make_reference(ref_model, spec, source_dir, out_dir, watch)
