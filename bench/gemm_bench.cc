@@ -111,7 +111,7 @@ int hopper_sweep() {
   const std::vector<cuda::FpxHopperTile>& variants = cuda::fpx_hopper_tiles();
   std::string table =
       "| shape | N | cuBLAS FP16 µs | dequant+cuBLAS µs | small-n kernel µs | fpx_linear µs (its path, tile, split) | "
-      "speedup over cuBLAS | best Hopper tile (tokens, consumers, stages; split) | µs | all tiles µs (split) "
+      "speedup over cuBLAS | best Hopper tile (tokens, consumers, X stages; split) | µs | all tiles µs (split) "
       "|\n|---|---|---|---|---|---|---|---|---|---|\n";
   std::vector<std::vector<double>> best_speedup(ns.size()), ours_speedup(ns.size());
   double worst_err = 0;
@@ -195,16 +195,16 @@ int hopper_sweep() {
           worst_err = std::max(worst_err, err);
           if (!(err < 2e-2)) {
             fmt::print("WRONG: {} n={} tile ({}, {}, {}) split {}: relative error {:.3g}\n", s.name, n, tv.tokens,
-                       tv.consumers, tv.stages, sp, err);
+                       tv.consumers, tv.x_stages, sp, err);
             continue;
           }
           const double t = time_us([&](int i) { launch(i, y.data()); }, reps, batches);
           if (t < vbest) vbest = t, vsplit = sp;
         }
         if (vbest >= 1e30) continue;
-        cells += fmt::format("({},{},{}) {:.1f} ({}); ", tv.tokens, tv.consumers, tv.stages, vbest, vsplit);
+        cells += fmt::format("({},{},{}) {:.1f} ({}); ", tv.tokens, tv.consumers, tv.x_stages, vbest, vsplit);
         if (vbest < best)
-          best = vbest, best_name = fmt::format("({}, {}, {}; {})", tv.tokens, tv.consumers, tv.stages, vsplit);
+          best = vbest, best_name = fmt::format("({}, {}, {}; {})", tv.tokens, tv.consumers, tv.x_stages, vsplit);
       }
       // What fpx_linear does by itself: its path, and on the fused path its plan.
       const double tours = time_us(
@@ -218,7 +218,7 @@ int hopper_sweep() {
           cuda::fpx_path(fp6[0], n) == cuda::FpxPath::kDequantGemm ? "dequant+cuBLAS"
           : plan.hopper ? fmt::format("Hopper ({}, {}, {}; {})", variants[static_cast<size_t>(plan.tile)].tokens,
                                       variants[static_cast<size_t>(plan.tile)].consumers,
-                                      variants[static_cast<size_t>(plan.tile)].stages, cuda::fpx_splits(fp6[0], n))
+                                      variants[static_cast<size_t>(plan.tile)].x_stages, cuda::fpx_splits(fp6[0], n))
                         : fmt::format("small-n (split {})", cuda::fpx_splits(fp6[0], n));
       ours_speedup[ni].push_back(t16 / tours);
       best_speedup[ni].push_back(t16 / best);

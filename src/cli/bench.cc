@@ -129,7 +129,9 @@ Row decode(Model& m, int64_t b, int64_t context, int steps, double read_gbs, int
   const double kv_read = static_cast<double>(b) * (first + steps / 2.0) * kv_token;
   r.ms = sec * 1e3;
   r.tok_s = b / sec;
-  r.roof = (m.weights().bytes() + kv_read) / (read_gbs * 1e9) / sec;
+  // A dense model reads every weight; a MoE step only the experts its tokens pick (uniform
+  // router expectation: ModelWeights::bytes_read).
+  r.roof = (static_cast<double>(m.weights().bytes_read(b, c.moe.top_k)) + kv_read) / (read_gbs * 1e9) / sec;
   return r;
 }
 

@@ -72,11 +72,12 @@ void dispatch_tile(int64_t n, F&& f) {
   return f.template operator()<Tile<64, 8, 1, 3>>();
 }
 
-// The Hopper tiles (tokens, consumer warpgroups of 64 rows, stages) fpx_gemm_plan chooses
-// from, by index: for up to 64 tokens, up to 512, and more. Three warpgroups (192 rows) fill
-// the last wave of CTAs better on some layers (bench/results/2026-11-24-hopper-gemm-h100.md).
-using HopperTiles =
-    std::tuple<WgTile<64, 2, 7>, WgTile<64, 3, 6>, WgTile<128, 2, 5>, WgTile<128, 3, 4>, WgTile<256, 2, 2>>;
+// The Hopper tiles (tokens, consumer warpgroups of 64 rows, X half-tile slots, weight slots:
+// as many as fit in 227 KB) fpx_gemm_plan chooses from, by index: for up to 64 tokens, up to
+// 256, and more. Three warpgroups (192 rows) fill the last wave of CTAs better on some layers
+// (bench/results/2026-11-24-hopper-gemm-h100.md).
+using HopperTiles = std::tuple<WgTile<64, 2, 12, 8>, WgTile<64, 3, 12, 6>, WgTile<128, 2, 8, 6>, WgTile<128, 3, 8, 4>,
+                               WgTile<256, 2, 5, 4>>;
 constexpr int kHopperTiles = std::tuple_size_v<HopperTiles>;
 
 template <typename F, int kI = 0>
@@ -209,7 +210,9 @@ const std::vector<FpxHopperTile>& fpx_hopper_tiles() {
   static const std::vector<FpxHopperTile> tiles = [] {
     std::vector<FpxHopperTile> v;
     for (int t = 0; t < kHopperTiles; ++t)
-      dispatch_hopper_tile(t, [&]<class Cfg>() { v.push_back({Cfg::kN, Cfg::kConsumers, Cfg::kStages}); });
+      dispatch_hopper_tile(t, [&]<class Cfg>() {
+        v.push_back({Cfg::kN, Cfg::kConsumers, Cfg::kXStages, Cfg::kWStages});
+      });
     return v;
   }();
   return tiles;

@@ -55,7 +55,7 @@ FpxGemmPlan fpx_gemm_plan(const fpx::PackPlan& plan, int64_t row_tiles, int64_t 
 // The Hopper tiles fpx_gemm_plan chooses from, and one launch of tile i (for the tests, which
 // run every tile, and the benchmark's sweep; needs fpx_wgmma_supported and X 16-byte aligned).
 struct FpxHopperTile {
-  int tokens, consumers, stages;
+  int tokens, consumers, x_stages, w_stages;  // X stages hold 64 columns, weight stages a unit
 };
 const std::vector<FpxHopperTile>& fpx_hopper_tiles();
 void launch_fpx_gemm_hopper_tile(const FpxLaunch& l, int tile);

@@ -5,18 +5,19 @@
 // where).
 //
 // Warp specialization. A CTA is kConsumers consumer warpgroups of 64 output rows each and one
-// producer warpgroup after them. One producer thread fills a ring of kStages shared-memory stages: per
-// K unit (128 columns), the X tile by TMA (two boxes of 64 columns x kN tokens, 128-byte
-// swizzle, zeros past n and past K) and each row tile's packed unit by a bulk copy (the
-// units of a row tile are contiguous: the same bytes the small-n kernel reads, no second
-// weight layout); a stage's mbarrier "full" completes when all its bytes have landed. The
-// consumers wait on it, dequantize their unit into registers and multiply; each consumer
-// warp arrives on the stage's "empty" mbarrier when its wgmmas are done, and the producer
-// refills the stage when all have. Consumers of different warpgroups are not synchronized
-// with each other, and each dequantizes its next unit while its wgmmas run (two register sets
-// of A fragments), so the tensor cores wait for neither. The producer warpgroup gives its
-// registers to the consumers (setmaxnreg; ptxas allocates the consumers' code to the larger
-// count, given the entry count that __launch_bounds__(threads, 1) fixes).
+// producer warpgroup after them. One producer thread fills two rings of shared memory, each
+// slot with a "full" mbarrier that completes when its bytes have landed and an "empty" one on
+// which every consumer warp arrives when done with it: X in half tiles (64 columns x kN
+// tokens, by TMA with the 128-byte swizzle, zeros past n and past K), and the weights in unit
+// slots (per K unit of 128 columns, each row tile's packed unit by a bulk copy: the units of
+// a row tile are contiguous, the same bytes the small-n kernel reads, no second weight
+// layout). A weight slot is released as soon as its words are in registers, an X slot when
+// the wgmmas reading it are done, so the weights run ahead of X. Consumers of different
+// warpgroups are not synchronized with each other, and each dequantizes its next unit while
+// its wgmmas run (two register sets of A fragments), so the tensor cores wait for neither.
+// The producer warpgroup gives its registers to the consumers (setmaxnreg; ptxas allocates
+// the consumers' code to the larger count, given the entry count that
+// __launch_bounds__(threads, 1) fixes).
 //
 // Operands. The weights are wgmma's A operand from registers: warp w of a warpgroup holds the
 // 16 rows of its row tile as m16n8k16 A fragments, which is exactly what the packed unit
@@ -37,19 +38,20 @@ namespace fp6serve::cuda {
 
 namespace {
 
-// kN tokens per CTA (a wgmma width: 64, 128, 192 or 256), kConsumers warpgroups of 64 rows,
-// kStages stages; plus the producer warpgroup.
-template <int kN_, int kConsumers_, int kStages_>
+// kN tokens per CTA (a wgmma width: 64, 128, 192 or 256), kConsumers warpgroups of 64 rows;
+// two rings: kXStages X half tiles (64 columns x kN tokens, 128 kN bytes each) and kWStages
+// weight slots (one unit per row tile); plus the producer warpgroup.
+template <int kN_, int kConsumers_, int kXStages_, int kWStages_>
 struct WgTile {
-  static constexpr int kN = kN_, kConsumers = kConsumers_, kStages = kStages_;
+  static constexpr int kN = kN_, kConsumers = kConsumers_, kXStages = kXStages_, kWStages = kWStages_;
   static constexpr int kThreads = 128 * (kConsumers + 1);
   static constexpr int kRows = 64 * kConsumers;
-  static constexpr int kXBytes = kN * fpx::kUnitCols * 2;  // two 64-column boxes of 128-byte rows
-  static constexpr int stage_bytes(int unit_bytes) { return kXBytes + 4 * kConsumers * unit_bytes; }
-  // Stages, their mbarriers, and slack to align the stages to 1024 bytes (the swizzle atom).
+  static constexpr int kXHalfBytes = kN * fpx::kUnitCols;  // 64 columns of 16-bit X, 128-byte rows
+  static constexpr int w_slot_bytes(int unit_bytes) { return 4 * kConsumers * unit_bytes; }
+  // The rings, their mbarriers, and slack to align the X tiles to 1024 bytes (the swizzle atom).
   template <int kUnitBytes>
   static constexpr int smem_bytes() {
-    return 1024 + kStages * stage_bytes(kUnitBytes) + 2 * kStages * 8;
+    return 1024 + kXStages * kXHalfBytes + kWStages * w_slot_bytes(kUnitBytes) + 2 * (kXStages + kWStages) * 8;
   }
 };
 
@@ -66,21 +68,24 @@ template <int kE, int kM, bool kBf16, class Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads, 1)
     fpx_wgmma_kernel(const GemmArgs a, const __grid_constant__ CUtensorMap x_map) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr int kN = Cfg::kN, kC = Cfg::kConsumers, kStages = Cfg::kStages;
+  constexpr int kN = Cfg::kN, kC = Cfg::kConsumers, kXStages = Cfg::kXStages, kWStages = Cfg::kWStages;
   constexpr int kRowTiles = 4 * kC;
   constexpr fpx::PackPlan plan = fpx::make_pack_plan(fpx::Format{kE, kM}, kBf16 ? DType::kBF16 : DType::kF16);
   constexpr int kUnitBytes = plan.unit_bytes();
   static_assert(kUnitBytes % 16 == 0, "units must be whole 16-byte chunks");
-  constexpr int kXBytes = Cfg::kXBytes;
-  constexpr int kStageBytes = Cfg::stage_bytes(kUnitBytes);
-  static_assert(kXBytes % 1024 == 0 && kStageBytes % 1024 == 0, "X tiles must stay 1024-byte aligned");
+  constexpr int kXHalfBytes = Cfg::kXHalfBytes;
+  constexpr int kWSlotBytes = Cfg::w_slot_bytes(kUnitBytes);
+  static_assert(kXHalfBytes % 1024 == 0, "X tiles must stay 1024-byte aligned");
   static_assert(kC >= 2 && kC <= 3, "two or three consumer warpgroups (setmaxnreg counts)");
   constexpr int kAcc = kN / 2;
   constexpr float kFold = kBf16 ? 1.0f : raw_to_value(plan);
   extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
-  uint64_t* empty = full + kStages;
+  uint8_t* xs = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint8_t* ws = xs + kXStages * kXHalfBytes;
+  uint64_t* x_full = reinterpret_cast<uint64_t*>(ws + kWStages * kWSlotBytes);
+  uint64_t* x_empty = x_full + kXStages;
+  uint64_t* w_full = x_empty + kXStages;
+  uint64_t* w_empty = w_full + kWStages;
 
   const int split = static_cast<int>(blockIdx.y);
   const int64_t n0 = static_cast<int64_t>(blockIdx.z) * kN;
@@ -91,10 +96,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const int64_t rt0 = static_cast<int64_t>(blockIdx.x) * kRowTiles;
 
   if (threadIdx.x == 0) {
-#pragma unroll
-    for (int s = 0; s < kStages; ++s) {
-      mbar_init(&full[s], 1);
-      mbar_init(&empty[s], 4 * kC);  // one arrival per consumer warp
+    for (int s = 0; s < kXStages; ++s) {
+      mbar_init(&x_full[s], 1);
+      mbar_init(&x_empty[s], 4 * kC);  // one arrival per consumer warp
+    }
+    for (int s = 0; s < kWStages; ++s) {
+      mbar_init(&w_full[s], 1);
+      mbar_init(&w_empty[s], 4 * kC);
     }
     fence_mbar_init();
   }
@@ -104,33 +112,31 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     setmaxnreg_dec<kProducerRegs>();
     if (threadIdx.x != 128 * kC) return;
     const int valid_tiles = static_cast<int>(min(static_cast<int64_t>(kRowTiles), a.row_tiles - rt0));
-    const auto tx = static_cast<uint32_t>(kXBytes + valid_tiles * kUnitBytes);
+    // Unit i's weights into weight slot i % kWStages (after its last use was released).
     auto load_weights = [&](int i) {
-      uint8_t* dst = smem + (i % kStages) * kStageBytes + kXBytes;
+      if (i >= kWStages) mbar_wait(&w_empty[i % kWStages], (i / kWStages - 1) & 1);
+      mbar_arrive_expect_tx(&w_full[i % kWStages], static_cast<uint32_t>(valid_tiles * kUnitBytes));
+      uint8_t* dst = ws + (i % kWStages) * kWSlotBytes;
       const uint8_t* src = a.w + rt0 * tile_bytes + static_cast<int64_t>(u_begin + i) * kUnitBytes;
       for (int r = 0; r < valid_tiles; ++r)
-        bulk_copy_g2s(dst + r * kUnitBytes, src + r * tile_bytes, kUnitBytes, &full[i % kStages]);
+        bulk_copy_g2s(dst + r * kUnitBytes, src + r * tile_bytes, kUnitBytes, &w_full[i % kWStages]);
     };
-    auto load_x = [&](int i) {
-      uint8_t* dst = smem + (i % kStages) * kStageBytes;
-      const int k0 = (u_begin + i) * fpx::kUnitCols;
-      tma_load_2d(dst, &x_map, k0, static_cast<int>(n0), &full[i % kStages]);
-      tma_load_2d(dst + kXBytes / 2, &x_map, k0 + fpx::kUnitCols / 2, static_cast<int>(n0), &full[i % kStages]);
+    // X half tile j (columns 64 j .. 64 j + 63 of this split's range) into X slot j % kXStages.
+    auto load_x = [&](int j) {
+      if (j >= kXStages) mbar_wait(&x_empty[j % kXStages], (j / kXStages - 1) & 1);
+      mbar_arrive_expect_tx(&x_full[j % kXStages], kXHalfBytes);
+      tma_load_2d(xs + (j % kXStages) * kXHalfBytes, &x_map, u_begin * fpx::kUnitCols + j * (fpx::kUnitCols / 2),
+                  static_cast<int>(n0), &x_full[j % kXStages]);
     };
-    // The first stages' weights before griddepcontrol.wait (they do not depend on the
-    // previous kernel), their X after it.
-    const int first = min(units, kStages);
-    for (int i = 0; i < first; ++i) {
-      mbar_arrive_expect_tx(&full[i], tx);
-      load_weights(i);
-    }
+    // The first weights before griddepcontrol.wait (they do not depend on the previous
+    // kernel), X after it. Then, per unit, its X halves and the weights kWStages units ahead:
+    // each wait is on a slot whose consumers need only what was issued before it.
+    for (int i = 0; i < min(units, kWStages); ++i) load_weights(i);
     wait_for_previous_grid();
-    for (int i = 0; i < first; ++i) load_x(i);
-    for (int i = kStages; i < units; ++i) {
-      mbar_wait(&empty[i % kStages], (i / kStages - 1) & 1);
-      mbar_arrive_expect_tx(&full[i % kStages], tx);
-      load_weights(i);
-      load_x(i);
+    for (int i = 0; i < units; ++i) {
+      load_x(2 * i);
+      load_x(2 * i + 1);
+      if (i + kWStages < units) load_weights(i + kWStages);
     }
     return;
   }
@@ -146,36 +152,45 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   float d[kAcc];
 #pragma unroll
   for (int i = 0; i < kAcc; ++i) d[i] = 0.0f;
-  // Unit i: wait for its stage, read this warp's words and dequantize them into af.
+  // Unit i: wait for its weights, read this warp's words, release the slot (the words are in
+  // registers) and dequantize them into af.
   auto dequantize = [&](int i, uint32_t(&af)[fpx::kUnitFragments][4]) {
-    mbar_wait(&full[i % kStages], (i / kStages) & 1);
+    mbar_wait(&w_full[i % kWStages], (i / kWStages) & 1);
     UnitWords<plan.num_segments> words;
     if (rt_valid) {
-      read_unit_words<plan>(smem + (i % kStages) * kStageBytes + kXBytes + cw * kUnitBytes, lane, words);
+      read_unit_words<plan>(ws + (i % kWStages) * kWSlotBytes + cw * kUnitBytes, lane, words);
     } else {
 #pragma unroll
       for (int s = 0; s < plan.num_segments; ++s)
 #pragma unroll
         for (int j = 0; j < 8; ++j) words.w[s][j] = 0;  // a row tile past the end: zeros, never stored
     }
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&w_empty[i % kWStages]);
 #pragma unroll
     for (int f = 0; f < fpx::kUnitFragments; ++f)
 #pragma unroll
       for (int r = 0; r < 4; ++r) af[f][r] = dequant_reg<plan, kBf16>(words, f, r);
   };
-  // Unit i's wgmmas (asynchronous: they run while the next unit is dequantized).
+  // Unit i's wgmmas, once both its X halves are in (asynchronous: they run while the next
+  // unit is dequantized).
   auto multiply = [&](int i, const uint32_t(&af)[fpx::kUnitFragments][4]) {
-    const uint8_t* xs = smem + (i % kStages) * kStageBytes;
+    mbar_wait(&x_full[(2 * i) % kXStages], ((2 * i) / kXStages) & 1);
+    mbar_wait(&x_full[(2 * i + 1) % kXStages], ((2 * i + 1) / kXStages) & 1);
     wgmma_fence();
 #pragma unroll
     for (int f = 0; f < fpx::kUnitFragments; ++f)
-      Wgmma<kN, kBf16>::mma(d, af[f], smem_descriptor_sw128(xs + (f / 4) * (kXBytes / 2) + (f % 4) * 32));
+      Wgmma<kN, kBf16>::mma(d, af[f],
+                            smem_descriptor_sw128(xs + ((2 * i + f / 4) % kXStages) * kXHalfBytes + (f % 4) * 32));
     wgmma_commit();
   };
-  // After unit i's wgmmas completed: its stage may be refilled.
+  // After unit i's wgmmas completed: its X halves may be refilled.
   auto release = [&](int i) {
     __syncwarp();
-    if (lane == 0) mbar_arrive(&empty[i % kStages]);
+    if (lane == 0) {
+      mbar_arrive(&x_empty[(2 * i) % kXStages]);
+      mbar_arrive(&x_empty[(2 * i + 1) % kXStages]);
+    }
   };
 
   // Two register sets of A fragments, alternating (the loop is unrolled by two so that each

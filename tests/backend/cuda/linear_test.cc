@@ -163,7 +163,7 @@ TEST_P(CudaFpxLinear, EveryHopperTileMatchesTheReference) {
             const cuda::FpxHopperTile& t = cuda::fpx_hopper_tiles()[static_cast<size_t>(tile)];
             ASSERT_LT(rel_l2(out, p.ref, c), c.bound())
                 << f.name() << " " << rows << "x" << cols << " n=" << n << " tile (" << t.tokens << ", " << t.consumers
-                << ", " << t.stages << ") splits " << l.splits;
+                << ", " << t.x_stages << ", " << t.w_stages << ") splits " << l.splits;
           }
       }
 }
