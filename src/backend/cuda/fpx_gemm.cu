@@ -72,12 +72,13 @@ void dispatch_tile(int64_t n, F&& f) {
   return f.template operator()<Tile<64, 8, 1, 3>>();
 }
 
-// The Hopper tiles (tokens, consumer warpgroups of 64 rows, X half-tile slots, weight slots:
-// as many as fit in 227 KB) fpx_gemm_plan chooses from, by index: for up to 64 tokens, up to
-// 256, and more. Three warpgroups (192 rows) fill the last wave of CTAs better on some layers
-// (bench/results/2026-11-24-hopper-gemm-h100.md).
-using HopperTiles = std::tuple<WgTile<64, 2, 12, 8>, WgTile<64, 3, 12, 6>, WgTile<128, 2, 8, 6>, WgTile<128, 3, 8, 4>,
-                               WgTile<256, 2, 5, 4>>;
+// The Hopper tiles (tokens, consumer warpgroups of 64 rows, X half tiles per X slot, X slots,
+// weight slots: as many as fit in 227 KB) fpx_gemm_plan chooses from, by index: for up to 64
+// tokens, up to 256, and more. Three warpgroups (192 rows) fill the last wave of CTAs better
+// on some layers; whole-unit X slots (fewer barrier waits) for the small tiles, half-unit ones
+// to give the 256-token tile five stages (bench/results/2026-11-24-hopper-gemm-h100.md).
+using HopperTiles = std::tuple<WgTile<64, 2, 2, 6, 8>, WgTile<64, 3, 2, 6, 6>, WgTile<128, 2, 2, 4, 6>,
+                               WgTile<128, 3, 2, 4, 4>, WgTile<256, 2, 1, 5, 4>>;
 constexpr int kHopperTiles = std::tuple_size_v<HopperTiles>;
 
 template <typename F, int kI = 0>
@@ -92,11 +93,12 @@ void dispatch_hopper_tile(int index, F&& f) {
 std::pair<int, int> hopper_candidates(int64_t n) {
   if (n <= 64) return {0, 1};
   if (n <= 256) return {2, 3};
-  return {2, 4};
+  return {4, 4};
 }
 
 // The best Hopper tile and split measured on the H100 (132 SMs) for the Llama-2-7B and 70B
-// layers, per token bucket (n up to `tokens`): `fp6serve_bench_gemm --hopper`,
+// layers, per token bucket up to 256 (n up to `tokens`, above half of it; above 256 the
+// 256-token tile without a split wins on every one of them): `fp6serve_bench_gemm --hopper`,
 // bench/results/2026-11-24-hopper-gemm-h100.md. Other shapes and GPUs take the rule in
 // fpx_gemm_plan.
 struct MeasuredHopperPlan {
@@ -105,18 +107,14 @@ struct MeasuredHopperPlan {
 };
 constexpr int kMeasuredSms = 132;
 constexpr MeasuredHopperPlan kMeasuredHopperPlans[] = {
-    {12288, 4096, 32, 1, 2},  {12288, 4096, 64, 0, 1},   {12288, 4096, 128, 2, 1}, {12288, 4096, 256, 3, 1},
-    {12288, 4096, 512, 3, 1}, {12288, 4096, 1024, 4, 1}, {4096, 4096, 32, 0, 4},   {4096, 4096, 64, 0, 4},
-    {4096, 4096, 128, 0, 2},  {4096, 4096, 256, 0, 1},   {4096, 4096, 512, 2, 1},  {4096, 4096, 1024, 4, 1},
-    {22016, 4096, 32, 1, 1},  {22016, 4096, 64, 1, 1},   {22016, 4096, 128, 3, 1}, {22016, 4096, 256, 3, 1},
-    {22016, 4096, 512, 4, 1}, {22016, 4096, 1024, 3, 1}, {4096, 11008, 32, 0, 4},  {4096, 11008, 64, 0, 4},
-    {4096, 11008, 128, 2, 4}, {4096, 11008, 256, 2, 2},  {4096, 11008, 512, 2, 1}, {4096, 11008, 1024, 4, 1},
-    {10240, 8192, 32, 1, 2},  {10240, 8192, 64, 1, 2},   {10240, 8192, 128, 3, 2}, {10240, 8192, 256, 3, 1},
-    {10240, 8192, 512, 3, 1}, {10240, 8192, 1024, 2, 1}, {8192, 8192, 32, 0, 2},   {8192, 8192, 64, 0, 2},
-    {8192, 8192, 128, 2, 2},  {8192, 8192, 256, 2, 1},   {8192, 8192, 512, 4, 1},  {8192, 8192, 1024, 4, 1},
-    {57344, 8192, 32, 1, 2},  {57344, 8192, 64, 0, 1},   {57344, 8192, 128, 2, 1}, {57344, 8192, 256, 4, 1},
-    {57344, 8192, 512, 4, 1}, {57344, 8192, 1024, 4, 1}, {8192, 28672, 32, 0, 2},  {8192, 28672, 64, 0, 2},
-    {8192, 28672, 128, 2, 2}, {8192, 28672, 256, 2, 1},  {8192, 28672, 512, 4, 1}, {8192, 28672, 1024, 4, 1}};
+    {12288, 4096, 32, 1, 2}, {12288, 4096, 64, 0, 1}, {12288, 4096, 128, 2, 1}, {12288, 4096, 256, 3, 1},
+    {4096, 4096, 32, 0, 4},  {4096, 4096, 64, 0, 4},  {4096, 4096, 128, 0, 2},  {4096, 4096, 256, 0, 1},
+    {22016, 4096, 32, 1, 1}, {22016, 4096, 64, 1, 1}, {22016, 4096, 128, 3, 1}, {22016, 4096, 256, 3, 1},
+    {4096, 11008, 32, 0, 4}, {4096, 11008, 64, 0, 4}, {4096, 11008, 128, 2, 4}, {4096, 11008, 256, 2, 2},
+    {10240, 8192, 32, 1, 2}, {10240, 8192, 64, 1, 2}, {10240, 8192, 128, 3, 2}, {10240, 8192, 256, 3, 1},
+    {8192, 8192, 32, 0, 2},  {8192, 8192, 64, 0, 2},  {8192, 8192, 128, 2, 2},  {8192, 8192, 256, 2, 1},
+    {57344, 8192, 32, 1, 2}, {57344, 8192, 64, 0, 1}, {57344, 8192, 128, 2, 1}, {57344, 8192, 256, 4, 1},
+    {8192, 28672, 32, 0, 2}, {8192, 28672, 64, 0, 2}, {8192, 28672, 128, 2, 2}, {8192, 28672, 256, 2, 1}};
 
 // The Hopper kernel is built for sm_90a only.
 bool sm90() {
@@ -211,7 +209,7 @@ const std::vector<FpxHopperTile>& fpx_hopper_tiles() {
     std::vector<FpxHopperTile> v;
     for (int t = 0; t < kHopperTiles; ++t)
       dispatch_hopper_tile(t, [&]<class Cfg>() {
-        v.push_back({Cfg::kN, Cfg::kConsumers, Cfg::kXStages, Cfg::kWStages});
+        v.push_back({Cfg::kN, Cfg::kConsumers, Cfg::kXHalves * Cfg::kXStages, Cfg::kWStages});
       });
     return v;
   }();

@@ -39,19 +39,23 @@ namespace fp6serve::cuda {
 namespace {
 
 // kN tokens per CTA (a wgmma width: 64, 128, 192 or 256), kConsumers warpgroups of 64 rows;
-// two rings: kXStages X half tiles (64 columns x kN tokens, 128 kN bytes each) and kWStages
-// weight slots (one unit per row tile); plus the producer warpgroup.
-template <int kN_, int kConsumers_, int kXStages_, int kWStages_>
+// two rings: kXStages X slots of kXHalves half tiles each (a half tile: 64 columns x kN
+// tokens, 128 kN bytes; 2 halves make a K unit) and kWStages weight slots (one unit per row
+// tile); plus the producer warpgroup.
+template <int kN_, int kConsumers_, int kXHalves_, int kXStages_, int kWStages_>
 struct WgTile {
-  static constexpr int kN = kN_, kConsumers = kConsumers_, kXStages = kXStages_, kWStages = kWStages_;
+  static constexpr int kN = kN_, kConsumers = kConsumers_, kXHalves = kXHalves_, kXStages = kXStages_,
+                       kWStages = kWStages_;
+  static_assert(kXHalves == 1 || kXHalves == 2, "an X slot holds half a K unit or a whole one");
   static constexpr int kThreads = 128 * (kConsumers + 1);
   static constexpr int kRows = 64 * kConsumers;
   static constexpr int kXHalfBytes = kN * fpx::kUnitCols;  // 64 columns of 16-bit X, 128-byte rows
+  static constexpr int kXSlotBytes = kXHalves * kXHalfBytes;
   static constexpr int w_slot_bytes(int unit_bytes) { return 4 * kConsumers * unit_bytes; }
   // The rings, their mbarriers, and slack to align the X tiles to 1024 bytes (the swizzle atom).
   template <int kUnitBytes>
   static constexpr int smem_bytes() {
-    return 1024 + kXStages * kXHalfBytes + kWStages * w_slot_bytes(kUnitBytes) + 2 * (kXStages + kWStages) * 8;
+    return 1024 + kXStages * kXSlotBytes + kWStages * w_slot_bytes(kUnitBytes) + 2 * (kXStages + kWStages) * 8;
   }
 };
 
@@ -68,7 +72,9 @@ template <int kE, int kM, bool kBf16, class Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads, 1)
     fpx_wgmma_kernel(const GemmArgs a, const __grid_constant__ CUtensorMap x_map) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr int kN = Cfg::kN, kC = Cfg::kConsumers, kXStages = Cfg::kXStages, kWStages = Cfg::kWStages;
+  constexpr int kN = Cfg::kN, kC = Cfg::kConsumers, kXHalves = Cfg::kXHalves, kXStages = Cfg::kXStages,
+                kWStages = Cfg::kWStages;
+  constexpr int kXSlotsPerUnit = 2 / kXHalves;
   constexpr int kRowTiles = 4 * kC;
   constexpr fpx::PackPlan plan = fpx::make_pack_plan(fpx::Format{kE, kM}, kBf16 ? DType::kBF16 : DType::kF16);
   constexpr int kUnitBytes = plan.unit_bytes();
@@ -81,7 +87,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   constexpr float kFold = kBf16 ? 1.0f : raw_to_value(plan);
   extern __shared__ uint8_t smem_raw[];
   uint8_t* xs = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
-  uint8_t* ws = xs + kXStages * kXHalfBytes;
+  uint8_t* ws = xs + kXStages * Cfg::kXSlotBytes;
   uint64_t* x_full = reinterpret_cast<uint64_t*>(ws + kWStages * kWSlotBytes);
   uint64_t* x_empty = x_full + kXStages;
   uint64_t* w_full = x_empty + kXStages;
@@ -121,12 +127,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       for (int r = 0; r < valid_tiles; ++r)
         bulk_copy_g2s(dst + r * kUnitBytes, src + r * tile_bytes, kUnitBytes, &w_full[i % kWStages]);
     };
-    // X half tile j (columns 64 j .. 64 j + 63 of this split's range) into X slot j % kXStages.
+    // X slot j (half tiles kXHalves j ...: 64 columns of this split's range each) into ring
+    // slot j % kXStages.
     auto load_x = [&](int j) {
       if (j >= kXStages) mbar_wait(&x_empty[j % kXStages], (j / kXStages - 1) & 1);
-      mbar_arrive_expect_tx(&x_full[j % kXStages], kXHalfBytes);
-      tma_load_2d(xs + (j % kXStages) * kXHalfBytes, &x_map, u_begin * fpx::kUnitCols + j * (fpx::kUnitCols / 2),
-                  static_cast<int>(n0), &x_full[j % kXStages]);
+      mbar_arrive_expect_tx(&x_full[j % kXStages], Cfg::kXSlotBytes);
+      for (int h = 0; h < kXHalves; ++h)
+        tma_load_2d(xs + (j % kXStages) * Cfg::kXSlotBytes + h * kXHalfBytes, &x_map,
+                    u_begin * fpx::kUnitCols + (kXHalves * j + h) * (fpx::kUnitCols / 2), static_cast<int>(n0),
+                    &x_full[j % kXStages]);
     };
     // The first weights before griddepcontrol.wait (they do not depend on the previous
     // kernel), X after it. Then, per unit, its X halves and the weights kWStages units ahead:
@@ -134,8 +143,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     for (int i = 0; i < min(units, kWStages); ++i) load_weights(i);
     wait_for_previous_grid();
     for (int i = 0; i < units; ++i) {
-      load_x(2 * i);
-      load_x(2 * i + 1);
+      for (int k = 0; k < kXSlotsPerUnit; ++k) load_x(kXSlotsPerUnit * i + k);
       if (i + kWStages < units) load_weights(i + kWStages);
     }
     return;
@@ -172,25 +180,29 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #pragma unroll
       for (int r = 0; r < 4; ++r) af[f][r] = dequant_reg<plan, kBf16>(words, f, r);
   };
-  // Unit i's wgmmas, once both its X halves are in (asynchronous: they run while the next
-  // unit is dequantized).
+  // Unit i's wgmmas, once its X is in (asynchronous: they run while the next unit is
+  // dequantized). Fragment f reads half tile 2 i + f / 4.
   auto multiply = [&](int i, const uint32_t(&af)[fpx::kUnitFragments][4]) {
-    mbar_wait(&x_full[(2 * i) % kXStages], ((2 * i) / kXStages) & 1);
-    mbar_wait(&x_full[(2 * i + 1) % kXStages], ((2 * i + 1) / kXStages) & 1);
+#pragma unroll
+    for (int k = 0; k < kXSlotsPerUnit; ++k) {
+      const int j = kXSlotsPerUnit * i + k;
+      mbar_wait(&x_full[j % kXStages], (j / kXStages) & 1);
+    }
     wgmma_fence();
 #pragma unroll
-    for (int f = 0; f < fpx::kUnitFragments; ++f)
-      Wgmma<kN, kBf16>::mma(d, af[f],
-                            smem_descriptor_sw128(xs + ((2 * i + f / 4) % kXStages) * kXHalfBytes + (f % 4) * 32));
+    for (int f = 0; f < fpx::kUnitFragments; ++f) {
+      const int half = 2 * i + f / 4, j = half / kXHalves;
+      const uint8_t* b = xs + (j % kXStages) * Cfg::kXSlotBytes + (half % kXHalves) * kXHalfBytes + (f % 4) * 32;
+      Wgmma<kN, kBf16>::mma(d, af[f], smem_descriptor_sw128(b));
+    }
     wgmma_commit();
   };
-  // After unit i's wgmmas completed: its X halves may be refilled.
+  // After unit i's wgmmas completed: its X slots may be refilled.
   auto release = [&](int i) {
     __syncwarp();
-    if (lane == 0) {
-      mbar_arrive(&x_empty[(2 * i) % kXStages]);
-      mbar_arrive(&x_empty[(2 * i + 1) % kXStages]);
-    }
+    if (lane == 0)
+#pragma unroll
+      for (int k = 0; k < kXSlotsPerUnit; ++k) mbar_arrive(&x_empty[(kXSlotsPerUnit * i + k) % kXStages]);
   };
 
   // Two register sets of A fragments, alternating (the loop is unrolled by two so that each

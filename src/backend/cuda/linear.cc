@@ -134,8 +134,9 @@ DeviceDenseWeight upload_dense(const void* host, DType dtype, int64_t rows, int6
 }
 
 FpxPath fpx_path(const DeviceFpxWeight& w, int64_t n, int64_t crossover) {
-  if (crossover <= 0) crossover = fpx_wgmma_supported(w.plan, w.cols) ? kFpxHopperCrossoverTokens : kFpxCrossoverTokens;
-  return n <= crossover ? FpxPath::kFused : FpxPath::kDequantGemm;
+  // Where the Hopper kernel serves the weight it beats dequantize + cuBLAS at every n measured.
+  if (crossover <= 0 && fpx_wgmma_supported(w.plan, w.cols)) return FpxPath::kFused;
+  return n <= (crossover > 0 ? crossover : kFpxCrossoverTokens) ? FpxPath::kFused : FpxPath::kDequantGemm;
 }
 
 // The split fpx_gemm_plan chooses for the kernel and tile it picks, lowered until the partial

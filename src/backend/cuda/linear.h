@@ -52,12 +52,12 @@ DeviceDenseWeight upload_dense(const void* host, DType dtype, int64_t rows, int6
 DeviceFpxWeight quantize_on_device(const void* src, DType src_dtype, int64_t rows, int64_t cols, fpx::Format format,
                                    DType target, const std::string& name, cudaStream_t stream = nullptr);
 
-// Tokens above which dequantize + cuBLAS beats the fused kernels, measured on the H100: the
-// small-n kernel alone (bench/results/2026-11-23-gemm-h100.md), and where the Hopper kernel
-// serves the weight (fpx_wgmma_supported; bench/results/2026-11-24-hopper-gemm-h100.md). A
-// crossover of 0 means these measured ones; Options::fpx_crossover may set another.
+// Tokens above which dequantize + cuBLAS beats the small-n kernel, measured on the H100
+// (bench/results/2026-11-23-gemm-h100.md). Where the Hopper kernel serves the weight
+// (fpx_wgmma_supported) the fused path takes every n: it beats dequantize + cuBLAS up to the
+// 4096 tokens measured (bench/results/2026-11-24-hopper-gemm-h100.md). A crossover of 0 means
+// these; Options::fpx_crossover may set another, for both.
 inline constexpr int64_t kFpxCrossoverTokens = 64;
-inline constexpr int64_t kFpxHopperCrossoverTokens = 1024;
 // Which path fpx_linear takes for n tokens: the fused kernels, or dequantize + cuBLAS.
 enum class FpxPath { kFused, kDequantGemm };
 FpxPath fpx_path(const DeviceFpxWeight& w, int64_t n, int64_t crossover = 0);
