@@ -3,6 +3,7 @@
 // llama2-7b ...). Decode rows report ms per step, tokens/s and the share of the roofline: (weight bytes + the KV bytes
 // a step reads) over the read bandwidth measured at the start of the same run.
 #include <fmt/core.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <atomic>
@@ -289,8 +290,9 @@ Action add_bench(CLI::App& app) {
   auto decode_cmd = bench->add_subcommand("decode", "Decode steps: ms/step, tokens/s, % of the bandwidth roofline");
   auto prefill_cmd = bench->add_subcommand("prefill", "Prompt processing: tokens/s");
   for (CLI::App* sub : {decode_cmd, prefill_cmd}) {
-    sub->add_option("--random-weights", o->shape,
-                    "llama2-7b, llama2-13b, llama2-70b, llama3-8b, or a config.json (default llama2-7b)");
+    sub->add_option(
+        "--random-weights", o->shape,
+        fmt::format("{}, or a config.json (default llama2-7b)", fmt::join(model::ModelConfig::shape_names(), ", ")));
     sub->add_option("--modes", o->modes,
                     "quantization modes, comma-separated; the last is the baseline (default wf6af16,fp16)");
     sub->add_option("--device", o->device, "auto (the GPU when there is one), cpu or cuda")->capture_default_str();

@@ -1,5 +1,6 @@
 // fp6serve serve: the OpenAI-compatible HTTP server.
 #include <fmt/core.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <csignal>
@@ -11,6 +12,7 @@
 #include "core/check.h"
 #include "core/file.h"
 #include "engine/service.h"
+#include "model/config.h"
 #include "server/http_server.h"
 
 namespace fp6serve::cli {
@@ -29,8 +31,9 @@ Action add_serve(CLI::App& app) {
   auto* model =
       cmd->add_option("--model", a->model, "Model directory (Hugging Face checkpoint or fp6serve quantize output)");
   auto* random = cmd->add_option("--random-weights", a->random_weights,
-                                 "Serve random weights of a shape instead (llama2-7b, llama2-13b, llama2-70b, "
-                                 "llama3-8b, or a config.json) with a synthetic tokenizer: for benchmarks");
+                                 "Serve random weights of a shape instead (" +
+                                     fmt::format("{}", fmt::join(model::ModelConfig::shape_names(), ", ")) +
+                                     ", or a config.json) with a synthetic tokenizer: for benchmarks");
   model->excludes(random);
   add_model_options(cmd, a->options, a->flags, true);
   server::ServerOptions& so = a->server;
