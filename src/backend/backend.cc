@@ -44,25 +44,34 @@ std::vector<float> normal_values(int64_t n, float stddev, uint64_t seed) {
   return v;
 }
 
+// A [rows, cols] weight ~ N(0, stddev) from a seeded generator, quantized or converted as
+// mode says: what a loader would hand adopt_linear / adopt_experts (random weights are not
+// named: id says only what kind).
+HostLinear random_host_linear(const Backend& backend, int64_t rows, int64_t cols, const QuantizationMode& mode,
+                              float stddev, uint64_t seed, model::WeightId id) {
+  const std::vector<float> values = normal_values(rows * cols, stddev, seed);
+  HostLinear h;
+  h.id = id;
+  h.rows = rows;
+  h.cols = cols;
+  if (mode.quantized) {
+    const fpx::MatrixView view{values.data(), DType::kF32, rows, cols, "random weight"};
+    h.packed =
+        std::make_unique<fpx::PackedWeight>(fpx::quantize_pack(view, mode.format, backend.pack_target(mode.format)));
+  } else {
+    h.dense = Tensor::empty({rows, cols}, mode.dense_dtype);
+    convert_from_f32(values.data(), h.dense.data(), mode.dense_dtype, values.size());
+  }
+  return h;
+}
+
 }  // namespace
 
 // Made on the host and adopted like a loaded weight: slow for large shapes, but on every
 // backend (the CUDA backend makes its own on the device).
 std::unique_ptr<LinearWeight> Backend::random_linear(int64_t rows, int64_t cols, const QuantizationMode& mode,
                                                      float stddev, uint64_t seed) {
-  const std::vector<float> values = normal_values(rows * cols, stddev, seed);
-  HostLinear h;
-  h.id = {model::WeightKind::kLmHead};  // random weights are not named
-  h.rows = rows;
-  h.cols = cols;
-  if (mode.quantized) {
-    const fpx::MatrixView view{values.data(), DType::kF32, rows, cols, "random weight"};
-    h.packed = std::make_unique<fpx::PackedWeight>(fpx::quantize_pack(view, mode.format, pack_target(mode.format)));
-  } else {
-    h.dense = Tensor::empty({rows, cols}, mode.dense_dtype);
-    convert_from_f32(values.data(), h.dense.data(), mode.dense_dtype, values.size());
-  }
-  return adopt_linear(std::move(h));
+  return adopt_linear(random_host_linear(*this, rows, cols, mode, stddev, seed, {model::WeightKind::kLmHead}));
 }
 
 std::unique_ptr<ExpertWeights> Backend::adopt_experts(std::vector<HostLinear>&&) {
@@ -72,21 +81,9 @@ std::unique_ptr<ExpertWeights> Backend::adopt_experts(std::vector<HostLinear>&&)
 std::unique_ptr<ExpertWeights> Backend::random_experts(int64_t experts, int64_t rows, int64_t cols,
                                                        const QuantizationMode& mode, float stddev, uint64_t seed) {
   std::vector<HostLinear> all;
-  for (int64_t e = 0; e < experts; ++e) {
-    const std::vector<float> values = normal_values(rows * cols, stddev, seed + static_cast<uint64_t>(e));
-    HostLinear h;
-    h.id = {model::WeightKind::kExpertGateUp, 0, e};  // random weights are not named
-    h.rows = rows;
-    h.cols = cols;
-    if (mode.quantized) {
-      const fpx::MatrixView view{values.data(), DType::kF32, rows, cols, "random weight"};
-      h.packed = std::make_unique<fpx::PackedWeight>(fpx::quantize_pack(view, mode.format, pack_target(mode.format)));
-    } else {
-      h.dense = Tensor::empty({rows, cols}, mode.dense_dtype);
-      convert_from_f32(values.data(), h.dense.data(), mode.dense_dtype, values.size());
-    }
-    all.push_back(std::move(h));
-  }
+  for (int64_t e = 0; e < experts; ++e)
+    all.push_back(random_host_linear(*this, rows, cols, mode, stddev, seed + static_cast<uint64_t>(e),
+                                     {model::WeightKind::kExpertGateUp, 0, e}));
   return adopt_experts(std::move(all));
 }
 
