@@ -41,6 +41,10 @@ struct Options {
   // Tokens above which an FPx linear dequantizes and calls cuBLAS instead of the fused
   // kernel; 0: the crossover measured on the H100 (backend/cuda/linear.h).
   int64_t fpx_crossover = 0;  //                                       [FP6SERVE_FPX_CROSSOVER]
+  // Tensor parallelism (docs/tensor_parallel.md): the model split over this many GPUs of this
+  // machine, one thread per GPU (at most the GPUs there are). On the CPU the ranks are threads
+  // of this process: the same split, to test it, no faster than 1.
+  int tensor_parallel_size = 1;
 
   // --- The engine
   int64_t max_batch_tokens = 768;  // tokens per forward pass (the Dynamic SplitFuse budget)

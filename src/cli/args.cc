@@ -68,6 +68,11 @@ void add_model_options(CLI::App* cmd, Options& o, ModelFlags& flags, bool engine
   cmd->add_option("--device", o.device, "auto, cpu or cuda")->capture_default_str();
   cmd->add_option("--threads", o.threads, "CPU threads (0: every core)")->check(kDecimalInteger)->capture_default_str();
   if (!engine) return;
+  cmd->add_option("--tensor-parallel-size", o.tensor_parallel_size,
+                  "Split the model over this many GPUs (tensor parallelism, one thread per GPU; at most the GPUs "
+                  "there are). On the CPU the ranks are threads over host memory: for testing only, no faster")
+      ->check(kDecimalInteger)
+      ->capture_default_str();
   cmd->add_option("--max-batch-tokens", o.max_batch_tokens, "Tokens per forward pass (the SplitFuse budget)")
       ->check(kDecimalInteger)
       ->capture_default_str();

@@ -30,6 +30,7 @@ struct BenchOptions {
   std::string contexts = "128,1024,4096";
   std::string prompts = "512,2048";
   std::string device = "auto";  // auto: the GPU when there is one
+  int tensor_parallel = 1;      // GPUs the model is split over
   int steps = 16;
 };
 
@@ -78,7 +79,7 @@ std::unique_ptr<Model> build(const model::ModelConfig& config, const std::string
   try {
     const auto t0 = std::chrono::steady_clock::now();
     const auto qmode = model::QuantizationMode::parse(mode);
-    auto m = Model::random(config, qmode, make_backend(config, qmode, options));
+    auto m = Model::random(config, qmode, options);
     fmt::print(stderr, "{}: built in {:.1f} s, weights {:.2f} GiB, {:.2f} GiB free on the device\n", mode,
                seconds_since(t0), m->weights().bytes() / double(1 << 30), free_gib(*m));
     return m;
@@ -182,13 +183,17 @@ int run(const BenchOptions& o, bool is_decode) {
             cuda_device_summary());
   Options options;
   options.device = gpu ? "cuda" : "cpu";
+  options.tensor_parallel_size = o.tensor_parallel;
   options.progress = false;
   apply_environment(options);
   ThreadPool::resize_global(options.threads);
   const double read_gbs = gpu ? cuda_read_bandwidth_gbs() : cpu_read_bandwidth_gbs();
-  fmt::print("device: {}; read bandwidth {:.0f} GB/s (measured now)\nmodel: {} shape, random weights\n\n",
+  fmt::print("device: {}; read bandwidth {:.0f} GB/s (measured now)\nmodel: {} shape, random weights{}\n\n",
              gpu ? cuda_device_summary() : fmt::format("cpu, {} threads", ThreadPool::global()->size()), read_gbs,
-             o.shape);
+             o.shape,
+             o.tensor_parallel > 1 ? fmt::format(", tensor parallel over {} {} (weights, KV and roofline per rank)",
+                                                 o.tensor_parallel, gpu ? "GPUs" : "CPU threads")
+                                   : "");
 
   // results[mode][(context or prompt, batch)]
   std::map<std::string, std::map<std::pair<int64_t, int64_t>, Row>> results;
@@ -296,6 +301,10 @@ Action add_bench(CLI::App& app) {
     sub->add_option("--modes", o->modes,
                     "quantization modes, comma-separated; the last is the baseline (default wf6af16,fp16)");
     sub->add_option("--device", o->device, "auto (the GPU when there is one), cpu or cuda")->capture_default_str();
+    sub->add_option("--tensor-parallel-size", o->tensor_parallel,
+                    "GPUs to split the model over (on the CPU: threads, for testing only)")
+        ->check(CLI::Range(1, 64))
+        ->capture_default_str();
   }
   decode_cmd->add_option("--batch", o->batches, "batch sizes (default 1,2,4,8,16,32,64)");
   decode_cmd->add_option("--context", o->contexts,

@@ -21,6 +21,8 @@ void Options::validate() const {
             "quantization_scale '{}' is not one of absmax, min-error", quantization_scale);
   FP6_CHECK(fpx_crossover >= 0, kInvalidArgument, "fpx_crossover must be >= 0 (0: the measured one), got {}",
             fpx_crossover);
+  FP6_CHECK(tensor_parallel_size >= 1 && tensor_parallel_size <= 64, kInvalidArgument,
+            "tensor_parallel_size must be in [1, 64], got {}", tensor_parallel_size);
   FP6_CHECK(max_batch_tokens >= 1, kInvalidArgument, "max_batch_tokens must be at least 1, got {}", max_batch_tokens);
   FP6_CHECK(max_num_seqs >= 1, kInvalidArgument, "max_num_seqs must be at least 1, got {}", max_num_seqs);
   FP6_CHECK(max_model_len >= 0, kInvalidArgument, "max_model_len must be >= 0 (0: the model's), got {}", max_model_len);

@@ -27,7 +27,7 @@ std::unique_ptr<Service> Service::random_weights(const std::string& shape, Optio
   const auto mode = model::QuantizationMode::parse(
       s->options_.quantization_mode.empty() ? model::QuantizationMode::kDefault : s->options_.quantization_mode);
   s->tokenizer_ = std::make_unique<Tokenizer>(synthetic_tokenizer(config.vocab_size));
-  s->model_ = Model::random(config, mode, make_backend(config, mode, s->options_));
+  s->model_ = Model::random(config, mode, s->options_);
   s->start({});
   return s;
 }

@@ -6,6 +6,7 @@
 #ifdef FP6SERVE_WITH_CUDA
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/device.h"
+#include "backend/cuda/nccl_communicator.h"
 #endif
 
 namespace fp6serve {
@@ -55,10 +56,12 @@ double cuda_read_bandwidth_gbs() {
 }
 
 std::unique_ptr<Backend> make_backend(const model::ModelConfig& config, const model::QuantizationMode& mode,
-                                      const Options& options) {
+                                      const Options& options, int rank) {
   const std::string& device = options.device;
   FP6_CHECK(device == "cpu" || device == "cuda" || device == "auto", kInvalidArgument,
             "unknown device '{}' (expected auto, cpu or cuda)", device);
+  const int ranks = options.tensor_parallel_size;
+  FP6_CHECK(rank >= 0 && rank < ranks, kInternal, "rank {} of tensor_parallel_size {}", rank, ranks);
   const bool f32 = !mode.quantized && mode.dense_dtype == DType::kF32;
   FP6_CHECK(!(f32 && device == "cuda"), kUnsupported,
             "the fp32 mode runs on the CPU (the CUDA backend computes in FP16/BF16): use --device cpu or "
@@ -67,7 +70,32 @@ std::unique_ptr<Backend> make_backend(const model::ModelConfig& config, const mo
   ThreadPool::resize_global(options.threads);  // CPU kernels, and quantization on load for any backend
   if (device == "cpu" || f32 || cuda_device_count() == 0) return cpu::make_cpu_backend(config, options);
 #ifdef FP6SERVE_WITH_CUDA
-  return cuda::make_cuda_backend(config, options);
+  FP6_CHECK(ranks <= cuda_device_count(), kUnsupported,
+            "tensor_parallel_size {} needs {} GPUs, but this machine has {} visible (or use --device cpu, where the "
+            "ranks are threads: for testing)",
+            ranks, ranks, cuda_device_count());
+  FP6_CHECK(ranks == 1 || cuda::nccl_built(), kUnsupported,
+            "tensor_parallel_size {} on the GPU needs NCCL, which this fp6serve was built without (configure with "
+            "NCCL's nccl.h and libnccl in the CUDA toolkit)",
+            ranks);
+  return cuda::make_cuda_backend(config, options, rank);
+#else
+  FP6_ASSERT(false);
+#endif
+}
+
+std::vector<std::unique_ptr<Communicator>> make_communicators(const std::vector<Backend*>& backends) {
+  FP6_ASSERT(!backends.empty());
+  if (backends.size() == 1) {
+    std::vector<std::unique_ptr<Communicator>> one;
+    one.push_back(solo_communicator());
+    return one;
+  }
+  const Device device = backends.front()->device();
+  for (const Backend* b : backends) FP6_ASSERT(b->device() == device);
+  if (device == Device::kCpu) return host_communicators(static_cast<int>(backends.size()));
+#ifdef FP6SERVE_WITH_CUDA
+  return cuda::nccl_communicators(backends);
 #else
   FP6_ASSERT(false);
 #endif

@@ -181,7 +181,7 @@ TEST(MoeModel, RandomWeightsOfAMoeShapeRun) {
                         {"moe_intermediate_size", 32}, {"shared_expert_intermediate_size", 48}};
     const auto config = model::ModelConfig::parse(j.dump(), type);
     const auto mode = model::QuantizationMode::parse("wf6af16");
-    auto m = Model::random(config, mode, make_backend(config, mode, options("wf6af16")));
+    auto m = Model::random(config, mode, options("wf6af16"));
     const std::vector<int32_t> ids = {1, 2, 3, 4, 5};
     const auto l = prompt_logits(*m, ids);
     EXPECT_TRUE(std::all_of(l.begin(), l.end(), [](float v) { return std::isfinite(v); })) << type;

@@ -44,7 +44,7 @@ class CudaExperts : public ExpertWeights {
   std::vector<DeviceDenseWeight> dense;
 };
 
-// A device tensor owning its cudaMalloc'ed memory.
+// A device tensor owning its cudaMalloc'ed memory (on the current device).
 Tensor device_tensor(const std::vector<int64_t>& shape, DType dtype) {
   const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
   void* p = nullptr;
@@ -55,8 +55,17 @@ Tensor device_tensor(const std::vector<int64_t>& shape, DType dtype) {
       FP6_THROW(kOutOfMemory, "cannot allocate {} bytes on the GPU: {}", bytes, cudaGetErrorString(err));
     }
   }
-  std::shared_ptr<void> owner(p, [](void* q) {
-    if (q) cudaFree(q);
+  int device = 0;
+  FP6_CUDA_CHECK(cudaGetDevice(&device));
+  // Freed on its own device, from whichever thread drops the last reference (a KV cache of a
+  // tensor-parallel rank may be released by another rank's thread).
+  std::shared_ptr<void> owner(p, [device](void* q) {
+    if (!q) return;
+    int current = device;
+    cudaGetDevice(&current);
+    if (current != device) cudaSetDevice(device);
+    cudaFree(q);
+    if (current != device) cudaSetDevice(current);
   });
   return Tensor::wrap(p, shape, dtype, Device::kCuda, std::move(owner));
 }
@@ -77,15 +86,18 @@ struct Scratch {
 
 class CudaBackend : public Backend {
  public:
-  CudaBackend(const ModelConfig& config, const Options& options)
-      : config_(config),
+  CudaBackend(const ModelConfig& config, const Options& options, int device)
+      : device_(device),
+        config_(config),
         act_(config.dtype == DType::kBF16 ? DType::kBF16 : DType::kF16),
         crossover_(options.fpx_crossover),
         graphs_((require_device(), options.cuda_graphs)) {
+    use_device();
     FP6_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     inv_freq_ = inv_freq_buf_.upload(config.rope_inv_freq());
   }
   ~CudaBackend() override {
+    cudaSetDevice(device_);
     cudaStreamSynchronize(stream_);
     cudaStreamDestroy(stream_);
   }
@@ -94,15 +106,18 @@ class CudaBackend : public Backend {
   DType act_dtype() const override { return act_; }
   DType pack_target(fpx::Format) const override { return act_; }
   std::string describe() const override {
-    return fmt::format("cuda ({}, {}, CUDA graphs {})", device_summary(), dtype_name(act_), graphs_.describe());
+    return fmt::format("cuda ({}{}, {}, CUDA graphs {})", device_ > 0 ? fmt::format("GPU {}: ", device_) : "",
+                       device_summary(device_), dtype_name(act_), graphs_.describe());
   }
   Memory memory() const override {
+    use_device();
     Memory m;
     FP6_CUDA_CHECK(cudaMemGetInfo(&m.free, &m.total));
     return m;
   }
 
   std::unique_ptr<LinearWeight> adopt_linear(HostLinear&& host) override {
+    use_device();
     auto w = std::make_unique<CudaLinear>();
     w->rows = host.rows;
     w->cols = host.cols;
@@ -125,6 +140,7 @@ class CudaBackend : public Backend {
 
   std::unique_ptr<LinearWeight> random_linear(int64_t rows, int64_t cols, const QuantizationMode& mode, float stddev,
                                               uint64_t seed) override {
+    use_device();
     auto w = std::make_unique<CudaLinear>();
     w->rows = rows;
     w->cols = cols;
@@ -144,6 +160,7 @@ class CudaBackend : public Backend {
   }
 
   Tensor random_tensor(const std::vector<int64_t>& shape, float stddev, uint64_t seed) override {
+    use_device();
     Tensor t = device_tensor(shape, act_);
     fill_normal(t.data(), t.numel(), seed, stddev, act_ == DType::kBF16);
     FP6_CUDA_CHECK(cudaDeviceSynchronize());
@@ -152,6 +169,7 @@ class CudaBackend : public Backend {
 
   std::unique_ptr<ExpertWeights> adopt_experts(std::vector<HostLinear>&& experts) override {
     FP6_CHECK(!experts.empty(), kInvalidArgument, "adopt_experts: no experts");
+    use_device();
     auto w = std::make_unique<CudaExperts>();
     const HostLinear& first = experts.front();
     w->num_experts = static_cast<int64_t>(experts.size());
@@ -201,6 +219,7 @@ class CudaBackend : public Backend {
 
   std::unique_ptr<ExpertWeights> random_experts(int64_t experts, int64_t rows, int64_t cols,
                                                 const QuantizationMode& mode, float stddev, uint64_t seed) override {
+    use_device();
     if (!mode.quantized) {  // dense: each expert filled in place
       auto w = std::make_unique<CudaExperts>();
       w->num_experts = w->dev.num_experts = experts;
@@ -250,6 +269,7 @@ class CudaBackend : public Backend {
   }
 
   Tensor adopt_tensor(Tensor host) override {
+    use_device();
     Tensor t = device_tensor(host.shape(), host.dtype());
     FP6_CUDA_CHECK(cudaMemcpy(t.data(), host.data(), host.bytes(), cudaMemcpyHostToDevice));
     return t;
@@ -257,6 +277,7 @@ class CudaBackend : public Backend {
 
   void upload(const Tensor& host, Tensor& dst) override {
     FP6_CHECK(host.numel() == dst.numel(), kInternal, "upload of {} into {}", host.shape_string(), dst.shape_string());
+    use_device();
     std::vector<float> f(static_cast<size_t>(host.numel()));
     convert_to_f32(host.data(), host.dtype(), f.data(), f.size());
     Tensor converted = Tensor::empty(dst.shape(), dst.dtype());
@@ -266,6 +287,7 @@ class CudaBackend : public Backend {
   }
 
   KvCache make_kv_cache(int64_t num_blocks, int64_t block_size) override {
+    use_device();
     KvCache c;
     c.num_blocks = num_blocks;
     c.block_size = block_size;
@@ -292,6 +314,7 @@ class CudaBackend : public Backend {
   // batch, plan its per-token arrays and attention, upload them in one copy, size the
   // workspaces, and name the pass for the graph cache.
   void begin_forward(const Batch& batch, const KvCache& cache) override {
+    use_device();
     if (arena_peak_ > arena_.size()) arena_ = DeviceBuffer(arena_peak_ + arena_peak_ / 4);
     arena_used_ = 0;
     check_batch(batch, config_.vocab_size, cache.num_blocks, cache.block_size);
@@ -417,10 +440,12 @@ class CudaBackend : public Backend {
   }
 
   std::vector<Sample> sample(const Tensor& logits, const std::vector<SampleRow>& rows) override {
+    use_device();
     return sample_rows(logits.data(), act_, logits.dim(1), rows, sample_scratch_, stream_);
   }
 
   Tensor to_host_f32(const Tensor& x) override {
+    use_device();
     Tensor host = Tensor::empty(x.shape(), DType::kF32);
     if (x.dtype() == DType::kF32) {
       FP6_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -434,7 +459,13 @@ class CudaBackend : public Backend {
     return host;
   }
 
+  int gpu() const { return device_; }
+  cudaStream_t stream() const { return stream_; }
+
  private:
+  // This backend's GPU, current on the calling thread.
+  void use_device() const { FP6_CUDA_CHECK(cudaSetDevice(device_)); }
+
   // The per-token arrays (tokens, positions, KV slots, sequence of each token, block tables
   // padded to max_blocks_, logit rows) and the attention plan, packed into one upload.
   void upload_pass(const Batch& batch, const KvCache& cache) {
@@ -592,6 +623,7 @@ class CudaBackend : public Backend {
     return {cache.k[layer].data(), cache.v[layer].data(), cache.block_size, config_.num_kv_heads, config_.head_dim};
   }
 
+  int device_;
   ModelConfig config_;
   DType act_;
   int64_t crossover_;  // FPx linears above this many tokens dequantize + cuBLAS (0: fpx_path's choice)
@@ -624,8 +656,16 @@ class CudaBackend : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cuda_backend(const ModelConfig& config, const Options& options) {
-  return std::make_unique<CudaBackend>(config, options);
+std::unique_ptr<Backend> make_cuda_backend(const ModelConfig& config, const Options& options, int device) {
+  return std::make_unique<CudaBackend>(config, options, device);
+}
+
+int backend_device(const Backend& backend) {
+  return static_cast<const CudaBackend&>(backend).gpu();
+}
+
+cudaStream_t backend_stream(const Backend& backend) {
+  return static_cast<const CudaBackend&>(backend).stream();
 }
 
 }  // namespace fp6serve::cuda
