@@ -122,6 +122,8 @@ Options to_options(const py::dict& d) {
       o.cuda_graphs = py::cast<bool>(value);
     else if (k == "fpx_crossover")
       o.fpx_crossover = py::cast<int64_t>(value);
+    else if (k == "tensor_parallel_size")
+      o.tensor_parallel_size = py::cast<int>(value);
     else if (k == "max_batch_tokens")
       o.max_batch_tokens = py::cast<int64_t>(value);
     else if (k == "max_num_seqs")

@@ -66,6 +66,7 @@ _OPTIONS: Dict[str, type] = {
     "cpu_isa": str,
     "cuda_graphs": bool,
     "fpx_crossover": int,
+    "tensor_parallel_size": int,
     "max_batch_tokens": int,
     "max_num_seqs": int,
     "max_model_len": int,

@@ -44,11 +44,16 @@ Service::~Service() {
 std::string Service::describe() const {
   const auto& c = model_->config();
   return fmt::format(
-      "{}{} ({} layers, hidden {}, vocab {}), {} on {}, weights {:.1f} MiB, KV cache {} blocks of {} tokens "
+      "{}{} ({} layers, hidden {}, vocab {}), {} on {}{}, weights {:.1f} MiB, KV cache {} blocks of {} tokens "
       "({:.1f} MiB, {}: {} full-context sequences), context {} tokens",
       random_ ? "RANDOM WEIGHTS of a " : "", c.model_type, c.num_layers, c.hidden_size, c.vocab_size,
-      model_->quantization().name, model_->backend().describe(), model_->weights().bytes() / 1048576.0,
-      engine_->kv_blocks(), engine_->kv_block_size(), engine_->kv_bytes() / 1048576.0, engine_->kv_sizing(),
+      model_->quantization().name, model_->backend().describe(),
+      model_->tensor_parallel_size() > 1
+          ? fmt::format(" and {} more ranks (tensor parallel; weights and KV cache: rank 0's)",
+                        model_->tensor_parallel_size() - 1)
+          : "",
+      model_->weights().bytes() / 1048576.0, engine_->kv_blocks(), engine_->kv_block_size(),
+      engine_->kv_bytes() / 1048576.0, engine_->kv_sizing(),
       engine_->kv_blocks() * engine_->kv_block_size() / engine_->max_model_len(), engine_->max_model_len());
 }
 

@@ -31,6 +31,7 @@ def test_a_malformed_model_is_a_value_error(tmp_path):
     (dict(quantization_mode="int3"), ValueError, "unknown quantization mode 'int3'"),
     (dict(device="tpu"), ValueError, "device 'tpu' is not one of auto, cpu, cuda"),
     (dict(max_batch_tokens=0), ValueError, "max_batch_tokens must be at least 1"),
+    (dict(tensor_parallel_size=3), ValueError, r"tensor_parallel_size 3: the model's num_attention_heads \(4\)"),
     (dict(bogus=1), TypeError, "unexpected pipeline argument 'bogus'"),
     (dict(threads="2"), TypeError, "threads must be an int, not str"),
     (dict(progress=1), TypeError, "progress must be a bool"),

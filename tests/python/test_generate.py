@@ -31,6 +31,16 @@ def test_greedy_output_equals_the_cli(mode):
         assert r.generated_length > 0 and str(r) == r.generated_text
 
 
+def test_a_model_split_over_two_ranks_answers_alike(pipe):
+    # Tensor parallelism on the CPU (ranks as threads: docs/tensor_parallel.md) is an option
+    # like any other: the split FP6 model gives the unsplit one's greedy tokens.
+    split = fp6serve.pipeline(MODEL, device="cpu", progress=False, tensor_parallel_size=2)
+    for prompt in PROMPTS:
+        want = pipe(prompt, max_new_tokens=16, temperature=0.0, ignore_eos=True)[0]
+        got = split(prompt, max_new_tokens=16, temperature=0.0, ignore_eos=True)[0]
+        assert got.generated_ids == want.generated_ids, prompt
+
+
 def test_greedy_from_token_ids_equals_the_cli(pipe):
     ids = [4091, 326, 282, 439, 262, 1809]
     want = cli_generate("--prompt-ids", ",".join(map(str, ids)), "--max-new-tokens", "16", "--temperature", "0",
