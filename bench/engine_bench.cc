@@ -9,9 +9,11 @@
 #include <chrono>
 #include <random>
 
+#include "backend/communicator.h"
 #include "backend/cpu/sampling.h"
 #include "engine/engine.h"
 #include "tokenizer/tokenizer.h"
+#include "transformer/tensor_parallel.h"
 
 namespace fp6serve {
 namespace {
@@ -78,7 +80,11 @@ int main() {
   c.vocab_size = tok.vocab_size();  // the detokenizer's vocabulary
   model::ModelWeights w;
   w.layers.resize(static_cast<size_t>(c.num_layers));
-  Model m(c, model::QuantizationMode::parse("fp16"), std::make_unique<NullBackend>(c.vocab_size), std::move(w));
+  std::vector<Model::Rank> ranks(1);
+  ranks[0].backend = std::make_unique<NullBackend>(c.vocab_size);
+  ranks[0].weights = std::move(w);
+  ranks[0].comm = solo_communicator();
+  Model m(c, model::QuantizationMode::parse("fp16"), std::make_unique<RankThreads>(1), std::move(ranks));
   fmt::print("{:<28} {:>10} {:>12} {:>12}\n", "case (256 sequences)", "steps", "µs/step", "µs/token");
   for (const char* mode : {"greedy", "top-p 0.9, T 0.8"}) {
     Options o;
