@@ -19,4 +19,13 @@ const std::vector<TileVariant>& fpx_tile_variants();
 // One launch of the fused kernel with tile variant i (l.splits > 1 needs l.workspace).
 void launch_fpx_tile_variant(const cuda::FpxLaunch& l, size_t i);
 
+// The small-n (streaming) kernel's candidate tiles (fpx_gemv_kernel.cuh): tokens per CTA,
+// warps, units in flight per warp, CTAs per SM its registers are allocated for.
+struct GemvVariant {
+  int n, warps, depth, min_blocks;
+  int rows() const { return warps * 16; }
+};
+const std::vector<GemvVariant>& fpx_gemv_variants();
+void launch_fpx_gemv_variant(const cuda::FpxLaunch& l, size_t i);
+
 }  // namespace fp6serve::bench

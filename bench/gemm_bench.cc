@@ -1,6 +1,7 @@
 // FPx linear on the GPU against cuBLAS FP16 (issue #3), in one run on one device:
-//   build-device/bench/fp6serve_bench_gemm [--quick | --profile | --no-tiles | --hopper]
-// --hopper: the Hopper kernel's tile and split sweep alone (hopper_sweep below).
+//   build-device/bench/fp6serve_bench_gemm [--quick | --profile | --no-tiles | --hopper | --gemv]
+// --hopper: the Hopper kernel's tile and split sweep alone (hopper_sweep below); --gemv: the
+// small-n kernel's (gemv_sweep).
 // --profile: three launches per case on two shapes, nothing timed (for ncu). The tile sweep
 // (skipped by --quick and --no-tiles) times every CTA shape of fpx_tile_sweep.cu at its best
 // split for N = 1, 16, 32, 64: how fpx_gemm.cu's tiles were chosen. Built with
@@ -244,12 +245,175 @@ int hopper_sweep() {
   return 0;
 }
 
+// --gemv: the small-n kernel's candidate tiles (fpx_tile_sweep.cu) at splits 1 to 24, per
+// shape and N = 1 ... 64, against cuBLAS FP16, fpx_linear (above 16 tokens the Hopper kernel
+// on sm_90) and the pipelined mma.sync kernel's tiles (the small-n path before it) in the
+// same run; every variant's output is checked against
+// dequantize + cuBLAS. GB/s count the packed weight bytes, % is of the read bandwidth measured
+// at the start of the run. Prints per (shape, N) the winners, per tile its geomean at its best
+// split, and per N the geomeans.
+int gemv_sweep() {
+  cudaDeviceProp prop{};
+  FP6_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const size_t l2 = static_cast<size_t>(prop.l2CacheSize);
+  const double read_gbs = cuda::read_bandwidth_gbs();
+  const std::vector<int64_t> ns = {1, 4, 8, 16, 32, 64};
+  const std::vector<int> splits = {1, 2, 3, 4, 6, 8, 12, 16, 24};
+  auto token_tile = [](int64_t n) { return n <= 8 ? 8 : n <= 16 ? 16 : n <= 32 ? 32 : 64; };
+  const std::vector<bench::GemvVariant>& variants = bench::fpx_gemv_variants();
+  const std::vector<bench::TileVariant>& old_tiles = bench::fpx_tile_variants();
+  std::string table =
+      "| shape | N | cuBLAS FP16 µs | pipelined kernel µs (tile; split) | fpx_linear µs (split) | % of read BW | "
+      "speedup over cuBLAS | best tile (tokens, warps, depth, CTAs/SM; split) | µs | % of read BW | all tiles µs "
+      "(split) |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+  std::vector<std::vector<double>> ours(ns.size()), best_tile(ns.size()), old_best(ns.size()), ours_bw(ns.size());
+  std::vector<std::vector<std::vector<double>>> per_tile(ns.size(), std::vector<std::vector<double>>(variants.size()));
+  double worst_err = 0;
+  for (const Shape& s : kShapes) {
+    const size_t fp16_bytes = static_cast<size_t>(s.rows * s.cols) * 2;
+    const size_t packed_bytes = fpx::pack_plan(fpx::kE3M2, DType::kF16).packed_bytes(s.rows, s.cols);
+    const int copies6 = static_cast<int>(std::max<size_t>(2, 3 * l2 / packed_bytes + 1));
+    const int copies16 = static_cast<int>(std::max<size_t>(2, 3 * l2 / fp16_bytes + 1));
+    std::vector<cuda::DeviceFpxWeight> fp6 = random_fp6(s, copies6);
+    std::vector<cuda::DeviceDenseWeight> dense(static_cast<size_t>(copies16));
+    for (int i = 0; i < copies16; ++i) {
+      cuda::DeviceDenseWeight& d = dense[static_cast<size_t>(i)];
+      d.dtype = DType::kF16, d.rows = s.rows, d.cols = s.cols, d.data = cuda::DeviceBuffer(fp16_bytes);
+      cuda::fill_normal(d.data.data(), s.rows * s.cols, 17 + i, 0.02f, false);
+    }
+    const int64_t max_n = ns.back();
+    cuda::DeviceBuffer x(static_cast<size_t>(max_n * s.cols) * 2), y(static_cast<size_t>(max_n * s.rows) * 2),
+        ref(static_cast<size_t>(max_n * s.rows) * 2);
+    cuda::fill_normal(x.data(), max_n * s.cols, 5, 1.0f, false);
+    size_t ws_bytes = cuda::fpx_dequant_workspace_bytes(fp6[0]);
+    for (int64_t n : ns)
+      ws_bytes = std::max({ws_bytes, cuda::fpx_linear_workspace_bytes(fp6[0], n),
+                           cuda::fpx_fused_workspace_bytes(fp6[0], n, splits.back())});
+    cuda::DeviceBuffer ws(ws_bytes);
+    FP6_CUDA_CHECK(cudaMemset(ws.data(), 0, ws_bytes));
+    auto fp6_at = [&](int i) -> const cuda::DeviceFpxWeight& { return fp6[static_cast<size_t>(i % copies6)]; };
+    auto usable = [&](int sp, int64_t rows_per_cta) {
+      return sp <= fp6[0].col_units() &&
+             static_cast<size_t>((s.rows + rows_per_cta - 1) / rows_per_cta) * sizeof(int) <= cuda::kFpxCounterBytes;
+    };
+    for (size_t ni = 0; ni < ns.size(); ++ni) {
+      const int64_t n = ns[ni];
+      const int reps = 10, batches = 5;
+      const double t16 = time_us(
+          [&](int i) {
+            cuda::dense_linear(x.data(), DType::kF16, n, dense[static_cast<size_t>(i % copies16)], nullptr, y.data(),
+                               nullptr, 0, nullptr);
+          },
+          reps, batches);
+      cuda::fpx_linear_dequant_gemm(x.data(), DType::kF16, n, fp6[0], nullptr, ref.data(), ws.data(), ws_bytes,
+                                    nullptr);
+      // A variant's best time over the splits, its output checked first.
+      auto sweep = [&](const std::string& name, int64_t rows_per_cta, const std::function<void(cuda::FpxLaunch&)>& run,
+                       int& best_split) {
+        double best = 1e30;
+        for (int sp : splits) {
+          if (!usable(sp, rows_per_cta)) break;
+          auto launch = [&](int i, void* out) {
+            cuda::FpxLaunch l = cuda::fpx_launch_for(fp6_at(i), x.data(), n, nullptr, out, ws.data(), nullptr);
+            l.splits = sp;
+            run(l);
+          };
+          FP6_CUDA_CHECK(cudaMemset(y.data(), 0xff, static_cast<size_t>(n * s.rows) * 2));  // NaN
+          launch(0, y.data());
+          FP6_CUDA_CHECK(cudaDeviceSynchronize());
+          const double err = relative_error(y, ref, static_cast<size_t>(n * s.rows));
+          worst_err = std::max(worst_err, err);
+          if (!(err < 2e-2)) {
+            fmt::print("WRONG: {} n={} {} split {}: relative error {:.3g}\n", s.name, n, name, sp, err);
+            continue;
+          }
+          const double t = time_us([&](int i) { launch(i, y.data()); }, reps, batches);
+          if (t < best) best = t, best_split = sp;
+        }
+        return best;
+      };
+      double old_t = 1e30;
+      std::string old_name;
+      for (size_t v = 0; v < old_tiles.size(); ++v) {
+        const bench::TileVariant& tv = old_tiles[v];
+        if (tv.n != token_tile(n)) continue;
+        int sp = 1;
+        const std::string name = fmt::format("({}, {}, {}, {})", tv.n, tv.warps, tv.row_tiles_per_warp, tv.stages);
+        const double t = sweep(
+            name, tv.rows(), [&](cuda::FpxLaunch& l) { bench::launch_fpx_tile_variant(l, v); }, sp);
+        if (t < old_t) old_t = t, old_name = fmt::format("{}; {}", name, sp);
+      }
+      double best = 1e30;
+      std::string best_name, cells;
+      for (size_t v = 0; v < variants.size(); ++v) {
+        const bench::GemvVariant& gv = variants[v];
+        if (gv.n != token_tile(n)) continue;
+        int sp = 1;
+        const std::string name = fmt::format("({}, {}, {}, {})", gv.n, gv.warps, gv.depth, gv.min_blocks);
+        const double t = sweep(
+            name, gv.rows(), [&](cuda::FpxLaunch& l) { bench::launch_fpx_gemv_variant(l, v); }, sp);
+        if (t >= 1e30) continue;
+        per_tile[ni][v].push_back(t16 / t);
+        cells += fmt::format("{} {:.1f} ({}); ", name, t, sp);
+        if (t < best) best = t, best_name = fmt::format("{}; {}", name, sp);
+      }
+      const double tours = time_us(
+          [&](int i) {
+            cuda::fpx_linear(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, nullptr);
+          },
+          reps, batches);
+      auto pct = [&](double us) { return 100.0 * static_cast<double>(packed_bytes) / us / 1e3 / read_gbs; };
+      ours[ni].push_back(t16 / tours);
+      ours_bw[ni].push_back(pct(tours));
+      best_tile[ni].push_back(t16 / best);
+      old_best[ni].push_back(t16 / old_t);
+      table += fmt::format(
+          "| {} {}x{} | {} | {:.1f} | {:.1f} ({}) | {:.1f} ({}) | {:.0f}% | {:.2f}x | {} | {:.1f} | "
+          "{:.0f}% | {}|\n",
+          s.name, s.rows, s.cols, n, t16, old_t, old_name, tours, cuda::fpx_splits(fp6[0], n), pct(tours), t16 / tours,
+          best_name, best, pct(best), cells);
+    }
+    fmt::print("{} done\n", s.name);
+  }
+  auto geomean = [](const std::vector<double>& v) {
+    if (v.empty()) return 0.0;
+    double log_sum = 0;
+    for (double x : v) log_sum += std::log(x);
+    return std::exp(log_sum / static_cast<double>(v.size()));
+  };
+  auto mean = [](const std::vector<double>& v) {
+    double sum = 0;
+    for (double x : v) sum += x;
+    return v.empty() ? 0.0 : sum / static_cast<double>(v.size());
+  };
+  std::string summary =
+      "| N | fpx_linear over cuBLAS FP16 (geomean) | worst shape | fpx_linear mean % of read BW | best tile over "
+      "cuBLAS (geomean) | pipelined kernel over cuBLAS (geomean) |\n|---|---|---|---|---|---|\n";
+  for (size_t ni = 0; ni < ns.size(); ++ni)
+    summary += fmt::format("| {} | {:.2f}x | {:.2f}x | {:.0f}% | {:.2f}x | {:.2f}x |\n", ns[ni], geomean(ours[ni]),
+                           *std::min_element(ours[ni].begin(), ours[ni].end()), mean(ours_bw[ni]),
+                           geomean(best_tile[ni]), geomean(old_best[ni]));
+  std::string tiles =
+      "| N | tile (tokens, warps, depth, CTAs/SM) | geomean over cuBLAS at its best split |\n|---|---|---|\n";
+  for (size_t ni = 0; ni < ns.size(); ++ni)
+    for (size_t v = 0; v < variants.size(); ++v)
+      if (!per_tile[ni][v].empty())
+        tiles += fmt::format("| {} | ({}, {}, {}, {}) | {:.2f}x |\n", ns[ni], variants[v].n, variants[v].warps,
+                             variants[v].depth, variants[v].min_blocks, geomean(per_tile[ni][v]));
+  fmt::print(
+      "=== table ===\ndevice: {}\nread bandwidth {:.0f} GB/s; worst relative error of any variant: "
+      "{:.3g}\n\n{}\n{}\n{}=== end ===\n",
+      cuda::device_summary(), read_gbs, worst_err, table, summary, tiles);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   cuda::require_device();
   if (mode == "--hopper") return hopper_sweep();
+  if (mode == "--gemv") return gemv_sweep();
   const bool quick = mode == "--quick", profile = mode == "--profile",
              tiles = !quick && !profile && mode != "--no-tiles";
   cudaDeviceProp prop{};

@@ -5,6 +5,7 @@
 
 #include "backend/cuda/device.h"
 #include "backend/cuda/fpx_gemm_kernel.cuh"
+#include "backend/cuda/fpx_gemv_kernel.cuh"
 #include "backend/cuda/fpx_wgmma_kernel.cuh"
 
 namespace fp6serve::cuda {
@@ -61,13 +62,19 @@ __global__ void __launch_bounds__(kDequantWarps * 32)
   }
 }
 
-// The tile fpx_linear uses for n tokens: the smallest token tile of 8, 16, 32, 64 that holds
-// them (64 past that, in token blocks), with the CTA shape the tile sweep of
-// bench/gemm_bench.cc found best for it on the H100 (bench/results/).
+// The small-n kernel's tile for n <= kFpxGemvMaxTokens tokens (fpx_gemv_kernel.cuh), from
+// the sweep of `fp6serve_bench_gemm --gemv` on the H100 (bench/results/).
+template <typename F>
+void dispatch_gemv_tile(int64_t n, F&& f) {
+  if (n <= 8) return f.template operator()<GemvTile<8, 8, 2, 4>>();
+  return f.template operator()<GemvTile<16, 8, 2, 3>>();
+}
+
+// The pipelined mma.sync kernel's tile (fpx_gemm_kernel.cuh) for more tokens where the
+// Hopper kernel does not serve the weight: 32 or 64 tokens per CTA (64 past that, in token
+// blocks), the CTA shape from the tile sweep of bench/gemm_bench.cc on the H100.
 template <typename F>
 void dispatch_tile(int64_t n, F&& f) {
-  if (n <= 8) return f.template operator()<Tile<8, 4, 2, 4>>();
-  if (n <= 16) return f.template operator()<Tile<16, 8, 1, 4>>();
   if (n <= 32) return f.template operator()<Tile<32, 8, 1, 4>>();
   return f.template operator()<Tile<64, 8, 1, 3>>();
 }
@@ -118,6 +125,19 @@ constexpr MeasuredHopperPlan kMeasuredHopperPlans[] = {
     {8192, 8192, 256, 2, 1},  {8192, 8192, 512, 4, 1},  {57344, 8192, 32, 1, 2},  {57344, 8192, 64, 1, 1},
     {57344, 8192, 128, 2, 1}, {57344, 8192, 256, 4, 1}, {57344, 8192, 512, 4, 1}, {8192, 28672, 32, 0, 2},
     {8192, 28672, 64, 0, 2},  {8192, 28672, 128, 2, 2}, {8192, 28672, 256, 4, 2}, {8192, 28672, 512, 4, 1}};
+
+// The small-n kernel's best split measured on the H100 for the Llama-2-7B and 70B layers, with
+// fpx_gemm.cu's tile for 8 and for 16 tokens: `fp6serve_bench_gemm --gemv`,
+// bench/results/2026-11-24-decode-h100.md. Other shapes and GPUs take the rule in fpx_gemm_plan.
+struct MeasuredGemvSplit {
+  int64_t rows, cols, tokens;
+  int splits;
+};
+constexpr MeasuredGemvSplit kMeasuredGemvSplits[] = {
+    {12288, 4096, 8, 4},  {4096, 4096, 8, 8},  {22016, 4096, 8, 3},  {4096, 11008, 8, 12},
+    {10240, 8192, 8, 6},  {8192, 8192, 8, 8},  {57344, 8192, 8, 8},  {8192, 28672, 8, 8},
+    {12288, 4096, 16, 4}, {4096, 4096, 16, 8}, {22016, 4096, 16, 8}, {4096, 11008, 16, 12},
+    {10240, 8192, 16, 3}, {8192, 8192, 16, 6}, {57344, 8192, 16, 2}, {8192, 28672, 16, 4}};
 
 // The Hopper kernel is built for sm_90a only.
 bool sm90() {
@@ -199,14 +219,30 @@ FpxGemmPlan fpx_gemm_plan(const fpx::PackPlan& plan, int64_t row_tiles, int64_t 
       });
     return p;
   }
+  if (n <= kFpxGemvMaxTokens) {
+    p.gemv = true;
+    int64_t resident = 0;
+    dispatch_gemv_tile(n, [&]<class Cfg>() {
+      p.rows_per_cta = Cfg::kRows, p.tokens_per_cta = Cfg::kN, resident = int64_t{Cfg::kMinBlocks} * sms;
+    });
+    if (n <= 0) return p;  // nothing to split
+    if (sms == kMeasuredSms)
+      for (const MeasuredGemvSplit& m : kMeasuredGemvSplits)
+        if (m.rows == row_tiles * fpx::kUnitRows && m.cols == cols && m.tokens == p.tokens_per_cta) {
+          p.splits = static_cast<int>(std::min<int64_t>(m.splits, max_splits));
+          return p;
+        }
+    // Otherwise: the most splits that keep the CTAs in one wave (the registers of the tile
+    // allow kMinBlocks per SM; a partial second wave cost up to 17%), at least 4 units each.
+    const int64_t ctas = (row_tiles * fpx::kUnitRows + p.rows_per_cta - 1) / p.rows_per_cta;
+    p.splits = static_cast<int>(std::clamp<int64_t>(resident / std::max<int64_t>(ctas, 1), 1, max_splits));
+    return p;
+  }
   dispatch_tile(n, [&]<class Cfg>() { p.rows_per_cta = Cfg::kRows, p.tokens_per_cta = Cfg::kN; });
-  // The small-n kernel is latency-bound: the best splits put about two CTAs on every SM, and
-  // at n <= 16, where the weights' bandwidth is all that matters, at least 4 (bench/results/).
+  // The pipelined kernel is latency-bound: the best splits put about two CTAs on every SM.
   const int64_t ctas = (row_tiles * fpx::kUnitRows + p.rows_per_cta - 1) / p.rows_per_cta *
                        ((n + p.tokens_per_cta - 1) / p.tokens_per_cta);
-  if (ctas <= 0) return p;  // n = 0: nothing to split
-  const int64_t at_least = n <= 16 ? 4 : 1;
-  p.splits = static_cast<int>(std::clamp<int64_t>(std::max((2 * sms + ctas / 2) / ctas, at_least), 1, max_splits));
+  p.splits = static_cast<int>(std::clamp<int64_t>((2 * sms + ctas / 2) / ctas, 1, max_splits));
   return p;
 }
 
@@ -239,6 +275,8 @@ void launch_fpx_gemm(const FpxLaunch& l) {
     if constexpr (kE == 3 && kM == 2 || kE == 2 && kM == 3) {
       if (hopper) return dispatch_hopper_tile(p.tile, [&]<class Cfg>() { launch_wgmma_tile<kE, kM, kBf16, Cfg>(l); });
     }
+    if (l.n <= kFpxGemvMaxTokens)
+      return dispatch_gemv_tile(l.n, [&]<class Cfg>() { launch_gemv_tile<kE, kM, kBf16, Cfg>(l); });
     dispatch_tile(l.n, [&]<class Cfg>() { launch_fused_tile<kE, kM, kBf16, Cfg>(l); });
   });
 }

@@ -12,8 +12,10 @@
 
 namespace fp6serve::cuda {
 
-// The tokens one CTA of the fused kernel covers at most.
+// The tokens one CTA of the pipelined mma.sync kernel covers at most.
 inline constexpr int kFpxGemmMaxTokens = 64;
+// Calls of at most this many tokens take the small-n (streaming) kernel, fpx_gemv_kernel.cuh.
+inline constexpr int64_t kFpxGemvMaxTokens = 16;
 // The first bytes of every fpx_linear workspace: the split-K arrival counters, one per
 // (row block, token block). Zero when allocated; every launch leaves them zero.
 inline constexpr size_t kFpxCounterBytes = size_t{256} << 10;
@@ -35,9 +37,9 @@ struct FpxLaunch {
 bool fpx_gpu_format_supported(fpx::Format f);
 // Whether the Hopper kernel (fpx_wgmma_kernel.cuh) can serve this weight here: an sm_90 GPU,
 // an FP6 format (e3m2, e2m3), K % 8 == 0 (and, per call, X 16-byte aligned; otherwise the
-// small-n kernel runs in 64-token blocks with the same split).
+// pipelined mma.sync kernel runs in 64-token blocks with the same split).
 bool fpx_wgmma_supported(const fpx::PackPlan& plan, int64_t cols);
-// Calls of more than this many tokens take the Hopper kernel where it is supported (the
+// Calls of at least this many tokens take the Hopper kernel where it is supported (the
 // small-n kernel wins below: bench/results/2026-11-24-hopper-gemm-h100.md).
 inline constexpr int64_t kFpxHopperMinTokens = 17;
 
@@ -45,6 +47,7 @@ inline constexpr int64_t kFpxHopperMinTokens = 17;
 // and tile (Hopper: an index into fpx_gemm.cu's tile list), the CTA's rows and tokens, and
 // the K split. The Hopper tile and split are chosen together to fill the last wave of CTAs.
 struct FpxGemmPlan {
+  bool gemv = false;  // the small-n kernel
   bool hopper = false;
   int tile = 0;
   int rows_per_cta = 0, tokens_per_cta = 0;

@@ -1,5 +1,8 @@
-// The fused TC-FPx kernel, templated on its tile (included by fpx_gemm.cu, which instantiates
-// the tiles fpx_linear uses, and by the tile sweep of the GEMM benchmark).
+// The pipelined TC-FPx kernel, templated on its tile (included by fpx_gemm.cu, which
+// instantiates the tiles fpx_linear uses, and by the tile sweep of the GEMM benchmark): 17-64
+// tokens where the Hopper kernel does not serve the weight. Its pieces (reading a unit's
+// words, the dequantization, the split-K finish, the launch) are shared by the small-n
+// kernel (fpx_gemv_kernel.cuh) and the Hopper kernel.
 //
 // Y = X . (scale (.) dequant(W))^T + bias with W in
 // fp6serve's prepacked FPx layout (docs/format.md), Tensor Cores for the products, SIMT for
@@ -36,7 +39,7 @@
 // (linear.cc).
 //
 // Architectures: mma.sync m16n8k16 and cp.async, sm_80 and newer (built for sm_80 and
-// sm_90a; the H100 runs this path). Large n goes to dequantize + cuBLAS (linear.cc).
+// sm_90a). Large n goes to dequantize + cuBLAS off Hopper (linear.cc).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -92,9 +95,10 @@ struct UnitWords {
 };
 
 // Reads one lane's words of a unit (global or shared memory) with 16-byte loads (8-byte for
-// 1-bit segments). The plan is a template argument so every offset and loop bound is a
-// constant: the words stay in registers.
-template <fpx::PackPlan kPlan>
+// 1-bit segments); kStream: from global memory, not allocated in L1 (ldg_stream16). The plan
+// is a template argument so every offset and loop bound is a constant: the words stay in
+// registers.
+template <fpx::PackPlan kPlan, bool kStream = false>
 __device__ __forceinline__ void read_unit_words(const uint8_t* unit, int lane, UnitWords<kPlan.num_segments>& out) {
 #pragma unroll
   for (int s = 0; s < kPlan.num_segments; ++s) {
@@ -105,10 +109,10 @@ __device__ __forceinline__ void read_unit_words(const uint8_t* unit, int lane, U
       if (j >= words || j % per_chunk != 0) continue;
       const uint8_t* p = unit + kPlan.word_offset(s, lane, j);
       if (per_chunk == 4) {
-        const uint4 v = *reinterpret_cast<const uint4*>(p);
+        const uint4 v = kStream ? ldg_stream16(p) : *reinterpret_cast<const uint4*>(p);
         out.w[s][j] = v.x, out.w[s][j + 1] = v.y, out.w[s][j + 2] = v.z, out.w[s][j + 3] = v.w;
       } else {
-        const uint2 v = *reinterpret_cast<const uint2*>(p);
+        const uint2 v = kStream ? ldg_stream8(p) : *reinterpret_cast<const uint2*>(p);
         out.w[s][j] = v.x, out.w[s][j + 1] = v.y;
       }
     }

@@ -23,6 +23,19 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(kPending));
 }
 
+// Weights streamed from global memory straight into registers (the small-n GEMV): read-only,
+// not kept in L1 (each byte is read once).
+__device__ __forceinline__ uint4 ldg_stream16(const void* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint2 ldg_stream8(const void* p) {
+  uint2 v;
+  asm("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+  return v;
+}
+
 // Four (x4) or two (x2) 8x8 16-bit matrices from shared memory, lane l giving the address of
 // a row of matrix l / 8; lane i receives row i / 4, elements 2 (i % 4) and 2 (i % 4) + 1 of
 // each (B fragments of m16n8k16 from a [n][k] tile, A fragments from a [m][k] tile).

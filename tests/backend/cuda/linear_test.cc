@@ -129,7 +129,9 @@ TEST_P(CudaFpxLinear, MatchesTheReferenceOnOddShapesAllPathsAndFormats) {
 
 TEST_P(CudaFpxLinear, EverySplitOfKGivesTheSameProduct) {
   Case c{GetParam()};
-  for (int64_t n : {5, 100, 300}) {  // mma.sync; on sm_90 the Hopper kernel, one and two token blocks
+  // The small-n kernel (one and two token tiles, X staged in one and several chunks); on sm_90
+  // the Hopper kernel, one and two token blocks.
+  for (int64_t n : {5, 13, 100, 300}) {
     Problem p(c, fpx::kE3M2, 256, 4096, n, true);
     for (int splits : {1, 2, 3, 7, 32, 64}) {
       const auto ws = zeroed_workspace(cuda::fpx_fused_workspace_bytes(p.w, n, splits));
