@@ -26,10 +26,12 @@ struct Options {
   // for unquantized weights. Empty: wf6af16, or the mode a prequantized checkpoint was
   // written in (fp6serve quantize).
   std::string quantization_mode;
-  // Each row's scale: "absmax" (max |w| / the format's max: round to nearest, as FP6-LLM) or
-  // "min-error" (the scale of least squared error among absmax x 1, 0.99, ..., 0.75;
-  // docs/quality.md). Applies where weights are quantized (loading, fp6serve quantize).
-  std::string quantization_scale = "absmax";
+  // Each row's scale: "min-error" (the default: the scale of least squared error among
+  // absmax x 1, 0.99, ..., 0.75) or "absmax" (max |w| / the format's max, as FP6-LLM);
+  // docs/quality.md. Applies where weights are quantized (loading, fp6serve quantize).
+  std::string quantization_scale = "min-error";
+  // lm_head as an FPx linear too (tied embeddings: a quantized copy; the embedding table
+  // stays 16-bit). Off by default: docs/quality.md says what it costs.
   bool quantize_lm_head = false;
   bool progress = true;  // a progress bar while loading (when stderr is a terminal)
 

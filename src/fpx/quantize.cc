@@ -30,11 +30,11 @@ void check_view(const MatrixView& src) {
 }
 
 // The scale of ScaleRule::kMinError for one row (see quantize.h), from its absmax scale.
-float min_error_scale(const std::vector<float>& row, const Codec& codec, float absmax_scale) {
+float min_error_scale(std::span<const float> row, const Codec& codec, float absmax_scale) {
   float best = absmax_scale;
   double best_error = INFINITY;
-  for (int step = 0; step <= 25; ++step) {
-    const float s = absmax_scale * (1.0f - 0.01f * static_cast<float>(step));
+  for (int step = 0; step <= kMinErrorSteps; ++step) {
+    const float s = absmax_scale * (1.0f - kMinErrorStep * static_cast<float>(step));
     if (s == 0.0f) break;  // a subnormal absmax scale: nothing smaller to try
     double error = 0;
     for (float v : row) {
@@ -48,26 +48,28 @@ float min_error_scale(const std::vector<float>& row, const Codec& codec, float a
 
 }  // namespace
 
+float choose_scale(std::span<const float> row, const Codec& codec, ScaleRule rule) {
+  float amax = 0.0f;
+  for (float v : row) amax = std::max(amax, std::fabs(v));
+  float scale = amax / static_cast<float>(codec.format().max_value());
+  // A zero row, or one so tiny that its scale underflows, quantizes to zeros with scale 1.
+  if (scale == 0.0f) scale = 1.0f;
+  if (rule == ScaleRule::kMinError && amax > 0.0f) scale = min_error_scale(row, codec, scale);
+  return scale;
+}
+
 void quantize_rows(const MatrixView& src, const Codec& codec, int64_t row_begin, int64_t row_end, uint8_t* codes,
                    int64_t codes_stride, float* scales, ScaleRule rule) {
   check_view(src);
-  const auto max_value = static_cast<float>(codec.format().max_value());
   std::vector<float> row(static_cast<size_t>(src.cols));
   const size_t element = dtype_size(src.dtype);
   for (int64_t r = row_begin; r < row_end; ++r) {
     convert_to_f32(static_cast<const uint8_t*>(src.data) + static_cast<size_t>(r * src.cols) * element, src.dtype,
                    row.data(), row.size());
-    float amax = 0.0f;
     uint32_t non_finite = 0;
-    for (float v : row) {
-      amax = std::max(amax, std::fabs(v));
-      non_finite |= (std::bit_cast<uint32_t>(v) & 0x7F800000u) == 0x7F800000u;
-    }
+    for (float v : row) non_finite |= (std::bit_cast<uint32_t>(v) & 0x7F800000u) == 0x7F800000u;
     if (non_finite) throw_non_finite(src, r, row.data());
-    float scale = amax / max_value;
-    // A zero row, or one so tiny that its scale underflows, quantizes to zeros with scale 1.
-    if (scale == 0.0f) scale = 1.0f;
-    if (rule == ScaleRule::kMinError && amax > 0.0f) scale = min_error_scale(row, codec, scale);
+    const float scale = choose_scale(row, codec, rule);
     uint8_t* out = codes + (r - row_begin) * codes_stride;
     for (int64_t c = 0; c < src.cols; ++c) out[c] = codec.encode(row[c] / scale);
     scales[r - row_begin] = scale;

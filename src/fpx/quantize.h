@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,6 +28,9 @@ struct MatrixView {
 };
 
 enum class ScaleRule { kAbsmax, kMinError };
+// kMinError's candidates: absmax / max x (1 - kMinErrorStep x k), k = 0..kMinErrorSteps.
+inline constexpr int kMinErrorSteps = 25;
+inline constexpr float kMinErrorStep = 0.01f;
 // "absmax" or "min-error"; anything else is an Error(kInvalidArgument) listing both.
 ScaleRule parse_scale_rule(std::string_view name);
 const char* scale_rule_name(ScaleRule rule);
@@ -38,6 +42,9 @@ struct QuantizedMatrix {
   std::vector<uint8_t> codes;  // [rows, cols], one code per byte
   std::vector<float> scales;   // [rows]
 };
+
+// The scale `rule` gives one row of finite values.
+float choose_scale(std::span<const float> row, const Codec& codec, ScaleRule rule);
 
 // Quantizes rows [row_begin, row_end) of src into codes (row stride codes_stride) and
 // scales, both indexed from row_begin. Single-threaded; quantize() and the packers split rows.

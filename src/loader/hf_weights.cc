@@ -114,7 +114,11 @@ HostLinear build_linear(const Checkpoint& ckpt, WeightId id, const std::vector<s
     out.rows += views.back().rows;
   }
   out.cols = views[0].cols;
-  if (quantize) {
+  const fpx::Hessian* hessian = quantize && spec.calibration ? spec.calibration->hessian(id) : nullptr;
+  if (hessian) {
+    out.packed = std::make_unique<fpx::PackedWeight>(
+        fpx::pack(fpx::gptq_quantize(views, *hessian, spec.mode.format, spec.scale_rule), spec.pack_target));
+  } else if (quantize) {
     out.packed = std::make_unique<fpx::PackedWeight>(
         fpx::quantize_pack(views, spec.mode.format, spec.pack_target, spec.scale_rule));
   } else {

@@ -287,7 +287,8 @@ void write_prequantized(const fs::path& model_dir, const fs::path& out_dir, cons
                  {"target", dtype_name(target)},
                  {"unit", "16x128"},
                  {"quantize_lm_head", spec.quantize_lm_head},
-                 {"scale", fpx::scale_rule_name(spec.scale_rule)}});
+                 {"scale", fpx::scale_rule_name(spec.scale_rule)},
+                 {"rounding", spec.calibration ? "gptq" : "nearest"}});
 
   // config.json with a quantization_config, and the tokenizer and generation files as they are.
   json cfg = parse_json(read_file(model_dir / "config.json"), (model_dir / "config.json").string());

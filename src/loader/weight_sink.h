@@ -7,6 +7,7 @@
 #pragma once
 
 #include "core/tensor.h"
+#include "fpx/gptq.h"
 #include "fpx/quantize.h"
 #include "model/quantization.h"
 #include "model/weights.h"
@@ -24,13 +25,22 @@ class WeightSink {
   virtual void experts(std::vector<model::HostLinear>&& experts) = 0;
 };
 
+// Calibration statistics for error-feedback rounding (fpx/gptq.h): the input second moment of
+// a linear layer, or nullptr for one to round to nearest. Asked in the loader's order.
+class Calibration {
+ public:
+  virtual ~Calibration() = default;
+  virtual const fpx::Hessian* hessian(model::WeightId id) = 0;
+};
+
 // How the linear layers are to be loaded.
 struct LinearSpec {
   model::QuantizationMode mode;
   bool quantize_lm_head = false;
   DType pack_target = DType::kF16;  // the raw placement FPx weights are packed for (fpx/pack_plan.h)
   bool progress = true;             // a progress bar when stderr is a terminal
-  fpx::ScaleRule scale_rule = fpx::ScaleRule::kAbsmax;  // each row's scale (fpx/quantize.h)
+  fpx::ScaleRule scale_rule = fpx::ScaleRule::kMinError;  // each row's scale: Options' default
+  Calibration* calibration = nullptr;                     // when set, GPTQ rounding of the layers it has statistics for
 };
 
 }  // namespace fp6serve::loader

@@ -1,5 +1,7 @@
-// GPU quantize + prepack (see fpx_quantize.h). Two kernels: one block per row finds the
-// row's absolute maximum (and any NaN/Inf), then one warp per 16x128 unit writes each lane's
+// GPU quantize + prepack (see fpx_quantize.h). Two kernels (three with the min-error rule): one
+// block per row finds the row's absolute maximum (and any NaN/Inf); for min-error, one warp
+// per row tries the candidate scales, one per lane, each summing its row's squared error in
+// column order as fpx::quantize_rows does; then one warp per 16x128 unit writes each lane's
 // segment words exactly as fpx::pack does on the host, from the same plan. Load-time code:
 // simple and exact rather than fast. sm_80 and sm_90.
 #include <cuda_bf16.h>
@@ -43,6 +45,51 @@ __global__ void row_scale_kernel(const void* src, DType dtype, int64_t cols, flo
   }
 }
 
+struct DecodeTable {
+  float value[256];
+};
+
+// ScaleRule::kMinError (fpx/quantize.h): lane k tries scale * (1 - 0.01 k), k <= 25, summing
+// (v - s * decode(encode(v / s)))^2 in double over the row in column order; lane 0 keeps the
+// first least. Explicit _rn operations so nothing is fused (the host code is not either).
+__global__ void min_error_kernel(const void* src, DType dtype, int64_t cols, fpx::EncodeParams enc, DecodeTable table,
+                                 float* scales) {
+  static_assert(fpx::kMinErrorSteps < 32, "one lane per candidate");
+  const int64_t row = blockIdx.x;
+  const int lane = threadIdx.x;
+  const float s0 = scales[row];
+  float amax = 0.0f;
+  for (int64_t c = 0; c < cols; ++c) amax = fmaxf(amax, fabsf(load(src, row * cols + c, dtype)));
+  if (amax == 0.0f) return;  // a zero row keeps scale 1
+  const float s = __fmul_rn(s0, __fsub_rn(1.0f, __fmul_rn(fpx::kMinErrorStep, static_cast<float>(lane))));
+  double error = INFINITY;
+  bool tried = lane <= fpx::kMinErrorSteps && s != 0.0f;
+  if (tried) {
+    error = 0.0;
+    for (int64_t c = 0; c < cols; ++c) {
+      const float v = load(src, row * cols + c, dtype);
+      const float q = __fmul_rn(s, table.value[fpx::encode(enc, __fdiv_rn(v, s))]);
+      const double d = __dsub_rn(static_cast<double>(v), static_cast<double>(q));
+      error = __dadd_rn(error, __dmul_rn(d, d));
+    }
+  }
+  __shared__ double errors[32];
+  __shared__ bool valid[32];
+  errors[lane] = error;
+  valid[lane] = tried;
+  __syncwarp();
+  if (lane != 0) return;
+  float best = s0;
+  double best_error = INFINITY;
+  for (int k = 0; k <= fpx::kMinErrorSteps && valid[k]; ++k) {  // the host stops at the first zero scale
+    if (errors[k] < best_error) {
+      best_error = errors[k];
+      best = __fmul_rn(s0, __fsub_rn(1.0f, __fmul_rn(fpx::kMinErrorStep, static_cast<float>(k))));
+    }
+  }
+  scales[row] = best;
+}
+
 // One warp per unit; lane l writes its words of every segment.
 __global__ void pack_kernel(const void* src, DType dtype, int64_t rows, int64_t cols, fpx::PackPlan plan,
                             fpx::EncodeParams enc, const float* scales, uint8_t* packed, int64_t col_units) {
@@ -75,7 +122,8 @@ __global__ void pack_kernel(const void* src, DType dtype, int64_t rows, int64_t 
 }  // namespace
 
 int64_t quantize_pack(const void* src, DType src_dtype, int64_t rows, int64_t cols, const fpx::PackPlan& plan,
-                      const fpx::EncodeParams& encode, uint8_t* packed, float* scales, cudaStream_t stream) {
+                      const fpx::EncodeParams& encode, uint8_t* packed, float* scales, cudaStream_t stream,
+                      fpx::ScaleRule rule) {
   FP6_CUDA_REQUIRE(rows > 0 && cols > 0 && plan.num_segments > 0, kInvalidArgument,
                    "quantize_pack: empty matrix or plan");
   FP6_CUDA_REQUIRE(src_dtype == DType::kF16 || src_dtype == DType::kBF16 || src_dtype == DType::kF32, kInvalidArgument,
@@ -89,6 +137,13 @@ int64_t quantize_pack(const void* src, DType src_dtype, int64_t rows, int64_t co
   row_scale_kernel<<<static_cast<unsigned>(rows), 256, 0, stream>>>(src, src_dtype, cols, encode.max_value, scales,
                                                                     bad);
   FP6_CUDA_CHECK_LAUNCH();
+  if (rule == fpx::ScaleRule::kMinError) {
+    DecodeTable table{};
+    const fpx::Codec codec(plan.format);
+    for (int i = 0; i < plan.format.num_codes(); ++i) table.value[i] = codec.decode(static_cast<uint8_t>(i));
+    min_error_kernel<<<static_cast<unsigned>(rows), 32, 0, stream>>>(src, src_dtype, cols, encode, table, scales);
+    FP6_CUDA_CHECK_LAUNCH();
+  }
   pack_kernel<<<static_cast<unsigned>(rows_padded / fpx::kUnitRows * col_units), 32, 0, stream>>>(
       src, src_dtype, rows, cols, plan, encode, scales, packed, col_units);
   FP6_CUDA_CHECK_LAUNCH();

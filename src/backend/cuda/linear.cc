@@ -106,7 +106,7 @@ DeviceFpxWeight upload(const fpx::PackedWeight& host, cudaStream_t stream) {
 }
 
 DeviceFpxWeight quantize_on_device(const void* src, DType src_dtype, int64_t rows, int64_t cols, fpx::Format format,
-                                   DType target, const std::string& name, cudaStream_t stream) {
+                                   DType target, const std::string& name, cudaStream_t stream, fpx::ScaleRule rule) {
   FP6_CHECK(fpx_gpu_format_supported(format), kUnsupported,
             "the GPU kernels are built for e3m2, e2m3, e2m2 and e2m1 (FP6, FP6, FP5, FP4), not {}", format.name());
   DeviceFpxWeight w;
@@ -116,7 +116,7 @@ DeviceFpxWeight quantize_on_device(const void* src, DType src_dtype, int64_t row
   w.data = DeviceBuffer(w.plan.packed_bytes(rows, cols));
   w.scales = DeviceBuffer(static_cast<size_t>(w.row_tiles() * fpx::kUnitRows) * sizeof(float));
   const int64_t bad = quantize_pack(src, src_dtype, rows, cols, w.plan, fpx::Codec(format).params(),
-                                    w.data.as<uint8_t>(), w.scales.as<float>(), stream);
+                                    w.data.as<uint8_t>(), w.scales.as<float>(), stream, rule);
   FP6_CHECK(bad < 0, kBadInput, "{}: NaN or Inf at row {}, column {}", name, bad / std::max<int64_t>(cols, 1),
             bad % std::max<int64_t>(cols, 1));
   return w;
@@ -174,6 +174,20 @@ void fpx_linear_fused(const void* x, DType act, int64_t n, const DeviceFpxWeight
   FP6_CHECK(workspace_bytes >= fpx_fused_workspace_bytes(w, n, l.splits), kInvalidArgument,
             "fpx_linear: workspace of {} bytes, needs {}", workspace_bytes, fpx_fused_workspace_bytes(w, n, l.splits));
   launch_fpx_gemm(l);
+}
+
+bool fpx_linear_swiglu(const void* gate_up, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,
+                       void* workspace, size_t workspace_bytes, cudaStream_t stream, int64_t crossover) {
+  if (n > kFpxGemvMaxTokens || fpx_path(w, n, crossover) != FpxPath::kFused) return false;
+  check_call(w, act, n);
+  if (n == 0) return true;
+  FpxLaunch l = fpx_launch_for(w, gate_up, n, bias, y, workspace, stream);
+  l.x_swiglu = true;
+  l.splits = fpx_splits(w, n);
+  FP6_CHECK(workspace_bytes >= fpx_fused_workspace_bytes(w, n, l.splits), kInvalidArgument,
+            "fpx_linear: workspace of {} bytes, needs {}", workspace_bytes, fpx_fused_workspace_bytes(w, n, l.splits));
+  launch_fpx_gemm(l);
+  return true;
 }
 
 void fpx_linear(const void* x, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,

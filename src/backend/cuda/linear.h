@@ -21,6 +21,7 @@
 #include "backend/cuda/fpx_gemm.h"
 #include "core/dtype.h"
 #include "fpx/pack_plan.h"
+#include "fpx/quantize.h"
 
 namespace fp6serve::fpx {
 struct PackedWeight;
@@ -50,7 +51,8 @@ DeviceDenseWeight upload_dense(const void* host, DType dtype, int64_t rows, int6
 // Quantizes a [rows, cols] matrix already on the device (16-bit or f32) into a new device
 // weight packed for `target` activations; a NaN or Inf is an error naming `name` and where.
 DeviceFpxWeight quantize_on_device(const void* src, DType src_dtype, int64_t rows, int64_t cols, fpx::Format format,
-                                   DType target, const std::string& name, cudaStream_t stream = nullptr);
+                                   DType target, const std::string& name, cudaStream_t stream = nullptr,
+                                   fpx::ScaleRule rule = fpx::ScaleRule::kAbsmax);
 
 // Tokens above which dequantize + cuBLAS beats the small-n kernel, measured on the H100
 // (bench/results/2026-11-23-gemm-h100.md). Where the Hopper kernel serves the weight
@@ -65,6 +67,12 @@ FpxPath fpx_path(const DeviceFpxWeight& w, int64_t n, int64_t crossover = 0);
 size_t fpx_linear_workspace_bytes(const DeviceFpxWeight& w, int64_t n, int64_t crossover = 0);
 void fpx_linear(const void* x, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,
                 void* workspace, size_t workspace_bytes, cudaStream_t stream, int64_t crossover = 0);
+// y = (silu(gate) * up) . (scale (.) dequant(W))^T + bias for gate_up = [gate | up] rows
+// [n, 2 w.cols]: a dense MLP's SwiGLU folded into the down projection's input staging, which
+// saves the silu_mul launch (and its output) of a decode step. Only the small-n kernel does it:
+// false (nothing done) unless n <= kFpxGemvMaxTokens and the fused path serves the weight.
+bool fpx_linear_swiglu(const void* gate_up, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,
+                       void* workspace, size_t workspace_bytes, cudaStream_t stream, int64_t crossover = 0);
 // The fused kernel alone, with an explicit K split (0: the heuristic) — for benchmarks.
 void fpx_linear_fused(const void* x, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,
                       void* workspace, size_t workspace_bytes, int splits, cudaStream_t stream);

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 
 #include "backend/cuda/device.h"
 #include "backend/cuda/device_buffer.h"
@@ -48,6 +49,50 @@ TEST(CudaQuantize, EqualsTheCpuPackerBitForBit) {
               << f.name() << " " << dtype_name(target) << " " << dtype_name(src) << " " << rows << "x" << cols;
           ASSERT_EQ(scales, want.scales);
         }
+}
+
+// The min-error rule (fpx/quantize.h) on the GPU chooses the same scale as the CPU for every
+// row, so the packed bytes are equal too: rows with outliers (where the search clips), rows of
+// equal values, an all-zero row and a row whose absmax scale underflows.
+TEST(CudaQuantize, MinErrorScalesEqualTheCpusBitForBit) {
+  if (cuda::device_count() == 0) GTEST_SKIP() << "no GPU";
+  std::mt19937 rng(static_cast<uint32_t>(testing::test_seed()));
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  const std::pair<int64_t, int64_t> shapes[] = {{1, 7}, {33, 300}, {64, 4096}};
+  for (fpx::Format f : {fpx::kE3M2, fpx::kE2M3, fpx::kE2M2, fpx::kE2M1})
+    for (DType src : {DType::kBF16, DType::kF32})
+      for (auto [rows, cols] : shapes) {
+        std::vector<uint8_t> host(static_cast<size_t>(rows * cols) * dtype_size(src));
+        for (int64_t i = 0; i < rows * cols; ++i) {
+          const int64_t r = i / cols;
+          float v = normal(rng);
+          if (r % 5 == 1 && i % cols == 3) v *= 40.0f;  // an outlier
+          if (r % 7 == 2) v = 0.0125f;                  // all equal
+          if (r == rows / 2 && rows > 1) v = 0.0f;      // all zero
+          if (r == rows - 1 && rows > 2) v *= 1e-38f;   // the absmax scale underflows
+          if (src == DType::kF32) std::memcpy(host.data() + 4 * i, &v, 4);
+          const uint16_t b = f32_to_bf16_bits(v);
+          if (src != DType::kF32) std::memcpy(host.data() + 2 * i, &b, 2);
+        }
+        const fpx::PackedWeight want =
+            fpx::quantize_pack({host.data(), src, rows, cols, "w"}, f, DType::kBF16, fpx::ScaleRule::kMinError);
+        cuda::DeviceBuffer dsrc(host.size()), dpacked(want.bytes()), dscales(want.scales.size() * 4);
+        dsrc.upload(host.data(), host.size());
+        ASSERT_EQ(cuda::quantize_pack(dsrc.data(), src, rows, cols, want.plan, fpx::Codec(f).params(),
+                                      dpacked.as<uint8_t>(), dscales.as<float>(), nullptr, fpx::ScaleRule::kMinError),
+                  -1);
+        std::vector<uint8_t> got(want.bytes());
+        std::vector<float> scales(want.scales.size());
+        dpacked.download(got.data(), got.size());
+        dscales.download(scales.data(), scales.size() * 4);
+        const std::string what =
+            f.name() + " " + dtype_name(src) + " " + std::to_string(rows) + "x" + std::to_string(cols);
+        for (size_t r = 0; r < scales.size(); ++r) ASSERT_EQ(scales[r], want.scales[r]) << what << " row " << r;
+        ASSERT_EQ(std::memcmp(got.data(), want.data.data(), got.size()), 0) << what;
+        // The search moved some scales off absmax (else this test would not test it).
+        const fpx::PackedWeight absmax = fpx::quantize_pack({host.data(), src, rows, cols, "w"}, f, DType::kBF16);
+        if (rows > 1) EXPECT_NE(absmax.scales, want.scales) << what;
+      }
 }
 
 TEST(CudaQuantize, ReportsTheFirstNanOrInf) {
