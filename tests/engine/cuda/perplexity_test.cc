@@ -20,10 +20,11 @@ using testing::Reference;
 
 constexpr int64_t kWindow = 512, kWindows = 16;
 
-double percent_vs_fp32(const std::string& mode, const std::string& device) {
+double percent_vs_fp32(const std::string& mode, const std::string& device, bool quantize_lm_head = false) {
   Reference ref("tiny-trained");
   Options o = options(mode);
   o.device = device;
+  o.quantize_lm_head = quantize_lm_head;
   auto m = Model::load(fixture_dir("tiny-trained"), o);
   PerplexityScorer scorer(*m, nullptr, kWindow, 256);
   const std::vector<int32_t> ids = ref.ids("eval_window_ids");
@@ -54,6 +55,14 @@ TEST_F(GpuPerplexity, FpxModesCostWhatTheyCostOnTheCpu) {
     const double cpu = percent_vs_fp32(mode, "cpu"), gpu = percent_vs_fp32(mode, "cuda");
     EXPECT_NEAR(gpu, cpu, 0.15) << mode << ": GPU " << gpu << "%, CPU " << cpu << "%";
   }
+}
+
+// --quantize-lm-head on the GPU: lm_head runs through the FPx kernels (vocab x hidden) and
+// costs what it costs on the CPU.
+TEST_F(GpuPerplexity, AQuantizedLmHeadCostsWhatItCostsOnTheCpu) {
+  const double cpu = percent_vs_fp32("wf6af16", "cpu", true), gpu = percent_vs_fp32("wf6af16", "cuda", true);
+  EXPECT_NEAR(gpu, cpu, 0.15) << "GPU " << gpu << "%, CPU " << cpu << "%";
+  EXPECT_GT(cpu, percent_vs_fp32("wf6af16", "cpu") - 0.05);
 }
 
 }  // namespace
