@@ -237,15 +237,15 @@ __global__ void __launch_bounds__(kTileThreads)
     cp_async16(qs + r * kStride + cc * 8, in ? qkv + (first + r) * width + h * kD + cc * 8 : qkv, in ? 16 : 0);
   }
   // Keys [kb, kb + kTileK) into buffer buf; positions past the tile's last token read as zeros.
+  // Positions and block sizes fit in 32 bits: 32-bit division for the block table.
+  const int bs = static_cast<int>(block_size);
   auto load_kv = [&](int64_t kb, int buf) {
     for (int c = threadIdx.x; c < kTileK * kChunks; c += kTileThreads) {
       const int r = c / kChunks, cc = c % kChunks;
-      const int64_t j = kb + r;
+      const int j = static_cast<int>(kb) + r;
       const bool in = j < k_end;
       int64_t off = 0;
-      if (in)
-        off = ((static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size) * kv_heads + kvh) * kD +
-              cc * 8;
+      if (in) off = ((static_cast<int64_t>(table[j / bs]) * bs + j % bs) * kv_heads + kvh) * kD + cc * 8;
       const int64_t dst = (buf * kTileK + r) * kStride + cc * 8;
       cp_async16(ks + dst, k_cache + off, in ? 16 : 0);
       cp_async16(vs + dst, v_cache + off, in ? 16 : 0);

@@ -176,20 +176,6 @@ void fpx_linear_fused(const void* x, DType act, int64_t n, const DeviceFpxWeight
   launch_fpx_gemm(l);
 }
 
-bool fpx_linear_swiglu(const void* gate_up, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,
-                       void* workspace, size_t workspace_bytes, cudaStream_t stream, int64_t crossover) {
-  if (n > kFpxGemvMaxTokens || fpx_path(w, n, crossover) != FpxPath::kFused) return false;
-  check_call(w, act, n);
-  if (n == 0) return true;
-  FpxLaunch l = fpx_launch_for(w, gate_up, n, bias, y, workspace, stream);
-  l.x_swiglu = true;
-  l.splits = fpx_splits(w, n);
-  FP6_CHECK(workspace_bytes >= fpx_fused_workspace_bytes(w, n, l.splits), kInvalidArgument,
-            "fpx_linear: workspace of {} bytes, needs {}", workspace_bytes, fpx_fused_workspace_bytes(w, n, l.splits));
-  launch_fpx_gemm(l);
-  return true;
-}
-
 void fpx_linear(const void* x, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,
                 void* workspace, size_t workspace_bytes, cudaStream_t stream, int64_t crossover) {
   if (fpx_path(w, n, crossover) == FpxPath::kFused)

@@ -67,12 +67,6 @@ FpxPath fpx_path(const DeviceFpxWeight& w, int64_t n, int64_t crossover = 0);
 size_t fpx_linear_workspace_bytes(const DeviceFpxWeight& w, int64_t n, int64_t crossover = 0);
 void fpx_linear(const void* x, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,
                 void* workspace, size_t workspace_bytes, cudaStream_t stream, int64_t crossover = 0);
-// y = (silu(gate) * up) . (scale (.) dequant(W))^T + bias for gate_up = [gate | up] rows
-// [n, 2 w.cols]: a dense MLP's SwiGLU folded into the down projection's input staging, which
-// saves the silu_mul launch (and its output) of a decode step. Only the small-n kernel does it:
-// false (nothing done) unless n <= kFpxGemvMaxTokens and the fused path serves the weight.
-bool fpx_linear_swiglu(const void* gate_up, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,
-                       void* workspace, size_t workspace_bytes, cudaStream_t stream, int64_t crossover = 0);
 // The fused kernel alone, with an explicit K split (0: the heuristic) — for benchmarks.
 void fpx_linear_fused(const void* x, DType act, int64_t n, const DeviceFpxWeight& w, const float* bias, void* y,
                       void* workspace, size_t workspace_bytes, int splits, cudaStream_t stream);
