@@ -62,12 +62,14 @@ __global__ void __launch_bounds__(kDequantWarps * 32)
   }
 }
 
-// The small-n kernel's tile for n <= kFpxGemvMaxTokens tokens (fpx_gemv_kernel.cuh), from
-// the sweep of `fp6serve_bench_gemm --gemv` on the H100 (bench/results/).
+// The small-n kernel's tile for n tokens (fpx_gemv_kernel.cuh; up to 32 on the layers of
+// kMeasuredGemvSplits), from the sweep of `fp6serve_bench_gemm --gemv` on the H100
+// (bench/results/).
 template <typename F>
 void dispatch_gemv_tile(int64_t n, F&& f) {
   if (n <= 8) return f.template operator()<GemvTile<8, 8, 2, 4>>();
-  return f.template operator()<GemvTile<16, 8, 2, 3>>();
+  if (n <= 16) return f.template operator()<GemvTile<16, 8, 2, 3>>();
+  return f.template operator()<GemvTile<32, 8, 2, 2>>();
 }
 
 // The pipelined mma.sync kernel's tile (fpx_gemm_kernel.cuh) for more tokens where the
@@ -127,17 +129,20 @@ constexpr MeasuredHopperPlan kMeasuredHopperPlans[] = {
     {8192, 28672, 64, 0, 2},  {8192, 28672, 128, 2, 2}, {8192, 28672, 256, 4, 2}, {8192, 28672, 512, 4, 1}};
 
 // The small-n kernel's best split measured on the H100 for the Llama-2-7B and 70B layers, with
-// fpx_gemm.cu's tile for 8 and for 16 tokens: `fp6serve_bench_gemm --gemv`,
-// bench/results/2026-11-24-decode-h100.md. Other shapes and GPUs take the rule in fpx_gemm_plan.
+// fpx_gemm.cu's tile for 8 and for 16 tokens, and for 32 tokens on the layers where that tile
+// beat the Hopper kernel at 32 tokens (the four 70B layers and 7B o; 17-32 tokens of those
+// layers take it): `fp6serve_bench_gemm --gemv`, bench/results/2026-11-24-decode-h100.md.
+// Other shapes and GPUs take the rule in fpx_gemm_plan.
 struct MeasuredGemvSplit {
   int64_t rows, cols, tokens;
   int splits;
 };
 constexpr MeasuredGemvSplit kMeasuredGemvSplits[] = {
-    {12288, 4096, 8, 4},  {4096, 4096, 8, 8},  {22016, 4096, 8, 3},  {4096, 11008, 8, 12},
-    {10240, 8192, 8, 6},  {8192, 8192, 8, 8},  {57344, 8192, 8, 8},  {8192, 28672, 8, 8},
-    {12288, 4096, 16, 4}, {4096, 4096, 16, 8}, {22016, 4096, 16, 8}, {4096, 11008, 16, 12},
-    {10240, 8192, 16, 3}, {8192, 8192, 16, 6}, {57344, 8192, 16, 2}, {8192, 28672, 16, 4}};
+    {12288, 4096, 8, 4},  {4096, 4096, 8, 8},    {22016, 4096, 8, 3},  {4096, 11008, 8, 12}, {10240, 8192, 8, 6},
+    {8192, 8192, 8, 8},   {57344, 8192, 8, 8},   {8192, 28672, 8, 8},  {12288, 4096, 16, 4}, {4096, 4096, 16, 8},
+    {22016, 4096, 16, 8}, {4096, 11008, 16, 12}, {10240, 8192, 16, 3}, {8192, 8192, 16, 6},  {57344, 8192, 16, 2},
+    {8192, 28672, 16, 4}, {4096, 4096, 32, 4},   {10240, 8192, 32, 3}, {8192, 8192, 32, 4},  {57344, 8192, 32, 2},
+    {8192, 28672, 32, 4}};
 
 // The Hopper kernel is built for sm_90a only.
 bool sm90() {
@@ -187,7 +192,16 @@ FpxGemmPlan fpx_gemm_plan(const fpx::PackPlan& plan, int64_t row_tiles, int64_t 
   FpxGemmPlan p;
   // At least 4 K units (512 columns) per split.
   const int64_t max_splits = std::max<int64_t>(1, col_units / 4);
-  if (n >= kFpxHopperMinTokens && fpx_wgmma_supported(plan, cols)) {
+  auto measured_gemv = [&](int64_t tokens) -> const MeasuredGemvSplit* {
+    if (sms != kMeasuredSms) return nullptr;
+    for (const MeasuredGemvSplit& m : kMeasuredGemvSplits)
+      if (m.rows == row_tiles * fpx::kUnitRows && m.cols == cols && m.tokens == tokens) return &m;
+    return nullptr;
+  };
+  // 17-32 tokens of a layer where the small-n kernel's 32-token tile measured faster.
+  const bool gemv32 =
+      n > kFpxGemvMaxTokens && n <= 32 && fpx_wgmma_supported(plan, cols) && measured_gemv(32) != nullptr;
+  if (n >= kFpxHopperMinTokens && fpx_wgmma_supported(plan, cols) && !gemv32) {
     p.hopper = true;
     auto take = [&](int t, int64_t s) {
       dispatch_hopper_tile(t, [&]<class Cfg>() { p.rows_per_cta = Cfg::kRows, p.tokens_per_cta = Cfg::kN; });
@@ -219,19 +233,17 @@ FpxGemmPlan fpx_gemm_plan(const fpx::PackPlan& plan, int64_t row_tiles, int64_t 
       });
     return p;
   }
-  if (n <= kFpxGemvMaxTokens) {
+  if (n <= kFpxGemvMaxTokens || gemv32) {
     p.gemv = true;
     int64_t resident = 0;
     dispatch_gemv_tile(n, [&]<class Cfg>() {
       p.rows_per_cta = Cfg::kRows, p.tokens_per_cta = Cfg::kN, resident = int64_t{Cfg::kMinBlocks} * sms;
     });
     if (n <= 0) return p;  // nothing to split
-    if (sms == kMeasuredSms)
-      for (const MeasuredGemvSplit& m : kMeasuredGemvSplits)
-        if (m.rows == row_tiles * fpx::kUnitRows && m.cols == cols && m.tokens == p.tokens_per_cta) {
-          p.splits = static_cast<int>(std::min<int64_t>(m.splits, max_splits));
-          return p;
-        }
+    if (const MeasuredGemvSplit* m = measured_gemv(p.tokens_per_cta)) {
+      p.splits = static_cast<int>(std::min<int64_t>(m->splits, max_splits));
+      return p;
+    }
     // Otherwise: the most splits that keep the CTAs in one wave (the registers of the tile
     // allow kMinBlocks per SM; a partial second wave cost up to 17%), at least 4 units each.
     const int64_t ctas = (row_tiles * fpx::kUnitRows + p.rows_per_cta - 1) / p.rows_per_cta;
@@ -272,11 +284,10 @@ void launch_fpx_gemm(const FpxLaunch& l) {
   const FpxGemmPlan p = fpx_gemm_plan(l.plan, l.row_tiles, l.col_units, l.cols, l.n, sm_count());
   const bool hopper = p.hopper && reinterpret_cast<uintptr_t>(l.x) % 16 == 0;
   dispatch_format(l, [&]<int kE, int kM, bool kBf16>() {
+    if (p.gemv) return dispatch_gemv_tile(l.n, [&]<class Cfg>() { launch_gemv_tile<kE, kM, kBf16, Cfg>(l); });
     if constexpr (kE == 3 && kM == 2 || kE == 2 && kM == 3) {
       if (hopper) return dispatch_hopper_tile(p.tile, [&]<class Cfg>() { launch_wgmma_tile<kE, kM, kBf16, Cfg>(l); });
     }
-    if (l.n <= kFpxGemvMaxTokens)
-      return dispatch_gemv_tile(l.n, [&]<class Cfg>() { launch_gemv_tile<kE, kM, kBf16, Cfg>(l); });
     dispatch_tile(l.n, [&]<class Cfg>() { launch_fused_tile<kE, kM, kBf16, Cfg>(l); });
   });
 }

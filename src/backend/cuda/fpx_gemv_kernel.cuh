@@ -96,9 +96,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) fpx_gemv_kerne
     __syncthreads();
   };
 
-  // ldmatrix rows: lane l addresses token 8 * (l / 16) + l % 8 (the last real token past
-  // n_here), columns 8 * (l / 8 % 2) on.
-  const uint16_t* xb = xs + min(8 * (lane / 16) + lane % 8, n_here - 1) * kXStride + 8 * (lane / 8 % 2);
+  // ldmatrix rows: for the B tiles 2p and 2p + 1, lane l addresses token 16 p + 8 (l / 16) +
+  // l % 8 (the last real token past n_here: rows past it are not staged), columns 8 (l / 8 % 2)
+  // on.
+  constexpr int kPairs = kNTiles > 1 ? kNTiles / 2 : 1;
+  const uint16_t* xb[kPairs];
+#pragma unroll
+  for (int q = 0; q < kPairs; ++q)
+    xb[q] = xs + min(16 * q + 8 * (lane / 16) + lane % 8, n_here - 1) * kXStride + 8 * (lane / 8 % 2);
   float c[kNTiles][4] = {};
   for (int c0 = 0; c0 < units; c0 += kChunk) {
     if (c0 > 0) __syncthreads();  // every warp is done with the previous chunk
@@ -108,17 +113,18 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) fpx_gemv_kerne
       for (int d = 0; d < kDepth; ++d) {
         const int i = i0 + d;
         if (!active || i >= units) break;
-        const uint16_t* xu = xb + (i - c0) * fpx::kUnitCols;
+        const int col = (i - c0) * fpx::kUnitCols;
 #pragma unroll
         for (int f = 0; f < fpx::kUnitFragments; ++f) {
-          uint32_t b[kNTiles][2];
+          uint32_t b[kNTiles][2] = {};
           if constexpr (kNTiles == 1) {
-            ldmatrix_x2(b[0], xu + 16 * f);
+            ldmatrix_x2(b[0], xb[0] + col + 16 * f);
           } else {
 #pragma unroll
             for (int nt = 0; nt < kNTiles; nt += 2) {
+              if (nt * 8 >= n_here) break;  // the same for the whole warp
               uint32_t r[4];
-              ldmatrix_x4(r, xu + nt * 8 * kXStride + 16 * f);
+              ldmatrix_x4(r, xb[nt / 2] + col + 16 * f);
               b[nt][0] = r[0], b[nt][1] = r[1], b[nt + 1][0] = r[2], b[nt + 1][1] = r[3];
             }
           }

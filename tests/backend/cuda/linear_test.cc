@@ -170,6 +170,20 @@ TEST_P(CudaFpxLinear, EveryHopperTileMatchesTheReference) {
       }
 }
 
+// On the H100 the small-n kernel's 32-token tile serves 17-32 tokens of the layers where it
+// measured faster than the Hopper kernel (fpx_gemm.cu's kMeasuredGemvSplits): 7B o is one.
+TEST_P(CudaFpxLinear, MeasuredLayersTakeTheSmallNKernelUpTo32Tokens) {
+  Case c{GetParam()};
+  for (int64_t n : {17, 32}) {
+    Problem p(c, fpx::kE3M2, 4096, 4096, n, n % 2 == 1);
+    const cuda::FpxGemmPlan plan =
+        cuda::fpx_gemm_plan(p.w.plan, p.w.row_tiles(), p.w.col_units(), p.w.cols, n, cuda::sm_count());
+    if (cuda::sm_count() == 132 && cuda::fpx_wgmma_supported(p.w.plan, p.w.cols)) EXPECT_TRUE(plan.gemv) << n;
+    const auto ws = zeroed_workspace(cuda::fpx_linear_workspace_bytes(p.w, n));
+    EXPECT_LT(rel_l2(p.run(c.act, -1, ws), p.ref, c), c.bound()) << "n " << n;
+  }
+}
+
 TEST_P(CudaFpxLinear, SplitKIsDeterministicAndLeavesTheWorkspaceReusable) {
   Case c{GetParam()};
   Problem p(c, fpx::kE3M2, 1000, 3000, 40, true);
