@@ -62,16 +62,6 @@ __global__ void __launch_bounds__(kDequantWarps * 32)
   }
 }
 
-// The small-n kernel's tile for n tokens (fpx_gemv_kernel.cuh; up to 32 on the layers of
-// kMeasuredGemvSplits), from the sweep of `fp6serve_bench_gemm --gemv` on the H100
-// (bench/results/).
-template <typename F>
-void dispatch_gemv_tile(int64_t n, F&& f) {
-  if (n <= 8) return f.template operator()<GemvTile<8, 8, 2, 4>>();
-  if (n <= 16) return f.template operator()<GemvTile<16, 8, 2, 3>>();
-  return f.template operator()<GemvTile<32, 8, 2, 2>>();
-}
-
 // The pipelined mma.sync kernel's tile (fpx_gemm_kernel.cuh) for more tokens where the
 // Hopper kernel does not serve the weight: 32 or 64 tokens per CTA (64 past that, in token
 // blocks), the CTA shape from the tile sweep of bench/gemm_bench.cc on the H100.

@@ -45,8 +45,19 @@ struct GemvTile {
   static constexpr int smem_bytes(int64_t n) { return static_cast<int>(n < kN ? n : kN) * kXStride * 2; }
 };
 
+// A grouped call (the experts of a mixture-of-experts layer, moe.cu): CTA z takes item z of a
+// work list of (expert, first row, rows <= kN) triples that the previous kernel wrote
+// (moe_group); that expert's units and scales lie expert_bytes and expert_scales after the
+// previous expert's. work == nullptr: a plain call, blockIdx.z numbering blocks of kN tokens.
+struct GemvItems {
+  const int32_t* work = nullptr;
+  const int32_t* num_work = nullptr;
+  int64_t expert_bytes = 0, expert_scales = 0;
+};
+
 template <int kE, int kM, bool kBf16, class Cfg>
-__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) fpx_gemv_kernel(const GemmArgs a) {
+__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
+    fpx_gemv_kernel(const GemmArgs args, const GemvItems items) {
   constexpr int kN = Cfg::kN, kWarps = Cfg::kWarps, kDepth = Cfg::kDepth, kThreads = Cfg::kThreads;
   constexpr int kChunk = Cfg::kChunkUnits, kXStride = Cfg::kXStride;
   constexpr fpx::PackPlan plan = fpx::make_pack_plan(fpx::Format{kE, kM}, kBf16 ? DType::kBF16 : DType::kF16);
@@ -59,11 +70,26 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) fpx_gemv_kerne
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
+  GemmArgs a = args;
+  int64_t n0;
+  int n_here;
+  if (items.work) {
+    // The work list is the previous kernel's output: wait for it before taking this CTA's
+    // item (so no weights are requested ahead of the wait here).
+    wait_for_previous_grid();
+    const int item = static_cast<int>(blockIdx.z);
+    if (item >= items.num_work[0]) return;
+    const int expert = items.work[3 * item];
+    n0 = items.work[3 * item + 1], n_here = items.work[3 * item + 2];
+    a.w += expert * items.expert_bytes;
+    a.scales += expert * items.expert_scales;
+  } else {
+    n0 = static_cast<int64_t>(blockIdx.z) * kN;
+    n_here = static_cast<int>(min(static_cast<int64_t>(kN), a.n - n0));
+  }
   const int64_t rt = static_cast<int64_t>(blockIdx.x) * kWarps + warp;  // this warp's row tile
   const bool active = rt < a.row_tiles;
   const int split = static_cast<int>(blockIdx.y);
-  const int64_t n0 = static_cast<int64_t>(blockIdx.z) * kN;
-  const int n_here = static_cast<int>(min(static_cast<int64_t>(kN), a.n - n0));
   const int u_begin = static_cast<int>(a.col_units * split / a.splits);
   const int units = static_cast<int>(a.col_units * (split + 1) / a.splits) - u_begin;
   const uint8_t* wp = a.w + ((active ? rt : 0) * a.col_units + u_begin) * kUnitBytes;
@@ -72,7 +98,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) fpx_gemv_kerne
 #pragma unroll
   for (int d = 0; d < kDepth; ++d)
     if (active && d < units) read_unit_words<plan, true>(wp + d * kUnitBytes, lane, ring[d]);
-  wait_for_previous_grid();  // X, the workspace and Y only from here on
+  if (!items.work) wait_for_previous_grid();  // X, the workspace and Y only from here on
 
   // X columns of units [u_begin + c0, + kChunk) of the CTA's tokens into shared memory.
   const uint16_t* x = a.x + n0 * a.cols;
@@ -168,6 +194,18 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) fpx_gemv_kerne
   finish_split<kBf16, Cfg::kRows, kThreads>(a, n0, n_here, kFold);
 }
 
+// The tile for calls (or experts' items) of up to n tokens: 8, 16, 32 or 64 per CTA, from the
+// sweep of `fp6serve_bench_gemm --gemv` on the H100 (bench/results/2026-11-24-decode-h100.md).
+// fpx_gemm_plan uses it up to kFpxGemvMaxTokens (32 on measured layers), the grouped expert
+// GEMM for every token block.
+template <typename F>
+void dispatch_gemv_tile(int64_t n, F&& f) {
+  if (n <= 8) return f.template operator()<GemvTile<8, 8, 2, 4>>();
+  if (n <= 16) return f.template operator()<GemvTile<16, 8, 2, 3>>();
+  if (n <= 32) return f.template operator()<GemvTile<32, 8, 2, 2>>();
+  return f.template operator()<GemvTile<64, 8, 2, 2>>();
+}
+
 template <int kE, int kM, bool kBf16, class Cfg>
 void launch_gemv_tile(const FpxLaunch& l) {
   auto* kernel = fpx_gemv_kernel<kE, kM, kBf16, Cfg>;
@@ -176,7 +214,8 @@ void launch_gemv_tile(const FpxLaunch& l) {
     return true;
   }();
   (void)once;
-  launch_gemm<Cfg>(kernel, Cfg::smem_bytes(l.n), l, l.cols % 8 == 0 && reinterpret_cast<uintptr_t>(l.x) % 16 == 0);
+  launch_gemm<Cfg>(kernel, Cfg::smem_bytes(l.n), l, l.cols % 8 == 0 && reinterpret_cast<uintptr_t>(l.x) % 16 == 0,
+                   GemvItems{});
 }
 
 }  // namespace

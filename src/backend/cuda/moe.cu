@@ -1,21 +1,18 @@
 // The mixture-of-experts kernels (moe.h; the CUDA twins of cpu/moe.cc).
 //
-// The grouped GEMM (expert_gemm_kernel) is the fused TC-FPx kernel of fpx_gemm_kernel.cuh
-// (its tiles, pipeline, dequantization in registers and one-launch split-K, built from that
-// header's pieces) with one change: blockIdx.z is an item of the work list moe_group wrote
-// (an expert and up to kN consecutive rows of the grouped order), not a token block, and the
-// CTA reads that expert's packed units and scales. Items past the list's length return at
-// once, so the grid depends only on the token count: the launch is the same for every
-// routing, and CUDA graphs can replay it. It is a kernel of its own, not a template flag of
-// fpx_gemm_kernel, while that file's Hopper path is being rewritten; the main loop is the
-// same and should be folded back into one template once that settles.
+// The grouped GEMM is the small-n kernel of fpx_gemv_kernel.cuh in its grouped form
+// (GemvItems): blockIdx.z is an item of the work list moe_group wrote (an expert and up to kN
+// consecutive rows of the grouped order), not a token block, and the CTA reads that expert's
+// packed units and scales. Items past the list's length return at once, so the grid depends
+// only on the token count: the launch is the same for every routing, and CUDA graphs can
+// replay it.
 // Targets: sm_80 and sm_90 (mma.sync, cp.async, __match_any_sync).
 #include <algorithm>
 #include <cmath>
 
 #include "backend/cuda/device.h"
 #include "backend/cuda/dtype.cuh"
-#include "backend/cuda/fpx_gemm_kernel.cuh"
+#include "backend/cuda/fpx_gemv_kernel.cuh"
 #include "backend/cuda/moe.h"
 #include "backend/cuda/ptx.cuh"
 
@@ -189,162 +186,11 @@ __global__ void moe_combine_kernel(const T* __restrict__ ys, const int32_t* __re
 // ---------------------------------------------------------------------------------------------
 // The grouped FPx GEMM.
 
-template <int kE, int kM, bool kBf16, class Cfg>
-__global__ void __launch_bounds__(Cfg::kWarps * 32)
-    expert_gemm_kernel(const GemmArgs base, const int32_t* __restrict__ work, const int32_t* __restrict__ num_work,
-                       int64_t expert_bytes, int64_t expert_scales) {
-  constexpr int kN = Cfg::kN, kWarps = Cfg::kWarps, kRT = Cfg::kRowTilesPerWarp, kStages = Cfg::kStages;
-  constexpr int kThreads = kWarps * 32;
-  constexpr fpx::PackPlan plan = fpx::make_pack_plan(fpx::Format{kE, kM}, kBf16 ? DType::kBF16 : DType::kF16);
-  static_assert(plan.num_segments >= 1 && plan.num_segments <= 3, "plan not supported by this kernel");
-  constexpr int kUnitBytes = plan.unit_bytes();
-  static_assert(kUnitBytes % 16 == 0, "units must be whole 16-byte chunks");
-  constexpr int kWeightBytes = kWarps * kRT * kUnitBytes;  // per stage
-  constexpr int kStageBytes = Cfg::stage_bytes(kUnitBytes);
-  constexpr int kNTiles = kN / 8;
-  constexpr float kFold = kBf16 ? 1.0f : raw_to_value(plan);  // FP16 MMAs ran on raw values
-  extern __shared__ __align__(16) uint8_t smem[];
-
-  // The work list is the previous kernel's output: wait for it (a no-op without a
-  // programmatic launch), then take this CTA's item.
-  wait_for_previous_grid();
-  const int item = static_cast<int>(blockIdx.z);
-  if (item >= num_work[0]) return;
-  // (The expert's weight and scales pointers are recomputed where used, not held: two more
-  // live 64-bit registers made ptxas spill the 8-token tiles.)
-  const int expert = work[3 * item];
-  const GemmArgs& a = base;
-  const int64_t n0 = work[3 * item + 1];
-  const int n_here = work[3 * item + 2];
-
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, t = lane % 4;
-  const int64_t rt0 = (static_cast<int64_t>(blockIdx.x) * kWarps + warp) * kRT;  // this warp's first row tile
-  const int split = static_cast<int>(blockIdx.y);
-  const int u_begin = static_cast<int>(a.col_units * split / a.splits);
-  const int units = static_cast<int>(a.col_units * (split + 1) / a.splits) - u_begin;
-  const uint16_t* x = a.x + n0 * a.cols;
-  const int64_t tile_bytes = a.col_units * kUnitBytes;
-
-  auto load_weights = [&](int u, int slot) {
-    uint8_t* st = smem + slot * kStageBytes;
-#pragma unroll
-    for (int j = 0; j < kRT; ++j) {
-      if (rt0 + j >= a.row_tiles) break;
-      const uint8_t* src =
-          base.w + expert * expert_bytes + (rt0 + j) * tile_bytes + static_cast<int64_t>(u) * kUnitBytes;
-      uint8_t* dst = st + (warp * kRT + j) * kUnitBytes;
-#pragma unroll
-      for (int c = lane; c < kUnitBytes / 16; c += 32) cp_async16(dst + c * 16, src + c * 16, 16);
-    }
-  };
-  auto load_x = [&](int u, int slot) {
-    uint16_t* xs = reinterpret_cast<uint16_t*>(smem + slot * kStageBytes + kWeightBytes);
-    const int64_t k0 = static_cast<int64_t>(u) * fpx::kUnitCols;
-    if (a.x_vec) {
-      for (int c = threadIdx.x; c < n_here * 16; c += kThreads) {
-        const int r = c / 16, kc = (c % 16) * 8;
-        const bool in = k0 + kc < a.cols;  // K % 8 == 0: a chunk is all in or all out
-        cp_async16(xs + r * kXStride + kc, in ? x + r * a.cols + k0 + kc : x, in ? 16 : 0);
-      }
-    } else {
-      for (int c = threadIdx.x; c < n_here * fpx::kUnitCols; c += kThreads) {
-        const int r = c / fpx::kUnitCols, kc = c % fpx::kUnitCols;
-        xs[r * kXStride + kc] = k0 + kc < a.cols ? x[r * a.cols + k0 + kc] : uint16_t{0};
-      }
-    }
-  };
-
-  float c[kRT][kNTiles][4] = {};
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < units) {
-      load_weights(u_begin + s, s);
-      load_x(u_begin + s, s);
-    }
-    cp_async_commit();
-  }
-  for (int i = 0; i < units; ++i) {
-    cp_async_wait<kStages - 2>();
-    __syncthreads();  // stage i is visible to all; stage i-1 is free
-    if (i + kStages - 1 < units) {
-      load_weights(u_begin + i + kStages - 1, (i + kStages - 1) % kStages);
-      load_x(u_begin + i + kStages - 1, (i + kStages - 1) % kStages);
-    }
-    cp_async_commit();
-    if (rt0 >= a.row_tiles) continue;
-    const uint8_t* st = smem + (i % kStages) * kStageBytes;
-    UnitWords<plan.num_segments> words[kRT];
-#pragma unroll
-    for (int j = 0; j < kRT; ++j) read_unit_words<plan>(st + (warp * kRT + j) * kUnitBytes, lane, words[j]);
-    const uint16_t* xb = reinterpret_cast<const uint16_t*>(st + kWeightBytes) +
-                         (8 * (lane / 16) + lane % 8) * kXStride + 8 * (lane / 8 % 2);
-#pragma unroll
-    for (int f = 0; f < fpx::kUnitFragments; ++f) {
-      uint32_t b[kNTiles][2];
-      if constexpr (kNTiles == 1) {
-        ldmatrix_x2(b[0], xb + 16 * f);
-      } else {
-#pragma unroll
-        for (int nt = 0; nt < kNTiles; nt += 2) {
-          uint32_t r[4];
-          ldmatrix_x4(r, xb + nt * 8 * kXStride + 16 * f);
-          b[nt][0] = r[0], b[nt][1] = r[1], b[nt + 1][0] = r[2], b[nt + 1][1] = r[3];
-        }
-      }
-#pragma unroll
-      for (int j = 0; j < kRT; ++j) {
-        uint32_t af[4];
-#pragma unroll
-        for (int r = 0; r < 4; ++r) af[r] = dequant_reg<plan, kBf16>(words[j], f, r);
-#pragma unroll
-        for (int nt = 0; nt < kNTiles; ++nt) {
-          if (nt * 8 >= n_here) break;
-          mma<kBf16>(c[j][nt], af, b[nt][0], b[nt][1]);
-        }
-      }
-    }
-  }
-
-  const float* scales_e = base.scales + expert * expert_scales;
-  if (a.splits == 1) {
-#pragma unroll
-    for (int j = 0; j < kRT; ++j)
-#pragma unroll
-      for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int tok = nt * 8 + 2 * t + (e & 1);
-          const int64_t row = (rt0 + j) * fpx::kUnitRows + g + 8 * (e >> 1);
-          if (tok >= n_here || row >= a.rows) continue;
-          a.y[(n0 + tok) * a.rows + row] = to_bits<kBf16>(c[j][nt][e] * (scales_e[row] * kFold));
-        }
-    return;
-  }
-  float* part = a.partials + (static_cast<int64_t>(split) * a.n + n0) * a.ld;
-#pragma unroll
-  for (int j = 0; j < kRT; ++j) {
-    if (rt0 + j >= a.row_tiles) break;
-#pragma unroll
-    for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int tok = nt * 8 + 2 * t + (e & 1);
-        if (tok < n_here) part[tok * a.ld + (rt0 + j) * fpx::kUnitRows + g + 8 * (e >> 1)] = c[j][nt][e];
-      }
-  }
-  GemmArgs f = base;
-  f.scales = scales_e;
-  finish_split<kBf16, Cfg::kRows, kThreads>(f, n0, n_here, kFold);
-}
-
-// The tiles of fpx_gemm.cu's dispatch_tile (the H100 sweep's best per token tile).
+// The experts' items run the small-n kernel (fpx_gemv_kernel.cuh) in its grouped form, with
+// its tile for the token block: 8, 16, 32 or 64 tokens.
 template <typename F>
 void dispatch_expert_tile(int block_tokens, F&& f) {
-  if (block_tokens <= 8) return f.template operator()<Tile<8, 4, 2, 4>>();
-  if (block_tokens <= 16) return f.template operator()<Tile<16, 8, 1, 4>>();
-  if (block_tokens <= 32) return f.template operator()<Tile<32, 8, 1, 4>>();
-  return f.template operator()<Tile<64, 8, 1, 3>>();
+  dispatch_gemv_tile(block_tokens, std::forward<F>(f));
 }
 
 template <typename F>
@@ -368,9 +214,8 @@ void dispatch_expert_format(const fpx::PackPlan& plan, F&& f) {
 template <int kE, int kM, bool kBf16, class Cfg>
 void launch_expert_tile(const GemmArgs& a, const DeviceExperts& w, const int32_t* work, const int32_t* num_work,
                         int64_t max_items, cudaStream_t stream) {
-  constexpr fpx::PackPlan plan = fpx::make_pack_plan(fpx::Format{kE, kM}, kBf16 ? DType::kBF16 : DType::kF16);
-  constexpr int kSmem = Cfg::template smem_bytes<plan.unit_bytes()>();
-  auto* kernel = expert_gemm_kernel<kE, kM, kBf16, Cfg>;
+  constexpr int kSmem = Cfg::smem_bytes(Cfg::kN);
+  auto* kernel = fpx_gemv_kernel<kE, kM, kBf16, Cfg>;
   static const bool once = [&] {
     FP6_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
     return true;
@@ -382,8 +227,8 @@ void launch_expert_tile(const GemmArgs& a, const DeviceExperts& w, const int32_t
   FP6_CUDA_REQUIRE(max_items <= 65535, kInvalidArgument, "expert gemm: more work items than a grid's z extent");
   FP6_CUDA_REQUIRE(a.splits == 1 || static_cast<size_t>(grid.x) * grid.z * sizeof(int) <= kFpxCounterBytes, kInternal,
                    "expert gemm: too many row blocks and work items for the split-K counters");
-  kernel<<<grid, Cfg::kWarps * 32, kSmem, stream>>>(a, work, num_work, w.expert_bytes(),
-                                                    w.row_tiles() * fpx::kUnitRows);
+  kernel<<<grid, Cfg::kThreads, kSmem, stream>>>(
+      a, GemvItems{work, num_work, w.expert_bytes(), w.row_tiles() * fpx::kUnitRows});
   FP6_CUDA_CHECK_LAUNCH();
 }
 
@@ -468,15 +313,16 @@ ExpertGemmPlan plan_expert_gemm(const DeviceExperts& w, int64_t tokens, int64_t 
   const int64_t assignments = tokens * top_k;
   p.block_tokens = expert_gemm_block_tokens(tokens, top_k, w.num_experts);
   p.max_items = moe_max_work_items(assignments, w.num_experts, p.block_tokens);
-  // Split-K as fpx_splits: about two CTAs per SM over the items expected to have work (every
-  // expert with a token), at least 4 splits when the tiles hold 16 tokens or fewer (the
-  // weights' bandwidth is what matters), at least 4 K units per split, at most 64 MiB of
-  // partial sums and as many counters as the workspace has.
+  // Split-K as fpx_gemm_plan's rule for the small-n kernel: the most splits that keep the CTAs
+  // of the items expected to have work (every expert with a token) in one wave of the CTAs the
+  // tile's registers allow per SM, at least 4 K units per split, at most 64 MiB of partial
+  // sums and as many counters as the workspace has.
   const int64_t active = std::min(w.num_experts, assignments);
   const int64_t ctas = row_blocks_of(w, p.block_tokens) * std::max<int64_t>(active, 1);
   const int64_t max_splits = std::max<int64_t>(1, w.col_units() / 4);
-  const int64_t at_least = p.block_tokens <= 16 ? 4 : 1;
-  int64_t s = std::clamp<int64_t>(std::max((2 * sm_count() + ctas / 2) / ctas, at_least), 1, max_splits);
+  int64_t resident = 0;
+  dispatch_expert_tile(p.block_tokens, [&]<class Cfg>() { resident = int64_t{Cfg::kMinBlocks} * sm_count(); });
+  int64_t s = std::clamp<int64_t>(resident / ctas, 1, max_splits);
   while (s > 1 && partial_bytes(w, assignments, static_cast<int>(s)) > (size_t{64} << 20)) --s;
   if (static_cast<size_t>(row_blocks_of(w, p.block_tokens) * p.max_items) * sizeof(int) > kFpxCounterBytes) s = 1;
   p.splits = static_cast<int>(s);
