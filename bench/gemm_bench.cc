@@ -100,6 +100,31 @@ double relative_error(const cuda::DeviceBuffer& a, const cuda::DeviceBuffer& b, 
   return err / std::max(scale, 1e-30);
 }
 
+// One shape's operands for a sweep: FP6 (e3m2) and FP16 copies of random weights, enough of
+// each to rotate over more than 3x the L2; X of max_n tokens; an output and a reference.
+struct SweepOperands {
+  size_t packed_bytes;
+  std::vector<cuda::DeviceFpxWeight> fp6;
+  std::vector<cuda::DeviceDenseWeight> dense;
+  cuda::DeviceBuffer x, y, ref;
+
+  SweepOperands(const Shape& s, int64_t max_n, size_t l2)
+      : packed_bytes(fpx::pack_plan(fpx::kE3M2, DType::kF16).packed_bytes(s.rows, s.cols)),
+        x(static_cast<size_t>(max_n * s.cols) * 2),
+        y(static_cast<size_t>(max_n * s.rows) * 2),
+        ref(static_cast<size_t>(max_n * s.rows) * 2) {
+    const size_t fp16_bytes = static_cast<size_t>(s.rows * s.cols) * 2;
+    fp6 = random_fp6(s, static_cast<int>(std::max<size_t>(2, 3 * l2 / packed_bytes + 1)));
+    dense.resize(std::max<size_t>(2, 3 * l2 / fp16_bytes + 1));
+    for (size_t i = 0; i < dense.size(); ++i) {
+      cuda::DeviceDenseWeight& d = dense[i];
+      d.dtype = DType::kF16, d.rows = s.rows, d.cols = s.cols, d.data = cuda::DeviceBuffer(fp16_bytes);
+      cuda::fill_normal(d.data.data(), s.rows * s.cols, 17 + static_cast<int>(i), 0.02f, false);
+    }
+    cuda::fill_normal(x.data(), max_n * s.cols, 5, 1.0f, false);
+  }
+};
+
 // --hopper: every tile of the Hopper kernel (fpx_tile_sweep.cu) at splits 1, 2, 4 (1 from 1024
 // tokens), per shape and token count, against cuBLAS FP16 and dequantize + cuBLAS in the same
 // run; each variant's output is checked against dequantize + cuBLAS (max error relative to
@@ -117,21 +142,12 @@ int hopper_sweep() {
   std::vector<std::vector<double>> best_speedup(ns.size()), ours_speedup(ns.size());
   double worst_err = 0;
   for (const Shape& s : kShapes) {
-    const size_t fp16_bytes = static_cast<size_t>(s.rows * s.cols) * 2;
-    const size_t packed_bytes = fpx::pack_plan(fpx::kE3M2, DType::kF16).packed_bytes(s.rows, s.cols);
-    const int copies6 = static_cast<int>(std::max<size_t>(2, 3 * l2 / packed_bytes + 1));
-    const int copies16 = static_cast<int>(std::max<size_t>(2, 3 * l2 / fp16_bytes + 1));
-    std::vector<cuda::DeviceFpxWeight> fp6 = random_fp6(s, copies6);
-    std::vector<cuda::DeviceDenseWeight> dense(static_cast<size_t>(copies16));
-    for (int i = 0; i < copies16; ++i) {
-      cuda::DeviceDenseWeight& d = dense[static_cast<size_t>(i)];
-      d.dtype = DType::kF16, d.rows = s.rows, d.cols = s.cols, d.data = cuda::DeviceBuffer(fp16_bytes);
-      cuda::fill_normal(d.data.data(), s.rows * s.cols, 17 + i, 0.02f, false);
-    }
-    const int64_t max_n = ns.back();
-    cuda::DeviceBuffer x(static_cast<size_t>(max_n * s.cols) * 2), y(static_cast<size_t>(max_n * s.rows) * 2),
-        ref(static_cast<size_t>(max_n * s.rows) * 2);
-    cuda::fill_normal(x.data(), max_n * s.cols, 5, 1.0f, false);
+    SweepOperands o(s, ns.back(), l2);
+    const size_t packed_bytes = o.packed_bytes;
+    const int copies6 = static_cast<int>(o.fp6.size()), copies16 = static_cast<int>(o.dense.size());
+    std::vector<cuda::DeviceFpxWeight>& fp6 = o.fp6;
+    std::vector<cuda::DeviceDenseWeight>& dense = o.dense;
+    cuda::DeviceBuffer &x = o.x, &y = o.y, &ref = o.ref;
     size_t ws_bytes = cuda::fpx_dequant_workspace_bytes(fp6[0]);
     for (int64_t n : ns) ws_bytes = std::max(ws_bytes, cuda::fpx_fused_workspace_bytes(fp6[0], n, 8));
     cuda::DeviceBuffer ws(ws_bytes);
@@ -270,21 +286,12 @@ int gemv_sweep() {
   std::vector<std::vector<std::vector<double>>> per_tile(ns.size(), std::vector<std::vector<double>>(variants.size()));
   double worst_err = 0;
   for (const Shape& s : kShapes) {
-    const size_t fp16_bytes = static_cast<size_t>(s.rows * s.cols) * 2;
-    const size_t packed_bytes = fpx::pack_plan(fpx::kE3M2, DType::kF16).packed_bytes(s.rows, s.cols);
-    const int copies6 = static_cast<int>(std::max<size_t>(2, 3 * l2 / packed_bytes + 1));
-    const int copies16 = static_cast<int>(std::max<size_t>(2, 3 * l2 / fp16_bytes + 1));
-    std::vector<cuda::DeviceFpxWeight> fp6 = random_fp6(s, copies6);
-    std::vector<cuda::DeviceDenseWeight> dense(static_cast<size_t>(copies16));
-    for (int i = 0; i < copies16; ++i) {
-      cuda::DeviceDenseWeight& d = dense[static_cast<size_t>(i)];
-      d.dtype = DType::kF16, d.rows = s.rows, d.cols = s.cols, d.data = cuda::DeviceBuffer(fp16_bytes);
-      cuda::fill_normal(d.data.data(), s.rows * s.cols, 17 + i, 0.02f, false);
-    }
-    const int64_t max_n = ns.back();
-    cuda::DeviceBuffer x(static_cast<size_t>(max_n * s.cols) * 2), y(static_cast<size_t>(max_n * s.rows) * 2),
-        ref(static_cast<size_t>(max_n * s.rows) * 2);
-    cuda::fill_normal(x.data(), max_n * s.cols, 5, 1.0f, false);
+    SweepOperands o(s, ns.back(), l2);
+    const size_t packed_bytes = o.packed_bytes;
+    const int copies6 = static_cast<int>(o.fp6.size()), copies16 = static_cast<int>(o.dense.size());
+    std::vector<cuda::DeviceFpxWeight>& fp6 = o.fp6;
+    std::vector<cuda::DeviceDenseWeight>& dense = o.dense;
+    cuda::DeviceBuffer &x = o.x, &y = o.y, &ref = o.ref;
     size_t ws_bytes = cuda::fpx_dequant_workspace_bytes(fp6[0]);
     for (int64_t n : ns)
       ws_bytes = std::max({ws_bytes, cuda::fpx_linear_workspace_bytes(fp6[0], n),

@@ -60,12 +60,11 @@ def collect(chunks, limit):
     return "\n".join(out)
 
 
-def sympy_text(limit):
-    import sympy
-
-    root = os.path.dirname(sympy.__file__)
+def python_sources(root, skip_dir=None):
+    """(key, text) of the .py files of 3-12 kB under root, skipping folders named skip_dir."""
     chunks = []
-    for d, _, files in os.walk(root):
+    for d, dirs, files in os.walk(root):
+        dirs[:] = [x for x in dirs if x != skip_dir]
         for f in files:
             path = os.path.join(d, f)
             if not f.endswith(".py") or not 3000 <= os.path.getsize(path) <= 12000:
@@ -73,24 +72,19 @@ def sympy_text(limit):
             text = text_of(path)
             if text:
                 chunks.append((key(os.path.relpath(path, root)), text))
-    return collect(chunks, limit)
+    return chunks
+
+
+def sympy_text(limit):
+    import sympy
+
+    return collect(python_sources(os.path.dirname(sympy.__file__)), limit)
 
 
 def python_text(limit):
     import sympy
 
-    root = os.path.dirname(os.path.dirname(sympy.__file__))
-    chunks = []
-    for d, dirs, files in os.walk(root):
-        dirs[:] = [x for x in dirs if x != "sympy"]
-        for f in files:
-            path = os.path.join(d, f)
-            if not f.endswith(".py") or not 3000 <= os.path.getsize(path) <= 12000:
-                continue
-            text = text_of(path)
-            if text:
-                chunks.append((key(os.path.relpath(path, root)), text))
-    return collect(chunks, limit)
+    return collect(python_sources(os.path.dirname(os.path.dirname(sympy.__file__)), skip_dir="sympy"), limit)
 
 
 def debian_text(limit, head=False):
