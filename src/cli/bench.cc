@@ -31,6 +31,7 @@ struct BenchOptions {
   std::string prompts = "512,2048";
   std::string device = "auto";  // auto: the GPU when there is one
   int tensor_parallel = 1;      // GPUs the model is split over
+  bool quantize_lm_head = false;
   int steps = 16;
 };
 
@@ -184,16 +185,18 @@ int run(const BenchOptions& o, bool is_decode) {
   Options options;
   options.device = gpu ? "cuda" : "cpu";
   options.tensor_parallel_size = o.tensor_parallel;
+  options.quantize_lm_head = o.quantize_lm_head;
   options.progress = false;
   apply_environment(options);
   ThreadPool::resize_global(options.threads);
   const double read_gbs = gpu ? cuda_read_bandwidth_gbs() : cpu_read_bandwidth_gbs();
-  fmt::print("device: {}; read bandwidth {:.0f} GB/s (measured now)\nmodel: {} shape, random weights{}\n\n",
+  fmt::print("device: {}; read bandwidth {:.0f} GB/s (measured now)\nmodel: {} shape, random weights{}{}\n\n",
              gpu ? cuda_device_summary() : fmt::format("cpu, {} threads", ThreadPool::global()->size()), read_gbs,
              o.shape,
              o.tensor_parallel > 1 ? fmt::format(", tensor parallel over {} {} (weights, KV and roofline per rank)",
                                                  o.tensor_parallel, gpu ? "GPUs" : "CPU threads")
-                                   : "");
+                                   : "",
+             o.quantize_lm_head ? ", lm_head quantized in the FPx modes" : "");
 
   // results[mode][(context or prompt, batch)]
   std::map<std::string, std::map<std::pair<int64_t, int64_t>, Row>> results;
@@ -305,6 +308,7 @@ Action add_bench(CLI::App& app) {
                     "GPUs to split the model over (on the CPU: threads, for testing only)")
         ->check(CLI::Range(1, 64))
         ->capture_default_str();
+    sub->add_flag("--quantize-lm-head", o->quantize_lm_head, "Quantize lm_head too (FPx modes)");
   }
   decode_cmd->add_option("--batch", o->batches, "batch sizes (default 1,2,4,8,16,32,64)");
   decode_cmd->add_option("--context", o->contexts,

@@ -293,8 +293,8 @@ std::unique_ptr<Model> Model::random(const ModelConfig& config, const Quantizati
       }
     }
     if (rank != 0) return;         // lm_head on rank 0 only
-    QuantizationMode head = mode;  // lm_head stays 16-bit, as when loading
-    head.quantized = false;
+    QuantizationMode head = mode;  // lm_head stays 16-bit unless asked, as when loading
+    head.quantized = mode.quantized && options.quantize_lm_head;
     w.lm_head = be.random_linear(c.vocab_size, c.hidden_size, head, kStd, s++);
   });
   return std::make_unique<Model>(config, mode, std::move(threads), std::move(ranks));
