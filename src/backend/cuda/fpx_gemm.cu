@@ -1,5 +1,6 @@
-// The dequantization kernel of the large-n path, the launches, and the tiles fpx_linear
-// uses. The fused kernel itself is in fpx_gemm_kernel.cuh; docs/kernels.md has the design.
+// The dequantization kernel of the large-n path, the launches, and the plan: which kernel,
+// tile and split fpx_linear uses (the kernels: fpx_gemv_kernel.cuh, fpx_gemm_kernel.cuh,
+// fpx_wgmma_kernel.cuh; docs/kernels.md has the design).
 #include <algorithm>
 #include <tuple>
 

@@ -1,6 +1,7 @@
-// The small-n FPx kernel (1 to 16 tokens: decode), templated on its tile (included by
-// fpx_gemm.cu, which instantiates the tiles fpx_linear uses, and by the GEMM benchmark's
-// sweep). docs/kernels.md has the design and the measurements behind it.
+// The small-n FPx kernel (1 to 16 tokens: decode; 32 on the layers where it measured faster
+// than the Hopper kernel; every token block of the grouped expert GEMM), templated on its tile
+// (included by fpx_gemm.cu and moe.cu, which instantiate the tiles they use, and by the GEMM
+// benchmark's sweep). docs/kernels.md has the design and the measurements behind it.
 //
 // At a few tokens the product is a stream of weight bytes: what counts is how many bytes are
 // in flight per SM and how few instructions each weight costs. So, unlike the pipelined

@@ -56,8 +56,8 @@ void moe_combine(const void* ys, const int32_t* row_of, const float* weights, in
                  const float* shared_scale, const void* shared, void* out, DType dtype, cudaStream_t stream);
 
 // --- the grouped FPx GEMM: for every item of the work list, y[r, :] = x[r, :] .
-// (scale (.) dequant(W_expert))^T for its rows r, all items in one launch of the fused
-// Tensor-Core kernel's design (fpx_gemm_kernel.cuh) with the expert picked per CTA. The plan
+// (scale (.) dequant(W_expert))^T for its rows r, all items in one launch of the small-n
+// kernel (fpx_gemv_kernel.cuh) in its grouped form, the expert picked per CTA. The plan
 // depends on the token count only (not on the routing): the token tile (block_tokens, which
 // moe_group must be given) from the expected largest expert count, the K split from the
 // expected active experts.
