@@ -3,6 +3,8 @@
 # builds fp6serve with its CUDA backend, runs the CUDA tests and the benchmarks, writes full
 # logs under $OUT and prints a short table last.
 #
+# When the working tree holds edits that must not go (others' unfinished work), run from a
+# snapshot of HEAD plus your files: tools/device-snapshot.sh says how.
 # Here, first: bash tools/fetch-device-deps.sh   (the GPU machine has no network)
 # and: (git rev-parse --short HEAD; git diff --quiet HEAD || echo +dirty) > .device/commit
 # Then call the device tool with carry [".device"] and a command such as
