@@ -110,12 +110,7 @@ def _check(name: str, value: Any, kind: Any) -> Any:
             return value
         raise TypeError(f"{name} must be a bool, not {_type_name(value)}")
     if kind is int:
-        if isinstance(value, bool):
-            raise TypeError(f"{name} must be an int, not bool")
-        try:
-            value = operator.index(value)
-        except TypeError:
-            raise TypeError(f"{name} must be an int, not {_type_name(value)}") from None
+        value = _int(name, value, "an int")
         low, high = _INT_RANGES.get(name, (-(2**63), 2**63 - 1))
         if value < 0 and low == 0:
             raise InvalidArgumentError(f"{name} must not be negative, got {value}")
@@ -141,17 +136,22 @@ def _check(name: str, value: Any, kind: Any) -> Any:
     raise AssertionError(kind)
 
 
+def _int(name: str, value: Any, what: str) -> int:
+    """value as an int (anything with __index__ but bool); TypeError naming `name` and `what`."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be {what}, not bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be {what}, not {_type_name(value)}") from None
+
+
 def _ids(name: str, value: Any) -> List[int]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise TypeError(f"{name} must be a list of token ids (int), not {_type_name(value)}")
     out = []
     for i, v in enumerate(value):
-        if isinstance(v, bool):
-            raise TypeError(f"{name}[{i}] must be an int, not bool")
-        try:
-            v = operator.index(v)
-        except TypeError:
-            raise TypeError(f"{name}[{i}] must be an int (a token id), not {_type_name(v)}") from None
+        v = _int(f"{name}[{i}]", v, "an int (a token id)")
         if not 0 <= v <= _INT32_MAX:
             raise InvalidArgumentError(f"{name}[{i}] = {v} is not a token id (0 to {_INT32_MAX})")
         out.append(v)

@@ -963,16 +963,23 @@ std::vector<double> weight_values(const std::vector<float>& w, int64_t rows, int
   return v;
 }
 
-// Router logits in double, softmax, top-k (ties: the lower expert); returns ids and weights.
-void moe_reference_route(const MoeIn& in, int64_t t, std::vector<int64_t>& ids, std::vector<double>& w) {
+// Token t's router logits, in double.
+std::vector<double> router_logits(const MoeIn& in, int64_t t) {
   const MoeShape& s = in.s;
-  std::vector<double> p(static_cast<size_t>(s.experts));
+  std::vector<double> l(static_cast<size_t>(s.experts));
   for (int64_t e = 0; e < s.experts; ++e) {
     double acc = 0;
     for (int64_t j = 0; j < s.hidden; ++j)
       acc += static_cast<double>(in.x[t * s.hidden + j]) * in.router[e * s.hidden + j];
-    p[e] = acc;
+    l[e] = acc;
   }
+  return l;
+}
+
+// Router logits in double, softmax, top-k (ties: the lower expert); returns ids and weights.
+void moe_reference_route(const MoeIn& in, int64_t t, std::vector<int64_t>& ids, std::vector<double>& w) {
+  const MoeShape& s = in.s;
+  std::vector<double> p = router_logits(in, t);
   const double mx = *std::max_element(p.begin(), p.end());
   double sum = 0;
   for (double& v : p) sum += (v = std::exp(v - mx));
@@ -991,13 +998,7 @@ void moe_reference_route(const MoeIn& in, int64_t t, std::vector<int64_t>& ids, 
 double routing_margin(const MoeIn& in, int64_t t) {
   const MoeShape& s = in.s;
   if (s.top_k == s.experts) return INFINITY;
-  std::vector<double> l(static_cast<size_t>(s.experts));
-  for (int64_t e = 0; e < s.experts; ++e) {
-    double acc = 0;
-    for (int64_t j = 0; j < s.hidden; ++j)
-      acc += static_cast<double>(in.x[t * s.hidden + j]) * in.router[e * s.hidden + j];
-    l[e] = acc;
-  }
+  std::vector<double> l = router_logits(in, t);
   std::sort(l.begin(), l.end(), std::greater<>());
   return l[s.top_k - 1] - l[s.top_k];
 }

@@ -227,7 +227,7 @@ FpxGemmPlan fpx_gemm_plan(const fpx::PackPlan& plan, int64_t row_tiles, int64_t 
   if (n <= kFpxGemvMaxTokens || gemv32) {
     p.gemv = true;
     int64_t resident = 0;
-    dispatch_gemv_tile(n, [&]<class Cfg>() {
+    dispatch_gemv_tile<32>(n, [&]<class Cfg>() {
       p.rows_per_cta = Cfg::kRows, p.tokens_per_cta = Cfg::kN, resident = int64_t{Cfg::kMinBlocks} * sms;
     });
     if (n <= 0) return p;  // nothing to split
@@ -275,7 +275,7 @@ void launch_fpx_gemm(const FpxLaunch& l) {
   const FpxGemmPlan p = fpx_gemm_plan(l.plan, l.row_tiles, l.col_units, l.cols, l.n, sm_count());
   const bool hopper = p.hopper && reinterpret_cast<uintptr_t>(l.x) % 16 == 0;
   dispatch_format(l, [&]<int kE, int kM, bool kBf16>() {
-    if (p.gemv) return dispatch_gemv_tile(l.n, [&]<class Cfg>() { launch_gemv_tile<kE, kM, kBf16, Cfg>(l); });
+    if (p.gemv) return dispatch_gemv_tile<32>(l.n, [&]<class Cfg>() { launch_gemv_tile<kE, kM, kBf16, Cfg>(l); });
     if constexpr (kE == 3 && kM == 2 || kE == 2 && kM == 3) {
       if (hopper) return dispatch_hopper_tile(p.tile, [&]<class Cfg>() { launch_wgmma_tile<kE, kM, kBf16, Cfg>(l); });
     }

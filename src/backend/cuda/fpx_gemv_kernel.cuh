@@ -198,13 +198,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
 // The tile for calls (or experts' items) of up to n tokens: 8, 16, 32 or 64 per CTA, from the
 // sweep of `fp6serve_bench_gemm --gemv` on the H100 (bench/results/2026-11-24-decode-h100.md).
 // fpx_gemm_plan uses it up to kFpxGemvMaxTokens (32 on measured layers), the grouped expert
-// GEMM for every token block.
-template <typename F>
+// GEMM for every token block. kMaxTile: the largest tile a caller instantiates (more tokens
+// run in blocks of it).
+template <int kMaxTile = 64, typename F>
 void dispatch_gemv_tile(int64_t n, F&& f) {
   if (n <= 8) return f.template operator()<GemvTile<8, 8, 2, 4>>();
   if (n <= 16) return f.template operator()<GemvTile<16, 8, 2, 3>>();
-  if (n <= 32) return f.template operator()<GemvTile<32, 8, 2, 2>>();
-  return f.template operator()<GemvTile<64, 8, 2, 2>>();
+  if constexpr (kMaxTile > 32)
+    if (n > 32) return f.template operator()<GemvTile<64, 8, 2, 2>>();
+  return f.template operator()<GemvTile<32, 8, 2, 2>>();
 }
 
 template <int kE, int kM, bool kBf16, class Cfg>

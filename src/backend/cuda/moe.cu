@@ -187,11 +187,7 @@ __global__ void moe_combine_kernel(const T* __restrict__ ys, const int32_t* __re
 // The grouped FPx GEMM.
 
 // The experts' items run the small-n kernel (fpx_gemv_kernel.cuh) in its grouped form, with
-// its tile for the token block: 8, 16, 32 or 64 tokens.
-template <typename F>
-void dispatch_expert_tile(int block_tokens, F&& f) {
-  dispatch_gemv_tile(block_tokens, std::forward<F>(f));
-}
+// its tile for the token block (dispatch_gemv_tile: 8, 16, 32 or 64 tokens).
 
 template <typename F>
 void dispatch_expert_format(const fpx::PackPlan& plan, F&& f) {
@@ -234,7 +230,7 @@ void launch_expert_tile(const GemmArgs& a, const DeviceExperts& w, const int32_t
 
 int64_t row_blocks_of(const DeviceExperts& w, int block_tokens) {
   int rows = 0;
-  dispatch_expert_tile(block_tokens, [&]<class Cfg>() { rows = Cfg::kRows; });
+  dispatch_gemv_tile(block_tokens, [&]<class Cfg>() { rows = Cfg::kRows; });
   const int64_t tiles = rows / fpx::kUnitRows;
   return (w.row_tiles() + tiles - 1) / tiles;
 }
@@ -304,7 +300,7 @@ int expert_gemm_block_tokens(int64_t tokens, int64_t top_k, int64_t experts) {
   const double mean = static_cast<double>(tokens) * static_cast<double>(top_k) / static_cast<double>(experts);
   const double expected_max = std::min(static_cast<double>(tokens), mean + 3.0 * std::sqrt(mean) + 1.0);
   int block = 0;
-  dispatch_expert_tile(static_cast<int>(std::min(expected_max, 64.0)), [&]<class Cfg>() { block = Cfg::kN; });
+  dispatch_gemv_tile(static_cast<int>(std::min(expected_max, 64.0)), [&]<class Cfg>() { block = Cfg::kN; });
   return block;
 }
 
@@ -321,7 +317,7 @@ ExpertGemmPlan plan_expert_gemm(const DeviceExperts& w, int64_t tokens, int64_t 
   const int64_t ctas = row_blocks_of(w, p.block_tokens) * std::max<int64_t>(active, 1);
   const int64_t max_splits = std::max<int64_t>(1, w.col_units() / 4);
   int64_t resident = 0;
-  dispatch_expert_tile(p.block_tokens, [&]<class Cfg>() { resident = int64_t{Cfg::kMinBlocks} * sm_count(); });
+  dispatch_gemv_tile(p.block_tokens, [&]<class Cfg>() { resident = int64_t{Cfg::kMinBlocks} * sm_count(); });
   int64_t s = std::clamp<int64_t>(resident / ctas, 1, max_splits);
   while (s > 1 && partial_bytes(w, assignments, static_cast<int>(s)) > (size_t{64} << 20)) --s;
   if (static_cast<size_t>(row_blocks_of(w, p.block_tokens) * p.max_items) * sizeof(int) > kFpxCounterBytes) s = 1;
@@ -360,7 +356,7 @@ void expert_gemm(const void* x, DType act, const DeviceExperts& w, const int32_t
   a.splits = std::min<int>(plan.splits, static_cast<int>(w.col_units()));
   a.x_vec = w.cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
   dispatch_expert_format(*w.plan, [&]<int kE, int kM, bool kBf16>() {
-    dispatch_expert_tile(plan.block_tokens, [&]<class Cfg>() {
+    dispatch_gemv_tile(plan.block_tokens, [&]<class Cfg>() {
       FP6_CUDA_REQUIRE(Cfg::kN == plan.block_tokens, kInternal, "expert_gemm: the plan's token block is no tile");
       launch_expert_tile<kE, kM, kBf16, Cfg>(a, w, work, num_work, plan.max_items, stream);
     });
