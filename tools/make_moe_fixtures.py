@@ -533,11 +533,17 @@ def make_one(spec, out_root, seed):
             shutil.rmtree(out_dir)
         names = write_checkpoint(model, spec, source_dir, out_dir)
         ref_model = load_written(out_dir)
+        worst = 0.0
         for ids in prompts:  # what transformers reads back computes what was built
             built = logits_of(model, ids).logits
             d = (logits_of(ref_model, ids).logits - built).abs().max().item()
-            if d > 1e-3 * max(1.0, built.abs().max().item()):  # FP32 arithmetic-order noise, not a wrong tensor
-                raise SystemExit(f"{spec['name']}: the reloaded checkpoint differs from the built model by {d}")
+            worst = max(worst, d / max(1.0, built.abs().max().item()))
+        if worst > 1e-3:  # more than FP32 arithmetic-order noise: a wrong tensor, or a router near a
+            # tie that the two expert implementations (fused, one by one) break differently. A
+            # wrong tensor fails for every seed (the loop's end says so); a tie only for this one.
+            log(f"{spec['name']}: seed {model_seed}: the reloaded checkpoint differs from the built model "
+                f"by {worst:.3g} (relative): drawing again")
+            continue
         watch = RouterWatch(ref_model, ref_model.config.num_experts_per_tok)
         arrays, prompt_info, greedy_info, batch_stats = make_reference(ref_model, spec, source_dir, out_dir, watch)
         watch.close()
@@ -545,7 +551,8 @@ def make_one(spec, out_root, seed):
         if watch.min_margin >= MARGIN_THRESHOLD:
             break
     else:
-        raise SystemExit(f"{spec['name']}: no seed kept the router {MARGIN_THRESHOLD} away from ties")
+        raise SystemExit(f"{spec['name']}: no seed kept the router {MARGIN_THRESHOLD} away from ties "
+                         "and read back the same logits")
     lp = low_precision(out_dir, prompt_info, arrays)
     save_file({k: v.contiguous() for k, v in sorted(arrays.items())}, str(out_dir / "reference.safetensors"),
               metadata={"format": "pt"})
