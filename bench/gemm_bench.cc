@@ -1,7 +1,8 @@
 // FPx linear on the GPU against cuBLAS FP16 (issue #3), in one run on one device:
-//   build-device/bench/fp6serve_bench_gemm [--quick | --profile | --no-tiles | --hopper | --gemv]
+//   build-device/bench/fp6serve_bench_gemm [--quick | --profile | --no-tiles | --hopper | --gemv | --moe]
 // --hopper: the Hopper kernel's tile and split sweep alone (hopper_sweep below); --gemv: the
-// small-n kernel's (gemv_sweep).
+// small-n kernel's (gemv_sweep); --moe: the grouped expert GEMM of moe.cu on MoE shapes
+// against one fpx_linear per expert (moe_sweep).
 // --profile: three launches per case on two shapes, nothing timed (for ncu). The tile sweep
 // (skipped by --quick and --no-tiles) times every CTA shape of fpx_tile_sweep.cu at its best
 // split for N = 1, 16, 32, 64: how fpx_gemm.cu's tiles were chosen. Built with
@@ -20,6 +21,8 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <numeric>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -27,6 +30,7 @@
 #include "backend/cuda/device.h"
 #include "backend/cuda/fpx_gemm.h"
 #include "backend/cuda/linear.h"
+#include "backend/cuda/moe.h"
 #include "bench/fpx_tile_sweep.h"
 #include "core/half.h"
 #include "fpx/pack.h"
@@ -414,6 +418,243 @@ int gemv_sweep() {
   return 0;
 }
 
+// --moe: the grouped expert GEMM of moe.cu (issue #17: >= 80% of the read bandwidth at 1-8
+// tokens per expert), FP6 e3m2, on Mixtral-8x7B's experts (8 of hidden 4096, intermediate
+// 14336, top-2) and Qwen3-30B-A3B's (128 of hidden 2048, intermediate 768, top-8), laid out as
+// the CUDA backend lays them out (gate_up [2 x intermediate, hidden], down [hidden,
+// intermediate]). Per batch of tokens routed top-k, randomly (k distinct experts per token,
+// uniform, seeded) or balanced (every expert the same count), the plan, moe_group's work list
+// and the expert_gemm launches exactly as CudaBackend::moe makes them (gate_up, down, and the
+// two back to back), against the same experts one fpx_linear call per active expert. Bytes
+// are the active experts' packed weights and scales (each read once); % is of the read
+// bandwidth measured at the start of the run. Each grouped output is checked against the
+// per-expert fpx_linear outputs of the same run (max error over the largest output; the K
+// splits differ, so FP16 rounding apart). Expert sets rotate over copies that hold more than
+// 3x the L2 at the fewest active experts (one token: top-k of them).
+struct MoeModel {
+  const char* name;
+  int64_t hidden, inter, experts, top_k;
+};
+const MoeModel kMoeModels[] = {{"Mixtral-8x7B", 4096, 14336, 8, 2}, {"Qwen3-30B-A3B", 2048, 768, 128, 8}};
+
+// One kind of one model's experts: `copies` of them both grouped (one buffer, as moe.h's
+// DeviceExperts) and as one fpx_linear weight per expert, the same packed bytes.
+struct MoeExperts {
+  std::string name;
+  std::vector<cuda::DeviceExperts> grouped;
+  std::vector<std::vector<cuda::DeviceFpxWeight>> single;
+  int64_t bytes_per_expert = 0;  // packed units + scales
+
+  MoeExperts(const std::string& n, int64_t experts, int64_t rows, int64_t cols, int64_t min_active, size_t l2)
+      : name(n) {
+    std::vector<cuda::DeviceFpxWeight> first;
+    cuda::DeviceBuffer values(static_cast<size_t>(rows * cols) * 2);
+    for (int64_t e = 0; e < experts; ++e) {
+      cuda::fill_normal(values.data(), rows * cols, 17 + static_cast<uint64_t>(e), 0.02f, false);
+      first.push_back(cuda::quantize_on_device(values.data(), DType::kF16, rows, cols, fpx::kE3M2, DType::kF16,
+                                               fmt::format("{} expert {}", n, e)));
+    }
+    const size_t data_bytes = first[0].data.size(), scale_bytes = first[0].scales.size();
+    bytes_per_expert = static_cast<int64_t>(data_bytes + scale_bytes);
+    const int copies =
+        static_cast<int>(std::max<size_t>(2, 3 * l2 / static_cast<size_t>(min_active * bytes_per_expert) + 1));
+    auto d2d = [](void* dst, const void* src, size_t bytes) {
+      FP6_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+    };
+    for (int c = 0; c < copies; ++c) {
+      cuda::DeviceExperts& g = grouped.emplace_back();
+      g.num_experts = experts, g.rows = rows, g.cols = cols, g.plan = first[0].plan;
+      FP6_CUDA_REQUIRE(static_cast<size_t>(g.expert_bytes()) == data_bytes &&
+                           scale_bytes == static_cast<size_t>(g.row_tiles() * fpx::kUnitRows) * sizeof(float),
+                       kInternal, "--moe: the grouped layout differs from fpx_linear's weight");
+      g.data = cuda::DeviceBuffer(data_bytes * static_cast<size_t>(experts));
+      g.scales = cuda::DeviceBuffer(scale_bytes * static_cast<size_t>(experts));
+      std::vector<cuda::DeviceFpxWeight>& s = single.emplace_back();
+      for (int64_t e = 0; e < experts; ++e) {
+        const cuda::DeviceFpxWeight& src = first[static_cast<size_t>(e)];
+        d2d(g.data.as<uint8_t>() + e * data_bytes, src.data.data(), data_bytes);
+        d2d(g.scales.as<uint8_t>() + e * scale_bytes, src.scales.data(), scale_bytes);
+        if (c == 0) continue;
+        cuda::DeviceFpxWeight& w = s.emplace_back();
+        w.plan = src.plan, w.rows = rows, w.cols = cols;
+        w.data = cuda::DeviceBuffer(data_bytes);
+        w.scales = cuda::DeviceBuffer(scale_bytes);
+        d2d(w.data.data(), src.data.data(), data_bytes);
+        d2d(w.scales.data(), src.scales.data(), scale_bytes);
+      }
+    }
+    single[0] = std::move(first);
+  }
+};
+
+// Token t's choices ids[t * top_k + s]: k distinct experts uniformly at random (seeded), or
+// balanced, (t * top_k + s) mod experts (every expert tokens * top_k / experts of them).
+std::vector<int32_t> moe_routing(int64_t tokens, int64_t experts, int64_t top_k, bool balanced, uint64_t seed) {
+  std::vector<int32_t> ids(static_cast<size_t>(tokens * top_k));
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> perm(static_cast<size_t>(experts));
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::iota(perm.begin(), perm.end(), 0);
+    for (int64_t s = 0; s < top_k; ++s) {
+      int64_t pick = (t * top_k + s) % experts;
+      if (!balanced) {
+        std::swap(perm[static_cast<size_t>(s)],
+                  perm[static_cast<size_t>(s + static_cast<int64_t>(rng() % static_cast<uint64_t>(experts - s)))]);
+        pick = perm[static_cast<size_t>(s)];
+      }
+      ids[static_cast<size_t>(t * top_k + s)] = static_cast<int32_t>(pick);
+    }
+  }
+  return ids;
+}
+
+int moe_sweep() {
+  cudaDeviceProp prop{};
+  FP6_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const size_t l2 = static_cast<size_t>(prop.l2CacheSize);
+  const double read_gbs = cuda::read_bandwidth_gbs();
+  const std::vector<int64_t> per_expert = {1, 2, 4, 8};  // tokens per expert, over all experts
+  std::string table =
+      "| model | routing | tokens | tokens per expert | active experts | tokens per active expert (mean, max) | "
+      "linear (rows x cols) | tile; split; items | grouped µs | MB read | GB/s | % of read BW | per-expert "
+      "fpx_linear µs (launches) | grouped speedup | max error |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+      "---|---|\n";
+  double worst_err = 0;
+  int target_rows = 0, target_met = 0;
+  double worst_target = 1e30;
+  bool wrong = false;
+  std::string models;
+  for (const MoeModel& m : kMoeModels) {
+    models += fmt::format("{}{} {} of hidden {}, intermediate {}, top-{}", models.empty() ? "" : "; ", m.name,
+                          m.experts, m.hidden, m.inter, m.top_k);
+    const int64_t e_count = m.experts, k = m.top_k;
+    // (tokens, balanced): one token (decode at batch 1), then 1, 2, 4, 8 tokens per expert.
+    std::vector<std::pair<int64_t, bool>> cases = {{1, false}};
+    for (int64_t t : per_expert)
+      for (bool balanced : {false, true}) cases.push_back({t * e_count / k, balanced});
+    int64_t max_tokens = 0;
+    for (const auto& c : cases) max_tokens = std::max(max_tokens, c.first);
+    const int64_t max_rows = max_tokens * k;
+    std::vector<MoeExperts> kinds;
+    kinds.emplace_back("gate_up", e_count, 2 * m.inter, m.hidden, k, l2);
+    kinds.emplace_back("down", e_count, m.hidden, m.inter, k, l2);
+    const int64_t max_in = std::max(m.hidden, m.inter), max_out = std::max(2 * m.inter, m.hidden);
+    cuda::DeviceBuffer x(static_cast<size_t>(max_rows * max_in) * 2), y(static_cast<size_t>(max_rows * max_out) * 2),
+        ref(static_cast<size_t>(max_rows * max_out) * 2);
+    cuda::fill_normal(x.data(), max_rows * max_in, 5, 1.0f, false);
+    size_t ws_bytes = 0;
+    for (const auto& c : cases)
+      for (const MoeExperts& kind : kinds)
+        ws_bytes = std::max({ws_bytes,
+                             cuda::expert_gemm_workspace_bytes(kind.grouped[0], c.first * k,
+                                                               cuda::plan_expert_gemm(kind.grouped[0], c.first, k)),
+                             cuda::fpx_linear_workspace_bytes(kind.single[0][0], c.first)});
+    cuda::DeviceBuffer ws(ws_bytes);
+    FP6_CUDA_CHECK(cudaMemset(ws.data(), 0, ws_bytes));  // the workspace contract
+    cuda::DeviceBuffer ids_d(static_cast<size_t>(max_rows) * 4), offsets_d(static_cast<size_t>(e_count + 1) * 4),
+        order_d(static_cast<size_t>(max_rows) * 4), row_of_d(static_cast<size_t>(max_rows) * 4), num_work_d(4);
+    for (const auto& [tokens, balanced] : cases) {
+      const int64_t rows = tokens * k;
+      const std::vector<int32_t> ids = moe_routing(tokens, e_count, k, balanced, 1000 + static_cast<uint64_t>(tokens));
+      ids_d.upload(ids.data(), ids.size() * 4);
+      // The grouping and work list as CudaBackend::moe makes them.
+      const int block = cuda::expert_gemm_block_tokens(tokens, k, e_count);
+      const int64_t max_items = cuda::moe_max_work_items(rows, e_count, block);
+      cuda::DeviceBuffer work_d(static_cast<size_t>(3 * max_items) * 4);
+      cuda::moe_group(ids_d.as<int32_t>(), rows, e_count, block, offsets_d.as<int32_t>(), order_d.as<int32_t>(),
+                      row_of_d.as<int32_t>(), work_d.as<int32_t>(), num_work_d.as<int32_t>(), nullptr);
+      std::vector<int32_t> offsets(static_cast<size_t>(e_count + 1));
+      int32_t items = 0;
+      offsets_d.download(offsets.data(), offsets.size() * 4);
+      num_work_d.download(&items, 4);
+      int64_t active = 0, most = 0;
+      for (int64_t e = 0; e < e_count; ++e) {
+        const int64_t count = offsets[static_cast<size_t>(e + 1)] - offsets[static_cast<size_t>(e)];
+        active += count > 0;
+        most = std::max(most, count);
+      }
+      // Grouped: one expert_gemm per kind, its plan from the token count, as the model calls it.
+      auto grouped = [&](const MoeExperts& kind, int i, void* out) {
+        const cuda::DeviceExperts& w = kind.grouped[static_cast<size_t>(i) % kind.grouped.size()];
+        cuda::expert_gemm(x.data(), DType::kF16, w, work_d.as<int32_t>(), num_work_d.as<int32_t>(), rows,
+                          cuda::plan_expert_gemm(w, tokens, k), out, ws.data(), ws_bytes, nullptr);
+      };
+      // The baseline: one fpx_linear per expert with tokens, on its rows of the grouped order.
+      auto each = [&](const MoeExperts& kind, int i, void* out) {
+        const std::vector<cuda::DeviceFpxWeight>& w = kind.single[static_cast<size_t>(i) % kind.single.size()];
+        const int64_t in = w[0].cols, out_cols = w[0].rows;
+        for (int64_t e = 0; e < e_count; ++e) {
+          const int64_t r0 = offsets[static_cast<size_t>(e)], count = offsets[static_cast<size_t>(e + 1)] - r0;
+          if (count > 0)
+            cuda::fpx_linear(x.as<uint8_t>() + r0 * in * 2, DType::kF16, count, w[static_cast<size_t>(e)], nullptr,
+                             static_cast<uint8_t*>(out) + r0 * out_cols * 2, ws.data(), ws_bytes, nullptr);
+        }
+      };
+      const bool in_target = rows % e_count == 0 && rows / e_count <= 8;  // 1-8 tokens per expert
+      double bytes_sum = 0;
+      // A row; one_launch: a grouped GEMM alone (counted for the target).
+      auto add_row = [&](const std::string& linear, const std::string& plan, double tg, double te, int64_t launches,
+                         double bytes, const std::string& err, bool one_launch) {
+        const double gbs = bytes / tg / 1e3, pct = 100.0 * gbs / read_gbs;
+        table += fmt::format(
+            "| {} | {} | {} | {:.3g} | {} | {:.2f}, {} | {} | {} | {:.1f} | {:.1f} | {:.0f} | {:.0f}% | {:.1f} ({}) | "
+            "{:.2f}x | {} |\n",
+            m.name, balanced ? "balanced" : "random", tokens, static_cast<double>(rows) / static_cast<double>(e_count),
+            active, static_cast<double>(rows) / static_cast<double>(active), most, linear, plan, tg, bytes / 1e6, gbs,
+            pct, te, launches, te / tg, err);
+        if (in_target && one_launch) {
+          ++target_rows, target_met += pct >= 80.0;
+          worst_target = std::min(worst_target, pct);
+        }
+      };
+      for (const MoeExperts& kind : kinds) {
+        const cuda::DeviceExperts& w0 = kind.grouped[0];
+        const cuda::ExpertGemmPlan plan = cuda::plan_expert_gemm(w0, tokens, k);
+        FP6_CUDA_REQUIRE(plan.block_tokens == block && plan.max_items == max_items, kInternal,
+                         "--moe: the plan's token tile differs from the work list's");
+        const size_t count = static_cast<size_t>(rows * w0.rows);
+        FP6_CUDA_CHECK(cudaMemset(y.data(), 0xff, count * 2));  // NaN
+        FP6_CUDA_CHECK(cudaMemset(ref.data(), 0xff, count * 2));
+        grouped(kind, 0, y.data());
+        each(kind, 0, ref.data());
+        FP6_CUDA_CHECK(cudaDeviceSynchronize());
+        const double err = relative_error(y, ref, count);
+        worst_err = std::max(worst_err, err);
+        if (!(err < 2e-3)) {
+          fmt::print("WRONG: {} {} {} tokens ({}): grouped vs per-expert relative error {:.3g}\n", m.name, kind.name,
+                     tokens, balanced ? "balanced" : "random", err);
+          wrong = true;
+        }
+        const double tg = time_us([&](int i) { grouped(kind, i, y.data()); });
+        const double te = time_us([&](int i) { each(kind, i, ref.data()); });
+        const double bytes = static_cast<double>(active * kind.bytes_per_expert);
+        bytes_sum += bytes;
+        add_row(fmt::format("{} {}x{}", kind.name, w0.rows, w0.cols),
+                fmt::format("{}; {}; {} of {}", plan.block_tokens, plan.splits, items, max_items), tg, te, active,
+                bytes, fmt::format("{:.2g}", err), true);
+      }
+      // The two back to back (without the silu between them), as one layer's grouped GEMMs.
+      const double tg = time_us([&](int i) {
+        grouped(kinds[0], i, y.data());
+        grouped(kinds[1], i, y.data());
+      });
+      const double te = time_us([&](int i) {
+        each(kinds[0], i, ref.data());
+        each(kinds[1], i, ref.data());
+      });
+      add_row("gate_up + down", "-", tg, te, 2 * active, bytes_sum, "-", false);
+      fmt::print("{} {} tokens ({}) done\n", m.name, tokens, balanced ? "balanced" : "random");
+    }
+  }
+  fmt::print(
+      "=== table ===\ndevice: {}\nFP6 e3m2 experts: {}\nread bandwidth {:.0f} GB/s; worst grouped vs per-expert "
+      "relative error: {:.3g}\n"
+      "target (a grouped GEMM >= 80% of the read bandwidth at 1-8 tokens per expert): {} of {} launches, the "
+      "worst {:.0f}%\n\n{}=== end ===\n",
+      cuda::device_summary(), models, read_gbs, worst_err, target_met, target_rows, worst_target, table);
+  return wrong ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -421,6 +662,7 @@ int main(int argc, char** argv) {
   cuda::require_device();
   if (mode == "--hopper") return hopper_sweep();
   if (mode == "--gemv") return gemv_sweep();
+  if (mode == "--moe") return moe_sweep();
   const bool quick = mode == "--quick", profile = mode == "--profile",
              tiles = !quick && !profile && mode != "--no-tiles";
   cudaDeviceProp prop{};

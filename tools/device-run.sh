@@ -25,7 +25,8 @@
 #   random ids, FP6SERVE_SERVE_ARGS added; one CSV per shape ($OUT/serve-<shape>.csv, plotted
 #   here afterwards: the GPU machine has no gnuplot).
 # The bench step runs the GPU benchmarks named in FP6SERVE_BENCHES (default: gemm), each with
-# the arguments in FP6SERVE_BENCH_ARGS (e.g. --quick).
+# the arguments in FP6SERVE_BENCH_ARGS (e.g. --quick; --moe: the grouped expert GEMM of the MoE
+# layer alone, on the Mixtral-8x7B and Qwen3-30B-A3B expert shapes).
 set -uo pipefail
 OUT=${OUT:-/tmp/fp6serve-out}
 mkdir -p "$OUT"
