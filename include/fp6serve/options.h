@@ -22,9 +22,10 @@ namespace fp6serve {
 
 struct Options {
   // --- Loading
-  // wf6af16 (FP6 e3m2), wf5af16 (e2m2), wf4af16 (e2m1), any eXmY format, or fp16, bf16, fp32
-  // for unquantized weights. Empty: wf6af16, or the mode a prequantized checkpoint was
-  // written in (fp6serve quantize).
+  // wf6af16 (FP6: each linear layer e2m3 or e3m2, whichever quantizes it with less squared
+  // error; docs/quality.md), wf5af16 (e2m2), wf4af16 (e2m1), any eXmY format (that format in
+  // every layer, e.g. e3m2), or fp16, bf16, fp32 for unquantized weights. Empty: wf6af16, or
+  // the mode a prequantized checkpoint was written in (fp6serve quantize).
   std::string quantization_mode;
   // Each row's scale: "min-error" (the default: the scale of least squared error among
   // absmax x 1, 0.99, ..., 0.75) or "absmax" (max |w| / the format's max, as FP6-LLM);

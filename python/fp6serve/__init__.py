@@ -305,8 +305,9 @@ def pipeline(
 
     model_dir: a Hugging Face checkpoint directory (config.json, *.safetensors,
     tokenizer.json) or the output of `fp6serve quantize`.
-    quantization_mode: "wf6af16" (FP6 e3m2), "wf5af16", "wf4af16", any "eXmY", or "fp16",
-    "bf16", "fp32"; None: wf6af16, or the mode a prequantized checkpoint was written in.
+    quantization_mode: "wf6af16" (FP6, e2m3 or e3m2 per layer), "wf5af16", "wf4af16", any
+    "eXmY" (that format in every layer, e.g. "e3m2"), or "fp16", "bf16", "fp32"; None:
+    wf6af16, or the mode a prequantized checkpoint was written in.
     device: "auto" (the GPU when there is one), "cpu" or "cuda".
     options: the other fields of fp6serve::Options (quantization_scale, threads,
     max_batch_tokens, max_model_len, kv_cache_bytes, gpu_memory_utilization, ...;

@@ -30,7 +30,8 @@ Action add_quantize(CLI::App& app) {
   cmd->add_option("--model", a->model, "Hugging Face model directory")->required();
   cmd->add_option("--out", a->out, "Output directory")->required();
   cmd->add_option("--quantization-mode", a->options.quantization_mode,
-                  fmt::format("An FPx mode: wf6af16 (default), wf5af16, wf4af16 or eXmY"));
+                  fmt::format("An FPx mode: wf6af16 (default; FP6, e2m3 or e3m2 per layer), wf5af16, wf4af16 or "
+                              "eXmY (that format in every layer, e.g. e3m2)"));
   cmd->add_option("--quantization-scale", a->options.quantization_scale,
                   "Each row's scale: absmax, or min-error (least squared error; docs/quality.md)")
       ->capture_default_str();

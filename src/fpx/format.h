@@ -80,9 +80,14 @@ FP6_HOST_DEVICE inline uint8_t encode(const EncodeParams& p, float x) {
   // up to the smallest normal) is also that normal's code.
   const float scaled = a * p.subnormal_scale + 0x1p23f;
   const uint32_t subnormal = __builtin_bit_cast(uint32_t, scaled) - 0x4B000000u;
-  uint32_t magnitude = a < p.min_normal ? subnormal : normal;
-  if (!(a < p.max_value) || magnitude > p.max_magnitude) magnitude = p.max_magnitude;
-  return static_cast<uint8_t>(sign | magnitude);
+  // Selected by masks, not branches: which of the two applies is a coin toss for e2m3 on
+  // Gaussian rows (a third of the values are subnormal), and a mispredicted branch per value
+  // made e2m3 quantize 2.4 times slower than e3m2 on the CPU.
+  const uint32_t is_subnormal = 0u - static_cast<uint32_t>(a < p.min_normal);
+  const uint32_t magnitude = (subnormal & is_subnormal) | (normal & ~is_subnormal);
+  const uint32_t saturate =
+      0u - (static_cast<uint32_t>(!(a < p.max_value)) | static_cast<uint32_t>(magnitude > p.max_magnitude));
+  return static_cast<uint8_t>(sign | (p.max_magnitude & saturate) | (magnitude & ~saturate));
 }
 
 // The encoder constants plus the decode table of one format.

@@ -44,9 +44,15 @@ inline PackedWeight pack(const QuantizedMatrix& q, DType target) {
 
 // Quantizes and packs in one pass over 16-row tiles, never holding more than a tile of codes
 // per thread: what quantize-on-load uses. Several parts with the same column count are
-// stacked along rows (q, k and v become one weight).
+// stacked along rows (q, k and v become one weight). With `error`, also the summed squared
+// error, bit for bit quantization_error's (quantize.h).
 PackedWeight quantize_pack(std::span<const MatrixView> parts, Format format, DType target,
-                           ScaleRule rule = ScaleRule::kAbsmax);
+                           ScaleRule rule = ScaleRule::kAbsmax, double* error = nullptr);
+// The packing in the best of `formats` (best_format's choice, first on ties), bit for bit
+// quantize_pack(parts, best_format(parts, formats, rule), target, rule), but quantizing in
+// each format once: packs them in turn and keeps the one of least error.
+PackedWeight quantize_pack_best(std::span<const MatrixView> parts, std::span<const Format> formats, DType target,
+                                ScaleRule rule);
 inline PackedWeight quantize_pack(const MatrixView& src, Format format, DType target,
                                   ScaleRule rule = ScaleRule::kAbsmax) {
   return quantize_pack(std::span<const MatrixView>(&src, 1), format, target, rule);

@@ -29,37 +29,49 @@ void check_view(const MatrixView& src) {
   FP6_ASSERT(false);
 }
 
-// The scale of ScaleRule::kMinError for one row (see quantize.h), from its absmax scale.
-float min_error_scale(std::span<const float> row, const Codec& codec, float absmax_scale) {
+// The scale of ScaleRule::kMinError for one row (see quantize.h), from its absmax scale, and
+// its error.
+float min_error_scale(std::span<const float> row, const Codec& codec, float absmax_scale, double* best_error) {
   float best = absmax_scale;
-  double best_error = INFINITY;
+  *best_error = INFINITY;
   for (int step = 0; step <= kMinErrorSteps; ++step) {
     const float s = absmax_scale * (1.0f - kMinErrorStep * static_cast<float>(step));
     if (s == 0.0f) break;  // a subnormal absmax scale: nothing smaller to try
-    double error = 0;
-    for (float v : row) {
-      const double d = static_cast<double>(v) - static_cast<double>(s * codec.decode(codec.encode(v / s)));
-      error += d * d;
-    }
-    if (error < best_error) best_error = error, best = s;
+    const double error = row_error(row, codec, s);
+    if (error < *best_error) *best_error = error, best = s;
   }
   return best;
 }
 
 }  // namespace
 
-float choose_scale(std::span<const float> row, const Codec& codec, ScaleRule rule) {
+double row_error(std::span<const float> row, const Codec& codec, float scale) {
+  double error = 0;
+  for (float v : row) {
+    const double d = static_cast<double>(v) - static_cast<double>(scale * codec.decode(codec.encode(v / scale)));
+    error += d * d;
+  }
+  return error;
+}
+
+float choose_scale(std::span<const float> row, const Codec& codec, ScaleRule rule, double* error) {
   float amax = 0.0f;
   for (float v : row) amax = std::max(amax, std::fabs(v));
   float scale = amax / static_cast<float>(codec.format().max_value());
   // A zero row, or one so tiny that its scale underflows, quantizes to zeros with scale 1.
   if (scale == 0.0f) scale = 1.0f;
-  if (rule == ScaleRule::kMinError && amax > 0.0f) scale = min_error_scale(row, codec, scale);
+  if (rule == ScaleRule::kMinError && amax > 0.0f) {
+    double e;
+    scale = min_error_scale(row, codec, scale, &e);
+    if (error) *error = e;
+  } else if (error) {
+    *error = row_error(row, codec, scale);
+  }
   return scale;
 }
 
 void quantize_rows(const MatrixView& src, const Codec& codec, int64_t row_begin, int64_t row_end, uint8_t* codes,
-                   int64_t codes_stride, float* scales, ScaleRule rule) {
+                   int64_t codes_stride, float* scales, ScaleRule rule, double* row_errors) {
   check_view(src);
   std::vector<float> row(static_cast<size_t>(src.cols));
   const size_t element = dtype_size(src.dtype);
@@ -69,7 +81,7 @@ void quantize_rows(const MatrixView& src, const Codec& codec, int64_t row_begin,
     uint32_t non_finite = 0;
     for (float v : row) non_finite |= (std::bit_cast<uint32_t>(v) & 0x7F800000u) == 0x7F800000u;
     if (non_finite) throw_non_finite(src, r, row.data());
-    const float scale = choose_scale(row, codec, rule);
+    const float scale = choose_scale(row, codec, rule, row_errors ? row_errors + (r - row_begin) : nullptr);
     uint8_t* out = codes + (r - row_begin) * codes_stride;
     for (int64_t c = 0; c < src.cols; ++c) out[c] = codec.encode(row[c] / scale);
     scales[r - row_begin] = scale;
@@ -84,6 +96,41 @@ ScaleRule parse_scale_rule(std::string_view name) {
 
 const char* scale_rule_name(ScaleRule rule) {
   return rule == ScaleRule::kMinError ? "min-error" : "absmax";
+}
+
+double quantization_error(std::span<const MatrixView> parts, Format format, ScaleRule rule) {
+  const Codec codec(format);
+  double total = 0;
+  for (const MatrixView& p : parts) {
+    check_view(p);
+    std::vector<double> errors(static_cast<size_t>(p.rows));
+    ThreadPool::global()->parallel_for(p.rows, [&](int64_t begin, int64_t end) {
+      std::vector<float> row(static_cast<size_t>(p.cols));
+      const size_t element = dtype_size(p.dtype);
+      for (int64_t r = begin; r < end; ++r) {
+        convert_to_f32(static_cast<const uint8_t*>(p.data) + static_cast<size_t>(r * p.cols) * element, p.dtype,
+                       row.data(), row.size());
+        uint32_t non_finite = 0;
+        for (float v : row) non_finite |= (std::bit_cast<uint32_t>(v) & 0x7F800000u) == 0x7F800000u;
+        if (non_finite) throw_non_finite(p, r, row.data());
+        choose_scale(row, codec, rule, &errors[static_cast<size_t>(r)]);
+      }
+    });
+    for (double e : errors) total += e;
+  }
+  return total;
+}
+
+Format best_format(std::span<const MatrixView> parts, std::span<const Format> formats, ScaleRule rule) {
+  FP6_CHECK(!formats.empty(), kInvalidArgument, "best_format: no format to choose from");
+  if (formats.size() == 1) return formats[0];
+  Format best = formats[0];
+  double best_error = INFINITY;
+  for (Format f : formats) {
+    const double e = quantization_error(parts, f, rule);
+    if (e < best_error) best_error = e, best = f;
+  }
+  return best;
 }
 
 QuantizedMatrix quantize(const MatrixView& src, Format format, ScaleRule rule) {

@@ -5,6 +5,10 @@
 // others) and keeps the one with the least squared error of the dequantized row (the first on
 // ties). An all-zero row gets scale 1 and zero codes (nothing divides by zero); NaN or Inf
 // anywhere is an error naming the tensor and the position.
+//
+// best_format picks, for one linear layer, the format (of a few of one width, e.g. FP6's e2m3
+// and e3m2) that quantizes it with the least summed squared error: what the default mode
+// wf6af16 does per layer (model/quantization.h, docs/quality.md).
 #pragma once
 
 #include <cstdint>
@@ -43,13 +47,28 @@ struct QuantizedMatrix {
   std::vector<float> scales;   // [rows]
 };
 
-// The scale `rule` gives one row of finite values.
-float choose_scale(std::span<const float> row, const Codec& codec, ScaleRule rule);
+// The scale `rule` gives one row of finite values; with `error`, also that row's squared error
+// at that scale (row_error).
+float choose_scale(std::span<const float> row, const Codec& codec, ScaleRule rule, double* error = nullptr);
+
+// The squared error of one row quantized at `scale`: the sum over its values v of
+// (v - scale * decode(encode(v / scale)))^2, in double, in column order.
+double row_error(std::span<const float> row, const Codec& codec, float scale);
 
 // Quantizes rows [row_begin, row_end) of src into codes (row stride codes_stride) and
-// scales, both indexed from row_begin. Single-threaded; quantize() and the packers split rows.
+// scales, both indexed from row_begin; with row_errors (indexed alike), each row's squared
+// error too. Single-threaded; quantize() and the packers split rows.
 void quantize_rows(const MatrixView& src, const Codec& codec, int64_t row_begin, int64_t row_end, uint8_t* codes,
-                   int64_t codes_stride, float* scales, ScaleRule rule = ScaleRule::kAbsmax);
+                   int64_t codes_stride, float* scales, ScaleRule rule = ScaleRule::kAbsmax,
+                   double* row_errors = nullptr);
+
+// The summed squared error of quantizing `parts` (matrices of any widths, taken row by row) in
+// `format` with `rule`'s scales: the rows' errors summed in row order, so the same for any
+// thread count.
+double quantization_error(std::span<const MatrixView> parts, Format format, ScaleRule rule);
+
+// Of `formats` (not empty), the one with the least quantization_error (the first on ties).
+Format best_format(std::span<const MatrixView> parts, std::span<const Format> formats, ScaleRule rule);
 
 // The whole matrix, rows spread over the thread pool.
 QuantizedMatrix quantize(const MatrixView& src, Format format, ScaleRule rule = ScaleRule::kAbsmax);

@@ -116,11 +116,13 @@ HostLinear build_linear(const Checkpoint& ckpt, WeightId id, const std::vector<s
   out.cols = views[0].cols;
   const fpx::Hessian* hessian = quantize && spec.calibration ? spec.calibration->hessian(id) : nullptr;
   if (hessian) {
+    // The format is chosen by round-to-nearest's error, as without calibration.
+    const fpx::Format format = fpx::best_format(views, spec.mode.formats(), spec.scale_rule);
     out.packed = std::make_unique<fpx::PackedWeight>(
-        fpx::pack(fpx::gptq_quantize(views, *hessian, spec.mode.format, spec.scale_rule), spec.pack_target));
+        fpx::pack(fpx::gptq_quantize(views, *hessian, format, spec.scale_rule), spec.pack_target));
   } else if (quantize) {
     out.packed = std::make_unique<fpx::PackedWeight>(
-        fpx::quantize_pack(views, spec.mode.format, spec.pack_target, spec.scale_rule));
+        fpx::quantize_pack_best(views, spec.mode.formats(), spec.pack_target, spec.scale_rule));
   } else {
     out.dense = Tensor::empty({out.rows, out.cols}, dense_dtype);
     auto* dst = static_cast<uint8_t*>(out.dense.data());
@@ -170,14 +172,24 @@ void read_moe_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer,
   }
   sink.tensor({WeightKind::kRouter, layer}, std::move(router));
   for (const WeightKind kind : {WeightKind::kExpertGateUp, WeightKind::kExpertDown}) {
-    std::vector<HostLinear> all;
-    for (int64_t e = 0; e < experts; ++e) {
-      const std::vector<std::string> parts =
-          kind == WeightKind::kExpertGateUp
-              ? std::vector<std::string>{p + names.expert(e, "gate"), p + names.expert(e, "up")}
-              : std::vector<std::string>{p + names.expert(e, "down")};
-      all.push_back(build_linear(ckpt, {kind, layer, e}, parts, {}, mode.quantized, spec, mode.dense_dtype));
+    const auto parts = [&](int64_t e) {
+      return kind == WeightKind::kExpertGateUp
+                 ? std::vector<std::string>{p + names.expert(e, "gate"), p + names.expert(e, "up")}
+                 : std::vector<std::string>{p + names.expert(e, "down")};
+    };
+    // Every expert of the kind in one format (the kernels take one per layer): the best for
+    // all of them together.
+    LinearSpec one_format = spec;
+    if (mode.quantized && mode.formats().size() > 1) {
+      std::vector<fpx::MatrixView> views;
+      for (int64_t e = 0; e < experts; ++e)
+        for (const std::string& part : parts(e)) views.push_back(view_of(ckpt.get(part), ckpt));
+      one_format.mode.format = fpx::best_format(views, mode.formats(), spec.scale_rule);
+      one_format.mode.per_layer_fp6 = false;
     }
+    std::vector<HostLinear> all;
+    for (int64_t e = 0; e < experts; ++e)
+      all.push_back(build_linear(ckpt, {kind, layer, e}, parts(e), {}, mode.quantized, one_format, mode.dense_dtype));
     sink.experts(std::move(all));
   }
   if (shared) {

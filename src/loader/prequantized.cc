@@ -1,5 +1,6 @@
 #include "loader/prequantized.h"
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -89,6 +90,7 @@ class StreamingWriter : public WeightSink {
     json info = {{"rows", h.rows}, {"cols", h.cols}, {"quantized", h.packed != nullptr}, {"bias", !h.bias.empty()}};
     if (h.packed) {
       const fpx::PackedWeight& p = *h.packed;
+      info["format"] = p.format().name();
       put(name + ".fpx_units", StDType::kU8, {p.row_tiles(), p.col_units(), p.plan.unit_bytes()}, p.data.data(),
           p.bytes());
       put(name + ".fpx_scales", StDType::kF32, {p.rows_padded()}, p.scales.data(), p.scales.size() * sizeof(float));
@@ -140,6 +142,14 @@ class StreamingWriter : public WeightSink {
   uint64_t offset_ = 0;
 };
 
+// The mode's format, or "e2m3|e3m2" when each layer takes one of those (its own is in
+// linears[name].format).
+std::string format_names(const model::QuantizationMode& mode) {
+  std::string out;
+  for (const fpx::Format f : mode.formats()) out += (out.empty() ? "" : "|") + f.name();
+  return out;
+}
+
 }  // namespace
 
 bool is_prequantized(const Checkpoint& ckpt) {
@@ -150,9 +160,9 @@ model::QuantizationMode prequantized_mode(const Checkpoint& ckpt) {
   return naming_file(ckpt.metadata_file().string(), [&] {
     const Meta meta = read_meta(ckpt);
     const int64_t version = meta.integer(meta.j, "the metadata", "version");
-    FP6_CHECK(version == kPrequantizedVersion, kUnsupported,
-              "{}: prequantized format version {} is not supported (this fp6serve reads version {})", meta.where,
-              version, kPrequantizedVersion);
+    FP6_CHECK(version == kPrequantizedVersion || version == 1, kUnsupported,
+              "{}: prequantized format version {} is not supported (this fp6serve reads versions 1 and {})",
+              meta.where, version, kPrequantizedVersion);
     const std::string mode = meta.string(meta.j, "the metadata", "mode", "");
     try {
       return model::QuantizationMode::parse(mode);
@@ -168,6 +178,12 @@ void read_prequantized(const Checkpoint& ckpt, const ModelConfig& config, DType 
   const std::string& where = meta.where;
   const std::string target = meta.string(meta.j, "the metadata", "target", "f16");
   const DType stored_target = naming_file(where + ": target", [&] { return parse_float_dtype(target); });
+  // Version 1 has one format, the top-level "format" (wf6af16 meant e3m2 in every layer then);
+  // version 2 names each quantized layer's.
+  const bool v1 = meta.integer(meta.j, "the metadata", "version") == 1;
+  const fpx::Format v1_format = naming_file(where + ": format", [&] {
+    return v1 ? fpx::parse_format(meta.string(meta.j, "the metadata", "format", "e3m2")) : mode.format;
+  });
   FP6_CHECK(meta.j.contains("linears"), kBadInput, "{}: lacks 'linears'", where);
   const json& linears = meta.object(meta.j["linears"], "linears");
 
@@ -185,7 +201,14 @@ void read_prequantized(const Checkpoint& ckpt, const ModelConfig& config, DType 
     h.rows = rows;
     h.cols = cols;
     if (meta.boolean(info, path, "quantized")) {
-      const fpx::PackPlan plan = naming_file(where, [&] { return fpx::pack_plan(mode.format, stored_target); });
+      const std::string stored = v1 ? "" : meta.string(info, path, "format", "");
+      FP6_CHECK(v1 || !stored.empty(), kBadInput, "{}: {}.format is missing", where, path);
+      const fpx::Format format =
+          v1 ? v1_format : naming_file(where + ": " + path + ".format", [&] { return fpx::parse_format(stored); });
+      const std::span<const fpx::Format> allowed = mode.formats();
+      FP6_CHECK(std::find(allowed.begin(), allowed.end(), format) != allowed.end(), kBadInput,
+                "{}: linear layer '{}' is {}, which mode {} does not use", where, name, format.name(), mode.name);
+      const fpx::PackPlan plan = naming_file(where, [&] { return fpx::pack_plan(format, stored_target); });
       auto p = std::make_unique<fpx::PackedWeight>();
       p->plan = plan;
       p->rows = rows;
@@ -283,7 +306,7 @@ void write_prequantized(const fs::path& model_dir, const fs::path& out_dir, cons
   read_hf_weights(ckpt, config, packed_for_fp16, writer);
   writer.finish({{"version", kPrequantizedVersion},
                  {"mode", spec.mode.name},
-                 {"format", spec.mode.format.name()},
+                 {"format", format_names(spec.mode)},
                  {"target", dtype_name(target)},
                  {"unit", "16x128"},
                  {"quantize_lm_head", spec.quantize_lm_head},
@@ -293,7 +316,7 @@ void write_prequantized(const fs::path& model_dir, const fs::path& out_dir, cons
   // config.json with a quantization_config, and the tokenizer and generation files as they are.
   json cfg = parse_json(read_file(model_dir / "config.json"), (model_dir / "config.json").string());
   cfg["quantization_config"] = {
-      {"quant_method", "fp6serve"}, {"quantization_mode", spec.mode.name}, {"fpx_format", spec.mode.format.name()}};
+      {"quant_method", "fp6serve"}, {"quantization_mode", spec.mode.name}, {"fpx_format", format_names(spec.mode)}};
   std::ofstream(out_dir / "config.json") << cfg.dump(2) << "\n";
   for (const char* f : {"tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja",
                         "special_tokens_map.json", "tokenizer.model"}) {

@@ -3,7 +3,7 @@
 // quantization_config naming fp6serve), the tokenizer and generation files copied, and
 // model.safetensors holding, per linear layer, the packed FPx units (U8) and fp32 scales,
 // plus the 16-bit embeddings and fp32 norms. The safetensors metadata key "fp6serve" says
-// the mode, format, pack target and every linear layer's logical shape.
+// the mode, format, pack target and every linear layer's logical shape and format.
 #pragma once
 
 #include <filesystem>
@@ -15,7 +15,9 @@
 namespace fp6serve::loader {
 
 inline constexpr const char* kPrequantizedKey = "fp6serve";
-inline constexpr int kPrequantizedVersion = 1;
+// Version 2 names each quantized layer's format (linears[name].format); version 1 files (one
+// format, the metadata's "format") still load.
+inline constexpr int kPrequantizedVersion = 2;
 
 bool is_prequantized(const Checkpoint& ckpt);
 

@@ -69,24 +69,48 @@ TEST(Perplexity, Fp32ReproducesTransformersPerplexityAndEveryWindow) {
 
 TEST(Perplexity, Fp6RoundToNearestReproducesTheFakeQuantizedReference) {
   Reference ref("tiny-trained");
-  const PerplexitySummary s = summarize(score("wf6af16", windows(ref, 32)));
+  const PerplexitySummary s = summarize(score("e3m2", windows(ref, 32)));
   const double want = 100 * (figure(ref, "fp6_e3m2_row") / figure(ref, "fp32") - 1);  // +1.70%
   EXPECT_NEAR(100 * (s.ppl / figure(ref, "fp32") - 1), want, 0.1);
 }
 
-// The least-error scale, the default (docs/quality.md), lowers FP6's perplexity on the trained
-// model: +0.96% against absmax's +1.70% on the 32 windows.
+// The least-error scale, the default (docs/quality.md), lowers FP6 e3m2's perplexity on the
+// trained model: +0.96% against absmax's +1.70% on the 32 windows.
 TEST(Perplexity, MinErrorScalesAreTheDefaultAndBeatAbsmax) {
   EXPECT_EQ(Options{}.quantization_scale, "min-error");
   Reference ref("tiny-trained");
-  const PerplexitySummary s = summarize(score("wf6af16", windows(ref, 32), "", "min-error"));
+  const PerplexitySummary s = summarize(score("e3m2", windows(ref, 32), "", "min-error"));
   const double percent = 100 * (s.ppl / figure(ref, "fp32") - 1);
   EXPECT_LT(percent, 1.0);
   EXPECT_LT(percent, 100 * (figure(ref, "fp6_e3m2_row") / figure(ref, "fp32") - 1) - 0.5);
 }
 
+// Issue #16's target: the default settings (wf6af16: e2m3 or e3m2 per layer, min-error
+// scales) within +1% of FP32 on held-out text: the 32 shared windows (+0.41% measured,
+// docs/quality.md) and the held-out Debian text, where e3m2 alone missed (+1.77%; the default
+// +0.72%). On tiny-trained every layer chooses e2m3.
+TEST(Perplexity, TheDefaultIsWithinOnePercentOfFp32OnHeldOutText) {
+  EXPECT_EQ(std::string(model::QuantizationMode::kDefault), "wf6af16");
+  Reference ref("tiny-trained");
+  const double shared = 100 * (summarize(score("wf6af16", windows(ref, 32), "", "min-error")).ppl /
+                                   figure(ref, "fp32") -
+                               1);
+  EXPECT_LT(shared, 0.6);
+  EXPECT_GT(shared, 0.2);
+  const std::string dir = fixture_dir("tiny-trained");
+  const auto debian =
+      token_windows(read_file(dir + "/heldout-debian.txt"), Tokenizer::load(dir), kWindow, 0, "heldout-debian.txt");
+  const std::vector<WindowScore> both = score("wf6af16", debian, "fp32", "min-error");
+  std::vector<WindowScore> fp32;  // the baseline's own NLLs: FP32 on the same windows
+  for (const WindowScore& w : both) fp32.push_back({w.baseline_nll, {}, {}, {}});
+  const double percent = 100 * (summarize(both).ppl / summarize(fp32).ppl - 1);
+  EXPECT_LT(percent, 1.0);
+  EXPECT_GT(percent, 0.3);
+}
+
 // GPTQ rounding from calibration text that is not held out (tiny-trained/calibration.txt),
-// stored in a prequantized checkpoint: FP6 e3m2 well inside +1% of FP32 on the 32 windows.
+// stored in a prequantized checkpoint: FP6 e3m2 (named, not the default's per-layer choice)
+// well inside +1% of FP32 on the 32 windows.
 TEST(Perplexity, GptqRoundingFromACalibrationTextIsWellInsideOnePercent) {
   Reference ref("tiny-trained");
   const std::string dir = fixture_dir("tiny-trained");
@@ -94,7 +118,7 @@ TEST(Perplexity, GptqRoundingFromACalibrationTextIsWellInsideOnePercent) {
       token_windows(read_file(dir + "/calibration.txt"), Tokenizer::load(dir), 512, 0, "calibration.txt");
   LayerCalibration calibration(dir, calibration_windows, options("fp32"), false);
   loader::LinearSpec spec{
-      model::QuantizationMode::parse("wf6af16"), false, DType::kF16, false, fpx::ScaleRule::kMinError, &calibration};
+      model::QuantizationMode::parse("e3m2"), false, DType::kF16, false, fpx::ScaleRule::kMinError, &calibration};
   const auto out = std::filesystem::temp_directory_path() / ("fp6serve-gptq-" + std::to_string(::getpid()));
   loader::write_prequantized(dir, out, spec);
   EXPECT_EQ(calibration.passes(), 1);

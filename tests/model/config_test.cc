@@ -112,6 +112,26 @@ TEST(ModelShape, AConfigFileOrDirectoryAndAClearErrorOtherwise) {
   }
 }
 
+// wf6af16 is FP6 with the format chosen per layer (e2m3 first, then e3m2; docs/quality.md);
+// naming a format takes it in every layer.
+TEST(QuantizationMode, Wf6af16ChoosesAnFp6FormatPerLayerAndAFormatNameFixesIt) {
+  const QuantizationMode fp6 = QuantizationMode::parse("wf6af16");
+  EXPECT_TRUE(fp6.quantized && fp6.per_layer_fp6);
+  ASSERT_EQ(fp6.formats().size(), 2u);
+  EXPECT_EQ(fp6.formats()[0], fpx::kE2M3);
+  EXPECT_EQ(fp6.formats()[1], fpx::kE3M2);
+  EXPECT_EQ(fp6.format, fpx::kE2M3);
+  EXPECT_EQ(std::string(QuantizationMode::kDefault), "wf6af16");
+  for (const auto& [name, f] : {std::pair{"e3m2", fpx::kE3M2}, std::pair{"e2m3", fpx::kE2M3},
+                                std::pair{"wf5af16", fpx::kE2M2}, std::pair{"wf4af16", fpx::kE2M1}}) {
+    const QuantizationMode m = QuantizationMode::parse(name);
+    EXPECT_FALSE(m.per_layer_fp6) << name;
+    ASSERT_EQ(m.formats().size(), 1u) << name;
+    EXPECT_EQ(m.formats()[0], f) << name;
+  }
+  EXPECT_TRUE(QuantizationMode::parse("fp16").formats().size() == 1);  // unused when not quantized
+}
+
 TEST(QuantizationMode, AnUnknownModeIsAnErrorListingTheChoices) {
   try {
     QuantizationMode::parse("int3");
