@@ -161,8 +161,8 @@ model::QuantizationMode prequantized_mode(const Checkpoint& ckpt) {
     const Meta meta = read_meta(ckpt);
     const int64_t version = meta.integer(meta.j, "the metadata", "version");
     FP6_CHECK(version == kPrequantizedVersion || version == 1, kUnsupported,
-              "{}: prequantized format version {} is not supported (this fp6serve reads versions 1 and {})",
-              meta.where, version, kPrequantizedVersion);
+              "{}: prequantized format version {} is not supported (this fp6serve reads versions 1 and {})", meta.where,
+              version, kPrequantizedVersion);
     const std::string mode = meta.string(meta.j, "the metadata", "mode", "");
     try {
       return model::QuantizationMode::parse(mode);

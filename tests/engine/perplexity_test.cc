@@ -92,9 +92,8 @@ TEST(Perplexity, MinErrorScalesAreTheDefaultAndBeatAbsmax) {
 TEST(Perplexity, TheDefaultIsWithinOnePercentOfFp32OnHeldOutText) {
   EXPECT_EQ(std::string(model::QuantizationMode::kDefault), "wf6af16");
   Reference ref("tiny-trained");
-  const double shared = 100 * (summarize(score("wf6af16", windows(ref, 32), "", "min-error")).ppl /
-                                   figure(ref, "fp32") -
-                               1);
+  const double shared =
+      100 * (summarize(score("wf6af16", windows(ref, 32), "", "min-error")).ppl / figure(ref, "fp32") - 1);
   EXPECT_LT(shared, 0.6);
   EXPECT_GT(shared, 0.2);
   const std::string dir = fixture_dir("tiny-trained");

@@ -220,8 +220,7 @@ TEST(Pack, QuantizePackBestIsQuantizePackInTheBestFormat) {
   std::set<uint32_t> chosen;
   for (bool outliers : {false, true}) {
     std::vector<uint16_t> w(rows * cols);
-    for (int64_t i = 0; i < rows * cols; ++i)
-      w[i] = f32_to_bf16_bits(outliers && i % cols == 3 ? 1.0f : normal(rng));
+    for (int64_t i = 0; i < rows * cols; ++i) w[i] = f32_to_bf16_bits(outliers && i % cols == 3 ? 1.0f : normal(rng));
     const MatrixView parts[] = {{w.data(), DType::kBF16, 19, cols, "a"},
                                 {w.data() + 19 * cols, DType::kBF16, rows - 19, cols, "b"}};
     for (ScaleRule rule : {ScaleRule::kAbsmax, ScaleRule::kMinError}) {

@@ -212,8 +212,8 @@ TEST(Prequantized, Version1FilesLoadInTheirOneFormat) {
   auto loaded = Model::load(out, testing::options(""));
   EXPECT_EQ(loaded->quantization().name, "wf6af16");
   const auto ids = testing::Reference("tiny-qwen2").ids("input_ids_2");
-  EXPECT_EQ(logits_of(*loaded, ids), logits_of(*Model::load(testing::fixture_dir("tiny-qwen2"),
-                                                            testing::options("e3m2")), ids));
+  EXPECT_EQ(logits_of(*loaded, ids),
+            logits_of(*Model::load(testing::fixture_dir("tiny-qwen2"), testing::options("e3m2")), ids));
   fs::remove_all(out);
 }
 

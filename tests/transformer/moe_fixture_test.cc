@@ -71,15 +71,15 @@ TEST_P(MoeFixture, RouterEdgeCasesAgreeWithTorch) {
         return p;
       };
       if (!c["ties"].get<bool>()) {
-        const auto a = by_id({ids.begin() + t * k, ids.begin() + (t + 1) * k}, {w.begin() + t * k, w.begin() + (t + 1) * k});
+        const auto a =
+            by_id({ids.begin() + t * k, ids.begin() + (t + 1) * k}, {w.begin() + t * k, w.begin() + (t + 1) * k});
         const auto b = by_id(torch_ids[t], torch_w[t]);
         ASSERT_EQ(a.size(), b.size());
         for (size_t s = 0; s < a.size(); ++s) {
           EXPECT_EQ(a[s].first, b[s].first) << c["name"] << " token " << t;
           EXPECT_NEAR(a[s].second, b[s].second, 1e-6) << c["name"] << " token " << t << " expert " << a[s].first;
         }
-      }
-      else
+      } else
         std::printf("%s, token %lld: fp6serve picks %d..., torch %d...\n", c["name"].get<std::string>().c_str(),
                     static_cast<long long>(t), ids[t * k], torch_ids[t][0]);
     }

@@ -55,8 +55,8 @@ __global__ void __launch_bounds__(kRouteThreads)
   // is independent of the others, and the rows' loop is unrolled so that they overlap.
   constexpr int kWarps = kRouteThreads / 32;
   float* part = p + rows;  // [rows][kWarps]
-  const bool vec = hidden % 8 == 0 && reinterpret_cast<uintptr_t>(xt) % 16 == 0 &&
-                   reinterpret_cast<uintptr_t>(router) % 16 == 0;
+  const bool vec =
+      hidden % 8 == 0 && reinterpret_cast<uintptr_t>(xt) % 16 == 0 && reinterpret_cast<uintptr_t>(router) % 16 == 0;
   constexpr int kGroups = 2;  // in registers: hidden <= 8 kGroups kRouteThreads (8192) takes one pass
   for (int64_t base = 0; base < hidden; base += 8 * kGroups * kRouteThreads) {
     float xv[kGroups][8];
@@ -360,9 +360,9 @@ void moe_combine(const void* ys, const int32_t* row_of, const float* weights, in
   if (n == 0) return;
   dispatch(dtype, [&]<typename T>() {
     const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>((hidden + 8 * 128 - 1) / (8 * 128)));
-    moe_combine_kernel<T><<<grid, 128, 0, stream>>>(
-        static_cast<const T*>(ys), row_of, weights, static_cast<int>(top_k), hidden, shared_scale,
-        static_cast<const T*>(shared), static_cast<T*>(out));
+    moe_combine_kernel<T><<<grid, 128, 0, stream>>>(static_cast<const T*>(ys), row_of, weights, static_cast<int>(top_k),
+                                                    hidden, shared_scale, static_cast<const T*>(shared),
+                                                    static_cast<T*>(out));
   });
   FP6_CUDA_CHECK_LAUNCH();
 }
