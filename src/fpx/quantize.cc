@@ -30,6 +30,15 @@ void check_view(const MatrixView& src) {
   FP6_ASSERT(false);
 }
 
+// Row r of src as f32 into row (src.cols values); NaN or Inf is an error naming the position.
+void read_row(const MatrixView& src, int64_t r, std::vector<float>& row) {
+  convert_to_f32(static_cast<const uint8_t*>(src.data) + static_cast<size_t>(r * src.cols) * dtype_size(src.dtype),
+                 src.dtype, row.data(), row.size());
+  uint32_t non_finite = 0;
+  for (float v : row) non_finite |= (std::bit_cast<uint32_t>(v) & 0x7F800000u) == 0x7F800000u;
+  if (non_finite) throw_non_finite(src, r, row.data());
+}
+
 // Four candidate scales at once (GCC/Clang vector extensions, SSE2 on x86-64): lane i of a
 // vector belongs to candidate i, so each lane adds its row's squared errors in column order,
 // with the same float and double operations as row_error: the same sums bit for bit
@@ -124,13 +133,8 @@ void quantize_rows(const MatrixView& src, const Codec& codec, int64_t row_begin,
                    int64_t codes_stride, float* scales, ScaleRule rule, double* row_errors) {
   check_view(src);
   std::vector<float> row(static_cast<size_t>(src.cols));
-  const size_t element = dtype_size(src.dtype);
   for (int64_t r = row_begin; r < row_end; ++r) {
-    convert_to_f32(static_cast<const uint8_t*>(src.data) + static_cast<size_t>(r * src.cols) * element, src.dtype,
-                   row.data(), row.size());
-    uint32_t non_finite = 0;
-    for (float v : row) non_finite |= (std::bit_cast<uint32_t>(v) & 0x7F800000u) == 0x7F800000u;
-    if (non_finite) throw_non_finite(src, r, row.data());
+    read_row(src, r, row);
     const float scale = choose_scale(row, codec, rule, row_errors ? row_errors + (r - row_begin) : nullptr);
     uint8_t* out = codes + (r - row_begin) * codes_stride;
     for (int64_t c = 0; c < src.cols; ++c) out[c] = codec.encode(row[c] / scale);
@@ -156,13 +160,8 @@ double quantization_error(std::span<const MatrixView> parts, Format format, Scal
     std::vector<double> errors(static_cast<size_t>(p.rows));
     ThreadPool::global()->parallel_for(p.rows, [&](int64_t begin, int64_t end) {
       std::vector<float> row(static_cast<size_t>(p.cols));
-      const size_t element = dtype_size(p.dtype);
       for (int64_t r = begin; r < end; ++r) {
-        convert_to_f32(static_cast<const uint8_t*>(p.data) + static_cast<size_t>(r * p.cols) * element, p.dtype,
-                       row.data(), row.size());
-        uint32_t non_finite = 0;
-        for (float v : row) non_finite |= (std::bit_cast<uint32_t>(v) & 0x7F800000u) == 0x7F800000u;
-        if (non_finite) throw_non_finite(p, r, row.data());
+        read_row(p, r, row);
         choose_scale(row, codec, rule, &errors[static_cast<size_t>(r)]);
       }
     });
