@@ -157,16 +157,7 @@ PackedWeight quantize_pack(std::span<const MatrixView> parts, Format format, DTy
 
 PackedWeight quantize_pack_best(std::span<const MatrixView> parts, std::span<const Format> formats, DType target,
                                 ScaleRule rule) {
-  FP6_CHECK(!formats.empty(), kInvalidArgument, "quantize_pack_best: no format to choose from");
-  if (formats.size() == 1) return quantize_pack(parts, formats[0], target, rule);
-  PackedWeight best;
-  double best_error = INFINITY;
-  for (Format f : formats) {
-    double e;
-    PackedWeight p = quantize_pack(parts, f, target, rule, &e);
-    if (e < best_error) best_error = e, best = std::move(p);
-  }
-  return best;
+  return quantize_pack(parts, best_format(parts, formats, rule), target, rule);
 }
 
 void unpack_unit(const PackPlan& plan, const uint8_t* unit, uint8_t* codes) {

@@ -48,9 +48,9 @@ inline PackedWeight pack(const QuantizedMatrix& q, DType target) {
 // error, bit for bit quantization_error's (quantize.h).
 PackedWeight quantize_pack(std::span<const MatrixView> parts, Format format, DType target,
                            ScaleRule rule = ScaleRule::kAbsmax, double* error = nullptr);
-// The packing in the best of `formats` (best_format's choice, first on ties), bit for bit
-// quantize_pack(parts, best_format(parts, formats, rule), target, rule), but quantizing in
-// each format once: packs them in turn and keeps the one of least error.
+// The packing in the best of `formats`: quantize_pack(parts, best_format(parts, formats, rule),
+// target, rule) (best_format judges evenly spaced rows of a large layer, so the choice costs
+// a fraction of the packing).
 PackedWeight quantize_pack_best(std::span<const MatrixView> parts, std::span<const Format> formats, DType target,
                                 ScaleRule rule);
 inline PackedWeight quantize_pack(const MatrixView& src, Format format, DType target,

@@ -152,20 +152,25 @@ const char* scale_rule_name(ScaleRule rule) {
   return rule == ScaleRule::kMinError ? "min-error" : "absmax";
 }
 
-double quantization_error(std::span<const MatrixView> parts, Format format, ScaleRule rule) {
+double quantization_error(std::span<const MatrixView> parts, Format format, ScaleRule rule, int64_t row_stride) {
+  FP6_CHECK(row_stride >= 1, kInvalidArgument, "quantization_error: row stride {} < 1", row_stride);
   const Codec codec(format);
   double total = 0;
+  int64_t row0 = 0;  // the part's first row in the stack
   for (const MatrixView& p : parts) {
     check_view(p);
-    std::vector<double> errors(static_cast<size_t>(p.rows));
-    ThreadPool::global()->parallel_for(p.rows, [&](int64_t begin, int64_t end) {
+    const int64_t first = (row_stride - row0 % row_stride) % row_stride;  // its first row taken
+    const int64_t count = first < p.rows ? (p.rows - first + row_stride - 1) / row_stride : 0;
+    std::vector<double> errors(static_cast<size_t>(count));
+    ThreadPool::global()->parallel_for(count, [&](int64_t begin, int64_t end) {
       std::vector<float> row(static_cast<size_t>(p.cols));
-      for (int64_t r = begin; r < end; ++r) {
-        read_row(p, r, row);
-        choose_scale(row, codec, rule, &errors[static_cast<size_t>(r)]);
+      for (int64_t i = begin; i < end; ++i) {
+        read_row(p, first + i * row_stride, row);
+        choose_scale(row, codec, rule, &errors[static_cast<size_t>(i)]);
       }
     });
     for (double e : errors) total += e;
+    row0 += p.rows;
   }
   return total;
 }
@@ -173,10 +178,13 @@ double quantization_error(std::span<const MatrixView> parts, Format format, Scal
 Format best_format(std::span<const MatrixView> parts, std::span<const Format> formats, ScaleRule rule) {
   FP6_CHECK(!formats.empty(), kInvalidArgument, "best_format: no format to choose from");
   if (formats.size() == 1) return formats[0];
+  int64_t rows = 0;
+  for (const MatrixView& p : parts) rows += p.rows;
+  const int64_t stride = std::max<int64_t>(1, rows / kFormatSampleRows);
   Format best = formats[0];
   double best_error = INFINITY;
   for (Format f : formats) {
-    const double e = quantization_error(parts, f, rule);
+    const double e = quantization_error(parts, f, rule, stride);
     if (e < best_error) best_error = e, best = f;
   }
   return best;

@@ -20,7 +20,8 @@ struct QuantizationMode {
       "e2m3: that format in every layer), or fp16, bf16, fp32 (unquantized)";
   // wf6af16's candidates: each linear layer (all experts of one kind of one MoE layer together)
   // is quantized in whichever quantizes its weights with the least summed squared error
-  // (fpx::best_format), the first on ties. Both run on the same kernels at the same speed.
+  // (fpx::best_format: over evenly spaced rows of a large layer), the first on ties. Both run
+  // on the same kernels at the same speed.
   static constexpr fpx::Format kFp6Formats[] = {fpx::kE2M3, fpx::kE3M2};
 
   std::string name;

@@ -176,6 +176,34 @@ TEST(Quantize, BestFormatIsTheFormatOfLeastSquaredError) {
       EXPECT_EQ(best_format(parts, fp6, rule), want);
     }
   }
+  // A row stride takes the stack's rows 0, s, 2 s, ... across the parts' boundaries; a large
+  // layer (more than kFormatSampleRows rows) is judged by such rows and still gets e2m3 on
+  // Gaussian rows and e3m2 with outliers.
+  {
+    const std::vector<float> w = gaussian_rows(rows, cols, false);
+    const MatrixView whole{w.data(), DType::kF32, rows, cols, "w"};
+    const MatrixView parts[] = {{w.data(), DType::kF32, 16, cols, "a"},
+                                {w.data() + 16 * cols, DType::kF32, 5, cols, "b"},
+                                {w.data() + 21 * cols, DType::kF32, rows - 21, cols, "c"}};
+    const QuantizedMatrix q = quantize(whole, kE2M3, ScaleRule::kMinError);
+    const Codec codec(kE2M3);
+    double want = 0;
+    for (int64_t r = 0; r < rows; r += 3)
+      for (int64_t c = 0; c < cols; ++c) {
+        const double d = static_cast<double>(w[r * cols + c]) - dequantize(q, codec, r, c);
+        want += d * d;
+      }
+    EXPECT_NEAR(quantization_error(parts, kE2M3, ScaleRule::kMinError, 3), want, 1e-9 * want);
+    EXPECT_EQ(quantization_error(parts, kE2M3, ScaleRule::kMinError, 3),
+              quantization_error({&whole, 1}, kE2M3, ScaleRule::kMinError, 3));
+    EXPECT_THROW(quantization_error(parts, kE2M3, ScaleRule::kMinError, 0), Error);
+  }
+  for (bool outliers : {false, true}) {
+    const int64_t big = 3 * kFormatSampleRows + 7;
+    const std::vector<float> w = gaussian_rows(big, 64, outliers);
+    const MatrixView whole{w.data(), DType::kF32, big, 64, "big"};
+    EXPECT_EQ(best_format({&whole, 1}, fp6, ScaleRule::kMinError), outliers ? kE3M2 : kE2M3);
+  }
   // Ties go to the first: an all-zero matrix has no error in either format.
   const std::vector<float> zeros(64, 0.0f);
   const MatrixView z{zeros.data(), DType::kF32, 4, 16, "z"};
