@@ -135,12 +135,10 @@ void BM_QuantizeOnLoad(benchmark::State& state) {
   const auto src = random_bf16(rows * cols, 3);
   const fpx::MatrixView view{src.data(), DType::kBF16, rows, cols, "w"};
   const fpx::Format fp6[] = {fpx::kE2M3, fpx::kE3M2};
+  const fpx::ScaleRule scale = rule == 0 ? fpx::ScaleRule::kAbsmax : fpx::ScaleRule::kMinError;
   for (auto _ : state) {
-    fpx::PackedWeight p = rule == 2
-                              ? fpx::quantize_pack_best(std::span<const fpx::MatrixView>(&view, 1), fp6, DType::kF16,
-                                                        fpx::ScaleRule::kMinError)
-                              : fpx::quantize_pack(view, fpx::kE3M2, DType::kF16,
-                                                   rule == 1 ? fpx::ScaleRule::kMinError : fpx::ScaleRule::kAbsmax);
+    const fpx::Format f = rule == 2 ? fpx::best_format({&view, 1}, fp6, scale) : fpx::kE3M2;  // the loader's choice
+    fpx::PackedWeight p = fpx::quantize_pack(view, f, DType::kF16, scale);
     benchmark::DoNotOptimize(p.data.data());
   }
   state.SetItemsProcessed(state.iterations() * rows * cols);

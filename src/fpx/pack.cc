@@ -123,8 +123,7 @@ PackedWeight pack(const uint8_t* codes, const float* scales, int64_t rows, int64
   return p;
 }
 
-PackedWeight quantize_pack(std::span<const MatrixView> parts, Format format, DType target, ScaleRule rule,
-                           double* error) {
+PackedWeight quantize_pack(std::span<const MatrixView> parts, Format format, DType target, ScaleRule rule) {
   FP6_CHECK(!parts.empty(), kInvalidArgument, "quantize_pack: no matrix given");
   int64_t rows = 0;
   for (const MatrixView& part : parts) {
@@ -135,7 +134,6 @@ PackedWeight quantize_pack(std::span<const MatrixView> parts, Format format, DTy
   }
   PackedWeight p = make_packed(rows, parts[0].cols, format, target);
   const Codec codec(format);
-  std::vector<double> row_errors(error ? static_cast<size_t>(rows) : 0);
   for_each_row_tile(p, [&](int64_t rt, uint8_t* tile, int64_t cp) {
     // The tile's rows [r0, r1) of the stack may come from several parts.
     const int64_t r0 = rt * kUnitRows, r1 = std::min(rows, r0 + kUnitRows);
@@ -143,21 +141,11 @@ PackedWeight quantize_pack(std::span<const MatrixView> parts, Format format, DTy
     for (const MatrixView& part : parts) {
       const int64_t b = std::max(r0, part_begin), e = std::min(r1, part_begin + part.rows);
       if (b < e)
-        quantize_rows(part, codec, b - part_begin, e - part_begin, tile + (b - r0) * cp, cp, p.scales.data() + b, rule,
-                      error ? row_errors.data() + b : nullptr);
+        quantize_rows(part, codec, b - part_begin, e - part_begin, tile + (b - r0) * cp, cp, p.scales.data() + b, rule);
       part_begin += part.rows;
     }
   });
-  if (error) {
-    *error = 0;
-    for (double e : row_errors) *error += e;  // in row order, as quantization_error sums
-  }
   return p;
-}
-
-PackedWeight quantize_pack_best(std::span<const MatrixView> parts, std::span<const Format> formats, DType target,
-                                ScaleRule rule) {
-  return quantize_pack(parts, best_format(parts, formats, rule), target, rule);
 }
 
 void unpack_unit(const PackPlan& plan, const uint8_t* unit, uint8_t* codes) {

@@ -44,15 +44,10 @@ inline PackedWeight pack(const QuantizedMatrix& q, DType target) {
 
 // Quantizes and packs in one pass over 16-row tiles, never holding more than a tile of codes
 // per thread: what quantize-on-load uses. Several parts with the same column count are
-// stacked along rows (q, k and v become one weight). With `error`, also the summed squared
-// error, bit for bit quantization_error's (quantize.h).
+// stacked along rows (q, k and v become one weight). The per-layer FP6 default packs in
+// best_format's choice (quantize.h).
 PackedWeight quantize_pack(std::span<const MatrixView> parts, Format format, DType target,
-                           ScaleRule rule = ScaleRule::kAbsmax, double* error = nullptr);
-// The packing in the best of `formats`: quantize_pack(parts, best_format(parts, formats, rule),
-// target, rule) (best_format judges evenly spaced rows of a large layer, so the choice costs
-// a fraction of the packing).
-PackedWeight quantize_pack_best(std::span<const MatrixView> parts, std::span<const Format> formats, DType target,
-                                ScaleRule rule);
+                           ScaleRule rule = ScaleRule::kAbsmax);
 inline PackedWeight quantize_pack(const MatrixView& src, Format format, DType target,
                                   ScaleRule rule = ScaleRule::kAbsmax) {
   return quantize_pack(std::span<const MatrixView>(&src, 1), format, target, rule);

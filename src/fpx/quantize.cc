@@ -130,12 +130,12 @@ float choose_scale(std::span<const float> row, const Codec& codec, ScaleRule rul
 }
 
 void quantize_rows(const MatrixView& src, const Codec& codec, int64_t row_begin, int64_t row_end, uint8_t* codes,
-                   int64_t codes_stride, float* scales, ScaleRule rule, double* row_errors) {
+                   int64_t codes_stride, float* scales, ScaleRule rule) {
   check_view(src);
   std::vector<float> row(static_cast<size_t>(src.cols));
   for (int64_t r = row_begin; r < row_end; ++r) {
     read_row(src, r, row);
-    const float scale = choose_scale(row, codec, rule, row_errors ? row_errors + (r - row_begin) : nullptr);
+    const float scale = choose_scale(row, codec, rule);
     uint8_t* out = codes + (r - row_begin) * codes_stride;
     for (int64_t c = 0; c < src.cols; ++c) out[c] = codec.encode(row[c] / scale);
     scales[r - row_begin] = scale;

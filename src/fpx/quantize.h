@@ -57,11 +57,9 @@ float choose_scale(std::span<const float> row, const Codec& codec, ScaleRule rul
 double row_error(std::span<const float> row, const Codec& codec, float scale);
 
 // Quantizes rows [row_begin, row_end) of src into codes (row stride codes_stride) and
-// scales, both indexed from row_begin; with row_errors (indexed alike), each row's squared
-// error too. Single-threaded; quantize() and the packers split rows.
+// scales, both indexed from row_begin. Single-threaded; quantize() and the packers split rows.
 void quantize_rows(const MatrixView& src, const Codec& codec, int64_t row_begin, int64_t row_end, uint8_t* codes,
-                   int64_t codes_stride, float* scales, ScaleRule rule = ScaleRule::kAbsmax,
-                   double* row_errors = nullptr);
+                   int64_t codes_stride, float* scales, ScaleRule rule = ScaleRule::kAbsmax);
 
 // The summed squared error of quantizing `parts` (matrices of any widths, taken row by row) in
 // `format` with `rule`'s scales: the rows' errors summed in row order, so the same for any

@@ -114,15 +114,14 @@ HostLinear build_linear(const Checkpoint& ckpt, WeightId id, const std::vector<s
     out.rows += views.back().rows;
   }
   out.cols = views[0].cols;
-  const fpx::Hessian* hessian = quantize && spec.calibration ? spec.calibration->hessian(id) : nullptr;
-  if (hessian) {
-    // The format is chosen by round-to-nearest's error, as without calibration.
+  if (quantize) {
+    // The mode's format, or the best of its FP6 formats for this layer (by round-to-nearest's
+    // error, with a calibration text too); GPTQ rounding where the calibration has the layer.
     const fpx::Format format = fpx::best_format(views, spec.mode.formats(), spec.scale_rule);
+    const fpx::Hessian* hessian = spec.calibration ? spec.calibration->hessian(id) : nullptr;
     out.packed = std::make_unique<fpx::PackedWeight>(
-        fpx::pack(fpx::gptq_quantize(views, *hessian, format, spec.scale_rule), spec.pack_target));
-  } else if (quantize) {
-    out.packed = std::make_unique<fpx::PackedWeight>(
-        fpx::quantize_pack_best(views, spec.mode.formats(), spec.pack_target, spec.scale_rule));
+        hessian ? fpx::pack(fpx::gptq_quantize(views, *hessian, format, spec.scale_rule), spec.pack_target)
+                : fpx::quantize_pack(views, format, spec.pack_target, spec.scale_rule));
   } else {
     out.dense = Tensor::empty({out.rows, out.cols}, dense_dtype);
     auto* dst = static_cast<uint8_t*>(out.dense.data());

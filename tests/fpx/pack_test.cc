@@ -208,42 +208,5 @@ TEST(Pack, QuantizePackEqualsPackOfQuantize) {
     }
 }
 
-// quantize_pack_best packs the format best_format picks, bit for bit what quantize_pack
-// gives in that format (the packing itself is untouched by the choice), and quantize_pack's
-// error is quantization_error's to the bit. The rows: Gaussian (e2m3 wins) and with outliers
-// (e3m2 wins), in two stacked parts.
-TEST(Pack, QuantizePackBestIsQuantizePackInTheBestFormat) {
-  std::mt19937 rng(static_cast<uint32_t>(testing::test_seed()));
-  std::normal_distribution<float> normal(0.0f, 0.02f);
-  const int64_t rows = 40, cols = 300;
-  const Format fp6[] = {kE2M3, kE3M2};
-  std::set<uint32_t> chosen;
-  for (bool outliers : {false, true}) {
-    std::vector<uint16_t> w(rows * cols);
-    for (int64_t i = 0; i < rows * cols; ++i) w[i] = f32_to_bf16_bits(outliers && i % cols == 3 ? 1.0f : normal(rng));
-    const MatrixView parts[] = {{w.data(), DType::kBF16, 19, cols, "a"},
-                                {w.data() + 19 * cols, DType::kBF16, rows - 19, cols, "b"}};
-    for (ScaleRule rule : {ScaleRule::kAbsmax, ScaleRule::kMinError}) {
-      const Format f = best_format(parts, fp6, rule);
-      chosen.insert(static_cast<uint32_t>(f.exp_bits));
-      for (DType t : {DType::kF16, DType::kBF16}) {
-        const PackedWeight best = quantize_pack_best(parts, fp6, t, rule);
-        double error = -1;
-        const PackedWeight want = quantize_pack(parts, f, t, rule, &error);
-        EXPECT_EQ(error, quantization_error(parts, f, rule));
-        ASSERT_EQ(best.format(), f);
-        ASSERT_EQ(best.bytes(), want.bytes());
-        EXPECT_EQ(std::memcmp(best.data.data(), want.data.data(), best.bytes()), 0) << f.name();
-        EXPECT_EQ(best.scales, want.scales);
-        // Asking for the error changes nothing in the packing.
-        const PackedWeight plain = quantize_pack(parts, f, t, rule);
-        EXPECT_EQ(std::memcmp(plain.data.data(), want.data.data(), plain.bytes()), 0);
-        EXPECT_EQ(plain.scales, want.scales);
-      }
-    }
-  }
-  EXPECT_EQ(chosen.size(), 2u);  // both formats were chosen somewhere
-}
-
 }  // namespace
 }  // namespace fp6serve::fpx
