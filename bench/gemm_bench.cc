@@ -127,6 +127,20 @@ struct SweepOperands {
     }
     cuda::fill_normal(x.data(), max_n * s.cols, 5, 1.0f, false);
   }
+
+  // Call i's copy of the weights (the copies rotate over more than 3x the L2).
+  const cuda::DeviceFpxWeight& fp6_at(int i) const { return fp6[static_cast<size_t>(i) % fp6.size()]; }
+  const cuda::DeviceDenseWeight& dense_at(int i) const { return dense[static_cast<size_t>(i) % dense.size()]; }
+  // One zeroed workspace for every path at each of ns, the fused kernels with up to max_split.
+  std::pair<cuda::DeviceBuffer, size_t> workspace(const std::vector<int64_t>& ns, int max_split) const {
+    size_t bytes = cuda::fpx_dequant_workspace_bytes(fp6[0]);
+    for (int64_t n : ns)
+      bytes = std::max(
+          {bytes, cuda::fpx_linear_workspace_bytes(fp6[0], n), cuda::fpx_fused_workspace_bytes(fp6[0], n, max_split)});
+    cuda::DeviceBuffer ws(bytes);
+    FP6_CUDA_CHECK(cudaMemset(ws.data(), 0, bytes));
+    return {std::move(ws), bytes};
+  }
 };
 
 // --hopper: every tile of the Hopper kernel (fpx_tile_sweep.cu) at splits 1, 2, 4 (1 from 1024
@@ -147,28 +161,19 @@ int hopper_sweep() {
   double worst_err = 0;
   for (const Shape& s : kShapes) {
     SweepOperands o(s, ns.back(), l2);
-    const size_t packed_bytes = o.packed_bytes;
-    const int copies6 = static_cast<int>(o.fp6.size()), copies16 = static_cast<int>(o.dense.size());
-    std::vector<cuda::DeviceFpxWeight>& fp6 = o.fp6;
-    std::vector<cuda::DeviceDenseWeight>& dense = o.dense;
-    cuda::DeviceBuffer &x = o.x, &y = o.y, &ref = o.ref;
-    size_t ws_bytes = cuda::fpx_dequant_workspace_bytes(fp6[0]);
-    for (int64_t n : ns) ws_bytes = std::max(ws_bytes, cuda::fpx_fused_workspace_bytes(fp6[0], n, 8));
-    cuda::DeviceBuffer ws(ws_bytes);
-    FP6_CUDA_CHECK(cudaMemset(ws.data(), 0, ws_bytes));
-    auto fp6_at = [&](int i) -> const cuda::DeviceFpxWeight& { return fp6[static_cast<size_t>(i % copies6)]; };
+    auto& [packed_bytes, fp6, dense, x, y, ref] = o;
+    auto [ws, ws_bytes] = o.workspace(ns, 8);
     for (size_t ni = 0; ni < ns.size(); ++ni) {
       const int64_t n = ns[ni];
       const int reps = n >= 1024 ? 4 : 10, batches = 5;
       const double t16 = time_us(
           [&](int i) {
-            cuda::dense_linear(x.data(), DType::kF16, n, dense[static_cast<size_t>(i % copies16)], nullptr, y.data(),
-                               nullptr, 0, nullptr);
+            cuda::dense_linear(x.data(), DType::kF16, n, o.dense_at(i), nullptr, y.data(), nullptr, 0, nullptr);
           },
           reps, batches);
       const double tdq = time_us(
           [&](int i) {
-            cuda::fpx_linear_dequant_gemm(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes,
+            cuda::fpx_linear_dequant_gemm(x.data(), DType::kF16, n, o.fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes,
                                           nullptr);
           },
           reps, batches);
@@ -186,7 +191,8 @@ int hopper_sweep() {
         for (int sp : {1, 2, 4, 8}) {
           const double t = time_us(
               [&](int i) {
-                cuda::FpxLaunch l = cuda::fpx_launch_for(fp6_at(i), x.data(), n, nullptr, y.data(), ws.data(), nullptr);
+                cuda::FpxLaunch l =
+                    cuda::fpx_launch_for(o.fp6_at(i), x.data(), n, nullptr, y.data(), ws.data(), nullptr);
                 l.splits = sp;
                 bench::launch_fpx_tile_variant(l, v);
               },
@@ -205,7 +211,7 @@ int hopper_sweep() {
         for (int sp : n >= 1024 ? std::vector<int>{1} : std::vector<int>{1, 2, 4}) {
           if (sp > fp6[0].col_units() || cuda::fpx_fused_workspace_bytes(fp6[0], n, sp) > ws_bytes) break;
           auto launch = [&](int i, void* out) {
-            cuda::FpxLaunch l = cuda::fpx_launch_for(fp6_at(i), x.data(), n, nullptr, out, ws.data(), nullptr);
+            cuda::FpxLaunch l = cuda::fpx_launch_for(o.fp6_at(i), x.data(), n, nullptr, out, ws.data(), nullptr);
             l.splits = sp;
             cuda::launch_fpx_gemm_hopper_tile(l, static_cast<int>(v));
           };
@@ -230,7 +236,7 @@ int hopper_sweep() {
       // What fpx_linear does by itself: its path, and on the fused path its plan.
       const double tours = time_us(
           [&](int i) {
-            cuda::fpx_linear(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, nullptr);
+            cuda::fpx_linear(x.data(), DType::kF16, n, o.fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, nullptr);
           },
           reps, batches);
       const cuda::FpxGemmPlan plan =
@@ -291,18 +297,8 @@ int gemv_sweep() {
   double worst_err = 0;
   for (const Shape& s : kShapes) {
     SweepOperands o(s, ns.back(), l2);
-    const size_t packed_bytes = o.packed_bytes;
-    const int copies6 = static_cast<int>(o.fp6.size()), copies16 = static_cast<int>(o.dense.size());
-    std::vector<cuda::DeviceFpxWeight>& fp6 = o.fp6;
-    std::vector<cuda::DeviceDenseWeight>& dense = o.dense;
-    cuda::DeviceBuffer &x = o.x, &y = o.y, &ref = o.ref;
-    size_t ws_bytes = cuda::fpx_dequant_workspace_bytes(fp6[0]);
-    for (int64_t n : ns)
-      ws_bytes = std::max({ws_bytes, cuda::fpx_linear_workspace_bytes(fp6[0], n),
-                           cuda::fpx_fused_workspace_bytes(fp6[0], n, splits.back())});
-    cuda::DeviceBuffer ws(ws_bytes);
-    FP6_CUDA_CHECK(cudaMemset(ws.data(), 0, ws_bytes));
-    auto fp6_at = [&](int i) -> const cuda::DeviceFpxWeight& { return fp6[static_cast<size_t>(i % copies6)]; };
+    auto& [packed_bytes, fp6, dense, x, y, ref] = o;
+    auto [ws, ws_bytes] = o.workspace(ns, splits.back());
     auto usable = [&](int sp, int64_t rows_per_cta) {
       return sp <= fp6[0].col_units() &&
              static_cast<size_t>((s.rows + rows_per_cta - 1) / rows_per_cta) * sizeof(int) <= cuda::kFpxCounterBytes;
@@ -312,8 +308,7 @@ int gemv_sweep() {
       const int reps = 10, batches = 5;
       const double t16 = time_us(
           [&](int i) {
-            cuda::dense_linear(x.data(), DType::kF16, n, dense[static_cast<size_t>(i % copies16)], nullptr, y.data(),
-                               nullptr, 0, nullptr);
+            cuda::dense_linear(x.data(), DType::kF16, n, o.dense_at(i), nullptr, y.data(), nullptr, 0, nullptr);
           },
           reps, batches);
       cuda::fpx_linear_dequant_gemm(x.data(), DType::kF16, n, fp6[0], nullptr, ref.data(), ws.data(), ws_bytes,
@@ -325,7 +320,7 @@ int gemv_sweep() {
         for (int sp : splits) {
           if (!usable(sp, rows_per_cta)) break;
           auto launch = [&](int i, void* out) {
-            cuda::FpxLaunch l = cuda::fpx_launch_for(fp6_at(i), x.data(), n, nullptr, out, ws.data(), nullptr);
+            cuda::FpxLaunch l = cuda::fpx_launch_for(o.fp6_at(i), x.data(), n, nullptr, out, ws.data(), nullptr);
             l.splits = sp;
             run(l);
           };
@@ -370,7 +365,7 @@ int gemv_sweep() {
       }
       const double tours = time_us(
           [&](int i) {
-            cuda::fpx_linear(x.data(), DType::kF16, n, fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, nullptr);
+            cuda::fpx_linear(x.data(), DType::kF16, n, o.fp6_at(i), nullptr, y.data(), ws.data(), ws_bytes, nullptr);
           },
           reps, batches);
       auto pct = [&](double us) { return 100.0 * static_cast<double>(packed_bytes) / us / 1e3 / read_gbs; };
