@@ -29,6 +29,7 @@
 #include <type_traits>
 
 #include "backend/cuda/dtype.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/ops.h"
 #include "backend/cuda/ptx.cuh"
 
@@ -54,6 +55,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
                      int64_t max_blocks, const T* k_cache, const T* v_cache, int64_t block_size, int64_t window,
                      int splits, float* workspace, T* out) {
   allow_dependents_to_launch();
+  wait_for_previous_grid();
   __shared__ float qs[32 * kMaxDimPerLane];
   __shared__ float part_m[kAttnWarps], part_l[kAttnWarps];
   __shared__ float part_acc[kAttnWarps][32 * kMaxDimPerLane];
@@ -167,6 +169,7 @@ template <typename T>
 __global__ void attention_combine_kernel(const int32_t* tokens, int stride, int64_t heads, int64_t head_dim, int splits,
                                          const float* workspace, T* out) {
   allow_dependents_to_launch();
+  wait_for_previous_grid();
   const int64_t th = blockIdx.x;  // item * heads + head
   const int64_t token = tokens[th / heads * stride], h = th % heads;
   const float* ws = workspace + th * splits * (head_dim + 2);
@@ -209,6 +212,7 @@ __global__ void __launch_bounds__(kTileThreads)
                           const T* k_cache, const T* v_cache, int64_t block_size, int64_t window, float scale_log2,
                           int64_t split_keys, float* workspace, T* out) {
   allow_dependents_to_launch();
+  wait_for_previous_grid();
   constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
   constexpr int kStride = kD + 8, kChunks = kD / 8, kKSlices = kD / 16, kDimTiles = kD / 8;
   extern __shared__ __align__(16) uint8_t smem[];
@@ -475,14 +479,14 @@ void paged_attention(const void* qkv, const AttentionWork& work, int64_t heads, 
           (void)once;
           const dim3 grid(static_cast<unsigned>(work.num_tiles), static_cast<unsigned>(heads),
                           static_cast<unsigned>(work.splits));
-          kernel<<<grid, kTileThreads, kSmem, stream>>>(
-              static_cast<const T*>(qkv), work.tiles, heads, kv.kv_heads, positions, seq_of_token, block_tables,
-              max_blocks, static_cast<const T*>(kv.k), static_cast<const T*>(kv.v), kv.block_size, window,
-              static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(kD))), work.split_keys, workspace,
-              static_cast<T*>(out));
+          launch_kernel(kernel, grid, kTileThreads, kSmem, stream, static_cast<const T*>(qkv), work.tiles, heads,
+                        kv.kv_heads, positions, seq_of_token, block_tables, max_blocks, static_cast<const T*>(kv.k),
+                        static_cast<const T*>(kv.v), kv.block_size, window,
+                        static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(kD))), work.split_keys,
+                        workspace, static_cast<T*>(out));
           if (work.splits > 1)
-            attention_combine_kernel<T><<<static_cast<unsigned>(work.num_tiles * heads), 128, 0, stream>>>(
-                work.tiles, 2, heads, kD, work.splits, workspace, static_cast<T*>(out));
+            launch_kernel(attention_combine_kernel<T>, static_cast<unsigned>(work.num_tiles * heads), 128, 0, stream,
+                          work.tiles, 2, heads, kD, work.splits, workspace, static_cast<T*>(out));
         }
       });
       FP6_CUDA_REQUIRE(built, kInternal, "query tiles planned for a head dim the tile attention is not built for");
@@ -496,13 +500,13 @@ void paged_attention(const void* qkv, const AttentionWork& work, int64_t heads, 
     auto* kernel = kv.head_dim <= 64    ? pick.template operator()<2>()
                    : kv.head_dim <= 128 ? pick.template operator()<4>()
                                         : pick.template operator()<8>();
-    kernel<<<grid, kAttnWarps * 32, 0, stream>>>(static_cast<const T*>(qkv), work.singles, heads, kv.kv_heads,
-                                                 kv.head_dim, positions, seq_of_token, block_tables, max_blocks,
-                                                 static_cast<const T*>(kv.k), static_cast<const T*>(kv.v),
-                                                 kv.block_size, window, splits, workspace, static_cast<T*>(out));
+    launch_kernel(kernel, grid, kAttnWarps * 32, 0, stream, static_cast<const T*>(qkv), work.singles, heads,
+                  kv.kv_heads, kv.head_dim, positions, seq_of_token, block_tables, max_blocks,
+                  static_cast<const T*>(kv.k), static_cast<const T*>(kv.v), kv.block_size, window, splits, workspace,
+                  static_cast<T*>(out));
     if (splits > 1)
-      attention_combine_kernel<T><<<static_cast<unsigned>(work.num_singles * heads), 128, 0, stream>>>(
-          work.singles, 1, heads, kv.head_dim, splits, workspace, static_cast<T*>(out));
+      launch_kernel(attention_combine_kernel<T>, static_cast<unsigned>(work.num_singles * heads), 128, 0, stream,
+                    work.singles, 1, heads, kv.head_dim, splits, workspace, static_cast<T*>(out));
     FP6_CUDA_CHECK_LAUNCH();
   });
 }

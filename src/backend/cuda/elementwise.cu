@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "backend/cuda/dtype.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/ops.h"
 #include "backend/cuda/ptx.cuh"
 
@@ -14,6 +15,8 @@ namespace {
 template <typename Tin, typename Tout>
 __global__ void embedding_kernel(const Tin* __restrict__ table, int64_t dim, const int32_t* __restrict__ tokens,
                                  Tout* __restrict__ out) {
+  allow_dependents_to_launch();
+  wait_for_previous_grid();
   const int64_t row = blockIdx.x;
   const Tin* src = table + static_cast<int64_t>(tokens[row]) * dim;
   for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) out[row * dim + j] = from_float<Tout>(to_float(src[j]));
@@ -22,6 +25,7 @@ __global__ void embedding_kernel(const Tin* __restrict__ table, int64_t dim, con
 template <typename T>
 __global__ void silu_mul_kernel(const T* __restrict__ gate_up, int64_t inter, T* __restrict__ out) {
   allow_dependents_to_launch();
+  wait_for_previous_grid();
   const int64_t row = blockIdx.y;
   for (int64_t j = blockIdx.x * blockDim.x + threadIdx.x; j < inter; j += gridDim.x * blockDim.x) {
     const float g = to_float(gate_up[row * 2 * inter + j]), u = to_float(gate_up[row * 2 * inter + inter + j]);
@@ -31,6 +35,8 @@ __global__ void silu_mul_kernel(const T* __restrict__ gate_up, int64_t inter, T*
 
 template <typename T>
 __global__ void add_kernel(T* __restrict__ acc, const T* __restrict__ x, int64_t n) {
+  allow_dependents_to_launch();
+  wait_for_previous_grid();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
     acc[i] = from_float<T>(to_float(acc[i]) + to_float(x[i]));
 }
@@ -38,12 +44,16 @@ __global__ void add_kernel(T* __restrict__ acc, const T* __restrict__ x, int64_t
 template <typename T>
 __global__ void gather_rows_kernel(const T* __restrict__ x, int64_t cols, const int64_t* __restrict__ rows,
                                    T* __restrict__ out) {
+  allow_dependents_to_launch();
+  wait_for_previous_grid();
   const int64_t r = blockIdx.x;
   for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) out[r * cols + j] = x[rows[r] * cols + j];
 }
 
 template <typename T>
 __global__ void to_f32_kernel(const T* x, int64_t n, float* out) {
+  allow_dependents_to_launch();
+  wait_for_previous_grid();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
     out[i] = to_float(x[i]);
 }
@@ -59,8 +69,8 @@ void embedding(const void* table, DType table_dtype, int64_t dim, const int32_t*
   if (n == 0) return;
   dispatch(table_dtype, [&]<typename Tin>() {
     dispatch(dtype, [&]<typename Tout>() {
-      embedding_kernel<<<static_cast<unsigned>(n), 256, 0, stream>>>(static_cast<const Tin*>(table), dim, tokens,
-                                                                     static_cast<Tout*>(out));
+      launch_kernel(embedding_kernel<Tin, Tout>, static_cast<unsigned>(n), 256, 0, stream,
+                    static_cast<const Tin*>(table), dim, tokens, static_cast<Tout*>(out));
     });
   });
   FP6_CUDA_CHECK_LAUNCH();
@@ -70,7 +80,8 @@ void silu_mul(const void* gate_up, int64_t n, int64_t inter, void* out, DType dt
   if (n == 0) return;
   dispatch(dtype, [&]<typename T>() {
     const dim3 grid(static_cast<unsigned>(std::min<int64_t>((inter + 255) / 256, 1024)), static_cast<unsigned>(n));
-    silu_mul_kernel<T><<<grid, 256, 0, stream>>>(static_cast<const T*>(gate_up), inter, static_cast<T*>(out));
+    launch_kernel(silu_mul_kernel<T>, grid, 256, 0, stream, static_cast<const T*>(gate_up), inter,
+                  static_cast<T*>(out));
   });
   FP6_CUDA_CHECK_LAUNCH();
 }
@@ -78,7 +89,8 @@ void silu_mul(const void* gate_up, int64_t n, int64_t inter, void* out, DType dt
 void add(void* acc, const void* x, int64_t n, DType dtype, cudaStream_t stream) {
   if (n == 0) return;
   dispatch(dtype, [&]<typename T>() {
-    add_kernel<T><<<elementwise_blocks(n), 256, 0, stream>>>(static_cast<T*>(acc), static_cast<const T*>(x), n);
+    launch_kernel(add_kernel<T>, elementwise_blocks(n), 256, 0, stream, static_cast<T*>(acc), static_cast<const T*>(x),
+                  n);
   });
   FP6_CUDA_CHECK_LAUNCH();
 }
@@ -87,8 +99,8 @@ void gather_rows(const void* x, int64_t cols, const int64_t* rows, int64_t n, vo
                  cudaStream_t stream) {
   if (n == 0) return;
   dispatch(dtype, [&]<typename T>() {
-    gather_rows_kernel<T>
-        <<<static_cast<unsigned>(n), 256, 0, stream>>>(static_cast<const T*>(x), cols, rows, static_cast<T*>(out));
+    launch_kernel(gather_rows_kernel<T>, static_cast<unsigned>(n), 256, 0, stream, static_cast<const T*>(x), cols, rows,
+                  static_cast<T*>(out));
   });
   FP6_CUDA_CHECK_LAUNCH();
 }
@@ -96,7 +108,7 @@ void gather_rows(const void* x, int64_t cols, const int64_t* rows, int64_t n, vo
 void to_f32(const void* x, int64_t n, float* out, DType dtype, cudaStream_t stream) {
   if (n == 0) return;
   dispatch(dtype, [&]<typename T>() {
-    to_f32_kernel<T><<<elementwise_blocks(n), 256, 0, stream>>>(static_cast<const T*>(x), n, out);
+    launch_kernel(to_f32_kernel<T>, elementwise_blocks(n), 256, 0, stream, static_cast<const T*>(x), n, out);
   });
   FP6_CUDA_CHECK_LAUNCH();
 }

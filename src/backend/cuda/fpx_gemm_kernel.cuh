@@ -49,6 +49,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/fpx_gemm.h"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/ptx.cuh"
 
 namespace fp6serve::cuda {
@@ -278,6 +279,7 @@ __global__ void __launch_bounds__(Cfg::kWarps * 32) fpx_gemm_kernel(const GemmAr
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s)
     if (s < units) load_weights(u_begin + s, s);
+  allow_dependents_to_launch();
   wait_for_previous_grid();
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
@@ -356,24 +358,6 @@ __global__ void __launch_bounds__(Cfg::kWarps * 32) fpx_gemm_kernel(const GemmAr
   finish_split<kBf16, Cfg::kRows, kThreads>(a, n0, n_here, kFold);
 }
 
-// The compute capability's major number of the current context's device, asked once (0 when
-// there is none).
-inline int compute_capability_major() {
-  static const int major = [] {
-    int device = 0, m = 0;
-    return cudaGetDevice(&device) == cudaSuccess &&
-                   cudaDeviceGetAttribute(&m, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess
-               ? m
-               : 0;
-  }();
-  return major;
-}
-
-// Programmatic dependent launches need sm_90.
-inline bool programmatic_launch_supported() {
-  return compute_capability_major() >= 9;
-}
-
 template <int kE, int kM, bool kBf16, class Cfg>
 std::pair<void (*)(GemmArgs), int> gemm_kernel_configured() {
   constexpr fpx::PackPlan plan = fpx::make_pack_plan(fpx::Format{kE, kM}, kBf16 ? DType::kBF16 : DType::kF16);
@@ -415,19 +399,7 @@ void launch_gemm(void (*kernel)(GemmArgs, Extra...), int smem, const FpxLaunch& 
                   static_cast<unsigned>((l.n + Cfg::kN - 1) / Cfg::kN));
   FP6_CUDA_REQUIRE(l.splits == 1 || static_cast<size_t>(grid.x) * grid.z * sizeof(int) <= kFpxCounterBytes, kInternal,
                    "fpx gemm: too many row blocks for split-K counters");
-  cudaLaunchConfig_t config{};
-  config.gridDim = grid;
-  config.blockDim = dim3(Cfg::kThreads);
-  config.dynamicSmemBytes = static_cast<size_t>(smem);
-  config.stream = l.stream;
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  if (programmatic_launch_supported()) {
-    config.attrs = &attribute;
-    config.numAttrs = 1;
-  }
-  FP6_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, a, extra...));
+  launch_kernel(kernel, grid, dim3(Cfg::kThreads), static_cast<size_t>(smem), l.stream, a, extra...);
 }
 
 // One launch of the fused kernel with tile Cfg; l.n may exceed Cfg::kN (token blocks).

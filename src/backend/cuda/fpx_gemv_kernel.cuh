@@ -99,6 +99,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
 #pragma unroll
   for (int d = 0; d < kDepth; ++d)
     if (active && d < units) read_unit_words<plan, true>(wp + d * kUnitBytes, lane, ring[d]);
+  allow_dependents_to_launch();
   if (!items.work) wait_for_previous_grid();  // X, the workspace and Y only from here on
 
   // X columns of units [u_begin + c0, + kChunk) of the CTA's tokens into shared memory.

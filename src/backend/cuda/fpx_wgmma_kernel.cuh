@@ -141,6 +141,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     // kernel), X after it. Then, per unit, its X halves and the weights kWStages units ahead:
     // each wait is on a slot whose consumers need only what was issued before it.
     for (int i = 0; i < min(units, kWStages); ++i) load_weights(i);
+    allow_dependents_to_launch();
     wait_for_previous_grid();
     for (int i = 0; i < units; ++i) {
       for (int k = 0; k < kXSlotsPerUnit; ++k) load_x(kXSlotsPerUnit * i + k);
@@ -150,6 +151,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   }
 
   setmaxnreg_inc<consumer_regs(kC)>();
+  allow_dependents_to_launch();
   wait_for_previous_grid();  // Y and the workspace may still be in use by the previous kernel
   const int tid = static_cast<int>(threadIdx.x);
   const int cw = tid / 32, lane = tid % 32;

@@ -13,6 +13,7 @@
 #include "backend/cuda/device.h"
 #include "backend/cuda/dtype.cuh"
 #include "backend/cuda/fpx_gemv_kernel.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/moe.h"
 #include "backend/cuda/ptx.cuh"
 
@@ -43,6 +44,8 @@ __global__ void __launch_bounds__(kRouteThreads)
     moe_route_kernel(const T* __restrict__ x, int64_t hidden, const float* __restrict__ router, int experts, int top_k,
                      bool renormalize, int32_t* __restrict__ ids, float* __restrict__ weights,
                      float* __restrict__ shared_scale) {
+  allow_dependents_to_launch();
+  wait_for_previous_grid();
   extern __shared__ float p[];  // experts (+1: the shared expert's gate logit)
   const int64_t t = blockIdx.x;
   const T* xt = x + t * hidden;
@@ -152,6 +155,8 @@ __global__ void moe_group_kernel(const int32_t* __restrict__ ids, int assignment
                                  int32_t* __restrict__ offsets, int32_t* __restrict__ order,
                                  int32_t* __restrict__ row_of, int32_t* __restrict__ work,
                                  int32_t* __restrict__ num_work) {
+  allow_dependents_to_launch();
+  wait_for_previous_grid();
   extern __shared__ int32_t cursor[];  // experts
   const int lane = threadIdx.x;
   for (int e = lane; e < experts; e += 32) cursor[e] = 0;
@@ -198,6 +203,8 @@ __global__ void moe_group_kernel(const int32_t* __restrict__ ids, int assignment
 template <typename T>
 __global__ void moe_gather_kernel(const T* __restrict__ x, int64_t hidden, const int32_t* __restrict__ order, int top_k,
                                   T* __restrict__ xs) {
+  allow_dependents_to_launch();
+  wait_for_previous_grid();
   const int64_t r = blockIdx.x;
   const T* src = x + static_cast<int64_t>(order[r] / top_k) * hidden;
   T* dst = xs + r * hidden;
@@ -215,6 +222,8 @@ __global__ void moe_combine_kernel(const T* __restrict__ ys, const int32_t* __re
                                    const float* __restrict__ weights, int top_k, int64_t hidden,
                                    const float* __restrict__ shared_scale, const T* __restrict__ shared,
                                    T* __restrict__ out) {
+  allow_dependents_to_launch();
+  wait_for_previous_grid();
   // Token blockIdx.x, 8 columns per thread: one 16-byte load per expert (a column per thread
   // and a block per token made this a chain of dependent loads, 17.5 us per Mixtral layer
   // at one token on the H100). The same sums in the same order as before, as cpu::moe_combine.
@@ -296,8 +305,8 @@ void launch_expert_tile(const GemmArgs& a, const DeviceExperts& w, const int32_t
   FP6_CUDA_REQUIRE(max_items <= 65535, kInvalidArgument, "expert gemm: more work items than a grid's z extent");
   FP6_CUDA_REQUIRE(a.splits == 1 || static_cast<size_t>(grid.x) * grid.z * sizeof(int) <= kFpxCounterBytes, kInternal,
                    "expert gemm: too many row blocks and work items for the split-K counters");
-  kernel<<<grid, Cfg::kThreads, kSmem, stream>>>(
-      a, GemvItems{work, num_work, w.expert_bytes(), w.row_tiles() * fpx::kUnitRows});
+  launch_kernel(kernel, grid, Cfg::kThreads, kSmem, stream, a,
+                GemvItems{work, num_work, w.expert_bytes(), w.row_tiles() * fpx::kUnitRows});
   FP6_CUDA_CHECK_LAUNCH();
 }
 
@@ -323,9 +332,9 @@ void moe_route(const void* x, DType dtype, int64_t n, int64_t hidden, const floa
   if (n == 0) return;
   const size_t smem = static_cast<size_t>(experts + 1) * (1 + kRouteThreads / 32) * sizeof(float);
   dispatch(dtype, [&]<typename T>() {
-    moe_route_kernel<T><<<static_cast<unsigned>(n), kRouteThreads, smem, stream>>>(
-        static_cast<const T*>(x), hidden, router, static_cast<int>(experts), static_cast<int>(top_k), renormalize, ids,
-        weights, shared_scale);
+    launch_kernel(moe_route_kernel<T>, static_cast<unsigned>(n), kRouteThreads, smem, stream, static_cast<const T*>(x),
+                  hidden, router, static_cast<int>(experts), static_cast<int>(top_k), renormalize, ids, weights,
+                  shared_scale);
   });
   FP6_CUDA_CHECK_LAUNCH();
 }
@@ -339,9 +348,9 @@ void moe_group(const int32_t* ids, int64_t assignments, int64_t experts, int blo
                int32_t* order, int32_t* row_of, int32_t* work, int32_t* num_work, cudaStream_t stream) {
   FP6_CUDA_REQUIRE(assignments < (int64_t{1} << 31) && block_tokens > 0, kInvalidArgument,
                    "moe_group: too many assignments");
-  moe_group_kernel<<<1, 32, static_cast<size_t>(experts) * sizeof(int32_t), stream>>>(
-      ids, static_cast<int>(assignments), static_cast<int>(experts), block_tokens, offsets, order, row_of, work,
-      num_work);
+  launch_kernel(moe_group_kernel, 1, 32, static_cast<size_t>(experts) * sizeof(int32_t), stream, ids,
+                static_cast<int>(assignments), static_cast<int>(experts), block_tokens, offsets, order, row_of, work,
+                num_work);
   FP6_CUDA_CHECK_LAUNCH();
 }
 
@@ -349,8 +358,8 @@ void moe_gather(const void* x, int64_t hidden, const int32_t* order, int64_t row
                 cudaStream_t stream) {
   if (rows == 0) return;
   dispatch(dtype, [&]<typename T>() {
-    moe_gather_kernel<T><<<static_cast<unsigned>(rows), 128, 0, stream>>>(static_cast<const T*>(x), hidden, order,
-                                                                          static_cast<int>(top_k), static_cast<T*>(xs));
+    launch_kernel(moe_gather_kernel<T>, static_cast<unsigned>(rows), 128, 0, stream, static_cast<const T*>(x), hidden,
+                  order, static_cast<int>(top_k), static_cast<T*>(xs));
   });
   FP6_CUDA_CHECK_LAUNCH();
 }
@@ -360,9 +369,8 @@ void moe_combine(const void* ys, const int32_t* row_of, const float* weights, in
   if (n == 0) return;
   dispatch(dtype, [&]<typename T>() {
     const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>((hidden + 8 * 128 - 1) / (8 * 128)));
-    moe_combine_kernel<T><<<grid, 128, 0, stream>>>(static_cast<const T*>(ys), row_of, weights, static_cast<int>(top_k),
-                                                    hidden, shared_scale, static_cast<const T*>(shared),
-                                                    static_cast<T*>(out));
+    launch_kernel(moe_combine_kernel<T>, grid, 128, 0, stream, static_cast<const T*>(ys), row_of, weights,
+                  static_cast<int>(top_k), hidden, shared_scale, static_cast<const T*>(shared), static_cast<T*>(out));
   });
   FP6_CUDA_CHECK_LAUNCH();
 }

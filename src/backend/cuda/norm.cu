@@ -3,6 +3,7 @@
 // RMSNorm of q and k (qk_norm), a warp per head.
 // Targets: sm_80 and sm_90 (no architecture-specific instructions but griddepcontrol).
 #include "backend/cuda/dtype.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/ops.h"
 #include "backend/cuda/ptx.cuh"
 
@@ -34,6 +35,7 @@ __global__ void __launch_bounds__(kNormThreads)
     rms_norm_kernel(T* __restrict__ residual, const T* __restrict__ x, const float* __restrict__ w, int64_t dim,
                     float eps, T* __restrict__ out) {
   allow_dependents_to_launch();
+  wait_for_previous_grid();
   const int64_t row = blockIdx.x;
   const T* in = x + row * dim;
   T* res = kAdd ? residual + row * dim : nullptr;
@@ -83,6 +85,7 @@ template <typename T>
 __global__ void qk_norm_kernel(T* __restrict__ qkv, int64_t vectors, int heads, int kv_heads, int head_dim,
                                const float* __restrict__ q_w, const float* __restrict__ k_w, float eps) {
   allow_dependents_to_launch();
+  wait_for_previous_grid();
   const int64_t v = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (v >= vectors) return;
@@ -104,9 +107,9 @@ void qk_norm(void* qkv, int64_t n, int64_t heads, int64_t kv_heads, int64_t head
   const int64_t vectors = n * (heads + kv_heads);
   if (vectors == 0) return;
   dispatch(dtype, [&]<typename T>() {
-    qk_norm_kernel<T><<<static_cast<unsigned>((vectors * 32 + 255) / 256), 256, 0, stream>>>(
-        static_cast<T*>(qkv), vectors, static_cast<int>(heads), static_cast<int>(kv_heads), static_cast<int>(head_dim),
-        q_w, k_w, static_cast<float>(eps));
+    launch_kernel(qk_norm_kernel<T>, static_cast<unsigned>((vectors * 32 + 255) / 256), 256, 0, stream,
+                  static_cast<T*>(qkv), vectors, static_cast<int>(heads), static_cast<int>(kv_heads),
+                  static_cast<int>(head_dim), q_w, k_w, static_cast<float>(eps));
   });
   FP6_CUDA_CHECK_LAUNCH();
 }
@@ -115,8 +118,8 @@ void rms_norm(const void* x, const float* w, int64_t rows, int64_t dim, double e
               cudaStream_t stream) {
   if (rows == 0) return;
   dispatch(dtype, [&]<typename T>() {
-    rms_norm_kernel<T, false><<<static_cast<unsigned>(rows), kNormThreads, 0, stream>>>(
-        nullptr, static_cast<const T*>(x), w, dim, static_cast<float>(eps), static_cast<T*>(out));
+    launch_kernel(rms_norm_kernel<T, false>, static_cast<unsigned>(rows), kNormThreads, 0, stream, nullptr,
+                  static_cast<const T*>(x), w, dim, static_cast<float>(eps), static_cast<T*>(out));
   });
   FP6_CUDA_CHECK_LAUNCH();
 }
@@ -125,8 +128,9 @@ void add_rms_norm(void* residual, const void* x, const float* w, int64_t rows, i
                   DType dtype, cudaStream_t stream) {
   if (rows == 0) return;
   dispatch(dtype, [&]<typename T>() {
-    rms_norm_kernel<T, true><<<static_cast<unsigned>(rows), kNormThreads, 0, stream>>>(
-        static_cast<T*>(residual), static_cast<const T*>(x), w, dim, static_cast<float>(eps), static_cast<T*>(out));
+    launch_kernel(rms_norm_kernel<T, true>, static_cast<unsigned>(rows), kNormThreads, 0, stream,
+                  static_cast<T*>(residual), static_cast<const T*>(x), w, dim, static_cast<float>(eps),
+                  static_cast<T*>(out));
   });
   FP6_CUDA_CHECK_LAUNCH();
 }

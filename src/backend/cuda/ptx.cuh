@@ -58,8 +58,9 @@ __device__ __forceinline__ void ldmatrix_x2(uint32_t (&r)[2], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(s));
 }
 
-// Programmatic dependent launch (sm_90). A kernel that precedes a linear layer lets it launch
-// early: the GEMM's CTAs start streaming their weights while this kernel runs.
+// Programmatic dependent launch (sm_90; launch.cuh states the contract). A kernel lets the
+// next one launch early: e.g. a GEMM's CTAs start streaming their weights while this kernel
+// runs.
 __device__ __forceinline__ void allow_dependents_to_launch() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;");

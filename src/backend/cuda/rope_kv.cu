@@ -2,7 +2,9 @@
 // block per (token, q or k head), a thread per rotary pair.
 // Targets: sm_80 and sm_90.
 #include "backend/cuda/dtype.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/ops.h"
+#include "backend/cuda/ptx.cuh"
 
 namespace fp6serve::cuda {
 
@@ -14,6 +16,8 @@ __global__ void rope_write_kv_kernel(T* __restrict__ qkv, int64_t heads, int64_t
                                      const int32_t* __restrict__ positions, const int32_t* __restrict__ slots,
                                      const float* __restrict__ inv_freq, T* __restrict__ k_cache,
                                      T* __restrict__ v_cache) {
+  allow_dependents_to_launch();
+  wait_for_previous_grid();
   const int64_t token = blockIdx.x, h = blockIdx.y;  // a block per (token, q or k head)
   const int64_t half = head_dim / 2;
   const int64_t width = (heads + 2 * kv_heads) * head_dim;
@@ -48,8 +52,8 @@ void rope_write_kv(void* qkv, int64_t n, int64_t heads, const int32_t* positions
   if (n == 0) return;
   dispatch(dtype, [&]<typename T>() {
     const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(heads + kv.kv_heads));
-    rope_write_kv_kernel<T><<<grid, 64, 0, stream>>>(static_cast<T*>(qkv), heads, kv.kv_heads, kv.head_dim, positions,
-                                                     slots, inv_freq, static_cast<T*>(kv.k), static_cast<T*>(kv.v));
+    launch_kernel(rope_write_kv_kernel<T>, grid, 64, 0, stream, static_cast<T*>(qkv), heads, kv.kv_heads, kv.head_dim,
+                  positions, slots, inv_freq, static_cast<T*>(kv.k), static_cast<T*>(kv.v));
   });
   FP6_CUDA_CHECK_LAUNCH();
 }

@@ -13,6 +13,8 @@
 #include <string>
 
 #include "backend/cuda/dtype.cuh"
+#include "backend/cuda/launch.cuh"
+#include "backend/cuda/ptx.cuh"
 #include "backend/cuda/sampling.h"
 
 namespace fp6serve::cuda {
@@ -127,6 +129,8 @@ __global__ void __launch_bounds__(kThreads)
     sample_kernel(const T* __restrict__ logits, int64_t vocab, const RowArgs* __restrict__ rows,
                   const PenaltyEntry* __restrict__ penalties, float* __restrict__ scratch,
                   RowResult* __restrict__ results) {
+  allow_dependents_to_launch();
+  wait_for_previous_grid();
   __shared__ int32_t s_token;
   const int64_t r = blockIdx.x;
   const RowArgs a = rows[r];
@@ -262,9 +266,9 @@ std::vector<Sample> sample_rows(const void* logits, DType dtype, int64_t vocab, 
   auto* work = reinterpret_cast<float*>(base + args_bytes + pen_bytes + result_bytes);
   dispatch(dtype, [&]<typename T>() {
     if constexpr (!std::is_same_v<T, float>)
-      sample_kernel<T><<<static_cast<unsigned>(n), kThreads, 0, stream>>>(
-          static_cast<const T*>(logits), vocab, reinterpret_cast<const RowArgs*>(base),
-          reinterpret_cast<const PenaltyEntry*>(base + args_bytes), work, results);
+      launch_kernel(sample_kernel<T>, static_cast<unsigned>(n), kThreads, 0, stream, static_cast<const T*>(logits),
+                    vocab, reinterpret_cast<const RowArgs*>(base),
+                    reinterpret_cast<const PenaltyEntry*>(base + args_bytes), work, results);
   });
   FP6_CUDA_CHECK_LAUNCH();
   std::vector<RowResult> host(n);
