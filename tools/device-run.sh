@@ -173,7 +173,8 @@ if want quality; then
   for mode in fp16 bf16 wf6af16 e2m3 wf5af16 wf4af16; do
     build-device/fp6serve perplexity --model $m --ids $m/eval_windows.txt --device cuda --quantization-mode $mode \
       --kl-baseline fp16 --json >"$OUT/quality-$mode.json" 2>"$OUT/quality-$mode.err"
-    echo "quality $mode: rc=$? $(grep -o '"perplexity": [0-9.]*' "$OUT/quality-$mode.json" | head -1)" | tee -a "$summary"
+    # The mode's own perplexity is the JSON's last "perplexity" (the first is the baseline's).
+    echo "quality $mode: rc=$? $(grep -o '"perplexity": [0-9.]*' "$OUT/quality-$mode.json" | tail -1)" | tee -a "$summary"
   done
 fi
 
