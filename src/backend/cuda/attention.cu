@@ -17,6 +17,11 @@
 //   Prompt chunks go in tiles of 64 query tokens, decode tokens (and chunks under 8 tokens)
 //   in one-token tiles; a decode step too small to give every SM two CTAs splits each
 //   token's keys over CTAs (gridDim.z), merged by the split-context kernel's merge kernel.
+//   A step of one-token tiles only (a decode step without prompt chunks) runs the kernel's
+//   one-token form: where the general form has warp 0 alone walk the blocks (the other warps'
+//   rows are past the tile), its four warps each take a key block of a round of four, loaded
+//   together, with their own online softmax of the token's row, merged in shared memory at
+//   the end (143 KB of shared memory at head dim 128).
 //
 // - Other head dims: a split-context kernel in which each warp walks a slice of the context
 //   with an online softmax, a lane per key (flash-decoding); a second kernel merges the slices.
@@ -198,14 +203,21 @@ constexpr int kTileThreads = 128;
 // near the best everywhere.
 constexpr int64_t kSplitCtasPerSm = 8;
 
-template <int kD>
+// One-token tiles (a decode step with no prompt chunk, kOneToken): the CTA's four warps take
+// four key blocks at once, each with its own online softmax over row 0 (its Q fragment is the
+// same 16 rows; only row 0 is a token), merged in shared memory at the end; the blocks of a
+// round are loaded together. Otherwise every warp owns 16 query rows and the CTA walks the key
+// blocks one at a time, double-buffered.
+constexpr int kOneTokenSlots = 4;  // key blocks in flight per one-token CTA (one per warp)
+template <int kD, bool kOneToken>
 constexpr int tile_smem_bytes() {
-  return (kTileQ + 4 * kTileK) * (kD + 8) * 2;  // Q, and K and V double-buffered
+  return kOneToken ? (16 + 2 * kOneTokenSlots * kTileK) * (kD + 8) * 2  // Q rows 0-15, K and V of 4 blocks
+                   : (kTileQ + 4 * kTileK) * (kD + 8) * 2;              // Q, and K and V double-buffered
 }
 
 // tiles[2 i], tiles[2 i + 1]: the first token and the token count of query tile i (blockIdx.x);
 // blockIdx.y: the head. scale_log2: log2(e) / sqrt(head_dim).
-template <typename T, int kD>
+template <typename T, int kD, bool kOneToken>
 __global__ void __launch_bounds__(kTileThreads)
     tile_attention_kernel(const T* qkv, const int32_t* tiles, int64_t heads, int64_t kv_heads, const int32_t* positions,
                           const int32_t* seq_of_token, const int32_t* block_tables, int64_t max_blocks,
@@ -215,10 +227,11 @@ __global__ void __launch_bounds__(kTileThreads)
   wait_for_previous_grid();
   constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
   constexpr int kStride = kD + 8, kChunks = kD / 8, kKSlices = kD / 16, kDimTiles = kD / 8;
+  constexpr int kQRows = kOneToken ? 16 : kTileQ, kSlots = kOneToken ? kOneTokenSlots : 2;
   extern __shared__ __align__(16) uint8_t smem[];
   T* qs = reinterpret_cast<T*>(smem);
-  T* ks = qs + kTileQ * kStride;  // [2][kTileK][kStride]
-  T* vs = ks + 2 * kTileK * kStride;
+  T* ks = qs + kQRows * kStride;  // [kSlots][kTileK][kStride]
+  T* vs = ks + kSlots * kTileK * kStride;
 
   const int first = tiles[2 * blockIdx.x], count = tiles[2 * blockIdx.x + 1];
   const int64_t h = blockIdx.y, kvh = h / (heads / kv_heads);
@@ -235,124 +248,178 @@ __global__ void __launch_bounds__(kTileThreads)
   const int num_blocks = k_end > k_begin ? static_cast<int>((k_end - 1 - k_begin) / kTileK + 1) : 0;
   const int32_t* table = block_tables + static_cast<int64_t>(seq_of_token[first]) * max_blocks;
 
-  for (int c = threadIdx.x; c < kTileQ * kChunks; c += kTileThreads) {
+  for (int c = threadIdx.x; c < kQRows * kChunks; c += kTileThreads) {
     const int r = c / kChunks, cc = c % kChunks;
     const bool in = r < count;
     cp_async16(qs + r * kStride + cc * 8, in ? qkv + (first + r) * width + h * kD + cc * 8 : qkv, in ? 16 : 0);
   }
-  // Keys [kb, kb + kTileK) into buffer buf; positions past the tile's last token read as zeros.
+  // Keys [kb, kb + kTileK) into slot `slot`; positions past the tile's last token read as zeros.
   // Positions and block sizes fit in 32 bits: 32-bit division for the block table.
   const int bs = static_cast<int>(block_size);
-  auto load_kv = [&](int64_t kb, int buf) {
+  auto load_kv = [&](int64_t kb, int slot) {
     for (int c = threadIdx.x; c < kTileK * kChunks; c += kTileThreads) {
       const int r = c / kChunks, cc = c % kChunks;
       const int j = static_cast<int>(kb) + r;
       const bool in = j < k_end;
       int64_t off = 0;
       if (in) off = ((static_cast<int64_t>(table[j / bs]) * bs + j % bs) * kv_heads + kvh) * kD + cc * 8;
-      const int64_t dst = (buf * kTileK + r) * kStride + cc * 8;
+      const int64_t dst = (slot * kTileK + r) * kStride + cc * 8;
       cp_async16(ks + dst, k_cache + off, in ? 16 : 0);
       cp_async16(vs + dst, v_cache + off, in ? 16 : 0);
     }
   };
-  if (num_blocks > 0) load_kv(k_begin, 0);
-  cp_async_commit();
 
-  // This warp's rows: positions pos[0] (row g) and pos[1] (row g + 8) of its 16.
-  const int row0 = 16 * warp;
+  // This warp's rows: positions pos[0] (row g) and pos[1] (row g + 8) of its 16 (one-token
+  // tiles: every warp has rows 0-15, row 0 the token).
+  const int row0 = kOneToken ? 0 : 16 * warp;
   const bool warp_active = row0 < count;
   const int64_t warp_first = p0 + row0, warp_last = p0 + min(row0 + 15, count - 1);
   const int64_t pos[2] = {p0 + row0 + g, p0 + row0 + g + 8};
   uint32_t qf[kKSlices][4];
   float o[kDimTiles][4] = {};
   float m[2] = {-1e30f, -1e30f}, l[2] = {0.0f, 0.0f};  // finite: a fully masked block gives 0, not NaN
+  auto load_q_fragments = [&] {
+#pragma unroll
+    for (int kk = 0; kk < kKSlices; ++kk)
+      ldmatrix_x4(qf[kk], qs + (row0 + lane % 16) * kStride + kk * 16 + 8 * (lane / 16));
+  };
 
-  for (int b = 0; b < num_blocks; ++b) {
-    const int64_t kb = k_begin + static_cast<int64_t>(b) * kTileK;
-    if (b + 1 < num_blocks) load_kv(kb + kTileK, (b + 1) & 1);
-    cp_async_commit();
-    cp_async_wait<1>();
-    __syncthreads();
-    if (b == 0)
+  // The online softmax of this warp's rows over the keys [kb, kb + kTileK) in kbuf/vbuf.
+  auto attend_block = [&](const T* kbuf, const T* vbuf, int64_t kb) {
+    float s[kTileK / 8][4] = {};
 #pragma unroll
-      for (int kk = 0; kk < kKSlices; ++kk)
-        ldmatrix_x4(qf[kk], qs + (row0 + lane % 16) * kStride + kk * 16 + 8 * (lane / 16));
-    const bool visible = warp_active && kb <= warp_last && (window == 0 || kb + kTileK - 1 > warp_first - window);
-    if (visible) {
-      const T* kbuf = ks + (b & 1) * kTileK * kStride;
-      const T* vbuf = vs + (b & 1) * kTileK * kStride;
-      float s[kTileK / 8][4] = {};
+    for (int kk = 0; kk < kKSlices; ++kk)
 #pragma unroll
-      for (int kk = 0; kk < kKSlices; ++kk)
+      for (int np = 0; np < kTileK / 16; ++np) {
+        uint32_t r[4];
+        ldmatrix_x4(r, kbuf + (np * 16 + 8 * (lane / 16) + lane % 8) * kStride + kk * 16 + 8 * (lane / 8 % 2));
+        mma<kBf16>(s[2 * np], qf[kk], r[0], r[1]);
+        mma<kBf16>(s[2 * np + 1], qf[kk], r[2], r[3]);
+      }
+    // s[nt][e]: row g + 8 (e / 2), key kb + 8 nt + 2 t + e % 2.
+    // Keys at k_end and past it were read as zeros: masked too (they are past every row's
+    // position unless the keys are split).
+    const bool needs_mask =
+        kb + kTileK - 1 > warp_first || kb + kTileK > k_end || (window > 0 && kb <= warp_last - window);
+    float mx[2] = {m[0], m[1]};
 #pragma unroll
-        for (int np = 0; np < kTileK / 16; ++np) {
-          uint32_t r[4];
-          ldmatrix_x4(r, kbuf + (np * 16 + 8 * (lane / 16) + lane % 8) * kStride + kk * 16 + 8 * (lane / 8 % 2));
-          mma<kBf16>(s[2 * np], qf[kk], r[0], r[1]);
-          mma<kBf16>(s[2 * np + 1], qf[kk], r[2], r[3]);
-        }
-      // s[nt][e]: row g + 8 (e / 2), key kb + 8 nt + 2 t + e % 2.
-      // Keys at k_end and past it were read as zeros: masked too (they are past every row's
-      // position unless the keys are split).
-      const bool needs_mask =
-          kb + kTileK - 1 > warp_first || kb + kTileK > k_end || (window > 0 && kb <= warp_last - window);
-      float mx[2] = {m[0], m[1]};
+    for (int nt = 0; nt < kTileK / 8; ++nt)
 #pragma unroll
-      for (int nt = 0; nt < kTileK / 8; ++nt)
+      for (int e = 0; e < 4; ++e) {
+        const int64_t j = kb + 8 * nt + 2 * t + (e & 1), p = pos[e >> 1];
+        const bool ok = !needs_mask || (j < k_end && j <= p && (window == 0 || j > p - window));
+        s[nt][e] = ok ? s[nt][e] * scale_log2 : -INFINITY;
+        mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
+      }
+    float corr[2];
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int64_t j = kb + 8 * nt + 2 * t + (e & 1), p = pos[e >> 1];
-          const bool ok = !needs_mask || (j < k_end && j <= p && (window == 0 || j > p - window));
-          s[nt][e] = ok ? s[nt][e] * scale_log2 : -INFINITY;
-          mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
-        }
-      float corr[2];
+    for (int i = 0; i < 2; ++i) {
+      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+      corr[i] = exp2f(m[i] - mx[i]);
+      m[i] = mx[i];
+      l[i] *= corr[i];
+    }
 #pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-        corr[i] = exp2f(m[i] - mx[i]);
-        m[i] = mx[i];
-        l[i] *= corr[i];
+    for (int nt = 0; nt < kTileK / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[nt][e] = exp2f(s[nt][e] - m[e >> 1]);
+        l[e >> 1] += s[nt][e];
       }
 #pragma unroll
-      for (int nt = 0; nt < kTileK / 8; ++nt)
+    for (int dt = 0; dt < kDimTiles; ++dt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          s[nt][e] = exp2f(s[nt][e] - m[e >> 1]);
-          l[e >> 1] += s[nt][e];
-        }
+      for (int e = 0; e < 4; ++e) o[dt][e] *= corr[e >> 1];
+        // O += P V: the S accumulators of two key tiles are the A fragment of 16 keys.
 #pragma unroll
-      for (int dt = 0; dt < kDimTiles; ++dt)
+    for (int k16 = 0; k16 < kTileK / 16; ++k16) {
+      const uint32_t a[4] = {pack2<T>(s[2 * k16][0], s[2 * k16][1]), pack2<T>(s[2 * k16][2], s[2 * k16][3]),
+                             pack2<T>(s[2 * k16 + 1][0], s[2 * k16 + 1][1]),
+                             pack2<T>(s[2 * k16 + 1][2], s[2 * k16 + 1][3])};
 #pragma unroll
-        for (int e = 0; e < 4; ++e) o[dt][e] *= corr[e >> 1];
-          // O += P V: the S accumulators of two key tiles are the A fragment of 16 keys.
-#pragma unroll
-      for (int k16 = 0; k16 < kTileK / 16; ++k16) {
-        const uint32_t a[4] = {pack2<T>(s[2 * k16][0], s[2 * k16][1]), pack2<T>(s[2 * k16][2], s[2 * k16][3]),
-                               pack2<T>(s[2 * k16 + 1][0], s[2 * k16 + 1][1]),
-                               pack2<T>(s[2 * k16 + 1][2], s[2 * k16 + 1][3])};
-#pragma unroll
-        for (int dp = 0; dp < kDimTiles / 2; ++dp) {
-          uint32_t r[4];
-          ldmatrix_x4_trans(r, vbuf + (k16 * 16 + lane % 8 + 8 * (lane / 8 % 2)) * kStride + dp * 16 + 8 * (lane / 16));
-          mma<kBf16>(o[2 * dp], a, r[0], r[1]);
-          mma<kBf16>(o[2 * dp + 1], a, r[2], r[3]);
-        }
+      for (int dp = 0; dp < kDimTiles / 2; ++dp) {
+        uint32_t r[4];
+        ldmatrix_x4_trans(r, vbuf + (k16 * 16 + lane % 8 + 8 * (lane / 8 % 2)) * kStride + dp * 16 + 8 * (lane / 16));
+        mma<kBf16>(o[2 * dp], a, r[0], r[1]);
+        mma<kBf16>(o[2 * dp + 1], a, r[2], r[3]);
       }
     }
-    __syncthreads();  // the buffer of block b is refilled by the next iteration's load
+  };
+  auto visible = [&](int64_t kb) {
+    return warp_active && kb <= warp_last && (window == 0 || kb + kTileK - 1 > warp_first - window);
+  };
+
+  if constexpr (kOneToken) {
+    // Rounds of kSlots blocks, loaded together; warp w attends block w of the round.
+    for (int b0 = 0; b0 < num_blocks; b0 += kSlots) {
+      for (int s = 0; s < kSlots && b0 + s < num_blocks; ++s)
+        load_kv(k_begin + static_cast<int64_t>(b0 + s) * kTileK, s);
+      cp_async_commit();
+      cp_async_wait<0>();
+      __syncthreads();
+      if (b0 == 0) load_q_fragments();
+      const int64_t kb = k_begin + static_cast<int64_t>(b0 + warp) * kTileK;
+      if (b0 + warp < num_blocks && visible(kb))
+        attend_block(ks + warp * kTileK * kStride, vs + warp * kTileK * kStride, kb);
+      __syncthreads();  // the slots are refilled by the next round
+    }
+    cp_async_wait<0>();
+  } else {
+    if (num_blocks > 0) load_kv(k_begin, 0);
+    cp_async_commit();
+    for (int b = 0; b < num_blocks; ++b) {
+      const int64_t kb = k_begin + static_cast<int64_t>(b) * kTileK;
+      if (b + 1 < num_blocks) load_kv(kb + kTileK, (b + 1) & 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+      __syncthreads();
+      if (b == 0) load_q_fragments();
+      if (visible(kb)) attend_block(ks + (b & 1) * kTileK * kStride, vs + (b & 1) * kTileK * kStride, kb);
+      __syncthreads();  // the buffer of block b is refilled by the next iteration's load
+    }
+    cp_async_wait<0>();
   }
-  cp_async_wait<0>();
 
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
     l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
   }
+  if constexpr (kOneToken) {
+    // Merge the warps' row 0 (lanes with g == 0 hold it): M = max m_w, L = sum l_w 2^(m_w - M),
+    // O = sum O_w 2^(m_w - M), through the shared memory of the K slots (every warp is done).
+    float* part_o = reinterpret_cast<float*>(ks);  // [kSlots][kD]
+    float* part_ml = part_o + kSlots * kD;         // [kSlots][2]
+    if (g == 0) {
+#pragma unroll
+      for (int dt = 0; dt < kDimTiles; ++dt)
+        part_o[warp * kD + 8 * dt + 2 * t] = o[dt][0], part_o[warp * kD + 8 * dt + 2 * t + 1] = o[dt][1];
+      if (t == 0) part_ml[2 * warp] = m[0], part_ml[2 * warp + 1] = l[0];
+    }
+    __syncthreads();
+    float big_m = -1e30f;
+    for (int w = 0; w < kSlots; ++w) big_m = fmaxf(big_m, part_ml[2 * w]);
+    float big_l = 0.0f, wt[kSlots];
+    for (int w = 0; w < kSlots; ++w) wt[w] = exp2f(part_ml[2 * w] - big_m), big_l += part_ml[2 * w + 1] * wt[w];
+    for (int d = threadIdx.x; d < kD; d += kTileThreads) {
+      float v = 0.0f;
+      for (int w = 0; w < kSlots; ++w) v += part_o[w * kD + d] * wt[w];
+      if (splits > 1) {
+        // (max in natural-log units, sum, unnormalized output) for attention_combine_kernel.
+        float* ws = workspace + ((static_cast<int64_t>(blockIdx.x) * heads + h) * splits + split) * (kD + 2);
+        ws[2 + d] = v;
+        if (d == 0) ws[0] = num_blocks > 0 ? big_m * 0.6931471805599453f : -FLT_MAX, ws[1] = big_l;
+      } else {
+        out[static_cast<int64_t>(first) * heads * kD + h * kD + d] = from_float<T>(v / big_l);
+      }
+    }
+    return;
+  }
   if (splits > 1) {
-    // One-token tiles: row 0 of warp 0 is the token. (max in natural-log units, sum,
-    // unnormalized output) for attention_combine_kernel, as the split-context kernel leaves them.
+    // One-token tiles in a batch with prompt chunks: row 0 of warp 0 is the token. (max in
+    // natural-log units, sum, unnormalized output) for attention_combine_kernel, as the
+    // split-context kernel leaves them.
     if (warp == 0 && g == 0) {
       float* ws = workspace + ((static_cast<int64_t>(blockIdx.x) * heads + h) * splits + split) * (kD + 2);
       if (t == 0) ws[0] = num_blocks > 0 ? m[0] * 0.6931471805599453f : -FLT_MAX, ws[1] = l[0];
@@ -445,6 +512,14 @@ AttentionPlan plan_attention(const std::vector<int64_t>& seq_starts, const std::
       plan.split_keys = ((max_end + splits - 1) / splits + kTileK - 1) / kTileK * kTileK;
     }
   }
+  // The one-token form takes most of an SM's shared memory per CTA: it pays while the step's
+  // CTAs are about one per SM (the latency-bound decode of a few tokens); with more, the
+  // general form's two CTAs per SM win. H100, both forms in one run (bench/results/
+  // 2026-11-25-pdl-h100.md): Llama-2-7B batch 1, 32 CTAs at 128 positions 3.23 -> 3.16 ms per
+  // step, 160 at 1024 3.43 -> 3.19; batch 8 at 128 positions, 256 CTAs, 3.44 -> 3.63; batch 1
+  // at 4096, 544 CTAs, 4.22 -> 4.33.
+  plan.one_token_tiles =
+      !tiles.empty() && !prompt_tiles && ctas * plan.splits * 2 <= 3 * int64_t{sm_count};  // <= 1.5 CTAs per SM
   return plan;
 }
 
@@ -470,13 +545,19 @@ void paged_attention(const void* qkv, const AttentionWork& work, int64_t heads, 
     if (work.num_tiles > 0) {
       const bool built = dispatch_tile_dim(kv.head_dim, [&]<int kD>() {
         if constexpr (!std::is_same_v<T, float>) {
-          auto* kernel = tile_attention_kernel<T, kD>;
-          constexpr int kSmem = tile_smem_bytes<kD>();
-          static const bool once = [&] {
-            FP6_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
-            return true;
-          }();
-          (void)once;
+          auto configured = [&]<bool kOneToken>() {
+            auto* kernel = tile_attention_kernel<T, kD, kOneToken>;
+            static const bool once = [&] {
+              FP6_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                  tile_smem_bytes<kD, kOneToken>()));
+              return true;
+            }();
+            (void)once;
+            return kernel;
+          };
+          auto* kernel =
+              work.one_token_tiles ? configured.template operator()<true>() : configured.template operator()<false>();
+          const int kSmem = work.one_token_tiles ? tile_smem_bytes<kD, true>() : tile_smem_bytes<kD, false>();
           const dim3 grid(static_cast<unsigned>(work.num_tiles), static_cast<unsigned>(heads),
                           static_cast<unsigned>(work.splits));
           launch_kernel(kernel, grid, kTileThreads, kSmem, stream, static_cast<const T*>(qkv), work.tiles, heads,

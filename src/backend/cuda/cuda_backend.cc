@@ -502,6 +502,7 @@ class CudaBackend : public Backend {
     attn_work_.num_singles = static_cast<int64_t>(plan.singles.size());
     attn_work_.splits = plan.splits;
     attn_work_.split_keys = plan.split_keys;
+    attn_work_.one_token_tiles = plan.one_token_tiles;
     tokens_ = at.operator()<int32_t>(o_tokens);
     positions_ = at.operator()<int32_t>(o_positions);
     slots_ = at.operator()<int32_t>(o_slots);

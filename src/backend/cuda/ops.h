@@ -53,7 +53,8 @@ void rope_write_kv(void* qkv, int64_t n, int64_t heads, const int32_t* positions
 //   chunk (of at least kAttentionMinTileTokens) or a single token (decode); a batch of
 //   one-token tiles too small to give every SM two CTAs splits each token's keys into
 //   `splits` ranges of `split_keys` positions (at least kAttentionSplitKeys, up to 8 CTAs
-//   per SM);
+//   per SM); a batch of one-token tiles only (one_token_tiles) runs the kernel's one-token
+//   form, whose warps take four key blocks at once;
 // - other head dims: single tokens for a split-context kernel.
 constexpr int64_t kAttentionTileTokens = 64;
 constexpr int64_t kAttentionMinTileTokens = 8;
@@ -63,6 +64,7 @@ struct AttentionPlan {
   std::vector<int32_t> singles;  // token indices
   int splits = 1;
   int64_t split_keys = 0;
+  bool one_token_tiles = false;  // every tile is one token (a decode step): the kernel's one-token form
 };
 // seq_starts/seq_tokens: per sequence of the batch, in batch order, its first position and
 // its number of new tokens (a sequence's tokens are consecutive in the batch).
@@ -76,6 +78,7 @@ struct AttentionWork {
   int64_t num_singles = 0;
   int splits = 1;
   int64_t split_keys = 0;
+  bool one_token_tiles = false;
 };
 
 // Per token (device arrays): its position and its sequence, whose block table is row

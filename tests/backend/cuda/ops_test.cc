@@ -97,9 +97,11 @@ struct TestSeq {
   int64_t start, count;
 };
 
-// RoPE + KV write + attention of one batch on the GPU against the CPU twin.
+// RoPE + KV write + attention of one batch on the GPU against the CPU twin; kOneToken: the
+// tile kernel's one-token form on a decode batch the planner gives the general form.
+enum class Form { kPlanned, kOneToken };
 void CudaOpsCheckAttention(CudaOps& t, int64_t hd, int64_t heads, int64_t kv_heads, int64_t window,
-                           const std::vector<TestSeq>& seqs, std::mt19937& rng);
+                           const std::vector<TestSeq>& seqs, std::mt19937& rng, Form form = Form::kPlanned);
 
 TEST_P(CudaOps, RopeKvWriteAndPagedAttentionMatchTheCpu) {
   // Prompt chunks (40 tokens after 700 cached, a fresh 33-token prompt, 150 tokens = three
@@ -118,8 +120,12 @@ TEST_P(CudaOps, RopeKvWriteAndPagedAttentionMatchTheCpu) {
   for (int i = 0; i < 40; ++i) decode.push_back({300 + 37 * i, 1});
   CudaOpsCheckAttention(*this, 128, 8, 2, 0, decode, rng_);
   CudaOpsCheckAttention(*this, 64, 8, 2, 500, decode, rng_);
-  // A small decode step: split keys (8 splits of 256 positions), with and without a window
-  // that starts inside a split, and a context shorter than one split.
+  // The same through the one-token form: up to 28 key blocks, seven rounds of four.
+  CudaOpsCheckAttention(*this, 128, 8, 2, 0, decode, rng_, Form::kOneToken);
+  CudaOpsCheckAttention(*this, 64, 8, 2, 500, decode, rng_, Form::kOneToken);
+  CudaOpsCheckAttention(*this, 96, 4, 4, 0, decode, rng_, Form::kOneToken);
+  // A small decode step (the one-token form): split keys (8 splits of 256 positions), with and
+  // without a window that starts inside a split, and a context shorter than one split.
   const std::vector<TestSeq> few = {{1999, 1}, {1200, 1}, {40, 1}};
   CudaOpsCheckAttention(*this, 128, 8, 2, 0, few, rng_);
   CudaOpsCheckAttention(*this, 128, 8, 8, 700, few, rng_);
@@ -134,26 +140,30 @@ TEST(AttentionPlan, TilesForPromptsAndDecodeSplitsWhenTheGpuIsNotFull) {
                                               46, 1, 45, 1,  44,  1,  43,  1,  42, 1,  41, 1}));
   EXPECT_TRUE(plan.singles.empty());
   EXPECT_EQ(plan.splits, 1);
+  EXPECT_FALSE(plan.one_token_tiles);  // prompt tiles in the batch: the kernel's general form
   // A head dim without a Tensor-Core instance: every token single.
   const auto none = cuda::plan_attention({0}, {100}, 8, 36, 132);
   EXPECT_TRUE(none.tiles.empty());
   EXPECT_EQ(none.singles.size(), 100u);
+  EXPECT_FALSE(none.one_token_tiles);
   // Decode: 32 tokens x 8 heads < 2 CTAs per SM: keys split in 5 (ceil(8 x 132 / 256)), 448 each.
   const auto small = cuda::plan_attention(std::vector<int64_t>(32, 2000), std::vector<int64_t>(32, 1), 8, 128, 132);
   EXPECT_EQ(small.tiles.size(), 64u);
   EXPECT_EQ(small.splits, 5);
   EXPECT_EQ(small.split_keys, 448);
+  EXPECT_FALSE(small.one_token_tiles);  // 32 x 8 x 5 = 1280 CTAs: the general form
   // Batch 1 at 2001 positions: 8 splits of 256 (ceil(2001 / 256) = 8 < 8 x 132 / 8).
   const auto one = cuda::plan_attention({2000}, {1}, 8, 128, 132);
   EXPECT_EQ(one.splits, 8);
   EXPECT_EQ(one.split_keys, 256);
+  EXPECT_TRUE(one.one_token_tiles);  // 8 heads x 8 splits = 64 CTAs, under 1.5 per SM: the one-token form
   // 33 tokens x 8 heads fill the GPU: no split; short contexts: no split either.
   EXPECT_EQ(cuda::plan_attention(std::vector<int64_t>(33, 2000), std::vector<int64_t>(33, 1), 8, 128, 132).splits, 1);
   EXPECT_EQ(cuda::plan_attention({100}, {1}, 8, 128, 132).splits, 1);
 }
 
 void CudaOpsCheckAttention(CudaOps& t, int64_t hd, int64_t heads, int64_t kv_heads, int64_t window,
-                           const std::vector<TestSeq>& seqs, std::mt19937& rng) {
+                           const std::vector<TestSeq>& seqs, std::mt19937& rng, Form form) {
   SCOPED_TRACE(::testing::Message() << "head_dim " << hd << ", heads " << heads << "/" << kv_heads << ", window "
                                     << window);
   const int64_t block = 16;
@@ -208,12 +218,19 @@ void CudaOpsCheckAttention(CudaOps& t, int64_t hd, int64_t heads, int64_t kv_hea
                       t.dtype(), nullptr);
   const cuda::AttentionPlan plan = cuda::plan_attention(starts, counts, heads, hd, 132);
   auto dtiles = up(plan.tiles), dsingles = up(plan.singles);
-  const cuda::AttentionWork work{dtiles.as<int32_t>(),
-                                 static_cast<int64_t>(plan.tiles.size() / 2),
-                                 dsingles.as<int32_t>(),
-                                 static_cast<int64_t>(plan.singles.size()),
-                                 plan.splits,
-                                 plan.split_keys};
+  cuda::AttentionWork work{dtiles.as<int32_t>(),
+                           static_cast<int64_t>(plan.tiles.size() / 2),
+                           dsingles.as<int32_t>(),
+                           static_cast<int64_t>(plan.singles.size()),
+                           plan.splits,
+                           plan.split_keys,
+                           plan.one_token_tiles};
+  // The one-token form on a batch the planner gives the general form (more rounds of blocks).
+  if (form == Form::kOneToken) {
+    ASSERT_FALSE(plan.tiles.empty() || plan.one_token_tiles);
+    for (size_t i = 1; i < plan.tiles.size(); i += 2) ASSERT_EQ(plan.tiles[i], 1);
+    work.one_token_tiles = true;
+  }
   const bool tiled = hd == 16 || hd == 32 || hd == 64 || hd == 80 || hd == 96 || hd == 128;
   EXPECT_EQ(work.num_tiles > 0, tiled);  // the kernel under test is the one planned
   EXPECT_EQ(work.num_singles > 0, !tiled);
