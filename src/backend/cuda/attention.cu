@@ -17,11 +17,11 @@
 //   Prompt chunks go in tiles of 64 query tokens, decode tokens (and chunks under 8 tokens)
 //   in one-token tiles; a decode step too small to give every SM two CTAs splits each
 //   token's keys over CTAs (gridDim.z), merged by the split-context kernel's merge kernel.
-//   A step of one-token tiles only (a decode step without prompt chunks) runs the kernel's
+//   A decode step (one-token tiles only) over at least 1024 positions in all runs the kernel's
 //   one-token form: where the general form has warp 0 alone walk the blocks (the other warps'
-//   rows are past the tile), its four warps each take a key block of a round of four, loaded
-//   together, with their own online softmax of the token's row, merged in shared memory at
-//   the end (143 KB of shared memory at head dim 128).
+//   rows are past the tile), its four warps each take a 32-key block of a round of four,
+//   loaded together, with their own online softmax of the token's row, merged in shared memory
+//   at the end (74 KB of shared memory at head dim 128: three CTAs per SM).
 //
 // - Other head dims: a split-context kernel in which each warp walks a slice of the context
 //   with an online softmax, a lane per key (flash-decoding); a second kernel merges the slices.
@@ -208,11 +208,13 @@ constexpr int64_t kSplitCtasPerSm = 8;
 // same 16 rows; only row 0 is a token), merged in shared memory at the end; the blocks of a
 // round are loaded together. Otherwise every warp owns 16 query rows and the CTA walks the key
 // blocks one at a time, double-buffered.
-constexpr int kOneTokenSlots = 4;  // key blocks in flight per one-token CTA (one per warp)
+constexpr int kOneTokenSlots = 4;           // key blocks in flight per one-token CTA (one per warp)
+constexpr int kOneTokenBlockK = 32;         // keys per block of the one-token form
+constexpr int64_t kOneTokenMinKeys = 1024;  // the least a decode step attends over, summed over its tokens, to use it
 template <int kD, bool kOneToken>
 constexpr int tile_smem_bytes() {
-  return kOneToken ? (16 + 2 * kOneTokenSlots * kTileK) * (kD + 8) * 2  // Q rows 0-15, K and V of 4 blocks
-                   : (kTileQ + 4 * kTileK) * (kD + 8) * 2;              // Q, and K and V double-buffered
+  return kOneToken ? (16 + 2 * kOneTokenSlots * kOneTokenBlockK) * (kD + 8) * 2  // Q rows 0-15, K and V of 4 blocks
+                   : (kTileQ + 4 * kTileK) * (kD + 8) * 2;                       // Q, and K and V double-buffered
 }
 
 // tiles[2 i], tiles[2 i + 1]: the first token and the token count of query tile i (blockIdx.x);
@@ -228,10 +230,11 @@ __global__ void __launch_bounds__(kTileThreads)
   constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
   constexpr int kStride = kD + 8, kChunks = kD / 8, kKSlices = kD / 16, kDimTiles = kD / 8;
   constexpr int kQRows = kOneToken ? 16 : kTileQ, kSlots = kOneToken ? kOneTokenSlots : 2;
+  constexpr int kBlockK = kOneToken ? kOneTokenBlockK : kTileK;  // keys per block
   extern __shared__ __align__(16) uint8_t smem[];
   T* qs = reinterpret_cast<T*>(smem);
-  T* ks = qs + kQRows * kStride;  // [kSlots][kTileK][kStride]
-  T* vs = ks + kSlots * kTileK * kStride;
+  T* ks = qs + kQRows * kStride;  // [kSlots][kBlockK][kStride]
+  T* vs = ks + kSlots * kBlockK * kStride;
 
   const int first = tiles[2 * blockIdx.x], count = tiles[2 * blockIdx.x + 1];
   const int64_t h = blockIdx.y, kvh = h / (heads / kv_heads);
@@ -245,7 +248,7 @@ __global__ void __launch_bounds__(kTileThreads)
     k_begin = max(k_begin, split * split_keys);
     k_end = min(k_end, (split + 1) * split_keys);
   }
-  const int num_blocks = k_end > k_begin ? static_cast<int>((k_end - 1 - k_begin) / kTileK + 1) : 0;
+  const int num_blocks = k_end > k_begin ? static_cast<int>((k_end - 1 - k_begin) / kBlockK + 1) : 0;
   const int32_t* table = block_tables + static_cast<int64_t>(seq_of_token[first]) * max_blocks;
 
   for (int c = threadIdx.x; c < kQRows * kChunks; c += kTileThreads) {
@@ -253,17 +256,17 @@ __global__ void __launch_bounds__(kTileThreads)
     const bool in = r < count;
     cp_async16(qs + r * kStride + cc * 8, in ? qkv + (first + r) * width + h * kD + cc * 8 : qkv, in ? 16 : 0);
   }
-  // Keys [kb, kb + kTileK) into slot `slot`; positions past the tile's last token read as zeros.
+  // Keys [kb, kb + kBlockK) into slot `slot`; positions past the tile's last token read as zeros.
   // Positions and block sizes fit in 32 bits: 32-bit division for the block table.
   const int bs = static_cast<int>(block_size);
   auto load_kv = [&](int64_t kb, int slot) {
-    for (int c = threadIdx.x; c < kTileK * kChunks; c += kTileThreads) {
+    for (int c = threadIdx.x; c < kBlockK * kChunks; c += kTileThreads) {
       const int r = c / kChunks, cc = c % kChunks;
       const int j = static_cast<int>(kb) + r;
       const bool in = j < k_end;
       int64_t off = 0;
       if (in) off = ((static_cast<int64_t>(table[j / bs]) * bs + j % bs) * kv_heads + kvh) * kD + cc * 8;
-      const int64_t dst = (slot * kTileK + r) * kStride + cc * 8;
+      const int64_t dst = (slot * kBlockK + r) * kStride + cc * 8;
       cp_async16(ks + dst, k_cache + off, in ? 16 : 0);
       cp_async16(vs + dst, v_cache + off, in ? 16 : 0);
     }
@@ -284,13 +287,13 @@ __global__ void __launch_bounds__(kTileThreads)
       ldmatrix_x4(qf[kk], qs + (row0 + lane % 16) * kStride + kk * 16 + 8 * (lane / 16));
   };
 
-  // The online softmax of this warp's rows over the keys [kb, kb + kTileK) in kbuf/vbuf.
+  // The online softmax of this warp's rows over the keys [kb, kb + kBlockK) in kbuf/vbuf.
   auto attend_block = [&](const T* kbuf, const T* vbuf, int64_t kb) {
-    float s[kTileK / 8][4] = {};
+    float s[kBlockK / 8][4] = {};
 #pragma unroll
     for (int kk = 0; kk < kKSlices; ++kk)
 #pragma unroll
-      for (int np = 0; np < kTileK / 16; ++np) {
+      for (int np = 0; np < kBlockK / 16; ++np) {
         uint32_t r[4];
         ldmatrix_x4(r, kbuf + (np * 16 + 8 * (lane / 16) + lane % 8) * kStride + kk * 16 + 8 * (lane / 8 % 2));
         mma<kBf16>(s[2 * np], qf[kk], r[0], r[1]);
@@ -300,10 +303,10 @@ __global__ void __launch_bounds__(kTileThreads)
     // Keys at k_end and past it were read as zeros: masked too (they are past every row's
     // position unless the keys are split).
     const bool needs_mask =
-        kb + kTileK - 1 > warp_first || kb + kTileK > k_end || (window > 0 && kb <= warp_last - window);
+        kb + kBlockK - 1 > warp_first || kb + kBlockK > k_end || (window > 0 && kb <= warp_last - window);
     float mx[2] = {m[0], m[1]};
 #pragma unroll
-    for (int nt = 0; nt < kTileK / 8; ++nt)
+    for (int nt = 0; nt < kBlockK / 8; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int64_t j = kb + 8 * nt + 2 * t + (e & 1), p = pos[e >> 1];
@@ -321,7 +324,7 @@ __global__ void __launch_bounds__(kTileThreads)
       l[i] *= corr[i];
     }
 #pragma unroll
-    for (int nt = 0; nt < kTileK / 8; ++nt)
+    for (int nt = 0; nt < kBlockK / 8; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         s[nt][e] = exp2f(s[nt][e] - m[e >> 1]);
@@ -333,7 +336,7 @@ __global__ void __launch_bounds__(kTileThreads)
       for (int e = 0; e < 4; ++e) o[dt][e] *= corr[e >> 1];
         // O += P V: the S accumulators of two key tiles are the A fragment of 16 keys.
 #pragma unroll
-    for (int k16 = 0; k16 < kTileK / 16; ++k16) {
+    for (int k16 = 0; k16 < kBlockK / 16; ++k16) {
       const uint32_t a[4] = {pack2<T>(s[2 * k16][0], s[2 * k16][1]), pack2<T>(s[2 * k16][2], s[2 * k16][3]),
                              pack2<T>(s[2 * k16 + 1][0], s[2 * k16 + 1][1]),
                              pack2<T>(s[2 * k16 + 1][2], s[2 * k16 + 1][3])};
@@ -347,21 +350,21 @@ __global__ void __launch_bounds__(kTileThreads)
     }
   };
   auto visible = [&](int64_t kb) {
-    return warp_active && kb <= warp_last && (window == 0 || kb + kTileK - 1 > warp_first - window);
+    return warp_active && kb <= warp_last && (window == 0 || kb + kBlockK - 1 > warp_first - window);
   };
 
   if constexpr (kOneToken) {
     // Rounds of kSlots blocks, loaded together; warp w attends block w of the round.
     for (int b0 = 0; b0 < num_blocks; b0 += kSlots) {
       for (int s = 0; s < kSlots && b0 + s < num_blocks; ++s)
-        load_kv(k_begin + static_cast<int64_t>(b0 + s) * kTileK, s);
+        load_kv(k_begin + static_cast<int64_t>(b0 + s) * kBlockK, s);
       cp_async_commit();
       cp_async_wait<0>();
       __syncthreads();
       if (b0 == 0) load_q_fragments();
-      const int64_t kb = k_begin + static_cast<int64_t>(b0 + warp) * kTileK;
+      const int64_t kb = k_begin + static_cast<int64_t>(b0 + warp) * kBlockK;
       if (b0 + warp < num_blocks && visible(kb))
-        attend_block(ks + warp * kTileK * kStride, vs + warp * kTileK * kStride, kb);
+        attend_block(ks + warp * kBlockK * kStride, vs + warp * kBlockK * kStride, kb);
       __syncthreads();  // the slots are refilled by the next round
     }
     cp_async_wait<0>();
@@ -369,13 +372,13 @@ __global__ void __launch_bounds__(kTileThreads)
     if (num_blocks > 0) load_kv(k_begin, 0);
     cp_async_commit();
     for (int b = 0; b < num_blocks; ++b) {
-      const int64_t kb = k_begin + static_cast<int64_t>(b) * kTileK;
-      if (b + 1 < num_blocks) load_kv(kb + kTileK, (b + 1) & 1);
+      const int64_t kb = k_begin + static_cast<int64_t>(b) * kBlockK;
+      if (b + 1 < num_blocks) load_kv(kb + kBlockK, (b + 1) & 1);
       cp_async_commit();
       cp_async_wait<1>();
       __syncthreads();
       if (b == 0) load_q_fragments();
-      if (visible(kb)) attend_block(ks + (b & 1) * kTileK * kStride, vs + (b & 1) * kTileK * kStride, kb);
+      if (visible(kb)) attend_block(ks + (b & 1) * kBlockK * kStride, vs + (b & 1) * kBlockK * kStride, kb);
       __syncthreads();  // the buffer of block b is refilled by the next iteration's load
     }
     cp_async_wait<0>();
@@ -512,14 +515,13 @@ AttentionPlan plan_attention(const std::vector<int64_t>& seq_starts, const std::
       plan.split_keys = ((max_end + splits - 1) / splits + kTileK - 1) / kTileK * kTileK;
     }
   }
-  // The one-token form takes most of an SM's shared memory per CTA: it pays while the step's
-  // CTAs are about one per SM (the latency-bound decode of a few tokens); with more, the
-  // general form's two CTAs per SM win. H100, both forms in one run (bench/results/
-  // 2026-11-25-pdl-h100.md): Llama-2-7B batch 1, 32 CTAs at 128 positions 3.23 -> 3.16 ms per
-  // step, 160 at 1024 3.43 -> 3.19; batch 8 at 128 positions, 256 CTAs, 3.44 -> 3.63; batch 1
-  // at 4096, 544 CTAs, 4.22 -> 4.33.
-  plan.one_token_tiles =
-      !tiles.empty() && !prompt_tiles && ctas * plan.splits * 2 <= 3 * int64_t{sm_count};  // <= 1.5 CTAs per SM
+  // A decode step (one-token tiles only) that attends over at least kOneTokenMinKeys positions
+  // in all runs the one-token form; lighter steps keep the general form, which measured as fast
+  // (Llama-2-7B) or faster (Mixtral-8x7B: batch 1 at 128 positions 5.49 against 6.00 ms per
+  // step) there. bench/results/2026-11-25-pdl-h100.md.
+  int64_t keys = 0;
+  for (const Tile& t : tiles) keys += t.end_pos;
+  plan.one_token_tiles = !tiles.empty() && !prompt_tiles && keys >= kOneTokenMinKeys;
   return plan;
 }
 

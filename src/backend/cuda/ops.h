@@ -53,8 +53,9 @@ void rope_write_kv(void* qkv, int64_t n, int64_t heads, const int32_t* positions
 //   chunk (of at least kAttentionMinTileTokens) or a single token (decode); a batch of
 //   one-token tiles too small to give every SM two CTAs splits each token's keys into
 //   `splits` ranges of `split_keys` positions (at least kAttentionSplitKeys, up to 8 CTAs
-//   per SM); a batch of one-token tiles only (one_token_tiles) runs the kernel's one-token
-//   form, whose warps take four key blocks at once;
+//   per SM); a decode step of one-token tiles only, over at least 1024 positions in all
+//   (one_token_tiles), runs the kernel's one-token form, whose warps take four key blocks at
+//   once;
 // - other head dims: single tokens for a split-context kernel.
 constexpr int64_t kAttentionTileTokens = 64;
 constexpr int64_t kAttentionMinTileTokens = 8;

@@ -97,9 +97,9 @@ struct TestSeq {
   int64_t start, count;
 };
 
-// RoPE + KV write + attention of one batch on the GPU against the CPU twin; kOneToken: the
-// tile kernel's one-token form on a decode batch the planner gives the general form.
-enum class Form { kPlanned, kOneToken };
+// RoPE + KV write + attention of one batch on the GPU against the CPU twin; kGeneral: the
+// tile kernel's general form on a decode batch the planner gives the one-token form.
+enum class Form { kPlanned, kGeneral };
 void CudaOpsCheckAttention(CudaOps& t, int64_t hd, int64_t heads, int64_t kv_heads, int64_t window,
                            const std::vector<TestSeq>& seqs, std::mt19937& rng, Form form = Form::kPlanned);
 
@@ -118,12 +118,13 @@ TEST_P(CudaOps, RopeKvWriteAndPagedAttentionMatchTheCpu) {
   // contexts, with and without a window.
   std::vector<TestSeq> decode;
   for (int i = 0; i < 40; ++i) decode.push_back({300 + 37 * i, 1});
+  // The one-token form (planned for a decode step) walks up to 55 key blocks of 32, 14 rounds
+  // of four; the general form on the same batches.
   CudaOpsCheckAttention(*this, 128, 8, 2, 0, decode, rng_);
   CudaOpsCheckAttention(*this, 64, 8, 2, 500, decode, rng_);
-  // The same through the one-token form: up to 28 key blocks, seven rounds of four.
-  CudaOpsCheckAttention(*this, 128, 8, 2, 0, decode, rng_, Form::kOneToken);
-  CudaOpsCheckAttention(*this, 64, 8, 2, 500, decode, rng_, Form::kOneToken);
-  CudaOpsCheckAttention(*this, 96, 4, 4, 0, decode, rng_, Form::kOneToken);
+  CudaOpsCheckAttention(*this, 96, 4, 4, 0, decode, rng_);
+  CudaOpsCheckAttention(*this, 128, 8, 2, 0, decode, rng_, Form::kGeneral);
+  CudaOpsCheckAttention(*this, 64, 8, 2, 500, decode, rng_, Form::kGeneral);
   // A small decode step (the one-token form): split keys (8 splits of 256 positions), with and
   // without a window that starts inside a split, and a context shorter than one split.
   const std::vector<TestSeq> few = {{1999, 1}, {1200, 1}, {40, 1}};
@@ -151,12 +152,14 @@ TEST(AttentionPlan, TilesForPromptsAndDecodeSplitsWhenTheGpuIsNotFull) {
   EXPECT_EQ(small.tiles.size(), 64u);
   EXPECT_EQ(small.splits, 5);
   EXPECT_EQ(small.split_keys, 448);
-  EXPECT_FALSE(small.one_token_tiles);  // 32 x 8 x 5 = 1280 CTAs: the general form
+  EXPECT_TRUE(small.one_token_tiles);  // a decode step: the one-token form
   // Batch 1 at 2001 positions: 8 splits of 256 (ceil(2001 / 256) = 8 < 8 x 132 / 8).
   const auto one = cuda::plan_attention({2000}, {1}, 8, 128, 132);
   EXPECT_EQ(one.splits, 8);
   EXPECT_EQ(one.split_keys, 256);
-  EXPECT_TRUE(one.one_token_tiles);  // 8 heads x 8 splits = 64 CTAs, under 1.5 per SM: the one-token form
+  EXPECT_TRUE(one.one_token_tiles);
+  // A decode step over fewer than 1024 positions in all keeps the general form.
+  EXPECT_FALSE(cuda::plan_attention({100, 200}, {1, 1}, 8, 128, 132).one_token_tiles);
   // 33 tokens x 8 heads fill the GPU: no split; short contexts: no split either.
   EXPECT_EQ(cuda::plan_attention(std::vector<int64_t>(33, 2000), std::vector<int64_t>(33, 1), 8, 128, 132).splits, 1);
   EXPECT_EQ(cuda::plan_attention({100}, {1}, 8, 128, 132).splits, 1);
@@ -225,11 +228,10 @@ void CudaOpsCheckAttention(CudaOps& t, int64_t hd, int64_t heads, int64_t kv_hea
                            plan.splits,
                            plan.split_keys,
                            plan.one_token_tiles};
-  // The one-token form on a batch the planner gives the general form (more rounds of blocks).
-  if (form == Form::kOneToken) {
-    ASSERT_FALSE(plan.tiles.empty() || plan.one_token_tiles);
-    for (size_t i = 1; i < plan.tiles.size(); i += 2) ASSERT_EQ(plan.tiles[i], 1);
-    work.one_token_tiles = true;
+  // The general form on a decode batch, which the planner gives the one-token form.
+  if (form == Form::kGeneral) {
+    ASSERT_TRUE(plan.one_token_tiles);
+    work.one_token_tiles = false;
   }
   const bool tiled = hd == 16 || hd == 32 || hd == 64 || hd == 80 || hd == 96 || hd == 128;
   EXPECT_EQ(work.num_tiles > 0, tiled);  // the kernel under test is the one planned
