@@ -18,6 +18,7 @@
 #include "core/host_buffer.h"
 #include "core/thread_pool.h"
 #include "fpx/pack.h"
+#include "model/quantization.h"
 
 namespace fp6serve {
 namespace {
@@ -134,10 +135,10 @@ void BM_QuantizeOnLoad(benchmark::State& state) {
   const int rule = static_cast<int>(state.range(2));
   const auto src = random_bf16(rows * cols, 3);
   const fpx::MatrixView view{src.data(), DType::kBF16, rows, cols, "w"};
-  const fpx::Format fp6[] = {fpx::kE2M3, fpx::kE3M2};
   const fpx::ScaleRule scale = rule == 0 ? fpx::ScaleRule::kAbsmax : fpx::ScaleRule::kMinError;
   for (auto _ : state) {
-    const fpx::Format f = rule == 2 ? fpx::best_format({&view, 1}, fp6, scale) : fpx::kE3M2;  // the loader's choice
+    const fpx::Format f = rule == 2 ? fpx::best_format({&view, 1}, model::QuantizationMode::kFp6Formats, scale)
+                                    : fpx::kE3M2;  // the loader's choice
     fpx::PackedWeight p = fpx::quantize_pack(view, f, DType::kF16, scale);
     benchmark::DoNotOptimize(p.data.data());
   }

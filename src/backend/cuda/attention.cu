@@ -389,6 +389,10 @@ __global__ void __launch_bounds__(kTileThreads)
     l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
     l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
   }
+  // A split's (max in natural-log units, sum, unnormalized output) for attention_combine_kernel,
+  // as the split-context kernel leaves them; m is in log2 units, and -FLT_MAX marks no keys.
+  float* const split_ws = workspace + ((static_cast<int64_t>(blockIdx.x) * heads + h) * splits + split) * (kD + 2);
+  auto split_max = [&](float m_log2) { return num_blocks > 0 ? m_log2 * 0.6931471805599453f : -FLT_MAX; };
   if constexpr (kOneToken) {
     // Merge the warps' row 0 (lanes with g == 0 hold it): M = max m_w, L = sum l_w 2^(m_w - M),
     // O = sum O_w 2^(m_w - M), through the shared memory of the K slots (every warp is done).
@@ -409,10 +413,8 @@ __global__ void __launch_bounds__(kTileThreads)
       float v = 0.0f;
       for (int w = 0; w < kSlots; ++w) v += part_o[w * kD + d] * wt[w];
       if (splits > 1) {
-        // (max in natural-log units, sum, unnormalized output) for attention_combine_kernel.
-        float* ws = workspace + ((static_cast<int64_t>(blockIdx.x) * heads + h) * splits + split) * (kD + 2);
-        ws[2 + d] = v;
-        if (d == 0) ws[0] = num_blocks > 0 ? big_m * 0.6931471805599453f : -FLT_MAX, ws[1] = big_l;
+        split_ws[2 + d] = v;
+        if (d == 0) split_ws[0] = split_max(big_m), split_ws[1] = big_l;
       } else {
         out[static_cast<int64_t>(first) * heads * kD + h * kD + d] = from_float<T>(v / big_l);
       }
@@ -420,14 +422,13 @@ __global__ void __launch_bounds__(kTileThreads)
     return;
   }
   if (splits > 1) {
-    // One-token tiles in a batch with prompt chunks: row 0 of warp 0 is the token. (max in
-    // natural-log units, sum, unnormalized output) for attention_combine_kernel, as the
-    // split-context kernel leaves them.
+    // One-token tiles of a decode step too light for the one-token form (the planner splits
+    // keys only when no prompt chunk is in the batch): row 0 of warp 0 is the token.
     if (warp == 0 && g == 0) {
-      float* ws = workspace + ((static_cast<int64_t>(blockIdx.x) * heads + h) * splits + split) * (kD + 2);
-      if (t == 0) ws[0] = num_blocks > 0 ? m[0] * 0.6931471805599453f : -FLT_MAX, ws[1] = l[0];
+      if (t == 0) split_ws[0] = split_max(m[0]), split_ws[1] = l[0];
 #pragma unroll
-      for (int dt = 0; dt < kDimTiles; ++dt) ws[2 + 8 * dt + 2 * t] = o[dt][0], ws[3 + 8 * dt + 2 * t] = o[dt][1];
+      for (int dt = 0; dt < kDimTiles; ++dt)
+        split_ws[2 + 8 * dt + 2 * t] = o[dt][0], split_ws[3 + 8 * dt + 2 * t] = o[dt][1];
     }
     return;
   }

@@ -65,7 +65,7 @@ struct AttentionPlan {
   std::vector<int32_t> singles;  // token indices
   int splits = 1;
   int64_t split_keys = 0;
-  bool one_token_tiles = false;  // every tile is one token (a decode step): the kernel's one-token form
+  bool one_token_tiles = false;  // the kernel's one-token form (a decode step over >= 1024 positions in all)
 };
 // seq_starts/seq_tokens: per sequence of the batch, in batch order, its first position and
 // its number of new tokens (a sequence's tokens are consecutive in the batch).
